@@ -1,0 +1,1 @@
+"""Python access to the AIVCS ledger daemon. Generated stubs live in `aivcs.ledger.v1`."""

@@ -1,0 +1,1 @@
+"""Generated from proto/aivcs/ledger/v1 by tools/generate_protos.py. Do not edit."""

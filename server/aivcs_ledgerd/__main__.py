@@ -1,0 +1,3 @@
+from aivcs_ledgerd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,106 @@
+"""The daemon's lifecycle: open the database, serve gRPC, drain on a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+
+import grpc
+from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.health import HealthMonitor
+from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.store import Credentials, Database, init_schema
+from aivcs_ledgerd.transport import register_services
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = [
+    run_ledger_pb2.DESCRIPTOR.services_by_name["RunLedger"].full_name,
+    event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name,
+    release_registry_pb2.DESCRIPTOR.services_by_name["ReleaseRegistry"].full_name,
+]
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message says which setting is at fault."""
+
+
+@dataclass
+class Daemon:
+    """A running daemon: its server, database handle, ledger and health."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    db: Database
+    ledger: Ledger
+    health: HealthMonitor
+    port: int
+
+    async def stop(self) -> None:
+        """Refuse new calls, let in-flight ones finish, then close the database."""
+        log.info("draining (grace period %.1fs)", self.settings.grace_period)
+        await self.health.drain()
+        await self.server.stop(self.settings.grace_period)
+        await self.ledger.close()
+        await self.db.close()
+        log.info("stopped")
+
+
+async def start(settings: Settings) -> Daemon:
+    """Open the database, define the schema, and start serving."""
+    credentials = None
+    if settings.db_user is not None:
+        credentials = Credentials(settings.db_user, settings.db_password or "", settings.db_access_level)
+    db = await Database.open(
+        settings.db,
+        namespace=settings.db_namespace,
+        database=settings.db_database,
+        credentials=credentials,
+        timeout=settings.db_timeout,
+    )
+    try:
+        await init_schema(db)
+        ledger = Ledger(db, settings.limits)
+        health = HealthMonitor(db, SERVICE_NAMES)
+        limit = settings.limits.max_message_bytes
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+            ]
+        )
+        register_services(server, ledger)
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+        if settings.reflection:
+            names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
+        try:
+            port = server.add_insecure_port(settings.listen)
+        except RuntimeError as error:
+            raise StartupError(f"cannot listen on --listen {settings.listen!r}: {error}") from error
+        if port == 0:
+            raise StartupError(f"cannot listen on --listen {settings.listen!r}")
+        await server.start()
+        await health.start()
+    except BaseException:
+        await db.close()
+        raise
+    log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
+    return Daemon(settings, server, db, ledger, health, port)
+
+
+async def run(settings: Settings) -> None:
+    """Serve until SIGTERM or SIGINT, then drain and return."""
+    daemon = await start(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await daemon.stop()

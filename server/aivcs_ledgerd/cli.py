@@ -1,0 +1,88 @@
+"""The `aivcs-ledgerd` command: flags, environment fallbacks, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from aivcs_ledgerd import __version__
+from aivcs_ledgerd.app import StartupError, run
+from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
+from aivcs_ledgerd.logs import configure_logging
+from aivcs_ledgerd.store import StoreError, UnsupportedScheme, check_url
+
+ENV = "AIVCS_LEDGER_"
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--listen", envvar=ENV + "LISTEN", default=DEFAULT_LISTEN, show_envvar=True,
+              help="HOST:PORT to serve gRPC on. Port 0 picks a free port.")
+@click.option("--db", envvar=ENV + "DB", default=DEFAULT_DB, show_envvar=True,
+              help="SurrealDB URL: mem:// (ephemeral), surrealkv://PATH or file://PATH "
+                   "(embedded, durable), ws://, wss://, http://, https:// (a server or cluster).")
+@click.option("--db-namespace", envvar=ENV + "DB_NAMESPACE", default="aivcs", show_envvar=True,
+              help="SurrealDB namespace.")
+@click.option("--db-database", envvar=ENV + "DB_DATABASE", default="ledger", show_envvar=True,
+              help="SurrealDB database.")
+@click.option("--db-user", envvar=ENV + "DB_USER", default=None, show_envvar=True,
+              help="User to sign in with on a remote server.")
+@click.option("--db-password", envvar=ENV + "DB_PASSWORD", default=None, show_envvar=True,
+              help="Password for --db-user. Prefer --db-password-file.")
+@click.option("--db-password-file", envvar=ENV + "DB_PASSWORD_FILE", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the password (e.g. a mounted Kubernetes secret).")
+@click.option("--db-access-level", envvar=ENV + "DB_ACCESS_LEVEL", default="root", show_envvar=True,
+              type=click.Choice(["root", "database"]),
+              help="Whether --db-user is a root user or a user of the namespace and database.")
+@click.option("--db-timeout", envvar=ENV + "DB_TIMEOUT", default=10.0, show_envvar=True, type=click.FloatRange(min=0.1),
+              help="Seconds a database round trip may take before the call answers UNAVAILABLE.")
+@click.option("--grace-period", envvar=ENV + "GRACE_PERIOD", default=10.0, show_envvar=True,
+              type=click.FloatRange(min=0), help="Seconds in-flight calls get to finish on SIGTERM/SIGINT.")
+@click.option("--max-batch-events", envvar=ENV + "MAX_BATCH_EVENTS", default=Limits().max_batch_events,
+              show_envvar=True, type=click.IntRange(min=1), help="Most events one append batch may carry.")
+@click.option("--max-payload-bytes", envvar=ENV + "MAX_PAYLOAD_BYTES", default=Limits().max_payload_bytes,
+              show_envvar=True, type=click.IntRange(min=1), help="Largest serialized payload of one event.")
+@click.option("--max-message-bytes", envvar=ENV + "MAX_MESSAGE_BYTES", default=Limits().max_message_bytes,
+              show_envvar=True, type=click.IntRange(min=1024), help="Largest gRPC message received or sent.")
+@click.option("--reflection/--no-reflection", envvar=ENV + "REFLECTION", default=True, show_envvar=True,
+              help="Serve gRPC server reflection.")
+@click.option("--log-level", envvar=ENV + "LOG_LEVEL", default="INFO", show_envvar=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option("--log-json/--no-log-json", envvar=ENV + "LOG_JSON", default=False, show_envvar=True,
+              help="Log one JSON object per line.")
+@click.version_option(__version__)
+def command(
+    listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
+    db_password: str | None, db_password_file: Path | None, db_access_level: str,
+    db_timeout: float, grace_period: float, max_batch_events: int, max_payload_bytes: int,
+    max_message_bytes: int, reflection: bool, log_level: str, log_json: bool,
+) -> None:
+    """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
+    configure_logging(log_level.upper(), log_json)
+    try:
+        check_url(db)
+    except UnsupportedScheme as error:
+        raise click.BadParameter(str(error), param_hint="--db") from error
+    if db_password_file is not None:
+        db_password = read_secret(db_password_file)
+    settings = Settings(
+        listen=listen, db=db, db_namespace=db_namespace, db_database=db_database,
+        db_user=db_user, db_password=db_password, db_access_level=db_access_level,
+        db_timeout=db_timeout, grace_period=grace_period, reflection=reflection,
+        log_level=log_level.upper(), log_json=log_json,
+        limits=Limits(max_batch_events, max_payload_bytes, max_message_bytes),
+    )
+    try:
+        asyncio.run(run(settings))
+    except (StartupError, StoreError) as error:
+        logging.getLogger("aivcs_ledgerd").error("cannot start: %s", error)
+        sys.exit(1)
+
+
+def main() -> int:
+    command()
+    return 0

@@ -1,0 +1,40 @@
+"""The daemon's settings: one frozen value built from flags and environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_DB = "surrealkv://aivcs-ledger-data"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request may carry; exceeding one is INVALID_ARGUMENT."""
+
+    max_batch_events: int = 1000
+    max_payload_bytes: int = 1 << 20
+    max_message_bytes: int = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    listen: str = DEFAULT_LISTEN
+    db: str = DEFAULT_DB
+    db_namespace: str = "aivcs"
+    db_database: str = "ledger"
+    db_user: str | None = None
+    db_password: str | None = None
+    db_access_level: str = "root"
+    db_timeout: float = 10.0
+    grace_period: float = 10.0
+    reflection: bool = True
+    log_level: str = "INFO"
+    log_json: bool = False
+    limits: Limits = Limits()
+
+
+def read_secret(path: Path) -> str:
+    """A secret from a mounted file, without the trailing newline editors add."""
+    return path.read_text(encoding="utf-8").rstrip("\r\n")

@@ -1,0 +1,77 @@
+"""gRPC health that follows the database.
+
+Every service name (and "") is SERVING only while the database answers a
+ping, NOT_SERVING while it does not, and NOT_SERVING for good once the
+daemon starts draining. Watch subscribers are told of every change by the
+library's servicer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from grpc_health.v1 import health_pb2
+from grpc_health.v1._async import HealthServicer
+
+from aivcs_ledgerd.store import Database, StoreError
+
+log = logging.getLogger(__name__)
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class HealthMonitor:
+    """Pings the database every `interval` seconds and publishes the result."""
+
+    def __init__(self, db: Database, services: list[str], interval: float = 2.0) -> None:
+        self.servicer = HealthServicer()
+        self._db = db
+        self._names = ["", *services]
+        self._interval = interval
+        self._serving: bool | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def serving(self) -> bool:
+        return bool(self._serving)
+
+    async def start(self) -> None:
+        await self.check()
+        self._task = asyncio.create_task(self._loop(), name="health-monitor")
+
+    async def check(self) -> bool:
+        """Ping once, publish the outcome, and return whether the database answered."""
+        try:
+            await asyncio.wait_for(self._db.ping(), timeout=self._interval)
+            healthy = True
+        except (StoreError, TimeoutError) as error:
+            healthy = False
+            if self._serving is not False:
+                log.warning("database unavailable: %s", error)
+        await self._publish(healthy)
+        return healthy
+
+    async def drain(self) -> None:
+        """Stop checking and report NOT_SERVING until the process exits."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.servicer.enter_graceful_shutdown()
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self.check()
+
+    async def _publish(self, healthy: bool) -> None:
+        if healthy == self._serving:
+            return
+        if self._serving is not None:
+            log.info("health: %s", "SERVING" if healthy else "NOT_SERVING")
+        self._serving = healthy
+        for name in self._names:
+            await self.servicer.set(name, SERVING if healthy else NOT_SERVING)

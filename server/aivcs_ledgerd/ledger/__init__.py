@@ -1,0 +1,23 @@
+"""The ledger's rules: run lifecycle, seq assignment, idempotency, releases."""
+
+from __future__ import annotations
+
+from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.ledger.releases import Releases
+from aivcs_ledgerd.store import Database
+
+
+class Ledger:
+    """Everything the transport needs, over one database handle.
+
+    Several Ledger objects may share one Database: the write serialisation
+    belongs to the handle, not to this object.
+    """
+
+    def __init__(self, db: Database, limits: Limits | None = None) -> None:
+        self.db = db
+        self.limits = limits or Limits()
+        self.releases = Releases(db)
+
+    async def close(self) -> None:
+        """Finish queued appends; after this the ledger accepts no more."""

@@ -1,0 +1,106 @@
+"""Plain values shared by every layer: what a run, an event and a release are.
+
+No logic and no imports from the layers, so the store can return these and
+the transport can read them without either knowing the other.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+class RunStatus(enum.Enum):
+    """Lifecycle state; the value is what SurrealDB stores."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    rubric_path: str = ""
+    is_promotion_gate: bool = False
+    agent_phase: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    run_id: str
+    spec_digest: str
+    agent_name: str
+    git_sha: str | None
+    tags: JsonObject
+    evaluation: Evaluation
+    status: RunStatus
+    total_events: int
+    final_state_digest: str | None
+    duration_ms: int
+    success: bool
+    created_at: datetime
+    completed_at: datetime | None
+    events_digest: str
+    status_reason: str
+    # Strictly increasing creation key (nanoseconds) that orders ListRuns.
+    created_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event as a writer submits it; timestamp_ns None means server time."""
+
+    kind: str
+    payload: JsonObject
+    timestamp_ns: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    run_id: str
+    seq: int
+    kind: str
+    payload: JsonObject
+    timestamp_ns: int
+    digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    agent_name: str
+    spec_digest: str
+    version_label: str | None
+    promoted_by: str
+    notes: str | None
+    created_at: datetime
+    sequence: int
+    rollback_of: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunFilter:
+    """ListRuns filters; None means "any"."""
+
+    spec_digest: str | None = None
+    agent_name: str | None = None
+    git_sha: str | None = None
+    status: RunStatus | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A keyset page of any listing: items and the cursor after the last."""
+
+    items: list[Any] = field(default_factory=list)
+    next_cursor: Any = None

@@ -1,0 +1,191 @@
+"""One SurrealDB handle: connect, run checked queries, serialise writes.
+
+Every query goes through `query_raw` and every statement's status is checked,
+because the SDK's `query()` reports only the first statement's error
+(architecture.md, hazard 1). Writes that touch a run's or an agent's records
+go through `write()`, which holds that key's lock on this handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import surrealdb
+from surrealdb import AsyncSurreal
+
+from aivcs_ledgerd.store.errors import (
+    DuplicateRecord,
+    QueryFailed,
+    Rejected,
+    StoreConflict,
+    StoreUnavailable,
+)
+from aivcs_ledgerd.store.locks import KeyedLocks
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_SCHEMES = frozenset({"mem", "memory", "surrealkv", "file"})
+REMOTE_SCHEMES = frozenset({"ws", "wss", "http", "https"})
+THROW_PREFIX = "aivcs:"
+# Statuses that only echo an earlier statement's failure inside a transaction.
+_ECHO_KINDS = frozenset({"NotExecuted", "Cancelled"})
+
+
+class UnsupportedScheme(ValueError):
+    """`--db` names a scheme the daemon cannot open."""
+
+
+def check_url(url: str) -> str:
+    """Return the URL's scheme, or raise UnsupportedScheme naming it."""
+    scheme = urlsplit(url).scheme.lower() if "://" in url else url.lower()
+    if scheme not in EMBEDDED_SCHEMES | REMOTE_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in sorted(EMBEDDED_SCHEMES | REMOTE_SCHEMES))
+        raise UnsupportedScheme(f"unsupported database scheme {scheme!r} in --db {url!r}; use one of {allowed}")
+    return scheme
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Sign-in for a remote server; a database user when `access_level` is "database"."""
+
+    username: str
+    password: str
+    access_level: str = "root"
+
+
+class Database:
+    """The daemon's handle on SurrealDB. Safe to share between ledger objects."""
+
+    def __init__(self, connection: Any, url: str, timeout: float) -> None:
+        self._connection = connection
+        self.url = url
+        self.timeout = timeout
+        self.locks = KeyedLocks()
+        self._closed = False
+        # Wraps every raw round trip; fault-injection tests replace it.
+        self.send: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] = self._send
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        namespace: str = "aivcs",
+        database: str = "ledger",
+        credentials: Credentials | None = None,
+        timeout: float = 10.0,
+    ) -> Database:
+        """Connect, sign in when remote, and select the namespace and database."""
+        scheme = check_url(url)
+        try:
+            connection = AsyncSurreal(url)
+            await asyncio.wait_for(connection.connect(), timeout)
+            if scheme in REMOTE_SCHEMES and credentials is not None:
+                auth: dict[str, Any] = {"username": credentials.username, "password": credentials.password}
+                if credentials.access_level == "database":
+                    auth |= {"namespace": namespace, "database": database}
+                await asyncio.wait_for(connection.signin(auth), timeout)
+            await asyncio.wait_for(connection.use(namespace, database), timeout)
+        except (TimeoutError, surrealdb.SurrealError, OSError) as error:
+            raise StoreUnavailable(f"cannot open database {url}: {error}") from error
+        return cls(connection, url, timeout)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._connection.close()
+
+    async def ping(self) -> None:
+        """Raise StoreUnavailable unless the database answers a trivial query."""
+        await self.query("RETURN 1")
+
+    async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
+        """Run `sql` and return each statement's result; raise on any failed statement."""
+        call = asyncio.ensure_future(self.send(sql, variables or {}))
+        done, _ = await asyncio.wait({call}, timeout=self.timeout)
+        if not done:
+            call.add_done_callback(_consume)
+            raise StoreUnavailable(f"database did not answer within {self.timeout:g}s")
+        return _results(call.result())
+
+    async def write(self, key: str, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
+        """Like query(), holding `key`'s lock until the engine is done with the statement.
+
+        If the caller stops waiting (timeout or cancellation) the lock passes
+        to a callback that releases it only when the engine answers, so no
+        second transaction on the same key can start meanwhile.
+        """
+        await self.locks.acquire(key)
+        call = asyncio.ensure_future(self.send(sql, variables or {}))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self.timeout)
+        except BaseException:
+            call.add_done_callback(lambda c: self._release_after(key, c))
+            raise
+        if not done:
+            call.add_done_callback(lambda c: self._release_after(key, c))
+            raise StoreUnavailable(f"database did not answer within {self.timeout:g}s")
+        self.locks.release(key)
+        return _results(call.result())
+
+    def _release_after(self, key: str, call: asyncio.Future[Any]) -> None:
+        _consume(call)
+        self.locks.release(key)
+
+    async def _send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        if self._closed:
+            raise StoreUnavailable("database is closed")
+        try:
+            response: dict[str, Any] = await self._connection.query_raw(sql, variables)
+        except surrealdb.TransportError as error:
+            raise StoreUnavailable(f"database unreachable: {error}") from error
+        except surrealdb.SurrealError as error:
+            # Closed or broken engines surface as SDK errors of several kinds.
+            raise StoreUnavailable(f"database error: {error}") from error
+        except OSError as error:
+            raise StoreUnavailable(f"database unreachable: {error}") from error
+        return response
+
+
+def _consume(call: asyncio.Future[Any]) -> None:
+    """Retrieve an abandoned call's exception so asyncio does not log it."""
+    if not call.cancelled():
+        call.exception()
+
+
+def _results(response: dict[str, Any]) -> list[Any]:
+    """Each statement's result, or the first real error raised as a StoreError."""
+    if response.get("error") is not None:
+        raise QueryFailed(str(response["error"]))
+    statements: list[dict[str, Any]] = response.get("result") or []
+    for statement in statements:
+        if statement.get("status") == "OK":
+            continue
+        details = statement.get("details") or {}
+        if details.get("kind") in _ECHO_KINDS:
+            continue
+        raise _error(statement)
+    failed = [s for s in statements if s.get("status") != "OK"]
+    if failed:
+        # Only echoes: the transaction failed for a reason it did not name.
+        raise StoreConflict(str(failed[0].get("result")))
+    return [s.get("result") for s in statements]
+
+
+def _error(statement: dict[str, Any]) -> Exception:
+    kind = statement.get("kind")
+    text = str(statement.get("result"))
+    details = statement.get("details") or {}
+    if kind == "Thrown" and THROW_PREFIX in text:
+        return Rejected(text.split(THROW_PREFIX, 1)[1])
+    if kind == "AlreadyExists":
+        return DuplicateRecord(text)
+    if details.get("kind") == "TransactionConflict" or "conflict" in text.lower():
+        return StoreConflict(text)
+    if kind == "Connection":
+        return StoreUnavailable(text)
+    return QueryFailed(f"{kind}: {text}")

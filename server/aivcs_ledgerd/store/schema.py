@@ -1,0 +1,71 @@
+"""The ledger's tables and indexes, defined idempotently.
+
+The five tables and every index of oxidized-state 0.2.0's migrations are
+kept as the seed defines them, so tools written against the seed keep
+working. `IF NOT EXISTS` makes start-up on existing data a no-op. Indexes
+added here say which query they serve.
+"""
+
+from __future__ import annotations
+
+from aivcs_ledgerd.store.database import Database
+
+SEED = """
+DEFINE TABLE IF NOT EXISTS runs SCHEMALESS
+    PERMISSIONS FOR create FULL FOR select FULL FOR update FULL FOR delete NONE;
+DEFINE INDEX IF NOT EXISTS idx_run_id ON TABLE runs COLUMNS run_id UNIQUE;
+DEFINE INDEX IF NOT EXISTS idx_spec_digest ON TABLE runs COLUMNS spec_digest;
+DEFINE INDEX IF NOT EXISTS idx_agent_name ON TABLE runs COLUMNS agent_name;
+DEFINE INDEX IF NOT EXISTS idx_git_sha ON TABLE runs COLUMNS git_sha;
+DEFINE INDEX IF NOT EXISTS idx_created_at ON TABLE runs COLUMNS created_at;
+DEFINE INDEX IF NOT EXISTS idx_spec_digest_created_at ON TABLE runs COLUMNS spec_digest, created_at;
+DEFINE INDEX IF NOT EXISTS idx_run_id_status ON TABLE runs COLUMNS run_id, status;
+
+DEFINE TABLE IF NOT EXISTS run_events SCHEMALESS
+    PERMISSIONS FOR create FULL FOR select FULL FOR update NONE FOR delete NONE;
+DEFINE INDEX IF NOT EXISTS idx_run_id_seq ON TABLE run_events COLUMNS run_id, seq UNIQUE;
+DEFINE INDEX IF NOT EXISTS idx_run_id ON TABLE run_events COLUMNS run_id;
+DEFINE INDEX IF NOT EXISTS idx_run_id_timestamp ON TABLE run_events COLUMNS run_id, timestamp;
+DEFINE INDEX IF NOT EXISTS idx_kind ON TABLE run_events COLUMNS kind;
+DEFINE INDEX IF NOT EXISTS idx_run_id_seq_timestamp ON TABLE run_events COLUMNS run_id, seq, timestamp;
+
+DEFINE TABLE IF NOT EXISTS releases SCHEMALESS
+    PERMISSIONS FOR create FULL FOR select FULL FOR update NONE FOR delete NONE;
+DEFINE INDEX IF NOT EXISTS idx_agent_name ON TABLE releases COLUMNS agent_name;
+DEFINE INDEX IF NOT EXISTS idx_agent_name_created_at ON TABLE releases COLUMNS agent_name, created_at;
+DEFINE INDEX IF NOT EXISTS idx_spec_digest ON TABLE releases COLUMNS spec_digest;
+DEFINE INDEX IF NOT EXISTS idx_version_label ON TABLE releases COLUMNS version_label;
+
+DEFINE TABLE IF NOT EXISTS commits SCHEMALESS
+    PERMISSIONS FOR create FULL FOR select FULL FOR update FULL FOR delete NONE;
+DEFINE INDEX IF NOT EXISTS idx_commit_id ON TABLE commits COLUMNS commit_id UNIQUE;
+DEFINE INDEX IF NOT EXISTS idx_parent_id ON TABLE commits COLUMNS parent_id;
+DEFINE INDEX IF NOT EXISTS idx_author ON TABLE commits COLUMNS author;
+DEFINE INDEX IF NOT EXISTS idx_branch ON TABLE commits COLUMNS branch;
+
+DEFINE TABLE IF NOT EXISTS branches SCHEMALESS
+    PERMISSIONS FOR create FULL FOR select FULL FOR update FULL FOR delete FULL;
+DEFINE INDEX IF NOT EXISTS idx_branch_name ON TABLE branches COLUMNS name UNIQUE;
+DEFINE INDEX IF NOT EXISTS idx_head_commit_id ON TABLE branches COLUMNS head_commit_id;
+DEFINE INDEX IF NOT EXISTS idx_is_default ON TABLE branches COLUMNS is_default;
+"""
+
+LEDGER = """
+-- ListRuns walks one of these backwards from its keyset cursor: newest first,
+-- one index per equality filter, so a deep page costs what the first does.
+DEFINE INDEX IF NOT EXISTS idx_created_ns ON TABLE runs COLUMNS created_ns;
+DEFINE INDEX IF NOT EXISTS idx_agent_name_created_ns ON TABLE runs COLUMNS agent_name, created_ns;
+DEFINE INDEX IF NOT EXISTS idx_spec_digest_created_ns ON TABLE runs COLUMNS spec_digest, created_ns;
+DEFINE INDEX IF NOT EXISTS idx_git_sha_created_ns ON TABLE runs COLUMNS git_sha, created_ns;
+DEFINE INDEX IF NOT EXISTS idx_status_created_ns ON TABLE runs COLUMNS status, created_ns;
+
+-- Idempotency keys of appended batches, record id [run_id, key]: a lookup
+-- by id, and a duplicate key makes the append's CREATE fail.
+DEFINE TABLE IF NOT EXISTS run_appends SCHEMALESS
+    PERMISSIONS FOR create FULL FOR select FULL FOR update NONE FOR delete NONE;
+"""
+
+
+async def init_schema(db: Database) -> None:
+    """Define every table and index; safe to run on every start."""
+    await db.query("BEGIN TRANSACTION;" + SEED + LEDGER + "COMMIT TRANSACTION;")
