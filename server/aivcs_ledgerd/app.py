@@ -62,7 +62,7 @@ async def start(settings: Settings) -> Daemon:
         namespace=settings.db_namespace,
         database=settings.db_database,
         credentials=credentials,
-        timeout=settings.db_timeout,
+        round_trip_seconds=settings.db_timeout,
     )
     try:
         await init_schema(db)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.ledger.events import Events
+from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.releases import Releases
+from aivcs_ledgerd.ledger.runs import Runs
 from aivcs_ledgerd.store import Database
 
 
@@ -17,7 +20,11 @@ class Ledger:
     def __init__(self, db: Database, limits: Limits | None = None) -> None:
         self.db = db
         self.limits = limits or Limits()
+        self.hub = Hub()
+        self.runs = Runs(db, self.hub)
+        self.events = Events(db, self.hub, self.limits)
         self.releases = Releases(db)
 
     async def close(self) -> None:
-        """Finish queued appends; after this the ledger accepts no more."""
+        """Answer every queued append; after this the ledger accepts no more."""
+        await self.events.close()

@@ -77,22 +77,22 @@ class Database:
         namespace: str = "aivcs",
         database: str = "ledger",
         credentials: Credentials | None = None,
-        timeout: float = 10.0,
+        round_trip_seconds: float = 10.0,
     ) -> Database:
         """Connect, sign in when remote, and select the namespace and database."""
         scheme = check_url(url)
         try:
             connection = AsyncSurreal(url)
-            await asyncio.wait_for(connection.connect(), timeout)
+            await asyncio.wait_for(connection.connect(), round_trip_seconds)
             if scheme in REMOTE_SCHEMES and credentials is not None:
                 auth: dict[str, Any] = {"username": credentials.username, "password": credentials.password}
                 if credentials.access_level == "database":
                     auth |= {"namespace": namespace, "database": database}
-                await asyncio.wait_for(connection.signin(auth), timeout)
-            await asyncio.wait_for(connection.use(namespace, database), timeout)
+                await asyncio.wait_for(connection.signin(auth), round_trip_seconds)
+            await asyncio.wait_for(connection.use(namespace, database), round_trip_seconds)
         except (TimeoutError, surrealdb.SurrealError, OSError) as error:
             raise StoreUnavailable(f"cannot open database {url}: {error}") from error
-        return cls(connection, url, timeout)
+        return cls(connection, url, round_trip_seconds)
 
     async def close(self) -> None:
         if not self._closed:

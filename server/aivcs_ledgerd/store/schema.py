@@ -53,7 +53,8 @@ DEFINE INDEX IF NOT EXISTS idx_is_default ON TABLE branches COLUMNS is_default;
 LEDGER = """
 -- ListRuns walks one of these backwards from its keyset cursor: newest first,
 -- one index per equality filter, so a deep page costs what the first does.
-DEFINE INDEX IF NOT EXISTS idx_created_ns ON TABLE runs COLUMNS created_ns;
+-- created_ns is unique, so the order is exact and a cursor is one number.
+DEFINE INDEX IF NOT EXISTS idx_created_ns ON TABLE runs COLUMNS created_ns UNIQUE;
 DEFINE INDEX IF NOT EXISTS idx_agent_name_created_ns ON TABLE runs COLUMNS agent_name, created_ns;
 DEFINE INDEX IF NOT EXISTS idx_spec_digest_created_ns ON TABLE runs COLUMNS spec_digest, created_ns;
 DEFINE INDEX IF NOT EXISTS idx_git_sha_created_ns ON TABLE runs COLUMNS git_sha, created_ns;

@@ -6,11 +6,13 @@ import grpc
 from aivcs.ledger.v1 import event_stream_pb2_grpc, release_registry_pb2_grpc, run_ledger_pb2_grpc
 
 from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.transport.event_stream import EventStreamServicer
 from aivcs_ledgerd.transport.release_registry import ReleaseRegistryServicer
+from aivcs_ledgerd.transport.run_ledger import RunLedgerServicer
 
 
 def register_services(server: grpc.aio.Server, ledger: Ledger) -> None:
     """Add the three ledger services to `server`."""
-    run_ledger_pb2_grpc.add_RunLedgerServicer_to_server(run_ledger_pb2_grpc.RunLedgerServicer(), server)
-    event_stream_pb2_grpc.add_EventStreamServicer_to_server(event_stream_pb2_grpc.EventStreamServicer(), server)
+    run_ledger_pb2_grpc.add_RunLedgerServicer_to_server(RunLedgerServicer(ledger), server)
+    event_stream_pb2_grpc.add_EventStreamServicer_to_server(EventStreamServicer(ledger, ledger.limits), server)
     release_registry_pb2_grpc.add_ReleaseRegistryServicer_to_server(ReleaseRegistryServicer(ledger), server)

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from aivcs.ledger.v1 import event_pb2, run_pb2
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from aivcs_ledgerd.ledger.errors import InvalidArgument
+from aivcs_ledgerd.model import Event, NewEvent, Run, RunStatus
 
 NANOS = 1_000_000_000
 
 
 def timestamp_ns(ts: timestamp_pb2.Timestamp) -> int:
     return ts.seconds * NANOS + ts.nanos
+
+
+# google.protobuf.Timestamp's valid range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+MIN_SECONDS, MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def checked_timestamp_ns(field: str, ts: timestamp_pb2.Timestamp) -> int:
+    if not MIN_SECONDS <= ts.seconds <= MAX_SECONDS or not 0 <= ts.nanos < NANOS:
+        raise InvalidArgument(field, "is outside the range of google.protobuf.Timestamp")
+    return timestamp_ns(ts)
 
 
 def to_timestamp(ns: int) -> timestamp_pb2.Timestamp:
@@ -34,5 +49,62 @@ def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
     return result
 
 
-def dict_to_struct(value: dict[str, Any], into: struct_pb2.Struct) -> None:
-    into.update(value)
+def new_events(field: str, inputs: Iterable[event_pb2.EventInput], max_payload_bytes: int) -> list[NewEvent]:
+    """EventInputs as domain values; oversized payloads and bad timestamps refused by field."""
+    events = []
+    for index, item in enumerate(inputs):
+        size = item.payload.ByteSize()
+        if size > max_payload_bytes:
+            raise InvalidArgument(
+                f"{field}[{index}].payload", f"is {size} bytes; the limit is {max_payload_bytes}"
+            )
+        timestamp = checked_timestamp_ns(f"{field}[{index}].timestamp", item.timestamp) if item.HasField(
+            "timestamp") else None
+        events.append(NewEvent(item.kind, struct_to_dict(item.payload), timestamp))
+    return events
+
+
+def run_to_proto(run: Run) -> run_pb2.Run:
+    message = run_pb2.Run(
+        run_id=run.run_id,
+        spec_digest=run.spec_digest,
+        agent_name=run.agent_name,
+        evaluation=run_pb2.EvaluationMetadata(
+            rubric_path=run.evaluation.rubric_path,
+            is_promotion_gate=run.evaluation.is_promotion_gate,
+            agent_phase=run.evaluation.agent_phase,
+        ),
+        status=RUN_STATUS_TO_PROTO[run.status],
+        total_events=run.total_events,
+        duration_ms=run.duration_ms,
+        success=run.success,
+        created_at=to_timestamp(run.created_ns),
+        events_digest=run.events_digest,
+        status_reason=run.status_reason,
+    )
+    message.tags.update(run.tags)
+    if run.git_sha is not None:
+        message.git_sha = run.git_sha
+    if run.final_state_digest is not None:
+        message.final_state_digest = run.final_state_digest
+    if run.completed_at is not None:
+        message.completed_at.CopyFrom(datetime_to_timestamp(run.completed_at))
+    return message
+
+
+def event_to_proto(event: Event) -> event_pb2.Event:
+    message = event_pb2.Event(
+        run_id=event.run_id, seq=event.seq, kind=event.kind, timestamp=to_timestamp(event.timestamp_ns),
+        digest=event.digest,
+    )
+    message.payload.update(event.payload)
+    return message
+
+
+RUN_STATUS_TO_PROTO = {
+    RunStatus.RUNNING: run_pb2.RUN_STATUS_RUNNING,
+    RunStatus.COMPLETED: run_pb2.RUN_STATUS_COMPLETED,
+    RunStatus.FAILED: run_pb2.RUN_STATUS_FAILED,
+    RunStatus.CANCELLED: run_pb2.RUN_STATUS_CANCELLED,
+}
+RUN_STATUS_FROM_PROTO = {value: key for key, value in RUN_STATUS_TO_PROTO.items()}

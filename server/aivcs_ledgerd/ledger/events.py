@@ -1,0 +1,156 @@
+"""Appending, reading, following and verifying the events of a run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.ledger import validation
+from aivcs_ledgerd.ledger.chain import event_digest
+from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound
+from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.writer import AppendResult, Writers
+from aivcs_ledgerd.model import Event, NewEvent
+from aivcs_ledgerd.store import Database
+from aivcs_ledgerd.store.events import read_events
+from aivcs_ledgerd.store.runs import get_run
+
+READ_WINDOW = 1000  # seqs per storage query: bounds memory per reader
+POLL_SECONDS = 1.0  # a live follower re-checks storage this often when idle
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    ok: bool
+    verified_events: int
+    events_digest: str
+    first_broken_seq: int | None = None
+    reason: str = ""
+
+
+class Events:
+    def __init__(self, db: Database, hub: Hub, limits: Limits) -> None:
+        self._db = db
+        self._hub = hub
+        self._limits = limits
+        self.writers = Writers(db, hub)
+
+    async def append(
+        self,
+        run_id: str,
+        events: list[NewEvent],
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append one batch atomically; see EventStream.AppendEvents for the rules."""
+        validation.identifier("run_id", run_id)
+        if not events:
+            raise InvalidArgument("events", "a batch needs at least one event")
+        if len(events) > self._limits.max_batch_events:
+            raise InvalidArgument(
+                "events", f"a batch holds at most {self._limits.max_batch_events} events, got {len(events)}"
+            )
+        for index, event in enumerate(events):
+            validation.identifier(f"events[{index}].kind", event.kind)
+            validation.json_object(f"events[{index}].payload", event.payload)
+        if idempotency_key is not None:
+            validation.identifier("idempotency_key", idempotency_key)
+        return await self.writers.submit(run_id, events, expected_last_seq, idempotency_key)
+
+    async def read(
+        self, run_id: str, from_seq: int = 0, to_seq: int = 0, kinds: list[str] | None = None, limit: int = 0
+    ) -> AsyncIterator[list[Event]]:
+        """Stored events in ascending seq, a window of storage at a time."""
+        validation.identifier("run_id", run_id)
+        if to_seq and from_seq > to_seq:
+            raise InvalidArgument("to_seq", f"must be 0 or at least from_seq ({from_seq}), got {to_seq}")
+        run = await get_run(self._db, run_id)
+        if run is None:
+            raise NotFound(f"run_id: no run {run_id!r}")
+        last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
+        remaining = limit or None
+        seq = max(from_seq, 1)
+        while seq <= last and remaining != 0:
+            window = await read_events(self._db, run_id, seq, min(seq + READ_WINDOW - 1, last), kinds)
+            if remaining is not None:
+                window = window[:remaining]
+                remaining -= len(window)
+            if window:
+                yield window
+            seq += READ_WINDOW
+
+    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:
+        """Stored events from from_seq, then live ones, until the run is terminal.
+
+        The listener is registered before the first storage read, so nothing
+        committed in between is missed; events already sent are skipped, so
+        nothing is sent twice. When the live feed has a gap (the listener
+        overflowed, or another daemon wrote) it reads storage again.
+        """
+        validation.identifier("run_id", run_id)
+        next_seq = max(from_seq, 1)
+        with self._hub.listen(run_id) as listener:
+            catch_up = True
+            while True:
+                if catch_up:
+                    listener.reset()
+                    run = await get_run(self._db, run_id)
+                    if run is None:
+                        raise NotFound(f"run_id: no run {run_id!r}")
+                    while next_seq <= run.total_events:
+                        window = await read_events(
+                            self._db, run_id, next_seq, min(next_seq + READ_WINDOW - 1, run.total_events)
+                        )
+                        if not window:
+                            break
+                        yield window
+                        next_seq = window[-1].seq + 1
+                    if run.status.terminal and next_seq > run.total_events:
+                        return
+                    catch_up = False
+                notice = None
+                with contextlib.suppress(TimeoutError):
+                    notice = await asyncio.wait_for(listener.mailbox.get(), POLL_SECONDS)
+                if notice is None or listener.overflowed:
+                    catch_up = True  # idle, terminal, or fell behind: storage has the truth
+                    continue
+                fresh = [event for event in notice if event.seq >= next_seq]
+                if fresh and fresh[0].seq != next_seq:
+                    catch_up = True
+                    continue
+                if fresh:
+                    yield fresh
+                    next_seq = fresh[-1].seq + 1
+
+    async def verify(self, run_id: str) -> Verdict:
+        """Recompute the hash chain from storage; report the first break."""
+        validation.identifier("run_id", run_id)
+        run = await get_run(self._db, run_id)
+        if run is None:
+            raise NotFound(f"run_id: no run {run_id!r}")
+        digest, expected_seq = "", 1
+        async for window in self.read(run_id):
+            for event in window:
+                if event.seq != expected_seq:
+                    return Verdict(False, expected_seq - 1, digest, expected_seq, f"event {expected_seq} is missing")
+                recomputed = event_digest(digest, event.seq, event.kind, event.payload, event.timestamp_ns)
+                if recomputed != event.digest:
+                    return Verdict(
+                        False, expected_seq - 1, digest, event.seq,
+                        f"event {event.seq}'s content does not match its stored digest",
+                    )
+                digest, expected_seq = recomputed, expected_seq + 1
+        verified = expected_seq - 1
+        if verified != run.total_events:
+            return Verdict(False, verified, digest, verified + 1,
+                           f"the run records {run.total_events} events but {verified} are stored")
+        if digest != run.events_digest:
+            return Verdict(False, verified, digest, verified + 1,
+                           "the run's events_digest does not match the last event's digest")
+        return Verdict(True, verified, digest)
+
+    async def close(self) -> None:
+        await self.writers.close()

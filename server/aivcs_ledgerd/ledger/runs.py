@@ -1,0 +1,174 @@
+"""Run lifecycle rules: creation with safe retries, listing, terminal states."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aivcs_ledgerd.ledger.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
+from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
+from aivcs_ledgerd.store.errors import StoreUnavailable
+from aivcs_ledgerd.timeutil import ns_to_datetime
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class _CreationClock:
+    """Strictly increasing nanosecond creation keys within this process."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def next(self) -> int:
+        self._last = max(time.time_ns(), self._last + 1)
+        return self._last
+
+
+_clock = _CreationClock()
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    spec_digest: str
+    agent_name: str
+    git_sha: str | None
+    tags: dict[str, Any]
+    evaluation: Evaluation
+    run_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """A terminal transition as the caller asks for it."""
+
+    status: RunStatus
+    duration_ms: int
+    final_state_digest: str | None = None
+    reason: str = ""
+    expected_total_events: int | None = None
+
+
+class Runs:
+    def __init__(self, db: Database, hub: Hub) -> None:
+        self._db = db
+        self._hub = hub
+
+    async def create(self, new: NewRun) -> Run:
+        """A new RUNNING run, or the existing one when a client id is retried."""
+        for _ in range(5):
+            created_ns = _clock.next()
+            run = Run(
+                run_id=new.run_id if new.run_id is not None else str(uuid.uuid4()),
+                spec_digest=new.spec_digest,
+                agent_name=new.agent_name,
+                git_sha=new.git_sha,
+                tags=new.tags,
+                evaluation=new.evaluation,
+                status=RunStatus.RUNNING,
+                total_events=0,
+                final_state_digest=None,
+                duration_ms=0,
+                success=False,
+                created_at=ns_to_datetime(created_ns),
+                completed_at=None,
+                events_digest="",
+                status_reason="",
+                created_ns=created_ns,
+            )
+            try:
+                await runs.create_run(self._db, run)
+                return run
+            except DuplicateRecord:
+                existing = await runs.get_run(self._db, run.run_id)
+                if existing is None:
+                    continue  # the creation key collided with another daemon's: take a new one
+                if (existing.spec_digest, existing.agent_name) == (new.spec_digest, new.agent_name):
+                    return existing
+                raise AlreadyExists(
+                    f"run_id: run {run.run_id!r} exists with another spec_digest or agent_name"
+                ) from None
+        raise StoreUnavailable("could not allocate a creation key")
+
+    async def get(self, run_id: str) -> Run:
+        run = await runs.get_run(self._db, run_id)
+        if run is None:
+            raise NotFound(f"run_id: no run {run_id!r}")
+        return run
+
+    async def list(self, where: RunFilter, page_size: int, page_token: str) -> Page:
+        size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
+        scope = _filter_scope(where)
+        before = _decode_token(page_token, scope) if page_token else None
+        found = await runs.list_runs(self._db, where, before, size + 1)
+        items, more = found[:size], len(found) > size
+        return Page(items, _encode_token(items[-1].created_ns, scope) if more else None)
+
+    async def finish(self, run_id: str, finish: Finish) -> Run:
+        now = time.time_ns()
+        changes: dict[str, Any] = {
+            "status": finish.status.value,
+            "success": finish.status is RunStatus.COMPLETED,
+            "duration_ms": finish.duration_ms,
+            "completed_at": ns_to_datetime(now),
+            "status_reason": finish.reason,
+        }
+        if finish.final_state_digest is not None:
+            changes["final_state_digest"] = finish.final_state_digest
+        try:
+            run = await runs.finish_run(self._db, run_id, changes, finish.expected_total_events)
+        except Rejected as rejected:
+            raise _refusal(run_id, rejected.reason, finish) from None
+        self._hub.publish(run_id, None)
+        return run
+
+
+def _refusal(run_id: str, reason: str, finish: Finish) -> Exception:
+    if reason == "not_found":
+        return NotFound(f"run_id: no run {run_id!r}")
+    if reason.startswith("terminal:"):
+        status = reason.split(":", 1)[1].upper()
+        return FailedPrecondition(f"run {run_id!r} is already {status}; terminal runs never change")
+    if reason.startswith("count:"):
+        stored = reason.split(":", 1)[1]
+        return FailedPrecondition(
+            f"expected_total_events: run {run_id!r} holds {stored} events, "
+            f"not {finish.expected_total_events}; the run stays RUNNING"
+        )
+    return FailedPrecondition(f"run {run_id!r}: {reason}")
+
+
+def _filter_scope(where: RunFilter) -> str:
+    """A short digest of the filters, so a token is only honoured with the same ones."""
+    text = repr((where.spec_digest, where.agent_name, where.git_sha, where.status, where.created_after,
+                 where.created_before))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _encode_token(created_ns: int, scope: str) -> str:
+    raw = json.dumps({"before": created_ns, "scope": scope}, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_token(token: str, scope: str) -> int:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        before, token_scope = data["before"], data["scope"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidArgument("page_token", "is not a token this daemon issued") from None
+    if type(before) is not int or token_scope != scope:
+        raise InvalidArgument("page_token", "was issued for other filters; start again without a token")
+    return before

@@ -1,0 +1,270 @@
+"""Where seq is assigned: one serial writer per active run, with group commit.
+
+Callers (unary appends, ingest streams, any number of them) queue batches
+for a run; the run's writer drains whatever is queued into one transaction,
+assigns consecutive seqs, extends the hash chain, and answers each caller
+with its own range. Per-batch refusals (terminal run, expected_last_seq,
+reused idempotency key) are decided here, in queue order, so one bad batch
+never fails its neighbours.
+
+The writer trusts a cached head of the run only as a guess: the append
+transaction re-checks status and last seq and refuses if another writer
+(another ledger on the same handle, another daemon on the same server)
+moved the run, and the writer then re-reads the head and plans again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from aivcs_ledgerd.ledger.chain import batch_fingerprint, event_digest
+from aivcs_ledgerd.ledger.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    LedgerError,
+    NotFound,
+    Unavailable,
+)
+from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.model import Event, NewEvent
+from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict, StoreError
+from aivcs_ledgerd.store.events import RunHead, StoredAppend, append, find_appends, run_head
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+MAX_GROUP_EVENTS = 2000
+HEAD_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    first_seq: int
+    last_seq: int
+    replayed: bool = False
+
+
+@dataclass(slots=True)
+class Batch:
+    """One caller's batch and the future its answer goes to."""
+
+    events: list[NewEvent]
+    expected_last_seq: int | None
+    idempotency_key: str | None
+    answer: asyncio.Future[AppendResult]
+    fingerprint: str = ""
+
+    def __post_init__(self) -> None:
+        if self.idempotency_key is not None:
+            self.fingerprint = batch_fingerprint([(e.kind, e.payload, e.timestamp_ns) for e in self.events])
+
+
+@dataclass(slots=True)
+class _RunQueue:
+    room: asyncio.Semaphore
+    pending: list[Batch] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+    callers: int = 0  # submitters waiting for room or for their answer
+
+    @property
+    def idle(self) -> bool:
+        return not self.pending and self.task is None and self.callers == 0
+
+
+@dataclass(slots=True)
+class _Plan:
+    """The outcome of one pass over a group: what to write, and every answer."""
+
+    head: RunHead
+    events: list[Event] = field(default_factory=list)
+    appends: dict[str, StoredAppend] = field(default_factory=dict)
+    answers: list[tuple[Batch, AppendResult | LedgerError]] = field(default_factory=list)
+
+
+class Writers:
+    """The serial writers of all runs, over one database handle."""
+
+    def __init__(self, db: Database, hub: Hub, max_pending_batches: int = 256) -> None:
+        self._db = db
+        self._hub = hub
+        self._queues: dict[str, _RunQueue] = {}
+        self._heads: OrderedDict[str, RunHead] = OrderedDict()
+        self._max_pending = max_pending_batches
+        self._closing = False
+
+    @property
+    def active_runs(self) -> int:
+        return len(self._queues)
+
+    async def submit(
+        self,
+        run_id: str,
+        events: list[NewEvent],
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Queue a batch and wait for its seqs.
+
+        At most `max_pending_batches` batches wait per run; further callers
+        wait for room, which is how a fast producer is slowed down. If the
+        caller is cancelled after its batch was queued, the batch may still
+        be written: as with a lost response, retry with an idempotency key.
+        """
+        if self._closing:
+            raise Unavailable("the daemon is shutting down")
+        queue = self._queues.get(run_id)
+        if queue is None:
+            queue = self._queues[run_id] = _RunQueue(asyncio.Semaphore(self._max_pending))
+        queue.callers += 1
+        try:
+            async with queue.room:
+                answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+                answer.add_done_callback(_retrieve)
+                queue.pending.append(Batch(events, expected_last_seq, idempotency_key, answer))
+                if queue.task is None:
+                    queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
+                return await asyncio.shield(answer)
+        finally:
+            queue.callers -= 1
+            self._drop_if_idle(run_id, queue)
+
+    async def close(self) -> None:
+        """Refuse new batches and wait until every queued one is answered."""
+        self._closing = True
+        tasks = [queue.task for queue in self._queues.values() if queue.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def forget(self, run_id: str) -> None:
+        """Drop the cached head, e.g. after the run was finished elsewhere."""
+        self._heads.pop(run_id, None)
+
+    async def _drain(self, run_id: str, queue: _RunQueue) -> None:
+        try:
+            while queue.pending:
+                group: list[Batch] = []
+                size = 0
+                while queue.pending and (not group or size + len(queue.pending[0].events) <= MAX_GROUP_EVENTS):
+                    batch = queue.pending.pop(0)
+                    group.append(batch)
+                    size += len(batch.events)
+                await self._commit(run_id, group)
+        finally:
+            queue.task = None
+            self._drop_if_idle(run_id, queue)
+
+    def _drop_if_idle(self, run_id: str, queue: _RunQueue) -> None:
+        if queue.idle and self._queues.get(run_id) is queue:
+            del self._queues[run_id]
+
+    async def _commit(self, run_id: str, group: list[Batch]) -> None:
+        """Write one group, answering every batch in it exactly once."""
+        try:
+            for _attempt in range(MAX_ATTEMPTS):
+                plan = await self._plan(run_id, group)
+                if plan is None:
+                    return
+                if not plan.events:
+                    break
+                try:
+                    await append(self._db, run_id, plan.head.last_seq, plan.events, plan.appends)
+                except (Rejected, StoreConflict, DuplicateRecord) as moved:
+                    log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
+                             extra={"run_id": run_id})
+                    self.forget(run_id)
+                    continue
+                last = plan.events[-1]
+                self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest))
+                self._hub.publish(run_id, plan.events)
+                break
+            else:
+                raise Unavailable(f"run {run_id!r} kept changing under this writer; retry")
+        except Exception as error:
+            self.forget(run_id)
+            if isinstance(error, LedgerError):
+                failure: LedgerError = error
+            elif isinstance(error, StoreError):
+                failure = Unavailable(f"database error: {error}")
+            else:
+                log.exception("append to run %s failed unexpectedly", run_id, extra={"run_id": run_id})
+                failure = Unavailable("the append failed unexpectedly; nothing of it was written")
+            for batch in group:
+                _settle(batch, failure)
+            return
+        for batch, outcome in plan.answers:
+            _settle(batch, outcome)
+
+    async def _plan(self, run_id: str, group: list[Batch]) -> _Plan | None:
+        head = await self._head(run_id)
+        if head is None:
+            for batch in group:
+                _settle(batch, NotFound(f"run_id: no run {run_id!r}"))
+            return None
+        keys = [b.idempotency_key for b in group if b.idempotency_key is not None]
+        stored = await find_appends(self._db, run_id, keys) if keys else {}
+        plan = _Plan(head)
+        last_seq, digest, now = head.last_seq, head.events_digest, time.time_ns()
+        for batch in group:
+            key = batch.idempotency_key
+            earlier = None if key is None else stored.get(key) or plan.appends.get(key)
+            if earlier is not None:
+                if earlier.fingerprint != batch.fingerprint:
+                    plan.answers.append((batch, InvalidArgument(
+                        "idempotency_key", f"{key!r} was used for a different batch on run {run_id!r}")))
+                else:
+                    plan.answers.append((batch, AppendResult(earlier.first_seq, earlier.last_seq, replayed=True)))
+                continue
+            if head.status.terminal:
+                plan.answers.append((batch, FailedPrecondition(
+                    f"run {run_id!r} is {head.status.name}; terminal runs take no events")))
+                continue
+            if batch.expected_last_seq is not None and batch.expected_last_seq != last_seq:
+                plan.answers.append((batch, Aborted(
+                    f"expected_last_seq: run {run_id!r} is at seq {last_seq}, not {batch.expected_last_seq}")))
+                continue
+            first = last_seq + 1
+            for new in batch.events:
+                last_seq += 1
+                timestamp_ns = now if new.timestamp_ns is None else new.timestamp_ns
+                digest = event_digest(digest, last_seq, new.kind, new.payload, timestamp_ns)
+                plan.events.append(Event(run_id, last_seq, new.kind, new.payload, timestamp_ns, digest))
+            if key is not None:
+                plan.appends[key] = StoredAppend(first, last_seq, batch.fingerprint)
+            plan.answers.append((batch, AppendResult(first, last_seq)))
+        return plan
+
+    async def _head(self, run_id: str) -> RunHead | None:
+        head = self._heads.get(run_id)
+        if head is None:
+            head = await run_head(self._db, run_id)
+            if head is not None:
+                self._remember(run_id, head)
+        else:
+            self._heads.move_to_end(run_id)
+        return head
+
+    def _remember(self, run_id: str, head: RunHead) -> None:
+        self._heads[run_id] = head
+        self._heads.move_to_end(run_id)
+        while len(self._heads) > HEAD_CACHE_SIZE:
+            self._heads.popitem(last=False)
+
+
+def _retrieve(answer: asyncio.Future[AppendResult]) -> None:
+    """Mark a refusal as seen even when its caller has gone, so asyncio does not log it."""
+    if not answer.cancelled():
+        answer.exception()
+
+
+def _settle(batch: Batch, outcome: AppendResult | LedgerError) -> None:
+    if batch.answer.done():
+        return
+    if isinstance(outcome, AppendResult):
+        batch.answer.set_result(outcome)
+    else:
+        batch.answer.set_exception(outcome)
+

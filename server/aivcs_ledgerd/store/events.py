@@ -1,0 +1,126 @@
+"""SurrealQL for events: the append transaction, idempotency keys, range reads.
+
+An event is the record `run_events:[run_id, seq]`: a duplicate seq cannot be
+stored, and the events of a run from seq a to b are one record-id range scan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from surrealdb import RecordID
+
+from aivcs_ledgerd.model import Event, RunStatus
+from aivcs_ledgerd.store.database import Database
+from aivcs_ledgerd.store.runs import run_key
+from aivcs_ledgerd.timeutil import ns_to_datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RunHead:
+    """What an append must know about its run: state, last seq, chain head."""
+
+    status: RunStatus
+    last_seq: int
+    events_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAppend:
+    """An idempotency key's record: the seqs its batch got."""
+
+    first_seq: int
+    last_seq: int
+    fingerprint: str
+
+
+async def run_head(db: Database, run_id: str) -> RunHead | None:
+    [row] = await db.query(
+        "SELECT status, total_events, events_digest FROM ONLY type::record('runs', $run_id);", {"run_id": run_id}
+    )
+    if row is None:
+        return None
+    return RunHead(RunStatus(row["status"]), row["total_events"], row.get("events_digest", ""))
+
+
+async def find_appends(db: Database, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
+    """The stored appends among `keys` for this run, by key."""
+    ids = [RecordID("run_appends", [run_id, key]) for key in keys]
+    [rows] = await db.query("SELECT key, first_seq, last_seq, fingerprint FROM $ids;", {"ids": ids})
+    return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
+
+
+async def append(
+    db: Database,
+    run_id: str,
+    base_seq: int,
+    events: list[Event],
+    appends: dict[str, StoredAppend],
+) -> None:
+    """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
+
+    The transaction re-checks that the run is RUNNING and still at
+    `base_seq`, for daemons sharing a remote database; it raises
+    Rejected("not_found" | "terminal" | "moved") and writes nothing when that
+    does not hold. A seq or key stored meanwhile fails it with DuplicateRecord.
+    """
+    sql = """
+    BEGIN TRANSACTION;
+    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
+    IF $run = NONE { THROW 'aivcs:not_found' };
+    IF $run.status != 'running' { THROW 'aivcs:terminal' };
+    IF $run.total_events != $base { THROW 'aivcs:moved' };
+    INSERT INTO run_events $events RETURN NONE;
+    INSERT INTO run_appends $appends RETURN NONE;
+    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;
+    COMMIT TRANSACTION;
+    """
+    variables = {
+        "run_id": run_id,
+        "base": base_seq,
+        "events": [_event_row(event) for event in events],
+        "appends": [
+            {
+                "id": RecordID("run_appends", [run_id, key]),
+                "run_id": run_id,
+                "key": key,
+                "first_seq": stored.first_seq,
+                "last_seq": stored.last_seq,
+                "fingerprint": stored.fingerprint,
+            }
+            for key, stored in appends.items()
+        ],
+        "last": events[-1].seq,
+        "digest": events[-1].digest,
+    }
+    await db.write(run_key(run_id), sql, variables)
+
+
+async def read_events(
+    db: Database, run_id: str, from_seq: int, to_seq: int, kinds: list[str] | None = None
+) -> list[Event]:
+    """Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending."""
+    where = " WHERE kind IN $kinds" if kinds else ""
+    sql = (
+        "SELECT seq, kind, payload, timestamp_ns, digest "
+        f"FROM run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]{where};"
+    )
+    [rows] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
+    return [
+        Event(run_id, row["seq"], row["kind"], row.get("payload") or {}, row["timestamp_ns"], row["digest"])
+        for row in rows
+    ]
+
+
+def _event_row(event: Event) -> dict[str, Any]:
+    return {
+        "id": RecordID("run_events", [event.run_id, event.seq]),
+        "run_id": event.run_id,
+        "seq": event.seq,
+        "kind": event.kind,
+        "payload": event.payload,
+        "timestamp": ns_to_datetime(event.timestamp_ns),
+        "timestamp_ns": event.timestamp_ns,
+        "digest": event.digest,
+    }

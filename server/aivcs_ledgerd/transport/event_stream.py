@@ -1,0 +1,118 @@
+"""EventStream servicer: appends (unary and streamed), reads, subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import grpc
+from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc
+from aivcs.ledger.v1 import event_stream_pb2 as pb
+
+from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.model import Event
+from aivcs_ledgerd.transport.convert import event_to_proto, new_events
+from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+# Read chunks stay well under gRPC's default 4 MiB receive limit. One event
+# may carry up to --max-payload-bytes; a chunk closes once it passes this.
+CHUNK_BYTES = 1 << 20
+CHUNK_EVENTS = 500
+
+
+def chunks(events: Iterable[Event]) -> Iterable[list[event_pb2.Event]]:
+    chunk: list[event_pb2.Event] = []
+    size = 0
+    for event in events:
+        message = event_to_proto(event)
+        chunk.append(message)
+        size += message.ByteSize()
+        if size >= CHUNK_BYTES or len(chunk) >= CHUNK_EVENTS:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+# Batches of one IngestEvents stream in flight at once. When this many await
+# their commit, the stream stops reading, and gRPC flow control pushes back
+# on the client instead of the daemon buffering without bound.
+STREAM_IN_FLIGHT = 64
+
+
+class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
+    def __init__(self, ledger: Ledger, limits: Limits) -> None:
+        self._events = ledger.events
+        self._limits = limits
+
+    @guarded
+    async def AppendEvents(self, request: pb.AppendEventsRequest, context: Context) -> pb.AppendEventsResponse:
+        result = await self._events.append(
+            request.run_id,
+            new_events("events", request.events, self._limits.max_payload_bytes),
+            request.expected_last_seq if request.HasField("expected_last_seq") else None,
+            request.idempotency_key if request.HasField("idempotency_key") else None,
+        )
+        return pb.AppendEventsResponse(first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed)
+
+    async def IngestEvents(
+        self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: Context
+    ) -> AsyncIterator[pb.IngestEventsResponse]:
+        """Pipelines batches into the run writers; answers strictly in arrival order."""
+        in_flight: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue(STREAM_IN_FLIGHT)
+
+        async def read_requests() -> None:
+            async for request in request_iterator:
+                await in_flight.put(asyncio.create_task(self._ingest(request)))
+            await in_flight.put(None)
+
+        reader = asyncio.create_task(read_requests())
+        try:
+            while (answer := await in_flight.get()) is not None:
+                yield await answer
+            await reader
+        finally:
+            reader.cancel()
+            while not in_flight.empty():
+                leftover = in_flight.get_nowait()
+                if leftover is not None:
+                    leftover.cancel()
+
+    async def _ingest(self, request: pb.IngestEventsRequest) -> pb.IngestEventsResponse:
+        """One batch of a stream; a refusal becomes the batch's `error`, never the stream's."""
+        try:
+            result = await self._events.append(
+                request.run_id,
+                new_events("events", request.events, self._limits.max_payload_bytes),
+                request.expected_last_seq if request.HasField("expected_last_seq") else None,
+                request.idempotency_key if request.HasField("idempotency_key") else None,
+            )
+        except Exception as error:
+            code, message = status_of(error)
+            return pb.IngestEventsResponse(
+                batch_id=request.batch_id, error=event_pb2.IngestError(code=code.value[0], message=message)
+            )
+        return pb.IngestEventsResponse(
+            batch_id=request.batch_id, first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed
+        )
+
+    @guarded_stream
+    async def ReadEvents(self, request: pb.ReadEventsRequest, context: Context) -> AsyncIterator[pb.ReadEventsResponse]:
+        windows = self._events.read(
+            request.run_id, request.from_seq, request.to_seq, list(request.kinds) or None, request.limit
+        )
+        async for window in windows:
+            for chunk in chunks(window):
+                yield pb.ReadEventsResponse(events=chunk)
+
+    @guarded_stream
+    async def SubscribeEvents(
+        self, request: pb.SubscribeEventsRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+        async for window in self._events.follow(request.run_id, request.from_seq):
+            for chunk in chunks(window):
+                yield pb.SubscribeEventsResponse(events=chunk)

@@ -1,0 +1,112 @@
+"""RunLedger servicer: run lifecycle RPCs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+from aivcs.ledger.v1 import run_ledger_pb2 as pb
+from aivcs.ledger.v1 import run_ledger_pb2_grpc, run_pb2
+
+from aivcs_ledgerd.ledger import Ledger, validation
+from aivcs_ledgerd.ledger.errors import InvalidArgument
+from aivcs_ledgerd.ledger.runs import Finish, NewRun
+from aivcs_ledgerd.model import Evaluation, RunFilter, RunStatus
+from aivcs_ledgerd.timeutil import ns_to_datetime
+from aivcs_ledgerd.transport.convert import (
+    RUN_STATUS_FROM_PROTO,
+    checked_timestamp_ns,
+    run_to_proto,
+    struct_to_dict,
+)
+from aivcs_ledgerd.transport.status import guarded
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
+    def __init__(self, ledger: Ledger) -> None:
+        self._runs = ledger.runs
+        self._events = ledger.events
+
+    @guarded
+    async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
+        new = NewRun(
+            spec_digest=validation.digest("spec_digest", request.spec_digest),
+            agent_name=validation.identifier("agent_name", request.agent_name),
+            git_sha=validation.text("git_sha", request.git_sha, validation.MAX_ID_BYTES)
+            if request.HasField("git_sha") else None,
+            tags=validation.json_object("tags", struct_to_dict(request.tags)),
+            evaluation=Evaluation(
+                rubric_path=validation.text("evaluation.rubric_path", request.evaluation.rubric_path),
+                is_promotion_gate=request.evaluation.is_promotion_gate,
+                agent_phase=request.evaluation.agent_phase,
+            ),
+            run_id=validation.identifier("run_id", request.run_id) if request.HasField("run_id") else None,
+        )
+        return pb.CreateRunResponse(run=run_to_proto(await self._runs.create(new)))
+
+    @guarded
+    async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
+        run = await self._runs.get(validation.identifier("run_id", request.run_id))
+        return pb.GetRunResponse(run=run_to_proto(run))
+
+    @guarded
+    async def ListRuns(self, request: pb.ListRunsRequest, context: Context) -> pb.ListRunsResponse:
+        if request.status not in RUN_STATUS_FROM_PROTO and request.status != run_pb2.RUN_STATUS_UNSPECIFIED:
+            raise InvalidArgument("status", f"unknown RunStatus value {request.status}")
+        where = RunFilter(
+            spec_digest=validation.digest("spec_digest", request.spec_digest)
+            if request.HasField("spec_digest") else None,
+            agent_name=request.agent_name if request.HasField("agent_name") else None,
+            git_sha=request.git_sha if request.HasField("git_sha") else None,
+            status=RUN_STATUS_FROM_PROTO.get(request.status),
+            created_after=ns_to_datetime(checked_timestamp_ns("created_after", request.created_after))
+            if request.HasField("created_after") else None,
+            created_before=ns_to_datetime(checked_timestamp_ns("created_before", request.created_before))
+            if request.HasField("created_before") else None,
+        )
+        page = await self._runs.list(where, request.page_size, request.page_token)
+        return pb.ListRunsResponse(
+            runs=[run_to_proto(run) for run in page.items], next_page_token=page.next_cursor or ""
+        )
+
+    @guarded
+    async def CompleteRun(self, request: pb.CompleteRunRequest, context: Context) -> pb.CompleteRunResponse:
+        finish = Finish(
+            RunStatus.COMPLETED,
+            request.duration_ms,
+            final_state_digest=validation.digest("final_state_digest", request.final_state_digest)
+            if request.HasField("final_state_digest") else None,
+            expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
+        )
+        run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
+        return pb.CompleteRunResponse(run=run_to_proto(run))
+
+    @guarded
+    async def FailRun(self, request: pb.FailRunRequest, context: Context) -> pb.FailRunResponse:
+        finish = Finish(
+            RunStatus.FAILED,
+            request.duration_ms,
+            reason=validation.text("reason", request.reason),
+            expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
+        )
+        run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
+        return pb.FailRunResponse(run=run_to_proto(run))
+
+    @guarded
+    async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.CancelRunResponse:
+        finish = Finish(RunStatus.CANCELLED, request.duration_ms, reason=validation.text("reason", request.reason))
+        run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
+        return pb.CancelRunResponse(run=run_to_proto(run))
+
+    @guarded
+    async def VerifyRun(self, request: pb.VerifyRunRequest, context: Context) -> pb.VerifyRunResponse:
+        verdict = await self._events.verify(request.run_id)
+        response = pb.VerifyRunResponse(
+            ok=verdict.ok, verified_events=verdict.verified_events, reason=verdict.reason,
+            events_digest=verdict.events_digest,
+        )
+        if verdict.first_broken_seq is not None:
+            response.first_broken_seq = verdict.first_broken_seq
+        return response
