@@ -1,12 +1,102 @@
-"""ReleaseRegistry servicer (to be built: issue 5)."""
+"""ReleaseRegistry servicer: validate, call the ledger's Releases, convert."""
 
 from __future__ import annotations
 
-from aivcs.ledger.v1 import release_registry_pb2_grpc
+from datetime import datetime
+from typing import Any
 
-from aivcs_ledgerd.ledger import Ledger
+import grpc
+from aivcs.ledger.v1 import release_pb2, release_registry_pb2_grpc
+from aivcs.ledger.v1 import release_registry_pb2 as pb
+from google.protobuf import timestamp_pb2
+
+from aivcs_ledgerd.ledger import Ledger, validation
+from aivcs_ledgerd.model import Release
+from aivcs_ledgerd.transport.convert import datetime_to_timestamp
+from aivcs_ledgerd.transport.status import guarded
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+MAX_LABEL_BYTES = 256
+MAX_NOTES_BYTES = 64 * 1024
 
 
 class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer):
     def __init__(self, ledger: Ledger) -> None:
-        self.ledger = ledger
+        self._releases = ledger.releases
+
+    @guarded
+    async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.PromoteResponse:
+        release = await self._releases.promote(
+            _agent_name(request.agent_name),
+            validation.digest("spec_digest", request.spec_digest),
+            validation.identifier("promoted_by", request.promoted_by),
+            version_label=validation.text("version_label", request.version_label, MAX_LABEL_BYTES)
+            if request.HasField("version_label")
+            else None,
+            notes=validation.text("notes", request.notes, MAX_NOTES_BYTES) if request.HasField("notes") else None,
+            expected_current_spec_digest=_expected(request),
+            require_successful_run=request.require_successful_run,
+        )
+        return pb.PromoteResponse(release=release_to_proto(release))
+
+    @guarded
+    async def Rollback(self, request: pb.RollbackRequest, context: Context) -> pb.RollbackResponse:
+        release = await self._releases.rollback(
+            _agent_name(request.agent_name),
+            validation.identifier("promoted_by", request.promoted_by),
+            to_spec_digest=validation.digest("to_spec_digest", request.to_spec_digest)
+            if request.HasField("to_spec_digest")
+            else None,
+            expected_current_spec_digest=_expected(request),
+            notes=validation.text("notes", request.notes, MAX_NOTES_BYTES) if request.HasField("notes") else None,
+        )
+        return pb.RollbackResponse(release=release_to_proto(release))
+
+    @guarded
+    async def GetCurrent(self, request: pb.GetCurrentRequest, context: Context) -> pb.GetCurrentResponse:
+        release = await self._releases.current(_agent_name(request.agent_name))
+        return pb.GetCurrentResponse(release=release_to_proto(release))
+
+    @guarded
+    async def GetHistory(self, request: pb.GetHistoryRequest, context: Context) -> pb.GetHistoryResponse:
+        page = await self._releases.history(_agent_name(request.agent_name), request.page_size, request.page_token)
+        return pb.GetHistoryResponse(
+            releases=[release_to_proto(release) for release in page.items], next_page_token=page.next_cursor or ""
+        )
+
+
+def _agent_name(value: str) -> str:
+    return validation.identifier("agent_name", value)
+
+
+def _expected(request: pb.PromoteRequest | pb.RollbackRequest) -> str | None:
+    """The compare-and-set expectation: None when unset, "" for "no release yet"."""
+    if not request.HasField("expected_current_spec_digest"):
+        return None
+    value = request.expected_current_spec_digest
+    return validation.digest("expected_current_spec_digest", value) if value else ""
+
+
+def release_to_proto(release: Release) -> release_pb2.Release:
+    message = release_pb2.Release(
+        agent_name=release.agent_name,
+        spec_digest=release.spec_digest,
+        promoted_by=release.promoted_by,
+        created_at=_timestamp(release.created_at),
+        sequence=release.sequence,
+    )
+    if release.version_label is not None:
+        message.version_label = release.version_label
+    if release.notes is not None:
+        message.notes = release.notes
+    if release.rollback_of is not None:
+        message.rollback_of = release.rollback_of
+    return message
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    """Keep the nanoseconds SurrealDB stores beyond datetime's microseconds (PreciseDatetime)."""
+    ts = datetime_to_timestamp(value)
+    ts.nanos += getattr(value, "nanosecond", 0)
+    return ts
