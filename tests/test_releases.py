@@ -22,6 +22,7 @@ import grpc
 import pytest
 from aivcs.ledger.v1 import release_pb2, release_registry_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 from aivcs.ledger.v1 import release_registry_pb2 as pb
+
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from aivcs_ledgerd.ledger.releases import Releases
 from aivcs_ledgerd.model import Release

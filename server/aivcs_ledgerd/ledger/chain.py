@@ -4,15 +4,19 @@ digest(n) = SHA-256 of the RFC 8785 canonical JSON of
     {"kind", "payload", "prev": digest(n-1) or "", "seq", "timestamp"}
 with the timestamp as RFC 3339 UTC with exactly nine fractional digits.
 event.proto documents the same form for clients in other languages.
+
+The canonical object is assembled from the canonical JSON of its parts:
+its keys are already in RFC 8785 order and `prev`, `seq` and `timestamp`
+need no escaping, so the bytes are exactly those of the whole object.
 """
 
 from __future__ import annotations
 
 import hashlib
 import time
-from typing import Any
 
-import rfc8785
+from aivcs_ledgerd.ledger.canonical import canonical_json
+from aivcs_ledgerd.model import Event
 
 NANOS = 1_000_000_000
 
@@ -23,14 +27,24 @@ def rfc3339_nanos(timestamp_ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
 
 
-def event_digest(prev: str, seq: int, kind: str, payload: dict[str, Any], timestamp_ns: int) -> str:
-    canonical = rfc8785.dumps(
-        {"kind": kind, "payload": payload, "prev": prev, "seq": seq, "timestamp": rfc3339_nanos(timestamp_ns)}
+def event_digest(prev: str, seq: int, kind_json: bytes, payload_json: bytes, timestamp_ns: int) -> str:
+    """The digest of one event, from the canonical JSON of its kind and payload."""
+    canonical = b'{"kind":%s,"payload":%s,"prev":"%s","seq":%d,"timestamp":"%s"}' % (
+        kind_json,
+        payload_json,
+        prev.encode("ascii"),
+        seq,
+        rfc3339_nanos(timestamp_ns).encode("ascii"),
     )
     return hashlib.sha256(canonical).hexdigest()
 
 
-def batch_fingerprint(events: list[tuple[str, dict[str, Any], int | None]]) -> str:
-    """Identifies a batch's content, so a reused idempotency key can be told apart from a retry."""
-    canonical = rfc8785.dumps([{"kind": k, "payload": p, "timestamp": t} for k, p, t in events])
-    return hashlib.sha256(canonical).hexdigest()
+def stored_event_digest(prev: str, event: Event) -> str:
+    """Recompute a stored event's digest from its content."""
+    return event_digest(
+        prev,
+        event.seq,
+        canonical_json("kind", event.kind),
+        canonical_json("payload", event.payload),
+        event.timestamp_ns,
+    )

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger import validation
-from aivcs_ledgerd.ledger.chain import event_digest
+from aivcs_ledgerd.ledger.canonical import canonical_json
+from aivcs_ledgerd.ledger.chain import stored_event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound
 from aivcs_ledgerd.ledger.hub import Hub
-from aivcs_ledgerd.ledger.writer import AppendResult, Writers
+from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
 from aivcs_ledgerd.store.events import read_events
@@ -53,12 +54,14 @@ class Events:
             raise InvalidArgument(
                 "events", f"a batch holds at most {self._limits.max_batch_events} events, got {len(events)}"
             )
+        pending = []
         for index, event in enumerate(events):
-            validation.identifier(f"events[{index}].kind", event.kind)
-            validation.json_object(f"events[{index}].payload", event.payload)
+            kind = validation.identifier(f"events[{index}].kind", event.kind)
+            payload_json = canonical_json(f"events[{index}].payload", event.payload)
+            pending.append(Pending(event, canonical_json("kind", kind), payload_json))
         if idempotency_key is not None:
             validation.identifier("idempotency_key", idempotency_key)
-        return await self.writers.submit(run_id, events, expected_last_seq, idempotency_key)
+        return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)
 
     async def read(
         self, run_id: str, from_seq: int = 0, to_seq: int = 0, kinds: list[str] | None = None, limit: int = 0
@@ -136,7 +139,7 @@ class Events:
             for event in window:
                 if event.seq != expected_seq:
                     return Verdict(False, expected_seq - 1, digest, expected_seq, f"event {expected_seq} is missing")
-                recomputed = event_digest(digest, event.seq, event.kind, event.payload, event.timestamp_ns)
+                recomputed = stored_event_digest(digest, event)
                 if recomputed != event.digest:
                     return Verdict(
                         False, expected_seq - 1, digest, event.seq,

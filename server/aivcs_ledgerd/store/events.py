@@ -6,15 +6,14 @@ stored, and the events of a run from seq a to b are one record-id range scan.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
 
 from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database
 from aivcs_ledgerd.store.runs import run_key
-from aivcs_ledgerd.timeutil import ns_to_datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +23,17 @@ class RunHead:
     status: RunStatus
     last_seq: int
     events_digest: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    """An event ready to store; `kind_json` and `payload_json` are JSON texts."""
+
+    seq: int
+    kind_json: bytes
+    payload_json: bytes
+    timestamp_ns: int
+    digest: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,10 +65,13 @@ async def append(
     db: Database,
     run_id: str,
     base_seq: int,
-    events: list[Event],
+    events: list[EventRow],
     appends: dict[str, StoredAppend],
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
+
+    The events travel as one JSON text that the engine decodes: the SDK's
+    pure-Python CBOR encoder would otherwise cost more than the write itself.
 
     The transaction re-checks that the run is RUNNING and still at
     `base_seq`, for daemons sharing a remote database; it raises
@@ -71,7 +84,16 @@ async def append(
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal' };
     IF $run.total_events != $base { THROW 'aivcs:moved' };
-    INSERT INTO run_events $events RETURN NONE;
+    INSERT INTO run_events encoding::json::decode($events).map(|$e| {
+        id: type::record('run_events', [$run_id, $e[0]]),
+        run_id: $run_id,
+        seq: $e[0],
+        kind: $e[1],
+        payload: $e[2],
+        timestamp: time::from_nanos($e[3]),
+        timestamp_ns: $e[3],
+        digest: $e[4],
+    }) RETURN NONE;
     INSERT INTO run_appends $appends RETURN NONE;
     UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;
     COMMIT TRANSACTION;
@@ -79,7 +101,7 @@ async def append(
     variables = {
         "run_id": run_id,
         "base": base_seq,
-        "events": [_event_row(event) for event in events],
+        "events": _json_rows(events),
         "appends": [
             {
                 "id": RecordID("run_appends", [run_id, key]),
@@ -100,27 +122,23 @@ async def append(
 async def read_events(
     db: Database, run_id: str, from_seq: int, to_seq: int, kinds: list[str] | None = None
 ) -> list[Event]:
-    """Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending."""
+    """Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending.
+
+    The engine hands the rows back as one JSON text: decoding it with the C
+    `json` module is over twice as fast as the SDK's CBOR decoder.
+    """
     where = " WHERE kind IN $kinds" if kinds else ""
     sql = (
-        "SELECT seq, kind, payload, timestamp_ns, digest "
-        f"FROM run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]{where};"
+        "RETURN encoding::json::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
+        f"FROM run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]{where}));"
     )
-    [rows] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
-    return [
-        Event(run_id, row["seq"], row["kind"], row.get("payload") or {}, row["timestamp_ns"], row["digest"])
-        for row in rows
-    ]
+    [text] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
+    return [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
 
 
-def _event_row(event: Event) -> dict[str, Any]:
-    return {
-        "id": RecordID("run_events", [event.run_id, event.seq]),
-        "run_id": event.run_id,
-        "seq": event.seq,
-        "kind": event.kind,
-        "payload": event.payload,
-        "timestamp": ns_to_datetime(event.timestamp_ns),
-        "timestamp_ns": event.timestamp_ns,
-        "digest": event.digest,
-    }
+def _json_rows(events: list[EventRow]) -> str:
+    rows = b",".join(
+        b'[%d,%s,%s,%d,"%s"]' % (e.seq, e.kind_json, e.payload_json, e.timestamp_ns, e.digest.encode("ascii"))
+        for e in events
+    )
+    return (b"[" + rows + b"]").decode("utf-8")

@@ -1,0 +1,65 @@
+"""RFC 8785 (JCS) canonical JSON, fast for the payloads agents actually send.
+
+The `rfc8785` package is the reference but walks every value in Python.
+For values whose canonical form the C `json` encoder produces identically
+(ASCII keys, integral numbers below 2**53 written as integers, other numbers
+between 1e-4 and 1e16) we use that encoder; anything else goes to `rfc8785`.
+tests/test_canonical.py checks the two agree on generated values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import rfc8785
+
+from aivcs_ledgerd.ledger import validation
+from aivcs_ledgerd.ledger.errors import InvalidArgument
+
+_EXACT_INT = 2**53
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+class _NeedsReference(Exception):
+    """The fast encoder might differ from RFC 8785 for this value."""
+
+
+def canonical_json(field: str, value: Any) -> bytes:
+    """The JCS bytes of `value`; INVALID_ARGUMENT naming the field for what JSON cannot hold."""
+    try:
+        return _encode(_normalise(field, value)).encode("utf-8")
+    except _NeedsReference:
+        pass
+    validation.json_object(field, value)
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError as error:
+        raise InvalidArgument(field, f"has no canonical JSON form: {error}") from None
+
+
+def _normalise(field: str, value: Any) -> Any:
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidArgument(field, f"numbers must be finite, got {value}")
+        if value.is_integer():
+            if abs(value) < _EXACT_INT:
+                return int(value)
+            raise _NeedsReference
+        if not 1e-4 <= abs(value) < 1e16:
+            raise _NeedsReference
+        return value
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not key.isascii():
+                raise _NeedsReference
+            out[key] = _normalise(f"{field}.{key}", item)
+        return out
+    if isinstance(value, list):
+        return [_normalise(f"{field}[{index}]", item) for index, item in enumerate(value)]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _EXACT_INT:
+        raise _NeedsReference
+    return value
+
