@@ -182,7 +182,7 @@ def _error(statement: dict[str, Any]) -> Exception:
     details = statement.get("details") or {}
     if kind == "Thrown" and THROW_PREFIX in text:
         return Rejected(text.split(THROW_PREFIX, 1)[1])
-    if kind == "AlreadyExists":
+    if kind == "AlreadyExists" or ("index" in text and "already contains" in text):
         return DuplicateRecord(text)
     if details.get("kind") == "TransactionConflict" or "conflict" in text.lower():
         return StoreConflict(text)

@@ -13,14 +13,8 @@ while reporting both OK (architecture.md, hazard 2). Between daemons sharing
 a server the CREATE is the guard: the loser meets the record the winner made
 and fails with DuplicateRecord, or with a conflict; the caller retries.
 
-Finding the head: this engine does not stop a record-id range scan at its
-LIMIT (a 60,000-entry history costs ~200 ms to find its newest entry), so
-the head comes from the seed's `idx_agent_name_created_at` index, scanned
-backwards. `created_at` is kept strictly increasing per agent (one
-nanosecond past the head's when the clock has not moved on), so the newest
-by `created_at` is the head; two point lookups confirm it (it exists, its
-successor does not: with no gaps that proves it is the head), and a full
-range scan of the agent's entries is the fallback should they not.
+The head is found through the unique index on (agent_name, sequence),
+walked backwards: one index probe however long the history is.
 """
 
 from __future__ import annotations
@@ -40,19 +34,11 @@ NO_SUCCESSFUL_RUN = "release_no_successful_run"
 
 MAX_SEQUENCE = 2**63 - 1
 
-# Sets $head: the agent's newest sequence, 0 when it has none.
-_HEAD = f"""
-LET $hint = (SELECT VALUE sequence FROM releases WHERE agent_name = $agent_name
-    ORDER BY created_at DESC LIMIT 1)[0];
-LET $head = IF type::is_int($hint) AND $hint >= 1
-        AND record::exists(type::record('releases', [$agent_name, $hint]))
-        AND !record::exists(type::record('releases', [$agent_name, $hint + 1])) {{
-    $hint
-}} ELSE {{
-    (SELECT VALUE sequence FROM releases:[$agent_name, 1]..=[$agent_name, {MAX_SEQUENCE}]
-        ORDER BY id DESC LIMIT 1)[0] ?? 0
-}};
-LET $current = IF $head >= 1 {{ type::record('releases', [$agent_name, $head]).* }} ELSE {{ NONE }};
+# Sets $head (the agent's newest sequence, 0 when it has none) and $current.
+_HEAD = """
+LET $head = (SELECT VALUE sequence FROM releases WHERE agent_name = $agent_name
+    ORDER BY sequence DESC LIMIT 1)[0] ?? 0;
+LET $current = IF $head >= 1 { type::record('releases', [$agent_name, $head]).* } ELSE { NONE };
 """
 
 _EXPECT = f"""
@@ -61,18 +47,14 @@ IF $check_expected AND ($current.spec_digest ?? '') != $expected_current_spec_di
 }};
 """
 
-# Appends with created_at strictly after the head's, so the created_at index
-# orders an agent's entries exactly as their sequences do.
 _APPEND = """
-LET $now = time::now();
-LET $created_at = IF $current != NONE AND $now <= $current.created_at { $current.created_at + 1ns } ELSE { $now };
 CREATE type::record('releases', [$agent_name, $head + 1]) CONTENT {
     agent_name: $agent_name,
     spec_digest: $entry.spec_digest,
     version_label: $entry.version_label,
     promoted_by: $promoted_by,
     notes: $entry.notes,
-    created_at: $created_at,
+    created_at: time::now(),
     sequence: $head + 1,
     rollback_of: $entry.rollback_of,
 };

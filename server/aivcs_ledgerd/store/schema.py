@@ -60,6 +60,10 @@ DEFINE INDEX IF NOT EXISTS idx_spec_digest_created_ns ON TABLE runs COLUMNS spec
 DEFINE INDEX IF NOT EXISTS idx_git_sha_created_ns ON TABLE runs COLUMNS git_sha, created_ns;
 DEFINE INDEX IF NOT EXISTS idx_status_created_ns ON TABLE runs COLUMNS status, created_ns;
 
+-- The head of an agent's release history is one backward probe of this
+-- index; being unique, it also refuses a second entry at the same position.
+DEFINE INDEX IF NOT EXISTS idx_agent_name_sequence ON TABLE releases COLUMNS agent_name, sequence UNIQUE;
+
 -- Idempotency keys of appended batches, record id [run_id, key]: a lookup
 -- by id, and a duplicate key makes the append's CREATE fail.
 DEFINE TABLE IF NOT EXISTS run_appends SCHEMALESS
