@@ -25,6 +25,7 @@ from aivcs_ledgerd.timeutil import ns_to_datetime
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+MAX_TOKEN_CHARS = 256
 
 
 class _CreationClock:
@@ -164,10 +165,12 @@ def _encode_token(created_ns: int, scope: str) -> str:
 
 
 def _decode_token(token: str, scope: str) -> int:
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument("page_token", "is not a token this daemon issued")
     try:
         data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
         before, token_scope = data["before"], data["scope"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, RecursionError, binascii.Error):
         raise InvalidArgument("page_token", "is not a token this daemon issued") from None
     if type(before) is not int or token_scope != scope:
         raise InvalidArgument("page_token", "was issued for other filters; start again without a token")

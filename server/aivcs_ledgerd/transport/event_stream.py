@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
@@ -12,11 +13,14 @@ from aivcs.ledger.v1 import event_stream_pb2 as pb
 
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.ledger.errors import LedgerError
 from aivcs_ledgerd.model import Event
+from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger(__name__)
 
 # Read chunks stay well under gRPC's default 4 MiB receive limit. One event
 # may carry up to --max-payload-bytes; a chunk closes once it passes this.
@@ -59,6 +63,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         )
         return pb.AppendEventsResponse(first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed)
 
+    @guarded_stream
     async def IngestEvents(
         self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: Context
     ) -> AsyncIterator[pb.IngestEventsResponse]:
@@ -93,6 +98,8 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
             )
         except Exception as error:
             code, message = status_of(error)
+            if not isinstance(error, LedgerError | StoreError):
+                log.exception("unexpected error in IngestEvents", extra={"run_id": request.run_id})
             return pb.IngestEventsResponse(
                 batch_id=request.batch_id, error=event_pb2.IngestError(code=code.value[0], message=message)
             )
