@@ -1,0 +1,151 @@
+"""The direct-engine ceilings: embedded SurrealDB driven from Python, no daemon.
+
+Same engine (surrealkv:// in a temporary folder), same schema
+(`init_schema`), same rows (record id run_events:[run_id, seq], run_id,
+seq, kind, payload, timestamp, timestamp_ns, digest), the run record
+updated in every transaction as the daemon's append does, the same batch
+size, and the daemon's range query over record ids, 1000 seqs per query.
+One transaction or query at a time, as the daemon's per-run writer and
+reader issue them.
+
+Two ways to hand rows to the engine are measured, each on a fresh
+database, and the faster is the ceiling: "sdk", the SDK's own values
+(encoded by its pure-Python CBOR codec), and "json", the rows as one JSON
+text that the engine decodes (and, for reads, one JSON text decoded with
+the C `json` module), which is how store/events.py talks to the engine
+since commit 2f8f375. Batches (SDK values or JSON text) are built before
+the clock starts; encoding by the SDK and decoding of what is read are
+timed, since every reader pays them. Left out on purpose: the daemon's
+in-transaction guards (status and last-seq re-check, idempotency keys),
+hash chaining and proto conversion, which are costs of the daemon.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from surrealdb import AsyncSurreal, RecordID
+
+from aivcs_ledgerd.model import Evaluation, Run, RunStatus
+from aivcs_ledgerd.store import Database, init_schema
+from aivcs_ledgerd.store.runs import create_run
+from aivcs_ledgerd.timeutil import ns_to_datetime
+from bench import workload
+from bench.stats import Rate
+
+UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
+INSERT = {
+    "sdk": f"BEGIN TRANSACTION; INSERT INTO run_events $events RETURN NONE; {UPDATE_RUN} COMMIT TRANSACTION;",
+    "json": f"""BEGIN TRANSACTION;
+    INSERT INTO run_events encoding::json::decode($events).map(|$e| {{
+        id: type::record('run_events', [$run_id, $e[0]]), run_id: $run_id, seq: $e[0], kind: $e[1], payload: $e[2],
+        timestamp: time::from_nanos($e[3]), timestamp_ns: $e[3], digest: $e[4],
+    }}) RETURN NONE;
+    {UPDATE_RUN}
+    COMMIT TRANSACTION;""",
+}
+RANGE = "run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]"
+READ = {
+    "sdk": f"SELECT seq, kind, payload, timestamp_ns, digest FROM {RANGE};",
+    "json": f"RETURN encoding::json::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] FROM {RANGE}));",
+}
+READ_WINDOW = 1000
+RUN_ID = "engine-ceiling"
+
+
+@dataclass(frozen=True, slots=True)
+class EngineCeilings:
+    insert: Rate
+    read: Rate
+    insert_via: str
+    read_via: str
+    variants: dict[str, tuple[Rate, Rate]]  # encoding -> (insert, read)
+
+
+def _digest(seq: int) -> str:
+    return hashlib.sha256(seq.to_bytes(8, "big")).hexdigest()  # a digest's shape: 64 hex characters
+
+
+def _batches(encoding: str, events: int, batch: int) -> list[dict[str, Any]]:
+    """The variables of each insert transaction."""
+    now = time.time_ns()
+    out = []
+    for first in range(1, events + 1, batch):
+        seqs = range(first, min(first + batch, events + 1))
+        rows: Any
+        if encoding == "sdk":
+            rows = [{
+                "id": RecordID("run_events", [RUN_ID, seq]), "run_id": RUN_ID, "seq": seq, "kind": workload.KIND,
+                "payload": workload.payload(seq), "timestamp": ns_to_datetime(now + seq), "timestamp_ns": now + seq,
+                "digest": _digest(seq),
+            } for seq in seqs]
+        else:
+            rows = json.dumps([[seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)] for seq in seqs],
+                              separators=(",", ":"))
+        out.append({"run_id": RUN_ID, "events": rows, "last": seqs[-1], "digest": _digest(seqs[-1])})
+    return out
+
+
+def _check(response: dict[str, Any]) -> list[Any]:
+    if response.get("error") is not None:
+        raise RuntimeError(f"engine error: {response['error']}")
+    results: list[dict[str, Any]] = response["result"]
+    for statement in results:
+        if statement.get("status") != "OK":
+            raise RuntimeError(f"engine statement failed: {statement}")
+    return [statement.get("result") for statement in results]
+
+
+async def _measure(folder: Path, encoding: str, events: int, batch: int, read_passes: int) -> tuple[Rate, Rate]:
+    url = f"surrealkv://{folder}"
+    connection = AsyncSurreal(url)
+    await connection.connect()
+    try:
+        await connection.use("aivcs", "ledger")
+        db = Database(connection, url, 60.0)
+        await init_schema(db)
+        created = time.time_ns()
+        await create_run(db, Run(
+            run_id=RUN_ID, spec_digest=workload.SPEC_DIGEST, agent_name=workload.AGENT, git_sha=None, tags={},
+            evaluation=Evaluation(), status=RunStatus.RUNNING, total_events=0, final_state_digest=None,
+            duration_ms=0, success=False, created_at=ns_to_datetime(created), completed_at=None,
+            events_digest="", status_reason="", created_ns=created,
+        ))
+        batches = _batches(encoding, events, batch)
+        started = time.perf_counter()
+        for variables in batches:
+            _check(await connection.query_raw(INSERT[encoding], variables))
+        inserts = Rate(events, time.perf_counter() - started)
+
+        read = 0
+        started = time.perf_counter()
+        for _ in range(read_passes):
+            for first in range(1, events + 1, READ_WINDOW):
+                last = min(first + READ_WINDOW - 1, events)
+                [found] = _check(await connection.query_raw(
+                    READ[encoding], {"run_id": RUN_ID, "from_seq": first, "to_seq": last}))
+                rows = json.loads(found) if encoding == "json" else found
+                head = rows[0][0] if encoding == "json" else rows[0]["seq"]
+                if len(rows) != last - first + 1 or head != first:
+                    raise RuntimeError(f"engine read of {first}..{last} returned {len(rows)} rows")
+                read += len(rows)
+        reads = Rate(read, time.perf_counter() - started)
+    finally:
+        await connection.close()
+    return inserts, reads
+
+
+async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> EngineCeilings:
+    """Events/s inserting `batch` per transaction, and reading the run back in seq order."""
+    variants = {
+        encoding: await _measure(folder / f"engine-{encoding}", encoding, events, batch, read_passes)
+        for encoding in ("sdk", "json")
+    }
+    insert_via = max(variants, key=lambda encoding: variants[encoding][0].per_second)
+    read_via = max(variants, key=lambda encoding: variants[encoding][1].per_second)
+    return EngineCeilings(variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants)

@@ -1,0 +1,85 @@
+"""The no-storage ceiling: EventStream with the daemon's message shapes and no work.
+
+AppendEvents and IngestEvents answer at once with made-up, contiguous
+seqs per run. Run as its own process (`python -m bench.null_server`) like
+the daemon, so the ceiling pays the same loopback and process costs and
+differs only by everything the daemon does with a batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from aivcs.ledger.v1 import event_stream_pb2 as pb
+from aivcs.ledger.v1 import event_stream_pb2_grpc
+
+from aivcs_ledgerd.config import Limits
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class NullEventStream(event_stream_pb2_grpc.EventStreamServicer):
+    def __init__(self) -> None:
+        self._last: defaultdict[str, int] = defaultdict(int)
+
+    def _assign(self, run_id: str, count: int) -> tuple[int, int]:
+        first = self._last[run_id] + 1
+        self._last[run_id] += count
+        return first, self._last[run_id]
+
+    async def AppendEvents(self, request: pb.AppendEventsRequest, context: Context) -> pb.AppendEventsResponse:
+        first, last = self._assign(request.run_id, len(request.events))
+        return pb.AppendEventsResponse(first_seq=first, last_seq=last)
+
+    async def IngestEvents(
+        self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: Context
+    ) -> AsyncIterator[pb.IngestEventsResponse]:
+        async for request in request_iterator:
+            first, last = self._assign(request.run_id, len(request.events))
+            yield pb.IngestEventsResponse(batch_id=request.batch_id, first_seq=first, last_seq=last)
+
+    async def ReadEvents(
+        self, request: pb.ReadEventsRequest, context: Context
+    ) -> AsyncIterator[pb.ReadEventsResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the no-storage server stores nothing to read")
+        yield pb.ReadEventsResponse()
+
+    async def SubscribeEvents(
+        self, request: pb.SubscribeEventsRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the no-storage server stores nothing to follow")
+        yield pb.SubscribeEventsResponse()
+
+
+async def serve(listen: str) -> None:
+    limit = Limits().max_message_bytes  # the daemon's default message limits
+    server = grpc.aio.server(
+        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+    )
+    event_stream_pb2_grpc.add_EventStreamServicer_to_server(NullEventStream(), server)
+    port = server.add_insecure_port(listen)
+    await server.start()
+    # The line tests/daemon.py waits for, so both servers start the same way.
+    print(f"listening on {listen} (port {port}), no storage", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--listen", default="127.0.0.1:0")
+    asyncio.run(serve(parser.parse_args().listen))
+
+
+if __name__ == "__main__":
+    main()
