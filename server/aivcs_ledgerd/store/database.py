@@ -118,8 +118,15 @@ class Database:
         If the caller stops waiting (timeout or cancellation) the lock passes
         to a callback that releases it only when the engine answers, so no
         second transaction on the same key can start meanwhile.
+        Waiting for that lock is bounded too: behind a transaction the database
+        never answers, the caller gets StoreUnavailable, not a hang.
         """
-        await self.locks.acquire(key)
+        try:
+            await asyncio.wait_for(self.locks.acquire(key), self.timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"an earlier transaction on {key} is still unanswered after {self.timeout:g}s"
+            ) from None
         call = asyncio.ensure_future(self.send(sql, variables or {}))
         try:
             done, _ = await asyncio.wait({call}, timeout=self.timeout)
