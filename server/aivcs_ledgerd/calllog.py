@@ -1,0 +1,135 @@
+"""One log line per notable call: run and release lifecycle, and every refused write.
+
+Logged, with `run_id` (or `agent_name`), `method` and `code` as structured
+fields under `--log-json`:
+
+- INFO: a run created, completed, failed or cancelled; a release promoted
+  or rolled back; a write refused for the caller's reasons (invalid
+  argument, not found, already exists, failed precondition, aborted), and
+  each refused batch of an IngestEvents stream.
+- WARNING: any call refused as unauthenticated or not permitted, and
+  refusals that point at the daemon or its database (unavailable,
+  resource exhausted, deadline, internal, unknown).
+
+Successful appends and reads are not logged (metrics count them), and no
+payload, tag or token ever is: only ids, names, codes and the status
+message, which the ledger words without request payloads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from aivcs_ledgerd.interceptors import CallHooks, Context, Handler, Method, peer_of, wrap
+from aivcs_ledgerd.limits import STREAM_APPEND
+from aivcs_ledgerd.security import OPEN_SERVICES, WRITE_METHODS
+
+log = logging.getLogger("aivcs_ledgerd.calls")
+
+CALLER_CODES = frozenset({
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE,
+})
+ACCESS_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+DONE = {
+    "CreateRun": "run created",
+    "CompleteRun": "run completed",
+    "FailRun": "run failed",
+    "CancelRun": "run cancelled",
+    "Promote": "release promoted",
+    "Rollback": "release rolled back",
+}
+
+
+class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        path = handler_call_details.method
+        if handler is None or path.lstrip("/").rpartition("/")[0] in OPEN_SERVICES:
+            return handler
+        return wrap(handler, Method.of(path, handler), _Logged)
+
+
+def _field(message: Any, name: str) -> str | None:
+    value = getattr(message, name, None)
+    return value if isinstance(value, str) and value else None
+
+
+class _Logged(CallHooks):
+    def __init__(self, method: Method, context: Context) -> None:
+        super().__init__(method, context)
+        self._write = method.path in WRITE_METHODS
+        self._ids: dict[str, str] = {}
+        self._batches: dict[int, str] = {}  # IngestEvents: batch_id -> run_id
+
+    async def received(self, message: Any) -> None:
+        if self.method.path == STREAM_APPEND:
+            run_id = _field(message, "run_id")
+            if run_id is not None:
+                self._batches[message.batch_id] = run_id
+            return
+        for name in ("run_id", "agent_name"):
+            value = _field(message, name)
+            if value is not None:
+                self._ids[name] = value
+
+    def sent(self, message: Any) -> None:
+        if self.method.path == STREAM_APPEND:
+            run_id = self._batches.pop(message.batch_id, None)
+            if message.HasField("error"):
+                code = CODES_BY_NUMBER.get(message.error.code, grpc.StatusCode.UNKNOWN)
+                extra = {"method": self.method.name, "code": code.name, "run_id": run_id}
+                _emit(code, "%s batch %d of run %r refused: %s %s", self.method.name, message.batch_id,
+                      run_id, code.name, message.error.message, extra=extra)
+            return
+        run = getattr(message, "run", None)
+        if run is not None and run.run_id:
+            self._ids["run_id"] = run.run_id
+        release = getattr(message, "release", None)
+        if release is not None and release.agent_name:
+            self._ids["agent_name"] = release.agent_name
+            self._ids["spec_digest"] = release.spec_digest
+
+    def finished(self, code: grpc.StatusCode) -> None:
+        ids = self._ids
+        subject = f"run {ids['run_id']!r}" if "run_id" in ids else (
+            f"agent {ids['agent_name']!r}" if "agent_name" in ids else "")
+        extra: dict[str, Any] = {"method": self.method.name, "code": code.name}
+        extra.update((key, ids[key]) for key in ("run_id", "agent_name") if key in ids)
+        if code is grpc.StatusCode.OK:
+            done = DONE.get(self.method.name)
+            if done is not None:
+                digest = f" (spec_digest {ids['spec_digest']})" if "spec_digest" in ids else ""
+                log.info("%s: %s%s", done, subject, digest, extra=extra)
+            return
+        if code is grpc.StatusCode.CANCELLED or (code in CALLER_CODES and not self._write):
+            return  # a caller that hung up, or a read that found nothing: not notable
+        details = self.context.details() or ""
+        if isinstance(details, bytes):
+            details = details.decode("utf-8", "replace")
+        if code in ACCESS_CODES:
+            extra["peer"] = peer_of(self.context)
+            log.warning("%s refused from %s: %s %s", self.method.name, extra["peer"], code.name, details,
+                        extra=extra)
+            return
+        _emit(code, "%s%s refused: %s %s", self.method.name, f" of {subject}" if subject else "", code.name,
+              details, extra=extra)
+
+
+def _emit(code: grpc.StatusCode, message: str, *args: Any, extra: dict[str, Any]) -> None:
+    level = logging.INFO if code in CALLER_CODES else logging.WARNING
+    log.log(level, message, *args, extra=extra)

@@ -1,0 +1,202 @@
+"""What the daemon's server interceptors share: naming a call, wrapping its handler.
+
+A grpc.aio interceptor gets the method's handler and may return another.
+`wrap` returns one of the same kind (unary or streaming on either side, same
+(de)serialisers) whose behaviour runs a `CallHooks` object around the
+original: before it starts, on every message in and out, and once at the
+end with the status code the caller gets. Metrics, call logs and
+per-connection limits are each one small `CallHooks` subclass, so none of
+them repeats the four-way dance of gRPC handler kinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
+    Context = grpc.aio.ServicerContext[Any, Any]
+    Handler = grpc.RpcMethodHandler[Any, Any]
+else:
+    Context = grpc.aio.ServicerContext
+    Handler = grpc.RpcMethodHandler
+
+_FACTORIES: dict[tuple[bool, bool], Callable[..., Handler]] = {
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+_TYPES = {
+    (False, False): "unary",
+    (False, True): "server_stream",
+    (True, False): "client_stream",
+    (True, True): "bidi_stream",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    """One RPC as metrics and logs name it (the labels of go-grpc-prometheus)."""
+
+    path: str  # "/aivcs.ledger.v1.EventStream/AppendEvents"
+    service: str  # "aivcs.ledger.v1.EventStream"
+    name: str  # "AppendEvents"
+    type: str  # unary | client_stream | server_stream | bidi_stream
+
+    @classmethod
+    def of(cls, path: str, handler: Handler) -> Method:
+        service, _, name = path.lstrip("/").rpartition("/")
+        return cls(path, service, name, _TYPES[handler.request_streaming, handler.response_streaming])
+
+    @property
+    def streaming(self) -> bool:
+        return self.type != "unary"
+
+
+class CallHooks:
+    """Callbacks around one call. Override what you need; each default does nothing.
+
+    `start` and `received` may abort the call (`await context.abort(...)`)
+    or wait (back-pressure); `sent` and `finished` must not block.
+    `finished` runs exactly once, however the call ends.
+    """
+
+    def __init__(self, method: Method, context: Context) -> None:
+        self.method = method
+        self.context = context
+
+    async def start(self) -> None:
+        return None
+
+    async def received(self, message: Any) -> None:
+        return None
+
+    def sent(self, message: Any) -> None:
+        return None
+
+    def finished(self, code: grpc.StatusCode) -> None:
+        return None
+
+
+def behavior_of(handler: Handler) -> Callable[..., Any]:
+    """The function that implements `handler`, whatever its kind."""
+    behavior = (
+        handler.stream_stream
+        if handler.request_streaming and handler.response_streaming
+        else handler.stream_unary
+        if handler.request_streaming
+        else handler.unary_stream
+        if handler.response_streaming
+        else handler.unary_unary
+    )
+    if behavior is None:
+        raise ValueError("handler has no behaviour for its kind")
+    return behavior
+
+
+def with_behavior(handler: Handler, behavior: Callable[..., Any]) -> Handler:
+    """A handler of the same kind and (de)serialisers as `handler` that runs `behavior`."""
+    factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
+    return factory(
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+def refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
+    """A handler that answers `code` without running the method (nor reading the request stream)."""
+
+    async def abort(request: Any, context: Context) -> None:
+        await context.abort(code, message)
+
+    return with_behavior(handler, abort)
+
+
+def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
+    """The status the caller gets, given how the behaviour ended."""
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, asyncio.CancelledError):
+        remaining = None
+        with contextlib.suppress(Exception):
+            remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
+
+
+def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], CallHooks]) -> Handler:
+    """`handler`, with a fresh `hooks(method, context)` run around every call."""
+    inner = behavior_of(handler)
+    request_streaming = handler.request_streaming
+
+    async def observed(requests: AsyncIterator[Any], call: CallHooks) -> AsyncIterator[Any]:
+        async for message in requests:
+            await call.received(message)
+            yield message
+
+    async def argument(request: Any, call: CallHooks) -> Any:
+        if request_streaming:
+            return observed(request, call)
+        await call.received(request)
+        return request
+
+    if handler.response_streaming and inspect.isasyncgenfunction(inner):
+
+        async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+            call = hooks(method, context)
+            error: BaseException | None = None
+            try:
+                await call.start()
+                async with contextlib.aclosing(inner(await argument(request, call), context)) as responses:
+                    async for message in responses:
+                        call.sent(message)
+                        yield message
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                call.finished(final_code(context, error))
+
+        return with_behavior(handler, stream)
+
+    # A unary response, or a streaming one written with `await context.write(...)`
+    # (as grpc_health's Watch does): the messages written are not seen here.
+    unary_response = not handler.response_streaming
+
+    async def single(request: Any, context: Context) -> Any:
+        call = hooks(method, context)
+        error: BaseException | None = None
+        try:
+            await call.start()
+            response = await inner(await argument(request, call), context)
+            if unary_response and response is not None:
+                call.sent(response)
+            return response
+        except BaseException as raised:
+            error = raised
+            raise
+        finally:
+            call.finished(final_code(context, error))
+
+    return with_behavior(handler, single)
+
+
+def peer_of(context: Context) -> str:
+    """The caller's connection, e.g. "ipv4:10.0.0.7:51234": one per HTTP/2 connection."""
+    try:
+        return str(context.peer())
+    except Exception:  # a context without a transport (tests) has no peer
+        return "unknown"
