@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
@@ -26,9 +27,17 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class HealthMonitor:
     """Pings the database every `interval` seconds and publishes the result."""
 
-    def __init__(self, db: Database, services: list[str], interval: float = 2.0) -> None:
+    def __init__(
+        self,
+        db: Database,
+        services: list[str],
+        interval: float = 2.0,
+        probe: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.servicer = HealthServicer()
         self._db = db
+        # What a check asks; raises StoreError when the database is not usable (reconnect.DatabaseProbe).
+        self._probe = probe or db.ping
         self._names = ["", *services]
         self._interval = interval
         self._serving: bool | None = None
@@ -45,12 +54,12 @@ class HealthMonitor:
     async def check(self) -> bool:
         """Ping once, publish the outcome, and return whether the database answered."""
         try:
-            await asyncio.wait_for(self._db.ping(), timeout=self._interval)
+            await asyncio.wait_for(self._probe(), timeout=self._interval)
             healthy = True
         except (StoreError, TimeoutError) as error:
             healthy = False
             if self._serving is not False:
-                log.warning("database unavailable: %s", error)
+                log.warning("database unavailable: %s", error or f"no answer within {self._interval:g}s")
         await self._publish(healthy)
         return healthy
 
