@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.store import Credentials, Database, init_schema
 from aivcs_ledgerd.transport import register_services
 
@@ -41,6 +42,7 @@ class Daemon:
     ledger: Ledger
     health: HealthMonitor
     port: int
+    ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
@@ -48,6 +50,8 @@ class Daemon:
         await self.health.drain()
         await self.server.stop(self.settings.grace_period)
         await self.ledger.close()
+        if self.ops is not None:
+            await self.ops.stop()
         await self.db.close()
         log.info("stopped")
 
@@ -65,11 +69,16 @@ async def start(settings: Settings) -> Daemon:
         round_trip_seconds=settings.db_timeout,
     )
     try:
+        try:
+            ops = Operations.prepare(settings, db, credentials)
+        except OperationsError as error:
+            raise StartupError(str(error)) from error
         await init_schema(db)
         ledger = Ledger(db, settings.limits)
-        health = HealthMonitor(db, SERVICE_NAMES)
+        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
+            interceptors=ops.interceptors,
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
@@ -81,18 +90,24 @@ async def start(settings: Settings) -> Daemon:
             names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
             reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         try:
-            port = server.add_insecure_port(settings.listen)
+            port = ops.bind(server)
         except RuntimeError as error:
             raise StartupError(f"cannot listen on --listen {settings.listen!r}: {error}") from error
         if port == 0:
             raise StartupError(f"cannot listen on --listen {settings.listen!r}")
         await server.start()
         await health.start()
+        try:
+            await ops.start(health.servicer, lambda: ledger.events.writers.active_runs, lambda: health.serving)
+        except OperationsError as error:
+            await health.drain()
+            await server.stop(None)
+            raise StartupError(str(error)) from error
     except BaseException:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port)
+    return Daemon(settings, server, db, ledger, health, port, ops)
 
 
 async def run(settings: Settings) -> None:

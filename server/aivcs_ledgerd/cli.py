@@ -18,6 +18,15 @@ from aivcs_ledgerd.store import StoreError, UnsupportedScheme, check_url
 ENV = "AIVCS_LEDGER_"
 
 
+def check_listen(address: str, flag: str = "--listen") -> None:
+    """Refuse a HOST:PORT that gRPC would misread: it takes port 99999 as 34463, for one."""
+    if address.startswith(("unix:", "unix-abstract:")):
+        return
+    _, colon, port = address.rpartition(":")
+    if not colon or not port.isdigit() or int(port) > 65535:
+        raise click.BadParameter(f"{address!r} is not HOST:PORT with a port from 0 to 65535", param_hint=flag)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.option("--listen", envvar=ENV + "LISTEN", default=DEFAULT_LISTEN, show_envvar=True,
               help="HOST:PORT to serve gRPC on. Port 0 picks a free port.")
@@ -30,6 +39,9 @@ ENV = "AIVCS_LEDGER_"
               help="SurrealDB database.")
 @click.option("--db-user", envvar=ENV + "DB_USER", default=None, show_envvar=True,
               help="User to sign in with on a remote server.")
+@click.option("--db-user-file", envvar=ENV + "DB_USER_FILE", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File holding the user name (e.g. a mounted Kubernetes secret); overrides --db-user.")
 @click.option("--db-password", envvar=ENV + "DB_PASSWORD", default=None, show_envvar=True,
               help="Password for --db-user. Prefer --db-password-file.")
 @click.option("--db-password-file", envvar=ENV + "DB_PASSWORD_FILE", default=None, show_envvar=True,
@@ -54,27 +66,69 @@ ENV = "AIVCS_LEDGER_"
               type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
 @click.option("--log-json/--no-log-json", envvar=ENV + "LOG_JSON", default=False, show_envvar=True,
               help="Log one JSON object per line.")
+@click.option("--health-interval", envvar=ENV + "HEALTH_INTERVAL", default=2.0, show_envvar=True,
+              type=click.FloatRange(min=0.05),
+              help="Seconds between database health checks; NOT_SERVING follows a failure within about this.")
+@click.option("--health-listen", envvar=ENV + "HEALTH_LISTEN", default=None, show_envvar=True,
+              help="HOST:PORT for a plaintext port serving only grpc.health.v1, for probes that cannot "
+                   "speak TLS (Kubernetes gRPC probes). Off by default.")
+@click.option("--metrics-listen", envvar=ENV + "METRICS_LISTEN", default=None, show_envvar=True,
+              help="HOST:PORT to serve Prometheus metrics on (HTTP, /metrics). Off by default.")
+@click.option("--tls-cert", envvar=ENV + "TLS_CERT", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM certificate (chain) for the gRPC port; with --tls-key, the port speaks only TLS.")
+@click.option("--tls-key", envvar=ENV + "TLS_KEY", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path), help="PEM private key of --tls-cert.")
+@click.option("--tls-client-ca", envvar=ENV + "TLS_CLIENT_CA", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).")
+@click.option("--auth-token-file", envvar=ENV + "AUTH_TOKEN_FILE", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="File of bearer tokens, one 'read-write TOKEN' or 'read-only TOKEN' per line (# comments). "
+                   "When set, every call but health and reflection needs 'authorization: Bearer TOKEN'.")
+@click.option("--max-streams-per-connection", envvar=ENV + "MAX_STREAMS_PER_CONNECTION", default=256,
+              show_envvar=True, type=click.IntRange(min=0),
+              help="Calls (HTTP/2 streams) one connection may have in flight; "
+                   "more are RESOURCE_EXHAUSTED. 0: no limit.")
+@click.option("--max-inflight-appends", envvar=ENV + "MAX_INFLIGHT_APPENDS", default=1024, show_envvar=True,
+              type=click.IntRange(min=0),
+              help="Append batches one connection may have awaiting their seqs; more AppendEvents calls are "
+                   "RESOURCE_EXHAUSTED, IngestEvents streams are slowed. 0: no limit.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
     db_password: str | None, db_password_file: Path | None, db_access_level: str,
     db_timeout: float, grace_period: float, max_batch_events: int, max_payload_bytes: int,
     max_message_bytes: int, reflection: bool, log_level: str, log_json: bool,
+    db_user_file: Path | None = None, health_interval: float = 2.0, health_listen: str | None = None,
+    metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
+    tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
+    max_streams_per_connection: int = 256, max_inflight_appends: int = 1024,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
+    check_listen(listen)
     try:
         check_url(db)
     except UnsupportedScheme as error:
         raise click.BadParameter(str(error), param_hint="--db") from error
     if db_password_file is not None:
         db_password = read_secret(db_password_file)
+    if db_user_file is not None:
+        db_user = read_secret(db_user_file)
+    if (tls_cert is None) != (tls_key is None):
+        raise click.BadParameter("--tls-cert and --tls-key go together", param_hint="--tls-cert/--tls-key")
+    if tls_client_ca is not None and tls_cert is None:
+        raise click.BadParameter("mutual TLS needs --tls-cert and --tls-key too", param_hint="--tls-client-ca")
     settings = Settings(
         listen=listen, db=db, db_namespace=db_namespace, db_database=db_database,
         db_user=db_user, db_password=db_password, db_access_level=db_access_level,
         db_timeout=db_timeout, grace_period=grace_period, reflection=reflection,
         log_level=log_level.upper(), log_json=log_json,
         limits=Limits(max_batch_events, max_payload_bytes, max_message_bytes),
+        health_interval=health_interval, health_listen=health_listen, metrics_listen=metrics_listen,
+        tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
+        max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
     )
     try:
         asyncio.run(run(settings))

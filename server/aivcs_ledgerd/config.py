@@ -33,6 +33,16 @@ class Settings:
     log_level: str = "INFO"
     log_json: bool = False
     limits: Limits = Limits()
+    # Operations (operations.py and the modules it wires): health, metrics, TLS, tokens, limits.
+    health_interval: float = 2.0
+    health_listen: str | None = None  # plaintext health-only port, for probes when --tls-cert is set
+    metrics_listen: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_token_file: Path | None = None
+    max_streams_per_connection: int = 256  # 0: no limit
+    max_inflight_appends: int = 1024  # per connection; 0: no limit
 
 
 def read_secret(path: Path) -> str:

@@ -1,0 +1,128 @@
+"""What operators add around the ledger: TLS, tokens, limits, metrics, call logs, probes.
+
+`app.start` asks this module for the server's interceptors and port
+credentials before it builds the server, and starts the side ports (metrics,
+plaintext health) once the server is up. Each concern lives in its own
+module; this one only puts them in order:
+
+    metrics -> call log -> authentication -> per-connection limits -> servicer
+
+Metrics and the call log are outermost so that they also see refusals made
+by the interceptors inside them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aivcs_ledgerd.calllog import CallLogInterceptor
+from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.limits import ConnectionLimits
+from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsInterceptor
+from aivcs_ledgerd.reconnect import DatabaseProbe
+from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
+from aivcs_ledgerd.store import Credentials, Database
+
+log = logging.getLogger(__name__)
+
+# The health service name a liveness probe asks for (readiness asks for "").
+LIVENESS = "liveness"
+
+
+class OperationsError(ValueError):
+    """An operations setting cannot be used; the message names the flag."""
+
+
+@dataclass
+class Operations:
+    settings: Settings
+    db: Database
+    interceptors: list[grpc.aio.ServerInterceptor]  # type: ignore[type-arg]
+    credentials: grpc.ServerCredentials | None
+    probe: DatabaseProbe
+    metrics: Metrics | None = None
+    metrics_endpoint: MetricsEndpoint | None = None
+    health_server: grpc.aio.Server | None = None
+    health_port: int | None = None
+
+    @classmethod
+    def prepare(cls, settings: Settings, db: Database, credentials: Credentials | None = None) -> Operations:
+        """Read TLS files and tokens and build the interceptors; OperationsError on a bad setting."""
+        try:
+            tls = None
+            if settings.tls_cert is not None or settings.tls_key is not None:
+                if settings.tls_cert is None or settings.tls_key is None:
+                    raise SecurityError("--tls-cert and --tls-key go together")
+                tls = server_credentials(TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca))
+            elif settings.tls_client_ca is not None:
+                raise SecurityError("--tls-client-ca needs --tls-cert and --tls-key")
+            tokens = load_tokens(settings.auth_token_file) if settings.auth_token_file is not None else None
+        except SecurityError as error:
+            raise OperationsError(str(error)) from error
+        interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+        metrics = None
+        if settings.metrics_listen is not None:
+            metrics = Metrics()
+            metrics.instrument(db)
+            interceptors.append(MetricsInterceptor(metrics))
+        interceptors.append(CallLogInterceptor())
+        if tokens is not None:
+            interceptors.append(AuthInterceptor(tokens))
+        if settings.max_streams_per_connection or settings.max_inflight_appends:
+            interceptors.append(ConnectionLimits(settings.max_streams_per_connection, settings.max_inflight_appends))
+        probe = DatabaseProbe(db, settings.db_namespace, settings.db_database, credentials)
+        return cls(settings, db, interceptors, tls, probe, metrics)
+
+    def bind(self, server: grpc.aio.Server) -> int:
+        """Add the gRPC port, with TLS when configured; 0 when it cannot be bound."""
+        if self.credentials is not None:
+            return server.add_secure_port(self.settings.listen, self.credentials)
+        return server.add_insecure_port(self.settings.listen)
+
+    async def start(self, health_servicer: Any, active_runs: Callable[[], int], serving: Callable[[], bool]) -> None:
+        """Mark the process live; start the side ports: metrics, and plaintext health for probes without TLS."""
+        settings = self.settings
+        # Liveness, apart from readiness: SERVING while this process answers, whatever the database
+        # does, so a database outage takes pods out of rotation without restarting them all.
+        await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+        try:
+            if self.metrics is not None and settings.metrics_listen is not None:
+                self.metrics.watch(active_runs, serving)
+                self.metrics_endpoint = MetricsEndpoint(self.metrics, settings.metrics_listen)
+                host = settings.metrics_listen.rpartition(":")[0]
+                log.info("metrics on http://%s:%d/metrics", host, self.metrics_endpoint.port)
+            if settings.health_listen is not None:
+                server = grpc.aio.server()
+                health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+                try:
+                    port = server.add_insecure_port(settings.health_listen)
+                except RuntimeError as error:
+                    raise OperationsError(
+                        f"cannot listen on --health-listen {settings.health_listen!r}: {error}"
+                    ) from error
+                if port == 0:
+                    raise OperationsError(f"cannot listen on --health-listen {settings.health_listen!r}")
+                await server.start()
+                self.health_server, self.health_port = server, port
+                log.info("plaintext health on %s (port %d)", settings.health_listen, port)
+        except ValueError as error:
+            await self.stop()
+            raise OperationsError(str(error)) from error
+
+    async def stop(self) -> None:
+        """Close the side ports and stop reconnecting; the gRPC server and database are the caller's."""
+        await self.probe.close()
+        if self.health_server is not None:
+            await self.health_server.stop(None)
+            self.health_server = None
+        if self.metrics_endpoint is not None:
+            with contextlib.suppress(Exception):
+                self.metrics_endpoint.close()
+            self.metrics_endpoint = None
