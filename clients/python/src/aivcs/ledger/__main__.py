@@ -1,0 +1,5 @@
+"""`python -m aivcs.ledger` is the `aivcs-ledger` command."""
+
+from aivcs.ledger.cli import main
+
+main()

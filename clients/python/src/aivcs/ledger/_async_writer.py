@@ -1,0 +1,253 @@
+"""The buffered event writer for asyncio code; the same rules as `EventWriter`.
+
+`await emit(...)` only queues (and waits while the buffer is full); one task
+keeps an IngestEvents stream open, sends sealed batches, settles the
+acknowledgements, and reconnects after a lost connection, sending every
+unacknowledged batch again with its idempotency key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from aivcs.ledger._batching import RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._errors import LedgerError, Unavailable, WriterClosed, error_from_rpc
+from aivcs.ledger._models import JSON, event_input
+from aivcs.ledger._writer import WriterSettings
+from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc
+
+__all__ = ["AsyncEventWriter"]
+
+
+class AsyncEventWriter:
+    """Appends the events of one run through a background IngestEvents stream::
+
+    async with client.events.writer(run_id) as writer:
+        await writer.emit("step", {"n": 1})
+    """
+
+    def __init__(
+        self,
+        stub: event_stream_pb2_grpc.EventStreamAsyncStub,
+        run_id: str,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        settings: WriterSettings | None = None,
+        writer_id: str | None = None,
+    ) -> None:
+        self._stub = stub
+        self._metadata = tuple(metadata)
+        self._settings = settings or WriterSettings()
+        self.writer_id = writer_id or uuid.uuid4().hex
+        self._book = BatchBook(run_id, self.writer_id, self._settings.max_batch_events,
+                               self._settings.max_batch_bytes)
+        self._changed = asyncio.Event()
+        self._closed = False
+        self._stopping = False
+        self._error: LedgerError | None = None
+        self._generation = 0
+        self._call: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self._book.run_id
+
+    @property
+    def acknowledged(self) -> int:
+        """Events the daemon has confirmed as stored."""
+        return self._book.acknowledged
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq acknowledged to this writer (0 before the first)."""
+        return self._book.last_seq
+
+    @property
+    def pending(self) -> int:
+        """Events emitted but not yet acknowledged."""
+        return self._book.buffered
+
+    @property
+    def error(self) -> LedgerError | None:
+        return self._error
+
+    async def emit(
+        self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
+    ) -> None:
+        """Queue one event; waits while `max_buffered_events` are unacknowledged."""
+        event = event_input(kind, payload, timestamp)
+        self._check_usable()
+        while self._book.buffered >= self._settings.max_buffered_events:
+            self._start()
+            await self._wait()
+            self._check_usable()
+        self._book.add(event)
+        self._start()
+        self._notify()
+
+    async def flush(self) -> None:
+        """Send what is buffered now and wait until every emitted event is acknowledged.
+
+        To bound the wait, wrap it: `async with asyncio.timeout(10): await writer.flush()`.
+        """
+        self._book.seal()
+        self._start()
+        self._notify()
+        while not self._book.idle:
+            if self._error is not None:
+                raise self._error
+            await self._wait()
+        if self._error is not None:
+            raise self._error
+
+    async def close(self) -> None:
+        """Flush, then stop the background stream. Raises if some event could not be stored."""
+        try:
+            if self._error is None:
+                await self.flush()
+        finally:
+            await self._shutdown()
+        if self._error is not None and not isinstance(self._error, WriterClosed):
+            raise self._error
+
+    async def abort(self) -> None:
+        """Stop now, dropping whatever is not acknowledged yet."""
+        if self._error is None:
+            self._error = WriterClosed("the writer was aborted")
+        await self._shutdown()
+
+    async def __aenter__(self) -> AsyncEventWriter:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            await self.close()
+            return
+        try:
+            await self.close()
+        except LedgerError as error:
+            exc.add_note(f"the event writer could not flush either: {error}")
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _notify(self) -> None:
+        """Wake every waiter: they re-check the state they wait on."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait(self, within: float | None = None) -> None:
+        changed = self._changed
+        if within is None:
+            await changed.wait()
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), within)
+
+    def _start(self) -> None:
+        if self._task is None and not self._stopping:
+            self._task = asyncio.get_running_loop().create_task(self._pump(), name=f"aivcs-writer-{self.writer_id[:8]}")
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise WriterClosed("emit on a closed writer")
+
+    def _fail(self, error: LedgerError) -> None:
+        if self._error is None:
+            self._error = error
+        self._notify()
+
+    async def _shutdown(self) -> None:
+        self._closed = True
+        self._stopping = True
+        self._notify()
+        if self._call is not None and self._error is not None:
+            self._call.cancel()
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _pump(self) -> None:
+        backoff = Backoff(self._settings.retry_timeout)
+        while True:
+            while not self._stopping and self._book.idle and self._error is None:
+                await self._wait()
+            if self._error is not None or (self._stopping and self._book.idle):
+                return
+            self._generation += 1
+            generation = self._generation
+            self._book.rewind()
+            failure: LedgerError | None = None
+            retryable = False
+            call = self._stub.IngestEvents(self._requests(generation), metadata=self._metadata)
+            self._call = call
+            try:
+                async for response in call:
+                    self._book.ack(response)
+                    self._notify()
+                    backoff.progress()
+            except grpc.RpcError as error:
+                failure = error_from_rpc(error)
+                retryable = failure.code in RETRYABLE
+            except BatchRefused as refused:
+                failure, retryable = refused.error, refused.retryable
+            except asyncio.CancelledError:
+                if self._error is not None:
+                    return  # aborted: we cancelled the call ourselves
+                self._fail(WriterClosed("the event writer's task was cancelled"))
+                raise
+            except Exception as error:
+                self._fail(LedgerError(f"the event writer stopped unexpectedly: {error!r}"))
+                raise
+            finally:
+                self._generation += 1  # the request iterator of this stream ends
+                self._call = None
+                self._notify()
+                call.cancel()
+            if failure is None:
+                continue
+            if not retryable:
+                self._fail(failure)
+                return
+            delay = backoff.next_delay()
+            if delay is None:
+                self._fail(Unavailable(
+                    f"gave up after {self._settings.retry_timeout:g}s without progress, "
+                    f"{self.pending} events unacknowledged: {failure.message}"))
+                return
+            await asyncio.sleep(delay)
+
+    async def _requests(self, generation: int) -> AsyncIterator[event_stream_pb2.IngestEventsRequest]:
+        settings = self._settings
+        while True:
+            while True:
+                if self._generation != generation or self._error is not None:
+                    return
+                request = self._book.next_to_send(settings.max_in_flight)
+                if request is not None:
+                    break
+                if self._stopping and not self._book.has_unsent:
+                    return
+                left = None
+                deadline = self._book.linger_deadline(settings.linger)
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        self._book.seal()
+                        continue
+                await self._wait(left)
+            yield request

@@ -1,0 +1,434 @@
+"""The blocking client: `Client`, its `runs`, `events` and `releases`, and the run helper."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any, TypeVar
+
+import grpc
+
+from aivcs.ledger import _requests as build
+from aivcs.ledger._batching import Backoff
+from aivcs.ledger._connection import Connection
+from aivcs.ledger._errors import LedgerError, error_from_rpc
+from aivcs.ledger._models import (
+    JSON,
+    AppendResult,
+    Evaluation,
+    Event,
+    EventLike,
+    Release,
+    Run,
+    RunStatus,
+    Verification,
+)
+from aivcs.ledger._writer import EventWriter, WriterSettings
+from aivcs.ledger.v1 import (
+    event_stream_pb2,
+    event_stream_pb2_grpc,
+    release_registry_pb2,
+    release_registry_pb2_grpc,
+    run_ledger_pb2,
+    run_ledger_pb2_grpc,
+)
+
+__all__ = ["Client", "Events", "Releases", "RunSession", "Runs"]
+
+Request = TypeVar("Request")
+Response = TypeVar("Response")
+
+# Codes after which a subscription resumes where it stopped.
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+class _Transport:
+    """Stubs over one channel, plus what every call carries."""
+
+    def __init__(self, connection: Connection, channel: grpc.Channel) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.metadata = connection.metadata
+        self.run_ledger = run_ledger_pb2_grpc.RunLedgerStub(channel)
+        self.event_stream = event_stream_pb2_grpc.EventStreamStub(channel)
+        self.release_registry = release_registry_pb2_grpc.ReleaseRegistryStub(channel)
+
+    def unary(self, method: Callable[..., Response], request: Any) -> Response:
+        try:
+            return method(request, metadata=self.metadata, timeout=self.connection.timeout)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+
+
+class Runs:
+    """RunLedger: create, inspect, list and finish runs."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._t = transport
+
+    def create(
+        self,
+        spec_digest: str,
+        agent_name: str,
+        *,
+        git_sha: str | None = None,
+        tags: Mapping[str, JSON] | None = None,
+        evaluation: Evaluation | None = None,
+        run_id: str | None = None,
+    ) -> Run:
+        """Create a RUNNING run. With `run_id`, a retry returns the same run."""
+        request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
+                                   run_id=run_id)
+        return Run.from_proto(self._t.unary(self._t.run_ledger.CreateRun, request).run)
+
+    def get(self, run_id: str) -> Run:
+        return Run.from_proto(self._t.unary(self._t.run_ledger.GetRun, run_ledger_pb2.GetRunRequest(run_id=run_id)).run)
+
+    def list(
+        self,
+        *,
+        spec_digest: str | None = None,
+        agent_name: str | None = None,
+        git_sha: str | None = None,
+        status: RunStatus | str | None = None,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int | None = None,
+        page_size: int = 100,
+    ) -> Iterator[Run]:
+        """Runs newest first, fetching pages as the iteration goes; at most `limit`."""
+        page_token, seen = "", 0
+        while True:
+            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+            request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha,
+                                      status=status, created_after=created_after, created_before=created_before,
+                                      page_size=size, page_token=page_token)
+            page = self._t.unary(self._t.run_ledger.ListRuns, request)
+            for run in page.runs:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield Run.from_proto(run)
+            page_token = page.next_page_token
+            if not page_token or (limit is not None and seen >= limit):
+                return
+
+    def complete(
+        self,
+        run_id: str,
+        *,
+        final_state_digest: str | None = None,
+        duration_ms: int = 0,
+        expected_total_events: int | None = None,
+    ) -> Run:
+        request = build.complete_run(run_id, final_state_digest=final_state_digest, duration_ms=duration_ms,
+                                     expected_total_events=expected_total_events)
+        return Run.from_proto(self._t.unary(self._t.run_ledger.CompleteRun, request).run)
+
+    def fail(
+        self, run_id: str, reason: str, *, duration_ms: int = 0, expected_total_events: int | None = None
+    ) -> Run:
+        request = build.fail_run(run_id, reason=reason, duration_ms=duration_ms,
+                                 expected_total_events=expected_total_events)
+        return Run.from_proto(self._t.unary(self._t.run_ledger.FailRun, request).run)
+
+    def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
+        request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
+        return Run.from_proto(self._t.unary(self._t.run_ledger.CancelRun, request).run)
+
+    def verify(self, run_id: str) -> Verification:
+        """Have the daemon recompute the run's hash chain."""
+        reply = self._t.unary(self._t.run_ledger.VerifyRun, run_ledger_pb2.VerifyRunRequest(run_id=run_id))
+        return Verification(reply.ok, reply.verified_events, reply.events_digest,
+                            reply.first_broken_seq if reply.HasField("first_broken_seq") else None, reply.reason)
+
+
+class Events:
+    """EventStream: append, read and follow the events of a run."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._t = transport
+
+    def append(
+        self,
+        run_id: str,
+        events: Sequence[EventLike],
+        *,
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> AppendResult:
+        """Append one atomic batch of `NewEvent`s or `(kind, payload)` pairs."""
+        request = build.append_events(run_id, events, expected_last_seq=expected_last_seq,
+                                      idempotency_key=idempotency_key)
+        reply = self._t.unary(self._t.event_stream.AppendEvents, request)
+        return AppendResult(reply.first_seq, reply.last_seq, reply.replayed)
+
+    def writer(
+        self,
+        run_id: str,
+        *,
+        max_batch_events: int = 500,
+        max_batch_bytes: int = 1 << 20,
+        linger: float = 0.05,
+        max_buffered_events: int = 10_000,
+        max_in_flight: int = 8,
+        retry_timeout: float = 60.0,
+        writer_id: str | None = None,
+    ) -> EventWriter:
+        """A buffered writer for `run_id` (see `EventWriter`); close it when done."""
+        settings = WriterSettings(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes, linger=linger,
+                                  max_buffered_events=max_buffered_events, max_in_flight=max_in_flight,
+                                  retry_timeout=retry_timeout)
+        return EventWriter(self._t.event_stream, run_id, metadata=self._t.metadata, settings=settings,
+                           writer_id=writer_id)
+
+    def read(
+        self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
+    ) -> Iterator[Event]:
+        """Stored events in ascending seq; `to_seq` and `limit` 0 mean no bound."""
+        request = build.read_events(run_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds, limit=limit)
+        call: Any = self._t.event_stream.ReadEvents(request, metadata=self._t.metadata)
+        try:
+            for chunk in call:
+                for event in chunk.events:
+                    yield Event.from_proto(event)
+        except grpc.RpcError as error:
+            raise error_from_rpc(error) from None
+        finally:
+            call.cancel()
+
+    def subscribe(
+        self, run_id: str, *, from_seq: int = 0, reconnect: bool = True, retry_timeout: float = 60.0
+    ) -> Iterator[Event]:
+        """Stored events from `from_seq`, then live ones; ends when the run is terminal.
+
+        With `reconnect`, a lost connection is resumed after the last event
+        yielded, so the sequence has no gap and no duplicate.
+        """
+        next_seq = max(from_seq, 1)
+        backoff = Backoff(retry_timeout)
+        while True:
+            request = event_stream_pb2.SubscribeEventsRequest(run_id=run_id, from_seq=next_seq)
+            call: Any = self._t.event_stream.SubscribeEvents(request, metadata=self._t.metadata)
+            delay: float | None = None
+            try:
+                for chunk in call:
+                    for event in chunk.events:
+                        if event.seq >= next_seq:
+                            next_seq = event.seq + 1
+                            backoff.progress()
+                            yield Event.from_proto(event)
+                return
+            except grpc.RpcError as error:
+                failure = error_from_rpc(error)
+                delay = backoff.next_delay() if reconnect and failure.code in RESUMABLE else None
+                if delay is None:
+                    raise failure from None
+            finally:
+                call.cancel()
+            time.sleep(delay)
+
+
+class Releases:
+    """ReleaseRegistry: promote, roll back, and read an agent's release history."""
+
+    def __init__(self, transport: _Transport) -> None:
+        self._t = transport
+
+    def promote(
+        self,
+        agent_name: str,
+        spec_digest: str,
+        *,
+        promoted_by: str,
+        version_label: str | None = None,
+        notes: str | None = None,
+        expected_current_spec_digest: str | None = None,
+        require_successful_run: bool = False,
+    ) -> Release:
+        request = build.promote(agent_name, spec_digest, promoted_by=promoted_by, version_label=version_label,
+                                notes=notes, expected_current_spec_digest=expected_current_spec_digest,
+                                require_successful_run=require_successful_run)
+        return Release.from_proto(self._t.unary(self._t.release_registry.Promote, request).release)
+
+    def rollback(
+        self,
+        agent_name: str,
+        *,
+        promoted_by: str,
+        to_spec_digest: str | None = None,
+        expected_current_spec_digest: str | None = None,
+        notes: str | None = None,
+    ) -> Release:
+        """Re-append the previous release (or the newest one with `to_spec_digest`) as current."""
+        request = build.rollback(agent_name, promoted_by=promoted_by, to_spec_digest=to_spec_digest,
+                                 expected_current_spec_digest=expected_current_spec_digest, notes=notes)
+        return Release.from_proto(self._t.unary(self._t.release_registry.Rollback, request).release)
+
+    def current(self, agent_name: str) -> Release:
+        """The agent's current release; raises NotFound when it has none."""
+        request = release_registry_pb2.GetCurrentRequest(agent_name=agent_name)
+        return Release.from_proto(self._t.unary(self._t.release_registry.GetCurrent, request).release)
+
+    def history(self, agent_name: str, *, limit: int | None = None, page_size: int = 100) -> Iterator[Release]:
+        """The agent's releases newest first, fetching pages as the iteration goes."""
+        page_token, seen = "", 0
+        while True:
+            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=page_size,
+                                                             page_token=page_token)
+            page = self._t.unary(self._t.release_registry.GetHistory, request)
+            for release in page.releases:
+                if limit is not None and seen >= limit:
+                    return
+                seen += 1
+                yield Release.from_proto(release)
+            page_token = page.next_page_token
+            if not page_token or (limit is not None and seen >= limit):
+                return
+
+
+class RunSession:
+    """One run, recorded from start to finish by `Client.start_run`.
+
+    On entering, the run is created; `emit` buffers events into a writer. On a
+    normal exit the writer is flushed and the run completed with
+    `expected_total_events` set to what was acknowledged, so a run whose
+    events went missing cannot be marked complete. On an exception the run is
+    failed with the exception as its reason (cancelled, for KeyboardInterrupt
+    and other non-errors), and the exception propagates.
+    """
+
+    def __init__(self, client: Client, create: dict[str, Any], writer: dict[str, Any]) -> None:
+        self._client = client
+        self._create = create
+        self._writer_options = writer
+        self._writer: EventWriter | None = None
+        self._started = 0.0
+        self.run: Run | None = None
+        self.final_state_digest: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        if self.run is None:
+            raise RuntimeError("the run starts when the `with` block is entered")
+        return self.run.run_id
+
+    @property
+    def writer(self) -> EventWriter:
+        if self._writer is None:
+            raise RuntimeError("the run starts when the `with` block is entered")
+        return self._writer
+
+    def emit(
+        self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
+    ) -> None:
+        self.writer.emit(kind, payload, timestamp=timestamp)
+
+    def flush(self, timeout: float | None = None) -> None:
+        self.writer.flush(timeout)
+
+    def __enter__(self) -> RunSession:
+        self.run = self._client.runs.create(**self._create)
+        self._started = time.monotonic()
+        self._writer = self._client.events.writer(self.run.run_id, **self._writer_options)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        writer = self.writer
+        if exc is None:
+            writer.close()
+            self.run = self._client.runs.complete(self.run_id, final_state_digest=self.final_state_digest,
+                                                  duration_ms=self._elapsed_ms(),
+                                                  expected_total_events=writer.acknowledged)
+            return
+        expected: int | None = None
+        try:
+            writer.close()
+            expected = writer.acknowledged
+        except LedgerError as error:
+            exc.add_note(f"the run's last events could not be stored: {error}")
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        try:
+            if isinstance(exc, Exception):
+                self.run = self._client.runs.fail(self.run_id, reason, duration_ms=self._elapsed_ms(),
+                                                  expected_total_events=expected)
+            else:
+                self.run = self._client.runs.cancel(self.run_id, reason, duration_ms=self._elapsed_ms())
+        except LedgerError as error:
+            exc.add_note(f"run {self.run_id} could not be marked failed: {error}")
+
+    def _elapsed_ms(self) -> int:
+        return int((time.monotonic() - self._started) * 1000)
+
+
+class Client:
+    """A blocking client of the ledger daemon.
+
+    `target` defaults to $AIVCS_LEDGER_TARGET, then 127.0.0.1:50051; `token`
+    to $AIVCS_LEDGER_TOKEN (or the file named by `token_file` or
+    $AIVCS_LEDGER_TOKEN_FILE). Thread-safe; close it, or use it as a context
+    manager.
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        tls: bool | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        timeout: float | None = 30.0,
+        options: Sequence[tuple[str, Any]] = (),
+        connection: Connection | None = None,
+    ) -> None:
+        self.connection = connection or Connection.resolve(
+            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, timeout=timeout, options=options
+        )
+        self._channel = self.connection.channel()
+        transport = _Transport(self.connection, self._channel)
+        self.runs = Runs(transport)
+        self.events = Events(transport)
+        self.releases = Releases(transport)
+
+    @property
+    def target(self) -> str:
+        return self.connection.target
+
+    def start_run(
+        self,
+        spec_digest: str,
+        agent_name: str,
+        *,
+        git_sha: str | None = None,
+        tags: Mapping[str, JSON] | None = None,
+        evaluation: Evaluation | None = None,
+        run_id: str | None = None,
+        **writer_options: Any,
+    ) -> RunSession:
+        """`with client.start_run(...) as run: run.emit(kind, payload)`; see `RunSession`.
+
+        Extra keyword arguments tune the run's writer (see `Events.writer`).
+        """
+        create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
+                  "evaluation": evaluation, "run_id": run_id}
+        return RunSession(self, create, writer_options)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Client(target={self.target!r})"

@@ -1,0 +1,287 @@
+"""A buffered event writer over IngestEvents, for threaded code.
+
+`emit` only queues: a background thread seals batches (by size, or after
+`linger` seconds), keeps one IngestEvents stream open, and settles the
+acknowledgements. When the daemon is slower than the producer, the buffer
+fills and `emit` blocks. When the connection is lost, the thread reconnects
+and sends every unacknowledged batch again with its idempotency key (see
+`_batching`), for up to `retry_timeout` seconds without progress.
+`flush()` and `close()` return only when every emitted event is
+acknowledged, or raise the error that made that impossible.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from aivcs.ledger._batching import RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._errors import DeadlineExceeded, LedgerError, Unavailable, WriterClosed, error_from_rpc
+from aivcs.ledger._models import JSON, event_input
+from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc
+
+__all__ = ["EventWriter", "WriterSettings"]
+
+
+class WriterSettings:
+    """Tuning of a buffered writer, checked once."""
+
+    __slots__ = ("linger", "max_batch_bytes", "max_batch_events", "max_buffered_events", "max_in_flight",
+                 "retry_timeout")
+
+    def __init__(
+        self,
+        *,
+        max_batch_events: int = 500,
+        max_batch_bytes: int = 1 << 20,
+        linger: float = 0.05,
+        max_buffered_events: int = 10_000,
+        max_in_flight: int = 8,
+        retry_timeout: float = 60.0,
+    ) -> None:
+        if max_batch_events < 1 or max_batch_bytes < 1 or max_in_flight < 1:
+            raise ValueError("max_batch_events, max_batch_bytes and max_in_flight must be at least 1")
+        if max_buffered_events < max_batch_events:
+            raise ValueError("max_buffered_events must be at least max_batch_events")
+        if linger < 0 or retry_timeout < 0:
+            raise ValueError("linger and retry_timeout must not be negative")
+        self.max_batch_events = max_batch_events
+        self.max_batch_bytes = max_batch_bytes
+        self.linger = linger
+        self.max_buffered_events = max_buffered_events
+        self.max_in_flight = max_in_flight
+        self.retry_timeout = retry_timeout
+
+
+class EventWriter:
+    """Appends the events of one run through a background IngestEvents stream.
+
+    Use it as a context manager, or call `close()`::
+
+        with client.events.writer(run_id) as writer:
+            for step in steps:
+                writer.emit("step", {"n": step})
+        print(writer.last_seq)
+    """
+
+    def __init__(
+        self,
+        stub: event_stream_pb2_grpc.EventStreamStub,
+        run_id: str,
+        *,
+        metadata: Sequence[tuple[str, str]] = (),
+        settings: WriterSettings | None = None,
+        writer_id: str | None = None,
+    ) -> None:
+        self._stub = stub
+        self._metadata = tuple(metadata)
+        self._settings = settings or WriterSettings()
+        self.writer_id = writer_id or uuid.uuid4().hex
+        self._book = BatchBook(run_id, self.writer_id, self._settings.max_batch_events,
+                               self._settings.max_batch_bytes)
+        self._cond = threading.Condition()
+        self._closed = False
+        self._stopping = False
+        self._error: LedgerError | None = None
+        self._generation = 0
+        self._call: Any = None
+        self._thread = threading.Thread(target=self._pump, name=f"aivcs-ledger-writer-{self.writer_id[:8]}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- what the producer sees ---------------------------------------------------
+
+    @property
+    def run_id(self) -> str:
+        return self._book.run_id
+
+    @property
+    def acknowledged(self) -> int:
+        """Events the daemon has confirmed as stored."""
+        with self._cond:
+            return self._book.acknowledged
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq acknowledged to this writer (0 before the first)."""
+        with self._cond:
+            return self._book.last_seq
+
+    @property
+    def pending(self) -> int:
+        """Events emitted but not yet acknowledged."""
+        with self._cond:
+            return self._book.buffered
+
+    @property
+    def error(self) -> LedgerError | None:
+        """Why the writer stopped, if it did."""
+        return self._error
+
+    def emit(
+        self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
+    ) -> None:
+        """Queue one event; blocks while `max_buffered_events` are unacknowledged."""
+        event = event_input(kind, payload, timestamp)
+        with self._cond:
+            self._check_usable()
+            while self._book.buffered >= self._settings.max_buffered_events:
+                self._cond.wait()
+                self._check_usable()
+            self._book.add(event)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Send what is buffered now and wait until every emitted event is acknowledged."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            self._book.seal()
+            self._cond.notify_all()
+            while not self._book.idle:
+                if self._error is not None:
+                    raise self._error
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise DeadlineExceeded(f"{self._book.buffered} events still unacknowledged after {timeout}s")
+                self._cond.wait(left)
+            if self._error is not None:
+                raise self._error
+
+    def close(self, timeout: float | None = None) -> None:
+        """Flush, then stop the background stream. Raises if some event could not be stored."""
+        try:
+            if self._error is None:
+                self.flush(timeout)
+        finally:
+            self._shutdown()
+        if self._error is not None and not isinstance(self._error, WriterClosed):
+            raise self._error
+
+    def abort(self) -> None:
+        """Stop now, dropping whatever is not acknowledged yet."""
+        with self._cond:
+            if self._error is None:
+                self._error = WriterClosed("the writer was aborted")
+        self._shutdown()
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is None:
+            self.close()
+            return
+        try:  # the events emitted before the failure are still facts worth keeping
+            self.close()
+        except LedgerError as error:
+            exc.add_note(f"the event writer could not flush either: {error}")
+
+    def _check_usable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._closed:
+            raise WriterClosed("emit on a closed writer")
+
+    def _shutdown(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._stopping = True
+            self._cond.notify_all()
+            call = self._call
+        if call is not None and self._error is not None:
+            call.cancel()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _fail(self, error: LedgerError) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+    # -- the background thread ----------------------------------------------------
+
+    def _pump(self) -> None:
+        backoff = Backoff(self._settings.retry_timeout)
+        while True:
+            with self._cond:
+                while not self._stopping and self._book.idle and self._error is None:
+                    self._cond.wait()
+                if self._error is not None or (self._stopping and self._book.idle):
+                    return
+                self._generation += 1
+                generation = self._generation
+                self._book.rewind()
+            failure: LedgerError | None = None
+            retryable = False
+            call: Any = None
+            try:
+                call = self._stub.IngestEvents(self._requests(generation), metadata=self._metadata)
+                with self._cond:
+                    self._call = call
+                for response in call:
+                    with self._cond:
+                        self._book.ack(response)
+                        self._cond.notify_all()
+                    backoff.progress()
+            except grpc.RpcError as error:
+                failure = error_from_rpc(error)
+                retryable = failure.code in RETRYABLE
+            except BatchRefused as refused:
+                failure, retryable = refused.error, refused.retryable
+            except BaseException as error:  # never leave a producer blocked on a dead thread
+                self._fail(LedgerError(f"the event writer stopped unexpectedly: {error!r}"))
+                raise
+            finally:
+                with self._cond:
+                    self._generation += 1  # the request iterator of this stream ends
+                    self._call = None
+                    self._cond.notify_all()
+                if call is not None:
+                    call.cancel()
+            if failure is None:
+                continue  # the stream ended cleanly; go round: stop, or open a new one
+            if not retryable:
+                self._fail(failure)
+                return
+            delay = backoff.next_delay()
+            if delay is None:
+                self._fail(Unavailable(
+                    f"gave up after {self._settings.retry_timeout:g}s without progress, "
+                    f"{self.pending} events unacknowledged: {failure.message}"))
+                return
+            with self._cond:
+                if self._error is None:
+                    self._cond.wait_for(lambda: self._error is not None, delay)
+
+    def _requests(self, generation: int) -> Iterator[event_stream_pb2.IngestEventsRequest]:
+        """The request side of one stream: sealed batches in order, within the in-flight window."""
+        settings = self._settings
+        while True:
+            with self._cond:
+                while True:
+                    if self._generation != generation or self._error is not None:
+                        return
+                    request = self._book.next_to_send(settings.max_in_flight)
+                    if request is not None:
+                        break
+                    if self._stopping and not self._book.has_unsent:
+                        return
+                    left = None
+                    deadline = self._book.linger_deadline(settings.linger)
+                    if deadline is not None:
+                        left = deadline - time.monotonic()
+                        if left <= 0:
+                            self._book.seal()  # lingered long enough: send it as it is
+                            continue
+                    self._cond.wait(left)
+            yield request

@@ -1,0 +1,446 @@
+"""The `aivcs-ledger` command: inspect runs, read and follow events, manage releases.
+
+Human tables by default, `--json` for scripts: one JSON document for a
+single object, a JSON array for `runs list` and `releases history`, and JSON
+Lines (one event per line) for `events read|tail|export`.
+
+Exit codes: 0 success, 1 the daemon refused (the message says why), 2 bad
+usage, 3 the daemon could not be reached.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any, NoReturn, TypeVar
+
+import click
+from click.core import ParameterSource
+
+from aivcs.ledger import _render as render
+from aivcs.ledger._client import Client
+from aivcs.ledger._connection import (
+    DEFAULT_TARGET,
+    ENV_CA_FILE,
+    ENV_TARGET,
+    ENV_TLS,
+    ENV_TOKEN,
+    ENV_TOKEN_FILE,
+    Connection,
+    read_token_file,
+)
+from aivcs.ledger._errors import LedgerError, Unavailable
+from aivcs.ledger._models import RunStatus
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_REFUSED = 1
+EXIT_UNREACHABLE = 3
+_META = "aivcs.ledger.connection"
+
+
+# -- connection options, accepted before or after the subcommand ------------------
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Keep a connection option; the command line beats the environment, the last given wins."""
+    if value is None or param.name is None:
+        return
+    source = ctx.get_parameter_source(param.name)
+    given: dict[str, tuple[Any, ParameterSource | None]] = ctx.meta.setdefault(_META, {})
+    earlier = given.get(param.name)
+    if earlier is not None and earlier[1] == ParameterSource.COMMANDLINE and source != ParameterSource.COMMANDLINE:
+        return
+    given[param.name] = (value, source)
+
+
+def _connection_options(function: F, hidden: bool) -> F:
+    options = [
+        click.option("--target", envvar=ENV_TARGET, metavar="HOST:PORT", expose_value=False, callback=_remember,
+                     help=f"The daemon's address [env {ENV_TARGET}; default {DEFAULT_TARGET}]."),
+        click.option("--token", envvar=ENV_TOKEN, expose_value=False, callback=_remember,
+                     help=f"Bearer token sent with every call [env {ENV_TOKEN}]."),
+        click.option("--token-file", envvar=ENV_TOKEN_FILE, expose_value=False, callback=_remember,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"File holding the token, e.g. a mounted secret [env {ENV_TOKEN_FILE}]."),
+        click.option("--tls/--no-tls", envvar=ENV_TLS, default=None, expose_value=False, callback=_remember,
+                     help=f"Connect with TLS [env {ENV_TLS}]."),
+        click.option("--ca-file", envvar=ENV_CA_FILE, expose_value=False, callback=_remember,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"CA certificate(s) to trust, PEM; implies --tls [env {ENV_CA_FILE}]."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), expose_value=False, callback=_remember,
+                     help="Seconds each call may take [default 30]."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    for param in getattr(function, "__click_params__", [])[-len(options):]:
+        param.hidden = hidden
+    return function
+
+
+def connection_options(function: F) -> F:
+    """The connection options again on a subcommand, hidden from its help to keep it short."""
+    return _connection_options(function, hidden=True)
+
+
+def _iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> datetime | None:
+    """An ISO 8601 date or time; local time unless it names a zone (e.g. Z or +02:00)."""
+    if value is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z",
+                                 ctx, param) from None
+    return moment if moment.tzinfo is not None else moment.astimezone()
+
+
+def json_option(function: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(function)
+
+
+def _connection(ctx: click.Context) -> Connection:
+    given: dict[str, tuple[Any, ParameterSource | None]] = ctx.meta.get(_META, {})
+
+    def get(name: str) -> Any:
+        entry = given.get(name)
+        return None if entry is None else entry[0]
+
+    token, token_file = given.get("token"), given.get("token_file")
+    if token is not None and token_file is not None:
+        if token[1] == token_file[1]:
+            raise click.UsageError("give --token or --token-file, not both")
+        if token_file[1] == ParameterSource.COMMANDLINE:
+            token = None
+    token_value: str | None = token[0] if token is not None else None
+    if token_value is None and token_file is not None:
+        try:
+            token_value = read_token_file(token_file[0])
+        except OSError as error:
+            raise click.BadParameter(f"cannot read {token_file[0]}: {error.strerror}",
+                                     param_hint="--token-file") from None
+    return Connection(
+        target=get("target") or DEFAULT_TARGET,
+        token=token_value or None,
+        tls=bool(get("tls")) or get("ca_file") is not None,
+        ca_file=get("ca_file"),
+        timeout=get("timeout") or 30.0,
+    )
+
+
+class _Obj:
+    """The client, made on first use so `--help` never needs a daemon."""
+
+    def __init__(self, ctx: click.Context) -> None:
+        self._ctx = ctx
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(connection=_connection(self._ctx))
+            self._ctx.call_on_close(self._client.close)
+        return self._client
+
+
+def _client() -> Client:
+    ctx = click.get_current_context()
+    obj: _Obj = ctx.find_root().obj
+    return obj.client
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class Refused(click.ClickException):
+    """A daemon refusal, shown as one line without a traceback."""
+
+    exit_code = EXIT_REFUSED
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+class Unreachable(Refused):
+    exit_code = EXIT_UNREACHABLE
+
+
+def _explain(error: LedgerError, target: str) -> Refused:
+    if isinstance(error, Unavailable):
+        return Unreachable(
+            f"cannot reach the ledger daemon at {target} ({error.message}). "
+            f"Is aivcs-ledgerd running there? Set --target or {ENV_TARGET}."
+        )
+    return Refused(f"{error.message} ({error.code.name})")
+
+
+class LedgerGroup(click.Group):
+    """Turns every LedgerError raised below into a one-line error and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LedgerError as error:
+            target = _connection(ctx).target if ctx.meta.get(_META) else DEFAULT_TARGET
+            raise _explain(error, target) from None
+        except BrokenPipeError:  # `aivcs-ledger events read ... | head`
+            sys.stderr.close()
+            sys.exit(0)
+
+
+# -- the commands ---------------------------------------------------------------------
+
+
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                "max_content_width": 100})
+@lambda function: _connection_options(function, hidden=False)
+@click.version_option(package_name="aivcs-ledger", prog_name="aivcs-ledger")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """Inspect runs, read and follow their events, and manage releases of the AIVCS ledger.
+
+    These options may also follow a subcommand, e.g. `aivcs-ledger runs list --target HOST:PORT --json`.
+    Exit codes: 0 ok, 1 the daemon refused, 2 bad usage, 3 the daemon is unreachable.
+    """
+    ctx.obj = _Obj(ctx)
+
+
+@cli.group(cls=LedgerGroup)
+def runs() -> None:
+    """List and inspect runs."""
+
+
+@runs.command("list")
+@click.option("--agent", help="Only runs of this agent.")
+@click.option("--spec", "spec_digest", metavar="DIGEST", help="Only runs of this spec digest.")
+@click.option("--git-sha", help="Only runs from this git commit.")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), help="Only runs in this status.")
+@click.option("--since", metavar="TIME", callback=_iso_time,
+              help="Only runs created at or after this ISO 8601 time (local unless zoned).")
+@click.option("--until", metavar="TIME", callback=_iso_time,
+              help="Only runs created before this ISO 8601 time (local unless zoned).")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
+@json_option
+@connection_options
+def runs_list(agent: str | None, spec_digest: str | None, git_sha: str | None, status: str | None,
+              since: datetime | None, until: datetime | None, limit: int, as_json: bool) -> None:
+    """Runs, newest first."""
+    found = list(_client().runs.list(agent_name=agent, spec_digest=spec_digest, git_sha=git_sha, status=status,
+                                      created_after=since, created_before=until, limit=limit))
+    if as_json:
+        click.echo(render.pretty([run.to_dict() for run in found]))
+    elif not found:
+        click.echo("no runs", err=True)
+    else:
+        render.make_console().print(render.runs_table(found))
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--verify", is_flag=True, help="Also have the daemon recompute the run's hash chain.")
+@json_option
+@connection_options
+def runs_show(run_id: str, verify: bool, as_json: bool) -> None:
+    """One run in full."""
+    client = _client()
+    run = client.runs.get(run_id)
+    verification = client.runs.verify(run_id) if verify else None
+    if as_json:
+        document = run.to_dict()
+        if verification is not None:
+            document["verification"] = verification.to_dict()
+        click.echo(render.pretty(document))
+    else:
+        render.make_console().print(render.run_table(run, verification))
+
+
+@cli.group(cls=LedgerGroup)
+def events() -> None:
+    """Read, follow and export the events of a run."""
+
+
+@events.command("read")
+@click.argument("run_id")
+@click.option("--from-seq", type=click.IntRange(min=0), default=0, help="First seq (default: the start).")
+@click.option("--to-seq", type=click.IntRange(min=0), default=0, help="Last seq, inclusive (default: the end).")
+@click.option("--kind", "kinds", multiple=True, help="Only events of this kind (repeatable).")
+@click.option("--limit", "-n", type=click.IntRange(min=0), default=0, help="At most this many (default: all).")
+@json_option
+@connection_options
+def events_read(run_id: str, from_seq: int, to_seq: int, kinds: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """Stored events of a run, in seq order."""
+    _print_events(_client().events.read(run_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds, limit=limit), as_json)
+
+
+@events.command("tail")
+@click.argument("run_id")
+@click.option("--lines", "-n", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Start with this many of the last stored events.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the run finishes.")
+@json_option
+@connection_options
+def events_tail(run_id: str, lines: int, follow: bool, as_json: bool) -> None:
+    """The last events of a run; with --follow, new ones as they are appended."""
+    client = _client()
+    run = client.runs.get(run_id)
+    start = max(1, run.total_events - lines + 1)
+    if not follow:
+        if lines:
+            _print_events(client.events.read(run_id, from_seq=start), as_json)
+        return
+    _print_events(client.events.subscribe(run_id, from_seq=start), as_json)
+    final = client.runs.get(run_id)
+    click.echo(f"run {run_id} is {final.status.value} ({final.total_events} events)", err=True)
+
+
+@events.command("export")
+@click.argument("run_id")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=Path("-"), help="File to write (default: standard output).")
+@click.option("--from-seq", type=click.IntRange(min=0), default=0, help="First seq (default: the start).")
+@click.option("--to-seq", type=click.IntRange(min=0), default=0, help="Last seq, inclusive (default: the end).")
+@click.option("--kind", "kinds", multiple=True, help="Only events of this kind (repeatable).")
+@click.option("--progress/--no-progress", default=None,
+              help="Show a progress bar on stderr [default: when stderr is a terminal].")
+@connection_options
+def events_export(run_id: str, output: Path, from_seq: int, to_seq: int, kinds: tuple[str, ...],
+                  progress: bool | None) -> None:
+    """Events of a run as JSON Lines, one event per line."""
+    client = _client()
+    run = client.runs.get(run_id)
+    last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
+    total = max(0, last - max(from_seq, 1) + 1)
+    show = sys.stderr.isatty() if progress is None else progress
+    stream = client.events.read(run_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds)
+    with click.open_file(str(output), "w", encoding="utf-8", atomic=str(output) != "-") as out:
+        count = _export(stream, out, total, show and total > 0)
+    if str(output) != "-":
+        click.echo(f"exported {count} events of run {run_id} to {output}", err=True)
+
+
+def _export(stream: Iterator[Any], out: IO[str], total: int, show: bool) -> int:
+    count = 0
+    if not show:
+        for event in stream:
+            out.write(render.dumps(event.to_dict()) + "\n")
+            count += 1
+        return count
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=render.make_console(stderr=True), transient=False) as bar:
+        task = bar.add_task("export", total=total)
+        for event in stream:
+            out.write(render.dumps(event.to_dict()) + "\n")
+            count += 1
+            if count % 200 == 0:
+                bar.update(task, completed=count)
+        bar.update(task, completed=count, total=max(total, count))
+    return count
+
+
+def _print_events(stream: Iterator[Any], as_json: bool) -> None:
+    for event in stream:
+        click.echo(render.dumps(event.to_dict()) if as_json else render.event_line(event))
+
+
+@cli.group(cls=LedgerGroup)
+def releases() -> None:
+    """Promote, roll back and inspect the releases of an agent."""
+
+
+def _default_actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (OSError, KeyError):
+        user = os.environ.get("USER", "")
+    return user or "aivcs-ledger"
+
+
+by_option = click.option("--by", "promoted_by", default=_default_actor, show_default="current user",
+                         help="Who makes this entry (a person, a pipeline).")
+expect_option = click.option("--expect-current", metavar="DIGEST", default=None,
+                             help="Refuse (ABORTED) unless the current release has this spec digest.")
+
+
+@releases.command("promote")
+@click.argument("agent")
+@click.argument("spec_digest")
+@click.option("--label", "version_label", help="A human label such as v1.4.0.")
+@click.option("--notes", help="Free text stored with the release.")
+@by_option
+@expect_option
+@click.option("--require-successful-run", is_flag=True,
+              help="Refuse unless the ledger holds a completed, successful run of this spec by this agent.")
+@json_option
+@connection_options
+def releases_promote(agent: str, spec_digest: str, version_label: str | None, notes: str | None,
+                     promoted_by: str, expect_current: str | None, require_successful_run: bool,
+                     as_json: bool) -> None:
+    """Make SPEC_DIGEST the current release of AGENT."""
+    release = _client().releases.promote(agent, spec_digest, promoted_by=promoted_by, version_label=version_label,
+                                         notes=notes, expected_current_spec_digest=expect_current,
+                                         require_successful_run=require_successful_run)
+    _print_release(release, as_json)
+
+
+@releases.command("rollback")
+@click.argument("agent")
+@click.option("--to", "to_spec_digest", metavar="DIGEST",
+              help="Go back to the newest earlier release of this spec (default: the previous entry).")
+@click.option("--notes", help="Free text for the new entry (default: the notes of the entry re-appended).")
+@by_option
+@expect_option
+@json_option
+@connection_options
+def releases_rollback(agent: str, to_spec_digest: str | None, notes: str | None, promoted_by: str,
+                      expect_current: str | None, as_json: bool) -> None:
+    """Re-append an earlier release of AGENT as current, like `kubectl rollout undo`."""
+    release = _client().releases.rollback(agent, promoted_by=promoted_by, to_spec_digest=to_spec_digest,
+                                          expected_current_spec_digest=expect_current, notes=notes)
+    _print_release(release, as_json)
+
+
+@releases.command("current")
+@click.argument("agent")
+@json_option
+@connection_options
+def releases_current(agent: str, as_json: bool) -> None:
+    """The current release of AGENT."""
+    _print_release(_client().releases.current(agent), as_json)
+
+
+@releases.command("history")
+@click.argument("agent")
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
+@json_option
+@connection_options
+def releases_history(agent: str, limit: int, as_json: bool) -> None:
+    """The release history of AGENT, newest first."""
+    found = list(_client().releases.history(agent, limit=limit))
+    if as_json:
+        click.echo(render.pretty([release.to_dict() for release in found]))
+    elif not found:
+        click.echo(f"no releases of {agent}", err=True)
+    else:
+        render.make_console().print(render.releases_table(found))
+
+
+def _print_release(release: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(render.pretty(release.to_dict()))
+    else:
+        render.make_console().print(render.releases_table([release]))
+
+
+def main() -> NoReturn:
+    cli.main(prog_name="aivcs-ledger")
+    raise SystemExit(0)  # cli.main exits by itself; this satisfies the type checker
+
+
+if __name__ == "__main__":
+    main()
