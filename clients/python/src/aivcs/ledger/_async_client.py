@@ -362,12 +362,15 @@ class AsyncClient:
         token_file: str | os.PathLike[str] | None = None,
         tls: bool | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
         timeout: float | None = 30.0,
         options: Sequence[tuple[str, Any]] = (),
         connection: Connection | None = None,
     ) -> None:
         self.connection = connection or Connection.resolve(
-            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, timeout=timeout, options=options
+            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, cert_file=cert_file,
+            key_file=key_file, timeout=timeout, options=options,
         )
         self._channel = self.connection.aio_channel()
         transport = _AsyncTransport(self.connection, self._channel)

@@ -371,8 +371,9 @@ class Client:
 
     `target` defaults to $AIVCS_LEDGER_TARGET, then 127.0.0.1:50051; `token`
     to $AIVCS_LEDGER_TOKEN (or the file named by `token_file` or
-    $AIVCS_LEDGER_TOKEN_FILE). Thread-safe; close it, or use it as a context
-    manager.
+    $AIVCS_LEDGER_TOKEN_FILE). `tls`, `ca_file`, `cert_file` and `key_file`
+    (mutual TLS) default to $AIVCS_LEDGER_TLS, _CA_FILE, _CERT_FILE and
+    _KEY_FILE. Thread-safe; close it, or use it as a context manager.
     """
 
     def __init__(
@@ -383,12 +384,15 @@ class Client:
         token_file: str | os.PathLike[str] | None = None,
         tls: bool | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
         timeout: float | None = 30.0,
         options: Sequence[tuple[str, Any]] = (),
         connection: Connection | None = None,
     ) -> None:
         self.connection = connection or Connection.resolve(
-            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, timeout=timeout, options=options
+            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, cert_file=cert_file,
+            key_file=key_file, timeout=timeout, options=options,
         )
         self._channel = self.connection.channel()
         transport = _Transport(self.connection, self._channel)

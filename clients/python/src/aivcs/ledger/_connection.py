@@ -15,7 +15,17 @@ from typing import Any
 
 import grpc
 
-__all__ = ["DEFAULT_TARGET", "ENV_CA_FILE", "ENV_TARGET", "ENV_TLS", "ENV_TOKEN", "ENV_TOKEN_FILE", "Connection"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "ENV_CA_FILE",
+    "ENV_CERT_FILE",
+    "ENV_KEY_FILE",
+    "ENV_TARGET",
+    "ENV_TLS",
+    "ENV_TOKEN",
+    "ENV_TOKEN_FILE",
+    "Connection",
+]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 ENV_TARGET = "AIVCS_LEDGER_TARGET"
@@ -23,6 +33,8 @@ ENV_TOKEN = "AIVCS_LEDGER_TOKEN"
 ENV_TOKEN_FILE = "AIVCS_LEDGER_TOKEN_FILE"
 ENV_TLS = "AIVCS_LEDGER_TLS"
 ENV_CA_FILE = "AIVCS_LEDGER_CA_FILE"
+ENV_CERT_FILE = "AIVCS_LEDGER_CERT_FILE"
+ENV_KEY_FILE = "AIVCS_LEDGER_KEY_FILE"
 
 # Reconnect quickly after a daemon restart: gRPC's default backoff grows to
 # two minutes, which would keep a writer waiting long after the daemon is back.
@@ -36,6 +48,10 @@ _CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
 _TRUE = {"1", "true", "yes", "on"}
 
 
+def _path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
 def read_token_file(path: str | os.PathLike[str]) -> str:
     """A token from a mounted secret file, without the trailing newline editors add."""
     return Path(path).read_text(encoding="utf-8").strip()
@@ -46,14 +62,18 @@ class Connection:
     """How to reach one daemon.
 
     `token` is sent on every call as `authorization: Bearer <token>`.
-    `tls` (implied by `ca_file`) makes a TLS channel, trusting `ca_file` or
-    the system roots. `timeout` bounds each unary call, in seconds.
+    `tls` (implied by `ca_file` or `cert_file`) makes a TLS channel, trusting
+    `ca_file` or the system roots; `cert_file` and `key_file` are the
+    client's certificate for mutual TLS. `timeout` bounds each unary call,
+    in seconds.
     """
 
     target: str = DEFAULT_TARGET
     token: str | None = None
     tls: bool = False
     ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
     timeout: float | None = 30.0
     options: tuple[tuple[str, Any], ...] = ()
 
@@ -66,6 +86,8 @@ class Connection:
         token_file: str | os.PathLike[str] | None = None,
         tls: bool | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
         timeout: float | None = 30.0,
         options: Sequence[tuple[str, Any]] = (),
         env: Mapping[str, str] | None = None,
@@ -77,18 +99,27 @@ class Connection:
             token_file = env.get(ENV_TOKEN_FILE) or None
         if token is None and token_file is not None:
             token = read_token_file(token_file) or None
-        if ca_file is None and env.get(ENV_CA_FILE):
-            ca_file = env[ENV_CA_FILE]
+        ca_file = ca_file or env.get(ENV_CA_FILE) or None
+        cert_file = cert_file or env.get(ENV_CERT_FILE) or None
+        key_file = key_file or env.get(ENV_KEY_FILE) or None
         if tls is None:
             tls = env.get(ENV_TLS, "").strip().lower() in _TRUE
         return cls(
             target=target or env.get(ENV_TARGET) or DEFAULT_TARGET,
             token=token,
-            tls=tls or ca_file is not None,
-            ca_file=Path(ca_file) if ca_file is not None else None,
+            tls=tls,
+            ca_file=_path(ca_file),
+            cert_file=_path(cert_file),
+            key_file=_path(key_file),
             timeout=timeout,
             options=tuple(options),
         )
+
+    def __post_init__(self) -> None:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("a client certificate needs both cert_file and key_file")
+        if not self.tls and (self.ca_file is not None or self.cert_file is not None):
+            object.__setattr__(self, "tls", True)
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -101,8 +132,11 @@ class Connection:
         return [*self.options, *((name, value) for name, value in _CHANNEL_OPTIONS if name not in given)]
 
     def _credentials(self) -> grpc.ChannelCredentials:
-        roots = self.ca_file.read_bytes() if self.ca_file is not None else None
-        return grpc.ssl_channel_credentials(root_certificates=roots)
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca_file.read_bytes() if self.ca_file is not None else None,
+            private_key=self.key_file.read_bytes() if self.key_file is not None else None,
+            certificate_chain=self.cert_file.read_bytes() if self.cert_file is not None else None,
+        )
 
     def channel(self) -> grpc.Channel:
         """A blocking channel; it connects lazily, on the first call."""

@@ -26,6 +26,8 @@ from aivcs.ledger._client import Client
 from aivcs.ledger._connection import (
     DEFAULT_TARGET,
     ENV_CA_FILE,
+    ENV_CERT_FILE,
+    ENV_KEY_FILE,
     ENV_TARGET,
     ENV_TLS,
     ENV_TOKEN,
@@ -72,6 +74,12 @@ def _connection_options(function: F, hidden: bool) -> F:
         click.option("--ca-file", envvar=ENV_CA_FILE, expose_value=False, callback=_remember,
                      type=click.Path(dir_okay=False, path_type=Path),
                      help=f"CA certificate(s) to trust, PEM; implies --tls [env {ENV_CA_FILE}]."),
+        click.option("--cert-file", envvar=ENV_CERT_FILE, expose_value=False, callback=_remember,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"Client certificate for mutual TLS, PEM; implies --tls [env {ENV_CERT_FILE}]."),
+        click.option("--key-file", envvar=ENV_KEY_FILE, expose_value=False, callback=_remember,
+                     type=click.Path(dir_okay=False, path_type=Path),
+                     help=f"Private key of --cert-file, PEM [env {ENV_KEY_FILE}]."),
         click.option("--timeout", type=click.FloatRange(min=0.1), expose_value=False, callback=_remember,
                      help="Seconds each call may take [default 30]."),
     ]
@@ -123,11 +131,15 @@ def _connection(ctx: click.Context) -> Connection:
         except OSError as error:
             raise click.BadParameter(f"cannot read {token_file[0]}: {error.strerror}",
                                      param_hint="--token-file") from None
+    if (get("cert_file") is None) != (get("key_file") is None):
+        raise click.UsageError("--cert-file and --key-file go together")
     return Connection(
         target=get("target") or DEFAULT_TARGET,
         token=token_value or None,
-        tls=bool(get("tls")) or get("ca_file") is not None,
+        tls=bool(get("tls")),
         ca_file=get("ca_file"),
+        cert_file=get("cert_file"),
+        key_file=get("key_file"),
         timeout=get("timeout") or 30.0,
     )
 
@@ -142,7 +154,10 @@ class _Obj:
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(connection=_connection(self._ctx))
+            try:
+                self._client = Client(connection=_connection(self._ctx))
+            except OSError as error:  # an unreadable --ca-file, --cert-file or --key-file
+                raise click.UsageError(f"cannot read {error.filename}: {error.strerror}") from None
             self._ctx.call_on_close(self._client.close)
         return self._client
 
