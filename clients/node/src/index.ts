@@ -1,0 +1,5 @@
+export { LedgerClient, DEFAULT_TARGET, type ClientOptions, type TlsOptions } from "./client.js";
+export { RunRecorder, type RecorderOptions } from "./recorder.js";
+export { LedgerError, Code } from "./errors.js";
+export { findProtoRoot, loadServices } from "./protos.js";
+export type * from "./types.js";
