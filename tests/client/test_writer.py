@@ -13,6 +13,7 @@ import pytest
 from aivcs.ledger import (
     AsyncClient,
     Client,
+    DeadlineExceeded,
     FailedPrecondition,
     NotFound,
     RunStatus,
@@ -180,3 +181,15 @@ def test_gives_up_when_the_daemon_stays_away() -> None:
         with pytest.raises(Unavailable, match="gave up"):
             writer.close()
         assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_close_with_a_timeout_returns_even_if_the_daemon_is_away() -> None:
+    with Client(f"127.0.0.1:{free_port()}") as client:
+        writer = client.events.writer("any-run", retry_timeout=60)
+        writer.emit("stuck")
+        started = time.monotonic()
+        with pytest.raises(DeadlineExceeded):
+            writer.close(timeout=0.5)
+        assert time.monotonic() - started < 5
+        with pytest.raises(WriterClosed):
+            writer.emit("after")

@@ -116,6 +116,8 @@ class AsyncEventWriter:
             if self._error is None:
                 await self.flush()
         finally:
+            if self._error is None and not self._book.idle:  # flush was cancelled
+                self._error = WriterClosed(f"closed with {self._book.buffered} events unacknowledged")
             await self._shutdown()
         if self._error is not None and not isinstance(self._error, WriterClosed):
             raise self._error
@@ -219,7 +221,9 @@ class AsyncEventWriter:
                 self._notify()
                 call.cancel()
             if failure is None:
-                continue
+                if self._error is not None or self._book.idle:
+                    continue  # we ended the stream: go round to stop, or to wait for work
+                failure, retryable = Unavailable("the daemon ended the stream early"), True
             if not retryable:
                 self._fail(failure)
                 return

@@ -160,6 +160,9 @@ class EventWriter:
             if self._error is None:
                 self.flush(timeout)
         finally:
+            with self._cond:
+                if self._error is None and not self._book.idle:  # flush timed out or was interrupted
+                    self._error = WriterClosed(f"closed with {self._book.buffered} events unacknowledged")
             self._shutdown()
         if self._error is not None and not isinstance(self._error, WriterClosed):
             raise self._error
@@ -249,7 +252,10 @@ class EventWriter:
                 if call is not None:
                     call.cancel()
             if failure is None:
-                continue  # the stream ended cleanly; go round: stop, or open a new one
+                with self._cond:
+                    if self._error is not None or self._book.idle:
+                        continue  # we ended the stream: go round to stop, or to wait for work
+                failure, retryable = Unavailable("the daemon ended the stream early"), True
             if not retryable:
                 self._fail(failure)
                 return
