@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent import futures
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
 from aivcs.ledger import Client
+from aivcs.ledger.cli import cli as command
 from aivcs.ledger.v1 import run_ledger_pb2, run_ledger_pb2_grpc, run_pb2
+from click.testing import CliRunner
 
 from tests.daemon import DaemonProcess, start_daemon
 
@@ -42,13 +44,21 @@ def client(daemon: DaemonProcess) -> Iterator[Client]:
         yield c
 
 
-def cli(
-    *args: str, target: str | None = None, env: dict[str, str] | None = None, timeout: float = 30
-) -> subprocess.CompletedProcess[str]:
-    """Run `aivcs-ledger ARGS` (as `python -m aivcs.ledger`, so no console script is needed)."""
-    return subprocess.run(
-        cli_command(args, target), capture_output=True, text=True, timeout=timeout, env=cli_env(env)
-    )
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, target: str | None = None, env: dict[str, str] | None = None) -> Result:
+    """Run `aivcs-ledger ARGS` in this process (fast); `cli_command` gives the real command line."""
+    unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("AIVCS_LEDGER_")}
+    prefix = ["--target", target] if target else []
+    result = CliRunner().invoke(command, [*prefix, *args], env={**unset, "NO_COLOR": "1", **(env or {})})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Result(result.exit_code, result.stdout, result.stderr)
 
 
 def cli_command(args: Sequence[str], target: str | None = None) -> list[str]:

@@ -150,7 +150,8 @@ def test_refusal_is_one_line_with_exit_code_1(daemon: DaemonProcess) -> None:
 
 def test_unreachable_daemon_gives_a_clear_error() -> None:
     target = f"127.0.0.1:{free_port()}"
-    result = cli("runs", "list", target=target)
+    result = subprocess.run(cli_command(["runs", "list"], target), capture_output=True, text=True, timeout=30,
+                            env=cli_env())
     assert result.returncode == 3
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert f"cannot reach the ledger daemon at {target}" in result.stderr
