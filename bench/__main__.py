@@ -48,6 +48,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def measure_ceilings(pool: ClientPool, tmp: Path, sizes: Sizes, candidates: list[int]) -> tuple[report.Ceilings, int]:
     null = start_null_server(tmp)
+    pool.server_pid = null.process.pid
     try:
         calibration: dict[int, Rate] = {}
         for processes in candidates:
@@ -64,6 +65,7 @@ def measure_ceilings(pool: ClientPool, tmp: Path, sizes: Sizes, candidates: list
         say(f"  {stream.per_second:,.0f} events/s")
     finally:
         null.stop()
+        pool.server_pid = None
     say(f"ceiling: engine inserts, {sizes.batch_events} events, {BATCH} per transaction; reads, 1000 per query")
     direct = asyncio.run(engine.ceilings(tmp, sizes.batch_events, BATCH, sizes.engine_read_passes))
     for encoding, (inserts, reads) in direct.variants.items():
@@ -103,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         ceilings, processes = measure_ceilings(pool, tmp, sizes, candidates)
         say("daemon: starting on surrealkv:// in a temporary folder")
         daemon = start_ledger_daemon(tmp)
+        pool.server_pid = daemon.process.pid
         try:
             profiler = Profiler(daemon.process.pid, args.out.parent if args.profile else None)
             if args.profile:

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 
 from bench.loads import CreateRuns, Ingest, Job, ListPages, Outcome, Read, Unary, run_job
+from bench.servers import cpu_seconds
 from bench.sizes import IN_FLIGHT
 from bench.stats import Rate
 
@@ -33,6 +34,7 @@ class ClientPool:
     def __init__(self, processes: int) -> None:
         context = multiprocessing.get_context("spawn")
         self.processes = processes
+        self.server_pid: int | None = None  # the server whose CPU time each measurement reports
         self._manager = context.Manager()
         self._executor = ProcessPoolExecutor(max_workers=processes, mp_context=context)
         # Spawn every process now, not in the middle of a measurement.
@@ -55,8 +57,13 @@ class ClientPool:
         if len(jobs) > self.processes:
             raise ValueError(f"{len(jobs)} jobs for {self.processes} client processes")
         barrier = self._manager.Barrier(len(jobs)) if len(jobs) > 1 else None
+        before = cpu_seconds(self.server_pid) if self.server_pid is not None else None
         futures = [self._executor.submit(run_job, job, barrier) for job in jobs]
-        return [future.result() for future in futures]
+        outcomes = [future.result() for future in futures]
+        if before is not None and self.server_pid is not None:
+            # Includes the few warm-up calls before the clock starts; close enough.
+            outcomes[0].extra["server_cpu"] = cpu_seconds(self.server_pid) - before
+        return outcomes
 
     # The measurements, as jobs for the pool.
 
@@ -93,11 +100,17 @@ class ClientPool:
 
     def list_pages(self, target: str, page_size: int, deep_page: int, repeats: int) -> dict[str, list[float]]:
         [outcome] = self.run([ListPages(target, page_size, deep_page, repeats)])
-        return outcome.extra
+        return {"first": outcome.extra["first"], "deep": outcome.extra["deep"]}
 
 
 def combine(outcomes: list[Outcome], processes: int) -> Rate:
     started = min(outcome.started for outcome in outcomes)
     finished = max(outcome.finished for outcome in outcomes)
     latencies = [latency for outcome in outcomes for latency in outcome.latencies]
-    return Rate(sum(outcome.events for outcome in outcomes), finished - started, latencies, processes)
+    seconds = finished - started
+    rate = Rate(sum(outcome.events for outcome in outcomes), seconds, latencies, processes)
+    if seconds > 0:
+        rate.client_cpu = sum(outcome.cpu for outcome in outcomes) / seconds
+        if "server_cpu" in outcomes[0].extra:
+            rate.server_cpu = outcomes[0].extra["server_cpu"] / seconds
+    return rate

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.timeutil import ns_to_datetime
 from bench import workload
+from bench.servers import rss_mb
 from bench.stats import Rate
 
 UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
@@ -65,6 +67,11 @@ class EngineCeilings:
     insert_via: str
     read_via: str
     variants: dict[str, tuple[Rate, Rate]]  # encoding -> (insert, read)
+    rss_per_event_kb: dict[str, float]  # encoding -> this process's RSS growth per event inserted
+
+    @property
+    def insert_rss_per_event_kb(self) -> float:
+        return self.rss_per_event_kb[self.insert_via]
 
 
 def _digest(seq: int) -> str:
@@ -101,7 +108,15 @@ def _check(response: dict[str, Any]) -> list[Any]:
     return [statement.get("result") for statement in results]
 
 
-async def _measure(folder: Path, encoding: str, events: int, batch: int, read_passes: int) -> tuple[Rate, Rate]:
+def _rate(events: int, started: float, cpu: float) -> Rate:
+    """`events` since `started`; this process's CPU (Python and the engine's threads) counts as the server's."""
+    seconds = time.perf_counter() - started
+    return Rate(events, seconds, server_cpu=(time.process_time() - cpu) / seconds)
+
+
+async def _measure(
+    folder: Path, encoding: str, events: int, batch: int, read_passes: int
+) -> tuple[Rate, Rate, float]:
     url = f"surrealkv://{folder}"
     connection = AsyncSurreal(url)
     await connection.connect()
@@ -117,13 +132,17 @@ async def _measure(folder: Path, encoding: str, events: int, batch: int, read_pa
             events_digest="", status_reason="", created_ns=created,
         ))
         batches = _batches(encoding, events, batch)
-        started = time.perf_counter()
+        rss_before = rss_mb(os.getpid())
+        started, cpu = time.perf_counter(), time.process_time()
         for variables in batches:
             _check(await connection.query_raw(INSERT[encoding], variables))
-        inserts = Rate(events, time.perf_counter() - started)
+        inserts = _rate(events, started, cpu)
+        # What the engine keeps in memory for what it stored: the reference for the daemon's RSS.
+        rss_per_event_kb = (rss_mb(os.getpid()) - rss_before) * 1000 / events
+        del batches
 
         read = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(read_passes):
             for first in range(1, events + 1, READ_WINDOW):
                 last = min(first + READ_WINDOW - 1, events)
@@ -134,18 +153,20 @@ async def _measure(folder: Path, encoding: str, events: int, batch: int, read_pa
                 if len(rows) != last - first + 1 or head != first:
                     raise RuntimeError(f"engine read of {first}..{last} returned {len(rows)} rows")
                 read += len(rows)
-        reads = Rate(read, time.perf_counter() - started)
+        reads = _rate(read, started, cpu)
     finally:
         await connection.close()
-    return inserts, reads
+    return inserts, reads, rss_per_event_kb
 
 
 async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> EngineCeilings:
     """Events/s inserting `batch` per transaction, and reading the run back in seq order."""
-    variants = {
-        encoding: await _measure(folder / f"engine-{encoding}", encoding, events, batch, read_passes)
-        for encoding in ("sdk", "json")
-    }
+    variants: dict[str, tuple[Rate, Rate]] = {}
+    rss: dict[str, float] = {}
+    for encoding in ("sdk", "json"):
+        inserts, reads, rss[encoding] = await _measure(
+            folder / f"engine-{encoding}", encoding, events, batch, read_passes)
+        variants[encoding] = (inserts, reads)
     insert_via = max(variants, key=lambda encoding: variants[encoding][0].per_second)
     read_via = max(variants, key=lambda encoding: variants[encoding][1].per_second)
-    return EngineCeilings(variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants)
+    return EngineCeilings(variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants, rss)

@@ -96,6 +96,7 @@ class Outcome:
     messages: int = 0
     started: float = 0.0
     finished: float = 0.0
+    cpu: float = 0.0  # CPU seconds this process spent in the timed window
     latencies: list[float] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -114,20 +115,25 @@ async def _run(job: Job, barrier: Barrier | None) -> Outcome:
     async with grpc.aio.insecure_channel(job.target, options=CHANNEL_OPTIONS) as channel:
         await asyncio.wait_for(channel.channel_ready(), 30)
         if isinstance(job, Unary):
-            return await _unary(channel, job, barrier)
-        if isinstance(job, Ingest):
-            return await _ingest(channel, job, barrier)
-        if isinstance(job, Read):
-            return await _read(channel, job, barrier)
-        if isinstance(job, CreateRuns):
-            return await _create_runs(channel, job, barrier)
-        return await _list_pages(channel, job, barrier)
+            outcome = await _unary(channel, job, barrier)
+        elif isinstance(job, Ingest):
+            outcome = await _ingest(channel, job, barrier)
+        elif isinstance(job, Read):
+            outcome = await _read(channel, job, barrier)
+        elif isinstance(job, CreateRuns):
+            outcome = await _create_runs(channel, job, barrier)
+        else:
+            outcome = await _list_pages(channel, job, barrier)
+    outcome.cpu = time.process_time() - outcome.cpu
+    return outcome
 
 
-async def _start(barrier: Barrier | None) -> float:
+async def _start(barrier: Barrier | None, outcome: Outcome) -> None:
+    """Wait for the other processes of the measurement, then start the clock."""
     if barrier is not None:
         await asyncio.to_thread(barrier.wait, 120)
-    return time.monotonic()
+    outcome.started = time.monotonic()
+    outcome.cpu = time.process_time()
 
 
 async def _unary(channel: grpc.aio.Channel, job: Unary, barrier: Barrier | None) -> Outcome:
@@ -148,7 +154,7 @@ async def _unary(channel: grpc.aio.Channel, job: Unary, barrier: Barrier | None)
                 raise BenchError(f"AppendEvents answered seqs {reply.first_seq}..{reply.last_seq} for one event")
 
     outcome = Outcome(events=job.calls, messages=job.calls, latencies=latencies)
-    outcome.started = await _start(barrier)
+    await _start(barrier, outcome)
     await asyncio.gather(*(caller() for _ in range(job.in_flight)))
     outcome.finished = time.monotonic()
     return outcome
@@ -167,7 +173,7 @@ async def _ingest(channel: grpc.aio.Channel, job: Ingest, barrier: Barrier | Non
     stub = event_stream_pb2_grpc.EventStreamStub(channel)
     requests = _ingest_requests(job)
     outcome = Outcome()
-    outcome.started = await _start(barrier)
+    await _start(barrier, outcome)
     # No request iterator: this process writes (sender task) and reads (here) itself.
     call = stub.IngestEvents()  # type: ignore[call-arg]
 
@@ -206,7 +212,7 @@ async def _read(channel: grpc.aio.Channel, job: Read, barrier: Barrier | None) -
     request = event_stream_pb2.ReadEventsRequest(run_id=job.run_id, from_seq=job.from_seq, to_seq=job.to_seq)
     outcome = Outcome()
     expected = job.from_seq
-    outcome.started = await _start(barrier)
+    await _start(barrier, outcome)
     async for reply in stub.ReadEvents(request):
         events = reply.events
         if not events or events[0].seq != expected or events[-1].seq != expected + len(events) - 1:
@@ -229,7 +235,7 @@ async def _create_runs(channel: grpc.aio.Channel, job: CreateRuns, barrier: Barr
             await stub.CreateRun(request)
 
     outcome = Outcome(messages=len(job.run_ids))
-    outcome.started = await _start(barrier)
+    await _start(barrier, outcome)
     await asyncio.gather(*(caller() for _ in range(job.in_flight)))
     outcome.finished = time.monotonic()
     return outcome
@@ -238,7 +244,7 @@ async def _create_runs(channel: grpc.aio.Channel, job: CreateRuns, barrier: Barr
 async def _list_pages(channel: grpc.aio.Channel, job: ListPages, barrier: Barrier | None) -> Outcome:
     stub = run_ledger_pb2_grpc.RunLedgerStub(channel)
     outcome = Outcome()
-    outcome.started = await _start(barrier)
+    await _start(barrier, outcome)
     token = ""
     for page in range(1, job.deep_page):
         reply = await stub.ListRuns(run_ledger_pb2.ListRunsRequest(page_size=job.page_size, page_token=token))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +67,7 @@ def rows(sizes: Sizes, ceilings: Ceilings, figures: DaemonFigures) -> list[Row]:
     start, at_scale = figures.probe_start.per_second, figures.probe_at_scale.per_second
     few, many = figures.probe_few_runs.per_second, figures.probe_many_runs.per_second
     growth = figures.rss_after_mb - figures.rss_before_mb
+    engine_growth = ceilings.engine.insert_rss_per_event_kb * figures.ingested_between_rss / 1000
     return [
         _at_least("unary", f"AppendEvents unary, 1 event, {IN_FLIGHT} in flight", figures.unary, ceilings.null_unary,
                   "no-storage unary", 0.8),
@@ -86,7 +88,8 @@ def rows(sizes: Sizes, ceilings: Ceilings, figures: DaemonFigures) -> list[Row]:
         Row("many_runs", f"append probe with {figures.runs_many:,} runs in db (slowdown)", many, "events/s", few,
             f"with {figures.runs_few} runs", few / many, "(none)", None),
         Row("rss_growth", f"daemon RSS growth over {figures.ingested_between_rss:,} events ingested", growth, "MB",
-            figures.rss_before_mb, "RSS before, MB", math.nan, f"<= {RSS_LIMIT_MB:g} MB", growth <= RSS_LIMIT_MB),
+            engine_growth, "engine alone, same n", growth / engine_growth if engine_growth > 0 else math.nan,
+            f"<= {RSS_LIMIT_MB:g} MB", growth <= RSS_LIMIT_MB),
     ]
 
 
@@ -112,19 +115,39 @@ def table(sizes: Sizes, ceilings: Ceilings, figures: DaemonFigures, result_rows:
             f"{figure:<58} {_number(row.value):>10} {row.unit:<8} {row.reference_name:<22} "
             f"{_number(row.reference):>10} {ratio:>6}  {row.target:<9} {verdict}"
         )
+    lines += ["", "CPU while measuring, in cores busy on average (of "
+              f"{os.cpu_count()}): server process, engine threads included / client processes"]
+    for label, rate in _cpu_rows(ceilings, figures):
+        client = "-" if math.isnan(rate.client_cpu) else f"{rate.client_cpu:.2f}"
+        lines.append(f"  {label:<40} {rate.server_cpu:5.2f} / {client}")
     lines += [
         "",
         "client processes for the no-storage unary ceiling: "
         + ", ".join(f"{n}: {rate.per_second:,.0f}/s" for n, rate in sorted(ceilings.calibration.items()))
         + f" -> {processes} used",
         "engine ceilings by encoding: " + "; ".join(
-            f"{encoding}: insert {insert.per_second:,.0f}/s, read {read.per_second:,.0f}/s"
+            f"{encoding}: insert {insert.per_second:,.0f}/s, read {read.per_second:,.0f}/s, "
+            f"RSS +{ceilings.engine.rss_per_event_kb[encoding]:.2f} KB per event inserted"
             for encoding, (insert, read) in ceilings.engine.variants.items()),
         f"fill of the scale run ({figures.fill.events:,} events, {FILL_BATCH} per message): "
         f"{figures.fill.per_second:,.0f} events/s; daemon RSS {figures.rss_before_mb:.1f} -> "
         f"{figures.rss_after_mb:.1f} MB",
     ]
     return "\n".join(lines)
+
+
+def _cpu_rows(ceilings: Ceilings, figures: DaemonFigures) -> list[tuple[str, Rate]]:
+    return [
+        ("no-storage unary", ceilings.null_unary),
+        ("daemon unary", figures.unary),
+        ("no-storage stream, 1/message", ceilings.null_stream),
+        ("daemon IngestEvents, 1/message", figures.ingest_one),
+        (f"engine insert ({ceilings.engine.insert_via}), in-process", ceilings.engine.insert),
+        (f"daemon IngestEvents, {BATCH}/message", figures.ingest_batch),
+        (f"engine read ({ceilings.engine.read_via}), in-process", ceilings.engine.read),
+        ("daemon ReadEvents", figures.read),
+        ("daemon fill of the scale run", figures.fill),
+    ]
 
 
 def document(
@@ -141,8 +164,10 @@ def document(
             "no_storage_stream": ceilings.null_stream.as_dict(),
             "engine_insert": {"via": ceilings.engine.insert_via, **ceilings.engine.insert.as_dict()},
             "engine_read": {"via": ceilings.engine.read_via, **ceilings.engine.read.as_dict()},
-            "engine_by_encoding": {encoding: {"insert": insert.as_dict(), "read": read.as_dict()}
-                                   for encoding, (insert, read) in ceilings.engine.variants.items()},
+            "engine_by_encoding": {
+                encoding: {"insert": insert.as_dict(), "read": read.as_dict(),
+                           "rss_growth_kb_per_event": round(ceilings.engine.rss_per_event_kb[encoding], 3)}
+                for encoding, (insert, read) in ceilings.engine.variants.items()},
             "calibration_unary_by_processes": {str(n): r.as_dict() for n, r in ceilings.calibration.items()},
         },
         "daemon": {

@@ -30,6 +30,8 @@ class Rate:
     seconds: float
     latencies: list[float] = field(default_factory=list)  # seconds
     processes: int = 1
+    server_cpu: float = math.nan  # cores the server process kept busy, on average
+    client_cpu: float = math.nan  # cores the client processes kept busy, on average
 
     @property
     def per_second(self) -> float:
@@ -50,6 +52,10 @@ class Rate:
             "per_second": round(self.per_second, 1),
             "client_processes": self.processes,
         }
+        if not math.isnan(self.server_cpu):
+            out["server_cpu_cores"] = round(self.server_cpu, 2)
+        if not math.isnan(self.client_cpu):
+            out["client_cpu_cores"] = round(self.client_cpu, 2)
         if self.latencies:
             out |= {"p50_ms": round(self.p50_ms, 3), "p99_ms": round(self.p99_ms, 3)}
         return out
