@@ -193,3 +193,17 @@ def test_close_with_a_timeout_returns_even_if_the_daemon_is_away() -> None:
         assert time.monotonic() - started < 5
         with pytest.raises(WriterClosed):
             writer.emit("after")
+
+
+@pytest.mark.parametrize("pause", [0.0, 0.4])
+def test_idle_writer_lets_its_stream_go_and_opens_another_when_needed(client: Client, pause: float) -> None:
+    run = client.runs.create(digest(), unique("idle"))
+    with client.events.writer(run.run_id, idle_stream_timeout=0.2) as writer:
+        writer.emit("first")
+        writer.flush()
+        time.sleep(pause)
+        if pause:
+            assert writer._call is None  # no stream pins the daemon while nothing is written
+        writer.emit("second")
+        writer.flush()
+    assert [e.kind for e in client.events.read(run.run_id)] == ["first", "second"]

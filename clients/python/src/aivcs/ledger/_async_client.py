@@ -173,11 +173,12 @@ class AsyncEvents:
         max_buffered_events: int = 10_000,
         max_in_flight: int = 8,
         retry_timeout: float = 60.0,
+        idle_stream_timeout: float = 5.0,
         writer_id: str | None = None,
     ) -> AsyncEventWriter:
         settings = WriterSettings(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes, linger=linger,
                                   max_buffered_events=max_buffered_events, max_in_flight=max_in_flight,
-                                  retry_timeout=retry_timeout)
+                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout)
         return AsyncEventWriter(self._t.event_stream, run_id, metadata=self._t.metadata, settings=settings,
                                 writer_id=writer_id)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
@@ -55,6 +54,7 @@ class AsyncEventWriter:
         self._stopping = False
         self._error: LedgerError | None = None
         self._generation = 0
+        self._released = 0  # the generation of the stream last let go for idleness
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None
 
@@ -221,8 +221,8 @@ class AsyncEventWriter:
                 self._notify()
                 call.cancel()
             if failure is None:
-                if self._error is not None or self._book.idle:
-                    continue  # we ended the stream: go round to stop, or to wait for work
+                if self._error is not None or self._book.idle or self._released == generation:
+                    continue  # we ended the stream: go round to stop, to wait for work, or to send
                 failure, retryable = Unavailable("the daemon ended the stream early"), True
             if not retryable:
                 self._fail(failure)
@@ -246,12 +246,12 @@ class AsyncEventWriter:
                     break
                 if self._stopping and not self._book.has_unsent:
                     return
-                left = None
-                deadline = self._book.linger_deadline(settings.linger)
-                if deadline is not None:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        self._book.seal()
-                        continue
+                left = self._book.time_to_act(settings.linger, settings.idle_stream_timeout)
+                if left is not None and left <= 0:
+                    if self._book.idle:
+                        self._released = generation
+                        return  # idle long enough: let the stream go
+                    self._book.seal()
+                    continue
                 await self._wait(left)
             yield request

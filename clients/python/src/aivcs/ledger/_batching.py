@@ -77,6 +77,7 @@ class BatchBook:
         self._open_bytes = 0
         self._open_since: float | None = None
         self._unacked: deque[Batch] = deque()
+        self._idle_since = time.monotonic()
         self._in_flight = 0
         self._next_batch = 1
         self.buffered = 0
@@ -124,6 +125,15 @@ class BatchBook:
         """When the open batch must be sealed even though it is not full."""
         return None if self._open_since is None else self._open_since + linger
 
+    def time_to_act(self, linger: float, idle_timeout: float) -> float | None:
+        """Seconds until the sender must act: seal the open batch, or end an idle stream."""
+        now = time.monotonic()
+        if self._open_since is not None:
+            return self._open_since + linger - now
+        if self.idle:
+            return self._idle_since + idle_timeout - now
+        return None  # batches in flight: wait for their answers
+
     def next_to_send(self, max_in_flight: int) -> event_stream_pb2.IngestEventsRequest | None:
         """The oldest batch not yet sent on this stream, if the in-flight window has room."""
         if self._in_flight >= max_in_flight:
@@ -144,6 +154,8 @@ class BatchBook:
             raise BatchRefused(error_from_code(response.error.code, response.error.message))
         batch = self._unacked.popleft()
         self._in_flight -= 1
+        if self.idle:
+            self._idle_since = time.monotonic()
         self.buffered -= batch.size
         self.acknowledged += batch.size
         self.last_seq = max(self.last_seq, response.last_seq)
@@ -155,6 +167,7 @@ class BatchBook:
         for batch in self._unacked:
             batch.sent = False
         self._in_flight = 0
+        self._idle_since = time.monotonic()
 
 
 class Backoff:

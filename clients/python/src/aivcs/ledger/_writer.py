@@ -33,8 +33,8 @@ __all__ = ["EventWriter", "WriterSettings"]
 class WriterSettings:
     """Tuning of a buffered writer, checked once."""
 
-    __slots__ = ("linger", "max_batch_bytes", "max_batch_events", "max_buffered_events", "max_in_flight",
-                 "retry_timeout")
+    __slots__ = ("idle_stream_timeout", "linger", "max_batch_bytes", "max_batch_events", "max_buffered_events",
+                 "max_in_flight", "retry_timeout")
 
     def __init__(
         self,
@@ -45,23 +45,29 @@ class WriterSettings:
         max_buffered_events: int = 10_000,
         max_in_flight: int = 8,
         retry_timeout: float = 60.0,
+        idle_stream_timeout: float = 5.0,
     ) -> None:
         if max_batch_events < 1 or max_batch_bytes < 1 or max_in_flight < 1:
             raise ValueError("max_batch_events, max_batch_bytes and max_in_flight must be at least 1")
         if max_buffered_events < max_batch_events:
             raise ValueError("max_buffered_events must be at least max_batch_events")
-        if linger < 0 or retry_timeout < 0:
-            raise ValueError("linger and retry_timeout must not be negative")
+        if linger < 0 or retry_timeout < 0 or idle_stream_timeout <= 0:
+            raise ValueError("linger and retry_timeout must not be negative, idle_stream_timeout must be positive")
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
         self.linger = linger
         self.max_buffered_events = max_buffered_events
         self.max_in_flight = max_in_flight
         self.retry_timeout = retry_timeout
+        self.idle_stream_timeout = idle_stream_timeout
 
 
 class EventWriter:
     """Appends the events of one run through a background IngestEvents stream.
+
+    The stream is opened when there is something to send and let go after
+    `idle_stream_timeout` seconds with nothing to send, so an idle writer
+    holds nothing open on the daemon (and does not delay its shutdown).
 
     Use it as a context manager, or call `close()`::
 
@@ -91,6 +97,7 @@ class EventWriter:
         self._stopping = False
         self._error: LedgerError | None = None
         self._generation = 0
+        self._released = 0  # the generation of the stream last let go for idleness
         self._call: Any = None
         self._thread = threading.Thread(target=self._pump, name=f"aivcs-ledger-writer-{self.writer_id[:8]}",
                                         daemon=True)
@@ -253,8 +260,8 @@ class EventWriter:
                     call.cancel()
             if failure is None:
                 with self._cond:
-                    if self._error is not None or self._book.idle:
-                        continue  # we ended the stream: go round to stop, or to wait for work
+                    if self._error is not None or self._book.idle or self._released == generation:
+                        continue  # we ended the stream: go round to stop, to wait for work, or to send
                 failure, retryable = Unavailable("the daemon ended the stream early"), True
             if not retryable:
                 self._fail(failure)
@@ -282,12 +289,12 @@ class EventWriter:
                         break
                     if self._stopping and not self._book.has_unsent:
                         return
-                    left = None
-                    deadline = self._book.linger_deadline(settings.linger)
-                    if deadline is not None:
-                        left = deadline - time.monotonic()
-                        if left <= 0:
-                            self._book.seal()  # lingered long enough: send it as it is
-                            continue
+                    left = self._book.time_to_act(settings.linger, settings.idle_stream_timeout)
+                    if left is not None and left <= 0:
+                        if self._book.idle:
+                            self._released = generation
+                            return  # idle long enough: let the stream go, so it pins nothing on the daemon
+                        self._book.seal()  # lingered long enough: send it as it is
+                        continue
                     self._cond.wait(left)
             yield request
