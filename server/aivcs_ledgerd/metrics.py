@@ -131,7 +131,8 @@ class Metrics:
             finally:
                 in_flight.dec()
                 seconds.observe(time.perf_counter() - began)
-            for statement in response.get("result") or ():
+            statements = response.get("result") if isinstance(response, dict) else None
+            for statement in statements if isinstance(statements, list) else ():
                 if isinstance(statement, dict) and statement.get("status") not in ("OK", None):
                     kind = str(statement.get("kind") or "unknown")
                     details = statement.get("details")
