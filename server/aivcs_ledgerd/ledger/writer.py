@@ -34,7 +34,9 @@ from aivcs_ledgerd.ledger.errors import (
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict, StoreError
+from aivcs_ledgerd.store.database import Exclusive
 from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
+from aivcs_ledgerd.store.runs import run_key
 
 log = logging.getLogger(__name__)
 
@@ -181,27 +183,32 @@ class Writers:
             del self._queues[run_id]
 
     async def _commit(self, run_id: str, group: list[Batch]) -> None:
-        """Write one group, answering every batch in it exactly once."""
+        """Write one group, answering every batch in it exactly once.
+
+        The run's lock on the handle is held from planning to commit, so a
+        plan that met a concurrent change (another ledger on this handle, or
+        another daemon) is redone before anyone else can move the run again.
+        """
         try:
-            for _attempt in range(MAX_ATTEMPTS):
-                plan = await self._plan(run_id, group)
-                if plan is None:
-                    return
-                if not plan.events:
+            async with self._db.exclusive(run_key(run_id)) as session:
+                for _attempt in range(MAX_ATTEMPTS):
+                    plan = await self._plan(session, run_id, group)
+                    if plan is None:
+                        return
+                    if not plan.events:
+                        break
+                    try:
+                        await append(session, run_id, plan.head.last_seq, plan.rows, plan.appends)
+                    except (Rejected, StoreConflict, DuplicateRecord) as moved:
+                        log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
+                                 extra={"run_id": run_id})
+                        self.forget(run_id)
+                        continue
+                    last = plan.events[-1]
+                    self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest))
                     break
-                try:
-                    await append(self._db, run_id, plan.head.last_seq, plan.rows, plan.appends)
-                except (Rejected, StoreConflict, DuplicateRecord) as moved:
-                    log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
-                             extra={"run_id": run_id})
-                    self.forget(run_id)
-                    continue
-                last = plan.events[-1]
-                self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest))
-                self._hub.publish(run_id, plan.events)
-                break
-            else:
-                raise Unavailable(f"run {run_id!r} kept changing under this writer; retry")
+                else:
+                    raise Unavailable(f"run {run_id!r} kept changing under this writer; retry")
         except Exception as error:
             self.forget(run_id)
             if isinstance(error, LedgerError):
@@ -214,17 +221,19 @@ class Writers:
             for batch in group:
                 _settle(batch, failure)
             return
+        if plan.events:
+            self._hub.publish(run_id, plan.events)
         for batch, outcome in plan.answers:
             _settle(batch, outcome)
 
-    async def _plan(self, run_id: str, group: list[Batch]) -> _Plan | None:
-        head = await self._head(run_id)
+    async def _plan(self, session: Exclusive, run_id: str, group: list[Batch]) -> _Plan | None:
+        head = await self._head(session, run_id)
         if head is None:
             for batch in group:
                 _settle(batch, NotFound(f"run_id: no run {run_id!r}"))
             return None
         keys = [b.idempotency_key for b in group if b.idempotency_key is not None]
-        stored = await find_appends(self._db, run_id, keys) if keys else {}
+        stored = await find_appends(session, run_id, keys) if keys else {}
         plan = _Plan(head)
         last_seq, digest, now = head.last_seq, head.events_digest, time.time_ns()
         for batch in group:
@@ -258,10 +267,10 @@ class Writers:
             plan.answers.append((batch, AppendResult(first, last_seq)))
         return plan
 
-    async def _head(self, run_id: str) -> RunHead | None:
+    async def _head(self, session: Exclusive, run_id: str) -> RunHead | None:
         head = self._heads.get(run_id)
         if head is None:
-            head = await run_head(self._db, run_id)
+            head = await run_head(session, run_id)
             if head is not None:
                 self._remember(run_id, head)
         else:

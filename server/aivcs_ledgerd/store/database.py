@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import surrealdb
@@ -113,13 +114,19 @@ class Database:
         return _results(call.result())
 
     async def write(self, key: str, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
-        """Like query(), holding `key`'s lock until the engine is done with the statement.
+        """query() while holding `key`'s lock: see `exclusive`."""
+        async with self.exclusive(key) as session:
+            return await session.query(sql, variables)
 
-        If the caller stops waiting (timeout or cancellation) the lock passes
-        to a callback that releases it only when the engine answers, so no
-        second transaction on the same key can start meanwhile.
-        Waiting for that lock is bounded too: behind a transaction the database
-        never answers, the caller gets StoreUnavailable, not a hang.
+    @asynccontextmanager
+    async def exclusive(self, key: str) -> AsyncIterator[Exclusive]:
+        """Hold `key`'s lock on this handle for a sequence of queries.
+
+        Waiting for the lock is bounded by the timeout: behind a transaction
+        the database never answers, the caller gets StoreUnavailable, not a
+        hang. If a query inside is abandoned (timeout or cancellation), the
+        lock is released only once the engine has answered it, so no second
+        transaction on the same key can start meanwhile.
         """
         try:
             await asyncio.wait_for(self.locks.acquire(key), self.timeout)
@@ -127,21 +134,15 @@ class Database:
             raise StoreUnavailable(
                 f"an earlier transaction on {key} is still unanswered after {self.timeout:g}s"
             ) from None
-        call = asyncio.ensure_future(self.send(sql, variables or {}))
+        session = Exclusive(self)
         try:
-            done, _ = await asyncio.wait({call}, timeout=self.timeout)
-        except BaseException:
-            call.add_done_callback(lambda c: self._release_after(key, c))
-            raise
-        if not done:
-            call.add_done_callback(lambda c: self._release_after(key, c))
-            raise StoreUnavailable(f"database did not answer within {self.timeout:g}s")
-        self.locks.release(key)
-        return _results(call.result())
-
-    def _release_after(self, key: str, call: asyncio.Future[Any]) -> None:
-        _consume(call)
-        self.locks.release(key)
+            yield session
+        finally:
+            unanswered = session.unanswered
+            if unanswered is None or unanswered.done():
+                self.locks.release(key)
+            else:
+                unanswered.add_done_callback(lambda _: self.locks.release(key))
 
     async def _send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
         if self._closed:
@@ -156,6 +157,36 @@ class Database:
         except OSError as error:
             raise StoreUnavailable(f"database unreachable: {error}") from error
         return response
+
+
+class Queries(Protocol):
+    """Anything that runs checked queries: the handle itself, or an Exclusive session."""
+
+    async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]: ...
+
+
+class Exclusive:
+    """Queries run while a key's lock is held; see Database.exclusive."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self.unanswered: asyncio.Future[Any] | None = None
+
+    async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
+        call = asyncio.ensure_future(self._db.send(sql, variables or {}))
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self._db.timeout)
+        except BaseException:
+            self._abandon(call)
+            raise
+        if not done:
+            self._abandon(call)
+            raise StoreUnavailable(f"database did not answer within {self._db.timeout:g}s")
+        return _results(call.result())
+
+    def _abandon(self, call: asyncio.Future[Any]) -> None:
+        call.add_done_callback(_consume)
+        self.unanswered = call
 
 
 def _consume(call: asyncio.Future[Any]) -> None:

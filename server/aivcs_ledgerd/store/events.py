@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
-from aivcs_ledgerd.store.database import Database
-from aivcs_ledgerd.store.runs import run_key
+from aivcs_ledgerd.store.database import Database, Exclusive, Queries
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +44,7 @@ class StoredAppend:
     fingerprint: str
 
 
-async def run_head(db: Database, run_id: str) -> RunHead | None:
+async def run_head(db: Queries, run_id: str) -> RunHead | None:
     [row] = await db.query(
         "SELECT status, total_events, events_digest FROM ONLY type::record('runs', $run_id);", {"run_id": run_id}
     )
@@ -54,7 +53,7 @@ async def run_head(db: Database, run_id: str) -> RunHead | None:
     return RunHead(RunStatus(row["status"]), row["total_events"], row.get("events_digest", ""))
 
 
-async def find_appends(db: Database, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
+async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
     """The stored appends among `keys` for this run, by key."""
     ids = [RecordID("run_appends", [run_id, key]) for key in keys]
     [rows] = await db.query("SELECT key, first_seq, last_seq, fingerprint FROM $ids;", {"ids": ids})
@@ -62,13 +61,15 @@ async def find_appends(db: Database, run_id: str, keys: list[str]) -> dict[str, 
 
 
 async def append(
-    db: Database,
+    session: Exclusive,
     run_id: str,
     base_seq: int,
     events: list[EventRow],
     appends: dict[str, StoredAppend],
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
+
+    `session` must hold the run's lock (`run_key`).
 
     The events travel as one JSON text that the engine decodes: the SDK's
     pure-Python CBOR encoder would otherwise cost more than the write itself.
@@ -116,7 +117,7 @@ async def append(
         "last": events[-1].seq,
         "digest": events[-1].digest,
     }
-    await db.write(run_key(run_id), sql, variables)
+    await session.query(sql, variables)
 
 
 async def read_events(
