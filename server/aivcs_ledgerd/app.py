@@ -48,6 +48,7 @@ class Daemon:
         """Refuse new calls, let in-flight ones finish, then close the database."""
         log.info("draining (grace period %.1fs)", self.settings.grace_period)
         await self.health.drain()
+        self.ledger.begin_drain()
         await self.server.stop(self.settings.grace_period)
         await self.ledger.close()
         if self.ops is not None:

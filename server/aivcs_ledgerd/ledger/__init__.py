@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import Events
 from aivcs_ledgerd.ledger.hub import Hub
@@ -24,6 +26,15 @@ class Ledger:
         self.runs = Runs(db, self.hub)
         self.events = Events(db, self.hub, self.limits)
         self.releases = Releases(db)
+        # Set when the daemon starts draining: long-lived streams end promptly
+        # (after answering what they already took) instead of holding shutdown
+        # for the whole grace period.
+        self.draining = asyncio.Event()
+
+    def begin_drain(self) -> None:
+        """End subscriptions and stop reading ingest streams; queued appends still commit."""
+        self.draining.set()
+        self.hub.close()
 
     async def close(self) -> None:
         """Answer every queued append; after this the ledger accepts no more."""

@@ -11,7 +11,7 @@ from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
-from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound
+from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
@@ -117,6 +117,8 @@ class Events:
                 notice = None
                 with contextlib.suppress(TimeoutError):
                     notice = await asyncio.wait_for(listener.mailbox.get(), POLL_SECONDS)
+                if listener.closed:
+                    raise Unavailable(f"the daemon is shutting down; subscribe again from seq {next_seq}")
                 if notice is None or listener.overflowed:
                     catch_up = True  # idle, terminal, or fell behind: storage has the truth
                     continue

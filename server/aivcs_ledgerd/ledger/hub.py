@@ -22,9 +22,17 @@ class Listener:
     def __init__(self, capacity: int) -> None:
         self.mailbox: asyncio.Queue[Notice] = asyncio.Queue(capacity)
         self.overflowed = False
+        self.closed = False
+
+    def close(self) -> None:
+        """Wake the subscriber for good: the daemon is draining."""
+        self.closed = True
+        while not self.mailbox.empty():
+            self.mailbox.get_nowait()
+        self.mailbox.put_nowait(None)
 
     def offer(self, notice: Notice) -> None:
-        if self.overflowed:
+        if self.overflowed or self.closed:
             return
         try:
             self.mailbox.put_nowait(notice)
@@ -42,10 +50,13 @@ class Hub:
     def __init__(self, capacity: int = 64) -> None:
         self._listeners: dict[str, set[Listener]] = defaultdict(set)
         self._capacity = capacity
+        self._closed = False
 
     @contextmanager
     def listen(self, run_id: str) -> Iterator[Listener]:
         listener = Listener(self._capacity)
+        if self._closed:
+            listener.close()
         self._listeners[run_id].add(listener)
         try:
             yield listener
@@ -54,6 +65,13 @@ class Hub:
             listeners.discard(listener)
             if not listeners:
                 del self._listeners[run_id]
+
+    def close(self) -> None:
+        """Wake every listener, now and later, with `closed` set."""
+        self._closed = True
+        for listeners in self._listeners.values():
+            for listener in listeners:
+                listener.close()
 
     def publish(self, run_id: str, notice: Notice) -> None:
         for listener in self._listeners.get(run_id, ()):

@@ -13,7 +13,7 @@ from aivcs.ledger.v1 import event_stream_pb2 as pb
 
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger import Ledger
-from aivcs_ledgerd.ledger.errors import LedgerError
+from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
@@ -52,6 +52,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
     def __init__(self, ledger: Ledger, limits: Limits) -> None:
         self._events = ledger.events
         self._limits = limits
+        self._draining = ledger.draining
 
     @guarded
     async def AppendEvents(self, request: pb.AppendEventsRequest, context: Context) -> pb.AppendEventsResponse:
@@ -67,23 +68,37 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
     async def IngestEvents(
         self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: Context
     ) -> AsyncIterator[pb.IngestEventsResponse]:
-        """Pipelines batches into the run writers; answers strictly in arrival order."""
-        in_flight: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue(STREAM_IN_FLIGHT)
+        """Pipelines batches into the run writers; answers strictly in arrival order.
+
+        When the daemon starts draining, the stream stops reading, answers
+        every batch it already took, and ends with UNAVAILABLE.
+        """
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue()
 
         async def read_requests() -> None:
-            async for request in request_iterator:
-                await in_flight.put(asyncio.create_task(self._ingest(request)))
-            await in_flight.put(None)
+            try:
+                async for request in request_iterator:
+                    answers.put_nowait(asyncio.create_task(self._ingest(request)))
+                    await room.acquire()
+            finally:
+                answers.put_nowait(None)
 
         reader = asyncio.create_task(read_requests())
+        drained = asyncio.create_task(self._draining.wait())
+        drained.add_done_callback(lambda _: reader.cancel())
         try:
-            while (answer := await in_flight.get()) is not None:
+            while (answer := await answers.get()) is not None:
                 yield await answer
-            await reader
+                room.release()
+            if reader.cancelled():
+                raise Unavailable("the daemon is shutting down; batches after the last answer were not read")
+            await reader  # re-raises a failure of the request stream
         finally:
             reader.cancel()
-            while not in_flight.empty():
-                leftover = in_flight.get_nowait()
+            drained.cancel()
+            while not answers.empty():
+                leftover = answers.get_nowait()
                 if leftover is not None:
                     leftover.cancel()
 
