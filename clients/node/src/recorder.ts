@@ -5,7 +5,7 @@ import type { LedgerClient } from "./client.js";
 import type { JsonObject, NewEvent, Run } from "./types.js";
 
 export interface RecorderOptions {
-  /** Events per AppendEvents batch (the daemon takes at most 1000 by default). Default 500. */
+  /** Events per AppendEvents batch (the daemon takes at most 1000 by default, and commits up to 200 per transaction, where its storage is fastest). Default 200. */
   maxBatchEvents?: number;
   /** Milliseconds a partial batch waits for company before it is sent. Default 50. */
   lingerMs?: number;
@@ -52,7 +52,7 @@ export class RunRecorder {
   constructor(client: LedgerClient, run: Run, options: RecorderOptions = {}) {
     this.client = client;
     this.run = run;
-    this.maxBatch = options.maxBatchEvents ?? 500;
+    this.maxBatch = options.maxBatchEvents ?? 200;
     this.lingerMs = options.lingerMs ?? 50;
     this.maxBuffered = Math.max(options.maxBufferedEvents ?? 10_000, this.maxBatch);
     this.retryTimeoutMs = options.retryTimeoutMs ?? 60_000;

@@ -32,7 +32,7 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import WriterSettings
+from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, WriterSettings
 from aivcs.ledger.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
@@ -167,7 +167,7 @@ class AsyncEvents:
         self,
         run_id: str,
         *,
-        max_batch_events: int = 500,
+        max_batch_events: int = DEFAULT_BATCH_EVENTS,
         max_batch_bytes: int = 1 << 20,
         linger: float = 0.05,
         max_buffered_events: int = 10_000,

@@ -26,7 +26,7 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import EventWriter, WriterSettings
+from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, EventWriter, WriterSettings
 from aivcs.ledger.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
@@ -170,7 +170,7 @@ class Events:
         self,
         run_id: str,
         *,
-        max_batch_events: int = 500,
+        max_batch_events: int = DEFAULT_BATCH_EVENTS,
         max_batch_bytes: int = 1 << 20,
         linger: float = 0.05,
         max_buffered_events: int = 10_000,

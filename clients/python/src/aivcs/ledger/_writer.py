@@ -30,6 +30,11 @@ from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc
 __all__ = ["EventWriter", "WriterSettings"]
 
 
+# The daemon commits up to 200 events per transaction, where its storage
+# engine is fastest; larger batches stay atomic but cost more per event.
+DEFAULT_BATCH_EVENTS = 200
+
+
 class WriterSettings:
     """Tuning of a buffered writer, checked once."""
 
@@ -39,7 +44,7 @@ class WriterSettings:
     def __init__(
         self,
         *,
-        max_batch_events: int = 500,
+        max_batch_events: int = DEFAULT_BATCH_EVENTS,
         max_batch_bytes: int = 1 << 20,
         linger: float = 0.05,
         max_buffered_events: int = 10_000,
