@@ -16,12 +16,14 @@ from aivcs.ledger.v1 import event_pb2
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from surrealdb import AsyncSurreal
 
 from aivcs_ledgerd.app import SERVICE_NAMES
 from aivcs_ledgerd.metrics import Metrics
 from aivcs_ledgerd.operations import LIVENESS
 from aivcs_ledgerd.reconnect import DatabaseProbe
 from aivcs_ledgerd.store import Database, StoreError
+from aivcs_ledgerd.store.database import Session
 from tests.daemon import free_port, start_daemon
 from tests.inprocess import SPEC, Fault, Stubs, channel, running, unique
 
@@ -130,7 +132,7 @@ async def test_ingest_stream_answers_each_batch_unavailable_while_the_database_i
 
 async def test_a_lost_connection_is_reopened_by_the_health_probe() -> None:
     db = await Database.open("mem://", "aivcs", "ledger")
-    probe = DatabaseProbe(db, "aivcs", "ledger", reconnect=True)
+    probe = DatabaseProbe(db, reconnect=True)
     try:
         await probe()
         await db._connection.close()  # the engine behind the handle is gone
@@ -148,8 +150,12 @@ async def test_a_lost_connection_is_reopened_by_the_health_probe() -> None:
 
 
 async def test_a_session_without_namespace_counts_as_down() -> None:
-    db = await Database.open("mem://", "aivcs", "ledger")
-    probe = DatabaseProbe(db, "other", "ledger", reconnect=False)
+    """A connection whose session is not the one the handle was set up with is not healthy."""
+    connection = AsyncSurreal("mem://")
+    await connection.connect()
+    await connection.use("aivcs", "ledger")
+    db = Database(connection, "mem://", 5.0, Session("other", "ledger"))
+    probe = DatabaseProbe(db, reconnect=False)
     try:
         with pytest.raises(StoreError, match="namespace"):
             await probe()

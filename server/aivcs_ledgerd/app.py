@@ -71,7 +71,7 @@ async def start(settings: Settings) -> Daemon:
     )
     try:
         try:
-            ops = Operations.prepare(settings, db, credentials)
+            ops = Operations.prepare(settings, db)
         except OperationsError as error:
             raise StartupError(str(error)) from error
         await init_schema(db)

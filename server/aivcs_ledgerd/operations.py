@@ -28,7 +28,7 @@ from aivcs_ledgerd.limits import ConnectionLimits
 from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsInterceptor
 from aivcs_ledgerd.reconnect import DatabaseProbe
 from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
-from aivcs_ledgerd.store import Credentials, Database
+from aivcs_ledgerd.store import Database
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Operations:
     health_port: int | None = None
 
     @classmethod
-    def prepare(cls, settings: Settings, db: Database, credentials: Credentials | None = None) -> Operations:
+    def prepare(cls, settings: Settings, db: Database) -> Operations:
         """Read TLS files and tokens and build the interceptors; OperationsError on a bad setting."""
         try:
             tls = None
@@ -77,7 +77,7 @@ class Operations:
             interceptors.append(AuthInterceptor(tokens))
         if settings.max_streams_per_connection or settings.max_inflight_appends:
             interceptors.append(ConnectionLimits(settings.max_streams_per_connection, settings.max_inflight_appends))
-        probe = DatabaseProbe(db, settings.db_namespace, settings.db_database, credentials)
+        probe = DatabaseProbe(db)
         return cls(settings, db, interceptors, tls, probe, metrics)
 
     def bind(self, server: grpc.aio.Server) -> int:

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 
-from aivcs_ledgerd.store import Credentials, Database, StoreError, StoreUnavailable
+from aivcs_ledgerd.store import Database, StoreError, StoreUnavailable
 from aivcs_ledgerd.store.database import REMOTE_SCHEMES, check_url
 
 log = logging.getLogger(__name__)
@@ -28,18 +28,10 @@ SESSION_QUERY = "RETURN [session::ns(), session::db()];"
 class DatabaseProbe:
     """Raises StoreError unless the database answers on a session with our namespace and database."""
 
-    def __init__(
-        self,
-        db: Database,
-        namespace: str,
-        database: str,
-        credentials: Credentials | None = None,
-        reconnect: bool | None = None,
-    ) -> None:
+    def __init__(self, db: Database, reconnect: bool | None = None) -> None:
         self._db = db
-        self._namespace = namespace
-        self._database = database
-        self._credentials = credentials
+        self._namespace = db.session.namespace
+        self._database = db.session.database
         self._reconnect = check_url(db.url) in REMOTE_SCHEMES if reconnect is None else reconnect
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -72,23 +64,11 @@ class DatabaseProbe:
         self._task = asyncio.create_task(self._reopen(), name="database-reconnect")
 
     async def _reopen(self) -> None:
-        db = self._db
-        log.info("reconnecting to the database at %s", db.url)
+        log.info("reconnecting to the database at %s", self._db.url)
         try:
-            fresh = await Database.open(
-                db.url, self._namespace, self._database, self._credentials, round_trip_seconds=db.timeout
-            )
+            await self._db.reopen()
         except StoreError as error:
             log.warning("database reconnect failed: %s", error)
             return
-        if self._closed:
-            await fresh.close()
-            return
-        # Swap the SDK connection inside the live handle: every ledger object
-        # holds this handle (and its write locks), so the handle must stay.
-        old = db._connection
-        db._connection = fresh._connection
-        with contextlib.suppress(Exception):
-            await old.close()
         self.reconnects += 1
-        log.info("reconnected to the database at %s", db.url)
+        log.info("reconnected to the database at %s", self._db.url)

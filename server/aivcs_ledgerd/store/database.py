@@ -9,6 +9,7 @@ go through `write()`, which holds that key's lock on this handle.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -59,13 +60,41 @@ class Credentials:
     access_level: str = "root"
 
 
+@dataclass(frozen=True, slots=True)
+class Session:
+    """What a connection must be set up with: namespace, database, sign-in."""
+
+    namespace: str = "aivcs"
+    database: str = "ledger"
+    credentials: Credentials | None = None
+
+
+async def _connect(url: str, session: Session, round_trip_seconds: float) -> Any:
+    """An SDK connection, signed in when remote, on the session's namespace and database."""
+    scheme = check_url(url)
+    try:
+        connection = AsyncSurreal(url)
+        await asyncio.wait_for(connection.connect(), round_trip_seconds)
+        credentials = session.credentials
+        if scheme in REMOTE_SCHEMES and credentials is not None:
+            auth: dict[str, Any] = {"username": credentials.username, "password": credentials.password}
+            if credentials.access_level == "database":
+                auth |= {"namespace": session.namespace, "database": session.database}
+            await asyncio.wait_for(connection.signin(auth), round_trip_seconds)
+        await asyncio.wait_for(connection.use(session.namespace, session.database), round_trip_seconds)
+    except (TimeoutError, surrealdb.SurrealError, OSError) as error:
+        raise StoreUnavailable(f"cannot open database {url}: {error}") from error
+    return connection
+
+
 class Database:
     """The daemon's handle on SurrealDB. Safe to share between ledger objects."""
 
-    def __init__(self, connection: Any, url: str, timeout: float) -> None:
+    def __init__(self, connection: Any, url: str, timeout: float, session: Session | None = None) -> None:
         self._connection = connection
         self.url = url
         self.timeout = timeout
+        self.session = session or Session()
         self.locks = KeyedLocks()
         self._closed = False
         # Wraps every raw round trip; fault-injection tests replace it.
@@ -81,19 +110,21 @@ class Database:
         round_trip_seconds: float = 10.0,
     ) -> Database:
         """Connect, sign in when remote, and select the namespace and database."""
-        scheme = check_url(url)
-        try:
-            connection = AsyncSurreal(url)
-            await asyncio.wait_for(connection.connect(), round_trip_seconds)
-            if scheme in REMOTE_SCHEMES and credentials is not None:
-                auth: dict[str, Any] = {"username": credentials.username, "password": credentials.password}
-                if credentials.access_level == "database":
-                    auth |= {"namespace": namespace, "database": database}
-                await asyncio.wait_for(connection.signin(auth), round_trip_seconds)
-            await asyncio.wait_for(connection.use(namespace, database), round_trip_seconds)
-        except (TimeoutError, surrealdb.SurrealError, OSError) as error:
-            raise StoreUnavailable(f"cannot open database {url}: {error}") from error
-        return cls(connection, url, round_trip_seconds)
+        session = Session(namespace, database, credentials)
+        connection = await _connect(url, session, round_trip_seconds)
+        return cls(connection, url, round_trip_seconds, session)
+
+    async def reopen(self) -> None:
+        """Open a fresh connection with the same session and swap it in.
+
+        For a remote server whose socket was replaced by a signed-out one.
+        The handle, and with it every ledger's locks, stays the same; calls
+        in flight on the old connection fail with StoreUnavailable.
+        """
+        fresh = await _connect(self.url, self.session, self.timeout)
+        old, self._connection = self._connection, fresh
+        with contextlib.suppress(Exception):
+            await old.close()
 
     async def close(self) -> None:
         if not self._closed:
