@@ -31,13 +31,6 @@ from tests.daemon import DaemonProcess
 SPEC = hashlib.sha256(b"concurrency").hexdigest()
 
 
-BUG_SHARED_HANDLE_STARVATION = (
-    "ledger/writer.py _commit: _plan reads the run head outside the handle's run lock and append() takes the "
-    "lock only to write; while the other Ledger on the same handle keeps committing, every plan is stale "
-    "(Rejected 'moved'), and after MAX_ATTEMPTS (8) the whole group is answered UNAVAILABLE"
-)
-
-
 @dataclass(frozen=True)
 class Ack:
     """What one append was told: its seqs, and the payloads it sent, in order."""
@@ -164,7 +157,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return "mem://" if request.param == "mem" else f"surrealkv://{tmp_path / 'ledger-db'}"
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_SHARED_HANDLE_STARVATION)
 async def test_two_ledgers_on_one_handle_share_the_sequence(db_url: str) -> None:
     db = await Database.open(db_url)
     first, second = Ledger(db), Ledger(db)
