@@ -28,19 +28,6 @@ NANOS = 1_000_000_000
 FOUR_MIB = 4 * 1024 * 1024
 
 
-# Known server bugs (see each reason); remove the mark when the bug is fixed: strict xfail then fails.
-BUG_NON_FINITE = (
-    "transport/convert.py struct_to_dict: json_format.MessageToDict raises ValueError on NaN/Infinity before "
-    "canonical_json's check runs, and guarded() maps it to UNAVAILABLE"
-)
-BUG_TIMESTAMP_RANGE = (
-    "event timestamps outside signed 64-bit nanoseconds (before 1677-09-21 or after 2262-04-11) are valid "
-    "protobuf Timestamps but the JSON append path cannot store them: after 2262 AppendEvents is UNAVAILABLE "
-    "(time::from_nanos gets a decimal), before 1677 the append is acknowledged and the run can no longer be "
-    "read (timestamp_ns comes back as a float: ReadEvents/VerifyRun UNAVAILABLE)"
-)
-
-
 @contextmanager
 def fails(code: grpc.StatusCode, *words: str) -> Iterator[None]:
     """The call inside fails with `code`, and its message names each of `words`."""
@@ -147,7 +134,6 @@ def test_empty_or_oversized_kind_is_invalid_argument_and_nothing_is_written(
     assert append(events, run_id, [event("k" * 256)]).last_seq == 1
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_NON_FINITE)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_numbers_in_payload_are_invalid_argument(
     runs: RunLedgerStub, events: EventStreamStub, bad: float
@@ -172,7 +158,6 @@ def test_timestamp_outside_the_protobuf_range_is_invalid_argument(
     assert total(runs, run_id) == 0
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_TIMESTAMP_RANGE)
 @pytest.mark.parametrize(
     "when",
     [datetime(1, 1, 1, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1500, 6, 1, tzinfo=UTC),

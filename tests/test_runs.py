@@ -31,25 +31,6 @@ RUNNING, COMPLETED, FAILED, CANCELLED = (
 TERMINAL = (COMPLETED, FAILED, CANCELLED)
 
 
-# Known server bugs (see each reason); remove the mark when the bug is fixed: strict xfail then fails.
-BUG_NON_FINITE = (
-    "transport/convert.py struct_to_dict: json_format.MessageToDict raises ValueError on NaN/Infinity before "
-    "validation.json_object runs, and guarded() maps it to UNAVAILABLE"
-)
-BUG_NULL_TAGS = (
-    "store/runs.py create_run sends tags through the SDK's CBOR, which encodes None as NONE; SurrealDB drops "
-    "NONE-valued object fields, so GetRun loses null tags"
-)
-BUG_BOUNDS_MICROSECONDS = (
-    "transport/run_ledger.py ListRuns turns created_after/created_before into datetimes (microseconds) and "
-    "store/runs.py compares created_ns with them, so bounds lose the nanoseconds created_at reports"
-)
-BUG_INT64 = (
-    "values outside SurrealDB's signed 64-bit range (expected_total_events, duration_ms, created_* bounds "
-    "before 1677 or after 2262 as nanoseconds) make the SDK's CBOR encoder raise ValueError: UNAVAILABLE"
-)
-
-
 def digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -149,7 +130,6 @@ def test_create_run_starts_running_and_get_returns_it(runs: RunLedgerStub) -> No
     assert get(runs, run.run_id) == run
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_NULL_TAGS)
 def test_null_values_in_tags_are_stored_verbatim(runs: RunLedgerStub) -> None:
     tags = {"owner": None, "labels": {"reviewed": None, "n": 1}, "list": [None, "x"]}
     run = create(runs, tags=tags)
@@ -234,7 +214,6 @@ def test_empty_client_run_id_is_invalid_argument(runs: RunLedgerStub) -> None:
         create(runs, run_id="")
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_NON_FINITE)
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 def test_non_finite_numbers_in_tags_are_invalid_argument(runs: RunLedgerStub, bad: float) -> None:
     agent = unique("agent")
@@ -484,7 +463,6 @@ def test_list_with_unknown_status_value_is_invalid_argument(runs: RunLedgerStub)
         runs.ListRuns(rl.ListRunsRequest(status=99))  # type: ignore[arg-type]
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_BOUNDS_MICROSECONDS)
 def test_list_created_bounds_are_exact_to_the_nanosecond(runs: RunLedgerStub) -> None:
     """created_after is inclusive and created_before exclusive, at the nanosecond created_at reports."""
     agent = unique("agent")
@@ -677,7 +655,6 @@ YEAR_1 = timestamp_pb2.Timestamp(seconds=-62_135_596_800)
 YEAR_9999 = timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999)
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_INT64)
 @pytest.mark.parametrize("status", [COMPLETED, FAILED], ids=["complete", "fail"])
 def test_huge_expected_total_events_is_a_mismatch_not_an_outage(runs: RunLedgerStub, status: int) -> None:
     run = create(runs)
@@ -686,7 +663,6 @@ def test_huge_expected_total_events_is_a_mismatch_not_an_outage(runs: RunLedgerS
     assert get(runs, run.run_id).status == RUNNING
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_INT64)
 @pytest.mark.parametrize("status", TERMINAL, ids=["complete", "fail", "cancel"])
 def test_huge_duration_is_stored_or_refused_by_name(runs: RunLedgerStub, status: int) -> None:
     run = create(runs)
@@ -701,7 +677,6 @@ def test_huge_duration_is_stored_or_refused_by_name(runs: RunLedgerStub, status:
     assert get(runs, run.run_id) == done
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_INT64)
 def test_created_bounds_anywhere_in_the_timestamp_range_are_answered(runs: RunLedgerStub) -> None:
     """Bounds far in the past or future are valid filters: they match everything or nothing."""
     agent = unique("agent")

@@ -94,8 +94,8 @@ class RunFilter:
     agent_name: str | None = None
     git_sha: str | None = None
     status: RunStatus | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
+    created_after_ns: int | None = None  # inclusive
+    created_before_ns: int | None = None  # exclusive
 
 
 @dataclass(frozen=True, slots=True)

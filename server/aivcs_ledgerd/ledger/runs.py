@@ -129,8 +129,11 @@ class Runs:
         }
         if finish.final_state_digest is not None:
             changes["final_state_digest"] = finish.final_state_digest
+        expected = finish.expected_total_events
+        if expected is not None and expected >= 2**63:
+            expected = -1  # no run holds that many events: refused as a mismatch
         try:
-            run = await runs.finish_run(self._db, run_id, changes, finish.expected_total_events)
+            run = await runs.finish_run(self._db, run_id, changes, expected)
         except Rejected as rejected:
             raise _refusal(run_id, rejected.reason, finish) from None
         self._hub.publish(run_id, None)
@@ -154,8 +157,8 @@ def _refusal(run_id: str, reason: str, finish: Finish) -> Exception:
 
 def _filter_scope(where: RunFilter) -> str:
     """A short digest of the filters, so a token is only honoured with the same ones."""
-    text = repr((where.spec_digest, where.agent_name, where.git_sha, where.status, where.created_after,
-                 where.created_before))
+    text = repr((where.spec_digest, where.agent_name, where.git_sha, where.status, where.created_after_ns,
+                 where.created_before_ns))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

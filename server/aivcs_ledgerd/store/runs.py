@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from surrealdb import Null, NullType
+
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store.database import Database
-from aivcs_ledgerd.timeutil import datetime_to_ns
 
 
 def run_key(run_id: str) -> str:
@@ -49,15 +50,13 @@ async def list_runs(db: Database, where: RunFilter, before_ns: int | None, limit
     if where.status is not None:
         conditions.append("status = $status")
         variables["status"] = where.status.value
-    if where.created_after is not None:
+    if where.created_after_ns is not None:
         conditions.append("created_ns >= $after")
-        variables["after"] = datetime_to_ns(where.created_after)
-    upper = [] if before_ns is None else [before_ns]
-    if where.created_before is not None:
-        upper.append(datetime_to_ns(where.created_before))
+        variables["after"] = _int64(where.created_after_ns)
+    upper = [ns for ns in (before_ns, where.created_before_ns) if ns is not None]
     if upper:
         conditions.append("created_ns < $before")
-        variables["before"] = min(upper)
+        variables["before"] = _int64(min(upper))
     sql = f"SELECT * FROM runs WHERE {' AND '.join(conditions)} ORDER BY created_ns DESC LIMIT $limit;"
     [rows] = await db.query(sql, variables)
     return [run_from_row(row) for row in rows]
@@ -87,13 +86,39 @@ async def finish_run(
     return run_from_row(results[-2])  # the UPDATE; COMMIT is last
 
 
+def _nulls_to_surreal(value: Any) -> Any:
+    """JSON null as SurrealDB NULL: the SDK sends None as NONE, which drops the field."""
+    if value is None:
+        return Null
+    if isinstance(value, dict):
+        return {key: _nulls_to_surreal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nulls_to_surreal(item) for item in value]
+    return value
+
+
+def _nulls_from_surreal(value: Any) -> Any:
+    if isinstance(value, NullType):
+        return None
+    if isinstance(value, dict):
+        return {key: _nulls_from_surreal(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_nulls_from_surreal(item) for item in value]
+    return value
+
+
+def _int64(value: int) -> int:
+    """Clamp a bound to what SurrealDB's integers hold; creation keys all lie within."""
+    return max(-(2**63), min(value, 2**63 - 1))
+
+
 def _row(run: Run) -> dict[str, Any]:
     return {
         "run_id": run.run_id,
         "spec_digest": run.spec_digest,
         "agent_name": run.agent_name,
         "git_sha": run.git_sha,
-        "tags": run.tags,
+        "tags": _nulls_to_surreal(run.tags),
         "evaluation": {
             "rubric_path": run.evaluation.rubric_path,
             "is_promotion_gate": run.evaluation.is_promotion_gate,
@@ -119,7 +144,7 @@ def run_from_row(row: dict[str, Any]) -> Run:
         spec_digest=row["spec_digest"],
         agent_name=row["agent_name"],
         git_sha=row.get("git_sha"),
-        tags=row.get("tags") or {},
+        tags=_nulls_from_surreal(row.get("tags") or {}),
         evaluation=Evaluation(
             rubric_path=evaluation.get("rubric_path", ""),
             is_promotion_gate=evaluation.get("is_promotion_gate", False),

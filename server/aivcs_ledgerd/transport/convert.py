@@ -29,6 +29,17 @@ def checked_timestamp_ns(field: str, ts: timestamp_pb2.Timestamp) -> int:
     return timestamp_ns(ts)
 
 
+# Event times are stored as signed 64-bit nanoseconds since the epoch.
+MIN_EVENT_NS, MAX_EVENT_NS = -(2**63), 2**63 - 1
+
+
+def event_timestamp_ns(field: str, ts: timestamp_pb2.Timestamp) -> int:
+    ns = checked_timestamp_ns(field, ts)
+    if not MIN_EVENT_NS <= ns <= MAX_EVENT_NS:
+        raise InvalidArgument(field, "must lie between 1677-09-21T00:12:43Z and 2262-04-11T23:47:16Z")
+    return ns
+
+
 def to_timestamp(ns: int) -> timestamp_pb2.Timestamp:
     seconds, nanos = divmod(ns, NANOS)
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
@@ -44,8 +55,12 @@ def timestamp_to_datetime(ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def struct_to_dict(value: struct_pb2.Struct) -> dict[str, Any]:
-    result: dict[str, Any] = json_format.MessageToDict(value)
+def struct_to_dict(field: str, value: struct_pb2.Struct) -> dict[str, Any]:
+    """A Struct as JSON values; NaN and infinities, which JSON cannot hold, are refused."""
+    try:
+        result: dict[str, Any] = json_format.MessageToDict(value)
+    except ValueError:
+        raise InvalidArgument(field, "numbers must be finite; NaN and infinities have no JSON form") from None
     return result
 
 
@@ -58,9 +73,9 @@ def new_events(field: str, inputs: Iterable[event_pb2.EventInput], max_payload_b
             raise InvalidArgument(
                 f"{field}[{index}].payload", f"is {size} bytes; the limit is {max_payload_bytes}"
             )
-        timestamp = checked_timestamp_ns(f"{field}[{index}].timestamp", item.timestamp) if item.HasField(
+        timestamp = event_timestamp_ns(f"{field}[{index}].timestamp", item.timestamp) if item.HasField(
             "timestamp") else None
-        events.append(NewEvent(item.kind, struct_to_dict(item.payload), timestamp))
+        events.append(NewEvent(item.kind, struct_to_dict(f"{field}[{index}].payload", item.payload), timestamp))
     return events
 
 

@@ -12,7 +12,6 @@ from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.ledger.runs import Finish, NewRun
 from aivcs_ledgerd.model import Evaluation, RunFilter, RunStatus
-from aivcs_ledgerd.timeutil import ns_to_datetime
 from aivcs_ledgerd.transport.convert import (
     RUN_STATUS_FROM_PROTO,
     checked_timestamp_ns,
@@ -22,6 +21,12 @@ from aivcs_ledgerd.transport.convert import (
 from aivcs_ledgerd.transport.status import guarded
 
 Context = grpc.aio.ServicerContext[Any, Any]
+
+
+def duration_ms(value: int) -> int:
+    if value >= 2**63:
+        raise InvalidArgument("duration_ms", f"must be below 2^63, got {value}")
+    return value
 
 
 class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
@@ -36,7 +41,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             agent_name=validation.identifier("agent_name", request.agent_name),
             git_sha=validation.text("git_sha", request.git_sha, validation.MAX_ID_BYTES)
             if request.HasField("git_sha") else None,
-            tags=validation.json_object("tags", struct_to_dict(request.tags)),
+            tags=struct_to_dict("tags", request.tags),
             evaluation=Evaluation(
                 rubric_path=validation.text("evaluation.rubric_path", request.evaluation.rubric_path),
                 is_promotion_gate=request.evaluation.is_promotion_gate,
@@ -61,9 +66,9 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             agent_name=request.agent_name if request.HasField("agent_name") else None,
             git_sha=request.git_sha if request.HasField("git_sha") else None,
             status=RUN_STATUS_FROM_PROTO.get(request.status),
-            created_after=ns_to_datetime(checked_timestamp_ns("created_after", request.created_after))
+            created_after_ns=checked_timestamp_ns("created_after", request.created_after)
             if request.HasField("created_after") else None,
-            created_before=ns_to_datetime(checked_timestamp_ns("created_before", request.created_before))
+            created_before_ns=checked_timestamp_ns("created_before", request.created_before)
             if request.HasField("created_before") else None,
         )
         page = await self._runs.list(where, request.page_size, request.page_token)
@@ -75,7 +80,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
     async def CompleteRun(self, request: pb.CompleteRunRequest, context: Context) -> pb.CompleteRunResponse:
         finish = Finish(
             RunStatus.COMPLETED,
-            request.duration_ms,
+            duration_ms(request.duration_ms),
             final_state_digest=validation.digest("final_state_digest", request.final_state_digest)
             if request.HasField("final_state_digest") else None,
             expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
@@ -87,7 +92,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
     async def FailRun(self, request: pb.FailRunRequest, context: Context) -> pb.FailRunResponse:
         finish = Finish(
             RunStatus.FAILED,
-            request.duration_ms,
+            duration_ms(request.duration_ms),
             reason=validation.text("reason", request.reason),
             expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
         )
@@ -96,7 +101,9 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
 
     @guarded
     async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.CancelRunResponse:
-        finish = Finish(RunStatus.CANCELLED, request.duration_ms, reason=validation.text("reason", request.reason))
+        finish = Finish(
+            RunStatus.CANCELLED, duration_ms(request.duration_ms), reason=validation.text("reason", request.reason)
+        )
         run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
         return pb.CancelRunResponse(run=run_to_proto(run))
 

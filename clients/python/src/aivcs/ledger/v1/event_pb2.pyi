@@ -40,7 +40,9 @@ class EventInput(_message.Message):
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
         """When the event happened. Unset means the server's time when the batch is
-        accepted. Stored with nanosecond precision.
+        accepted. Stored with nanosecond precision as signed 64-bit nanoseconds
+        since the epoch, so it must lie between 1677-09-21T00:12:43Z and
+        2262-04-11T23:47:16Z; anything else is INVALID_ARGUMENT.
         """
 
     def __init__(

@@ -258,7 +258,7 @@ class CompleteRunRequest(_message.Message):
     final_state_digest: _builtins.str
     """SHA-256 of the agent's final state, 64 hex characters."""
     duration_ms: _builtins.int
-    """Wall-clock duration of the run as the caller measured it."""
+    """Wall-clock duration of the run as the caller measured it; below 2^63."""
     expected_total_events: _builtins.int
     """When set, the call succeeds only if the run holds exactly this many
     events; otherwise FAILED_PRECONDITION and the run stays RUNNING. Guards
@@ -324,7 +324,7 @@ class FailRunRequest(_message.Message):
     run_id: _builtins.str
     """The run to fail. Required."""
     duration_ms: _builtins.int
-    """Wall-clock duration of the run as the caller measured it."""
+    """Wall-clock duration of the run as the caller measured it; below 2^63."""
     reason: _builtins.str
     """Why the run failed; stored as Run.status_reason. At most 4096 bytes."""
     expected_total_events: _builtins.int
@@ -383,7 +383,7 @@ class CancelRunRequest(_message.Message):
     run_id: _builtins.str
     """The run to cancel. Required."""
     duration_ms: _builtins.int
-    """Wall-clock duration of the run as the caller measured it."""
+    """Wall-clock duration of the run as the caller measured it; below 2^63."""
     reason: _builtins.str
     """Why the run was cancelled; stored as Run.status_reason. At most 4096
     bytes.
