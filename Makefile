@@ -1,0 +1,35 @@
+# The commands a newcomer and CI run:
+#
+#     make install    # .venv with the daemon, the client and the dev tools; buf from npm
+#     make test       # lint, then every test
+#
+# Everything runs through .venv's Python, so nothing needs activating.
+# Use another interpreter with e.g. `make test PY=/path/to/venv/bin/python`.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY ?= $(VENV)/bin/python
+BUF ?= npx --no buf
+PYTEST_ARGS ?=
+
+PY_SOURCES = server clients/python tools tests
+
+.PHONY: install generate lint test
+
+install:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -e ./clients/python -e '.[dev]'
+	npm ci --no-audit --no-fund
+
+generate:
+	$(PY) tools/generate_protos.py
+
+lint:
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(PY) tools/generate_protos.py --check
+	$(PY) -m ruff check $(PY_SOURCES)
+	$(PY) -m mypy server clients/python/src/aivcs/ledger
+
+test: lint
+	$(PY) -m pytest $(PYTEST_ARGS)
