@@ -112,11 +112,15 @@ async def start(settings: Settings) -> Daemon:
 
 
 async def run(settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then drain and return."""
-    daemon = await start(settings)
+    """Serve until SIGTERM or SIGINT, then drain and return.
+
+    The handlers go in before start-up, so a signal that arrives while the
+    database opens waits for it and then closes it cleanly.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    daemon = await start(settings)
     await stop.wait()
     await daemon.stop()
