@@ -392,6 +392,39 @@ def test_slow_subscriber_does_not_slow_the_writers_and_still_gets_everything(dur
     assert min(read_by_then) < 0.9 * total, f"the subscriber kept up ({read_by_then} of {total}): nothing was tested"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="server bug: ledger/events.py reads storage READ_WINDOW (1,000) events at a time whatever their size "
+    "and holds the whole window while a subscriber reads it chunk by chunk: up to 1,000 x max_payload_bytes each",
+)
+def test_stalled_subscribers_do_not_make_the_daemon_hold_their_whole_read_window(durable: DaemonProcess) -> None:
+    """150 events of 250 KB (37 MB). Four subscribers each read one message and stop: the daemon must not keep
+    37 MB for each of them (a daemon that reads storage a few MB ahead holds ~20 MB for all four)."""
+    with durable.channel() as channel:
+        runs, events = RunLedgerStub(channel), EventStreamStub(channel)
+        run_id = new_run(runs, "stalled")
+        pad = "y" * 250_000
+        for first in range(1, 151, 3):
+            append(events, run_id, first, 3, pad=pad)
+        assert len(read(events, run_id)) == 150  # the engine's caches are warm before measuring
+        pid = durable.process.pid
+        before = rss_mb(pid)
+        stalled = []
+        for _ in range(4):
+            slow_channel = grpc.insecure_channel(durable.target, options=[("grpc.http2.bdp_probe", 0)])
+            call = EventStreamStub(slow_channel).SubscribeEvents(
+                es.SubscribeEventsRequest(run_id=run_id), timeout=WAIT)
+            assert next(call).events[0].seq == 1  # and then it reads nothing more
+            stalled.append((slow_channel, call))
+        grown = rss_mb(pid) - before
+        print(f"daemon RSS grew {grown:.0f} MB for 4 stalled subscribers")
+        for slow_channel, call in stalled:
+            call.cancel()
+            slow_channel.close()
+        assert_serving(durable)
+    assert grown < 100, f"the daemon grew {grown:.0f} MB for 4 subscribers that stopped reading"
+
+
 # --- deadlines and cancellation ------------------------------------------------------------------------------
 
 
