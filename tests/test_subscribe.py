@@ -270,11 +270,6 @@ def test_many_subscribers_on_one_run(runs: RunLedgerStub, events: EventStreamStu
         subscriber.assert_got(1, total)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: ledger/hub.py Listener.offer empties an overflowed mailbox and drops later notices, "
-    "so ledger/events.py follow() waits out POLL_SECONDS (1 s) on the empty mailbox before it re-reads storage",
-)
 def test_subscriber_that_fell_behind_catches_up_as_soon_as_it_reads_again(
     daemon: DaemonProcess, runs: RunLedgerStub, events: EventStreamStub
 ) -> None:
@@ -392,20 +387,16 @@ def test_slow_subscriber_does_not_slow_the_writers_and_still_gets_everything(dur
     assert min(read_by_then) < 0.9 * total, f"the subscriber kept up ({read_by_then} of {total}): nothing was tested"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: ledger/events.py reads storage READ_WINDOW (1,000) events at a time whatever their size "
-    "and holds the whole window while a subscriber reads it chunk by chunk: up to 1,000 x max_payload_bytes each",
-)
 def test_stalled_subscribers_do_not_make_the_daemon_hold_their_whole_read_window(durable: DaemonProcess) -> None:
-    """150 events of 250 KB (37 MB). Four subscribers each read one message and stop: the daemon must not keep
-    37 MB for each of them (a daemon that reads storage a few MB ahead holds ~20 MB for all four)."""
+    """150 events of 500 KB (75 MB). Four subscribers each read one message and stop: the daemon must hold
+    no more than a few MB for each (a daemon reading storage ~1 MB ahead grows ~30 MB for all four), not a
+    window of tens of events (32 MB each at 64 events) or the whole run."""
     with durable.channel() as channel:
         runs, events = RunLedgerStub(channel), EventStreamStub(channel)
         run_id = new_run(runs, "stalled")
-        pad = "y" * 250_000
-        for first in range(1, 151, 3):
-            append(events, run_id, first, 3, pad=pad)
+        pad = "y" * 500_000
+        for first in range(1, 151, 2):
+            append(events, run_id, first, 2, pad=pad)
         assert len(read(events, run_id)) == 150  # the engine's caches are warm before measuring
         pid = durable.process.pid
         before = rss_mb(pid)
@@ -517,11 +508,6 @@ def test_cancelled_subscriptions_are_released(
     subscribe_all(events, live).assert_got(1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: interceptors.py final_code() maps GeneratorExit (gRPC closing the response stream of a "
-    "cancelled call) to UNKNOWN, so the call log warns 'refused: UNKNOWN' and metrics count UNKNOWN",
-)
 def test_a_cancelled_subscription_is_recorded_as_cancelled_not_unknown(
     daemon: DaemonProcess, runs: RunLedgerStub, events: EventStreamStub
 ) -> None:

@@ -127,7 +127,9 @@ def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode
         return code
     if error is None:
         return grpc.StatusCode.OK
-    if isinstance(error, asyncio.CancelledError):
+    # gRPC closes the response generator of a call the client cancelled with
+    # GeneratorExit, and cancels a unary call's task: both are cancellations.
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
         remaining = None
         with contextlib.suppress(Exception):
             remaining = context.time_remaining()

@@ -19,7 +19,24 @@ from aivcs_ledgerd.store import Database
 from aivcs_ledgerd.store.events import read_events
 from aivcs_ledgerd.store.runs import get_run
 
-READ_WINDOW = 1000  # seqs per storage query: bounds memory per reader
+# A reader holds one window of storage at a time, sized to about WINDOW_BYTES
+# of stored JSON. A window starts as small as the largest allowed payload
+# demands and grows fourfold per read (up to MAX_WINDOW events) while events
+# are small: a run of small events costs few round trips, and a stalled
+# reader of large events pins about a megabyte, not a thousand payloads.
+WINDOW_BYTES = 1 << 20
+MAX_WINDOW = 1000
+
+
+class _Window:
+    """The adaptive number of seqs one storage read covers, kept per reader."""
+
+    def __init__(self, max_payload_bytes: int) -> None:
+        self.span = max(1, min(WINDOW_BYTES // max_payload_bytes, MAX_WINDOW))
+
+    def observe(self, count: int, size: int) -> None:
+        fitting = self.span * WINDOW_BYTES // max(size, 1) if count else MAX_WINDOW
+        self.span = max(1, min(fitting, self.span * 4, MAX_WINDOW))
 POLL_SECONDS = 1.0  # a live follower re-checks storage this often when idle
 
 
@@ -75,15 +92,29 @@ class Events:
             raise NotFound(f"run_id: no run {run_id!r}")
         last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
         remaining = limit or None
-        seq = max(from_seq, 1)
-        while seq <= last and remaining != 0:
-            window = await read_events(self._db, run_id, seq, min(seq + READ_WINDOW - 1, last), kinds)
+        async for window in self._scan(run_id, max(from_seq, 1), last, self._window(), kinds):
             if remaining is not None:
                 window = window[:remaining]
                 remaining -= len(window)
+            yield window
+            if remaining == 0:
+                return
+
+    def _window(self) -> _Window:
+        return _Window(self._limits.max_payload_bytes)
+
+    async def _scan(
+        self, run_id: str, first: int, last: int, span: _Window, kinds: list[str] | None = None
+    ) -> AsyncIterator[list[Event]]:
+        """Stored events first..last (of `kinds`), in non-empty windows; see WINDOW_BYTES."""
+        seq = first
+        while seq <= last:
+            end = min(seq + span.span - 1, last)
+            window, size = await read_events(self._db, run_id, seq, end, kinds)
+            span.observe(len(window), size)
             if window:
                 yield window
-            seq += READ_WINDOW
+            seq = end + 1
 
     async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:
         """Stored events from from_seq, then live ones, until the run is terminal.
@@ -95,6 +126,7 @@ class Events:
         """
         validation.identifier("run_id", run_id)
         next_seq = max(from_seq, 1)
+        span = self._window()
         with self._hub.listen(run_id) as listener:
             catch_up = True
             while True:
@@ -103,12 +135,7 @@ class Events:
                     run = await get_run(self._db, run_id)
                     if run is None:
                         raise NotFound(f"run_id: no run {run_id!r}")
-                    while next_seq <= run.total_events:
-                        window = await read_events(
-                            self._db, run_id, next_seq, min(next_seq + READ_WINDOW - 1, run.total_events)
-                        )
-                        if not window:
-                            break
+                    async for window in self._scan(run_id, next_seq, run.total_events, span):
                         yield window
                         next_seq = window[-1].seq + 1
                     if run.status.terminal and next_seq > run.total_events:

@@ -37,9 +37,12 @@ class Listener:
         try:
             self.mailbox.put_nowait(notice)
         except asyncio.QueueFull:
+            # Drop the backlog and leave one wake-up, so the subscriber goes
+            # back to storage as soon as it reads again.
             self.overflowed = True
             while not self.mailbox.empty():
                 self.mailbox.get_nowait()
+            self.mailbox.put_nowait(None)
 
     def reset(self) -> None:
         """Called after the subscriber has caught up from storage."""

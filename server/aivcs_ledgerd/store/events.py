@@ -122,8 +122,8 @@ async def append(
 
 async def read_events(
     db: Database, run_id: str, from_seq: int, to_seq: int, kinds: list[str] | None = None
-) -> list[Event]:
-    """Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending.
+) -> tuple[list[Event], int]:
+    """Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending, and their size as JSON.
 
     The engine hands the rows back as one JSON text: decoding it with the C
     `json` module is over twice as fast as the SDK's CBOR decoder.
@@ -134,7 +134,8 @@ async def read_events(
         f"FROM run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]{where}));"
     )
     [text] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
-    return [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
+    events = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
+    return events, len(text)
 
 
 def _json_rows(events: list[EventRow]) -> str:
