@@ -26,13 +26,6 @@ EventStreamStub = event_stream_pb2_grpc.EventStreamStub
 SPEC = hashlib.sha256(b"durability").hexdigest()
 
 
-BUG_ABORT_AT_EXIT = (
-    "after a clean drain ('stopped' logged, database closed) the daemon sometimes dies with SIGABRT at "
-    "interpreter exit: a tokio worker of the embedded engine panics ('panic in a function that cannot "
-    "unwind'); seen in about 1 of 20 stops on a busy machine, mem:// and surrealkv:// alike"
-)
-
-
 def stop_cleanly(daemon: DaemonProcess) -> int:
     """SIGTERM; the daemon must drain and close its database. Returns the exit code."""
     code = daemon.stop(signal.SIGTERM)
@@ -42,17 +35,13 @@ def stop_cleanly(daemon: DaemonProcess) -> int:
 
 @contextmanager
 def serving(tmp: Path, url: str) -> Iterator[tuple[RunLedgerStub, EventStreamStub]]:
-    """A daemon on `url` for the block, stopped with SIGTERM after it.
-
-    Its exit code is checked by test_sigterm_exits_zero only, so that the data tests here do not
-    inherit that test's known intermittent failure (BUG_ABORT_AT_EXIT).
-    """
+    """A daemon on `url` for the block, stopped with SIGTERM after it; it must exit 0."""
     daemon = start_daemon(tmp, db=url)
     try:
         with daemon.channel() as channel:
             yield run_ledger_pb2_grpc.RunLedgerStub(channel), event_stream_pb2_grpc.EventStreamStub(channel)
     finally:
-        stop_cleanly(daemon)
+        assert stop_cleanly(daemon) == 0, daemon.log()
 
 
 def batch(sent: list[dict[str, Any]], kind: str = "e") -> list[event_pb2.EventInput]:
@@ -221,7 +210,6 @@ def test_verify_reports_the_first_tampered_seq(tmp_path: Path, db_url: str) -> N
         assert (intact.ok, intact.verified_events, intact.HasField("first_broken_seq")) == (True, 10, False)
 
 
-@pytest.mark.xfail(strict=False, reason=BUG_ABORT_AT_EXIT)
 def test_sigterm_exits_zero(tmp_path: Path, db_url: str) -> None:
     """The contract: on SIGTERM the daemon finishes in-flight work, closes the database and exits 0."""
     for cycle in range(3):
