@@ -12,14 +12,15 @@ PY ?= $(VENV)/bin/python
 BUF ?= npx --no buf
 PYTEST_ARGS ?=
 
-PY_SOURCES = server clients/python tools tests
+PY_SOURCES = server clients/python tools tests bench
 
-.PHONY: install generate lint test
+.PHONY: install generate lint test test-python test-node
 
 install:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e ./clients/python -e '.[dev]'
 	npm ci --no-audit --no-fund
+	npm --prefix clients/node ci --no-audit --no-fund
 
 generate:
 	$(PY) tools/generate_protos.py
@@ -31,5 +32,11 @@ lint:
 	$(PY) -m ruff check $(PY_SOURCES)
 	$(PY) -m mypy server clients/python/src/aivcs/ledger
 
-test: lint
+test: lint test-python test-node
+
+test-python:
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The TypeScript client's tests start the Python daemon with this interpreter.
+test-node:
+	cd clients/node && PYTHON=$(abspath $(PY)) npm test
