@@ -64,7 +64,8 @@ def check_listen(address: str, flag: str = "--listen") -> None:
 @click.option("--reflection/--no-reflection", envvar=ENV + "REFLECTION", default=True, show_envvar=True,
               help="Serve gRPC server reflection.")
 @click.option("--log-level", envvar=ENV + "LOG_LEVEL", default="INFO", show_envvar=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Least severe level logged. Payloads are never logged.")
 @click.option("--log-json/--no-log-json", envvar=ENV + "LOG_JSON", default=False, show_envvar=True,
               help="Log one JSON object per line.")
 @click.option("--health-interval", envvar=ENV + "HEALTH_INTERVAL", default=2.0, show_envvar=True,
@@ -109,6 +110,9 @@ def command(
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
     check_listen(listen)
+    for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen")):
+        if address is not None:
+            check_listen(address, flag)
     try:
         check_url(db)
     except UnsupportedScheme as error:
