@@ -263,9 +263,12 @@ def test_daemon_flags_json_logs_and_metrics_port(tmp_path: Path) -> None:
             runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id))
             with pytest.raises(sync_grpc.RpcError):
                 events.AppendEvents(es.AppendEventsRequest(run_id=run_id, events=[event]))
-        samples = scrape(metrics_port)
-        assert sample(samples, "grpc_server_handled_total", grpc_method="AppendEvents",
-                      grpc_code="FAILED_PRECONDITION") == 1
+        # The interceptor counts a call once its status is sent: the client may see it first.
+        deadline = time.monotonic() + 10
+        while (refusals := sample(scrape(metrics_port), "grpc_server_handled_total", grpc_method="AppendEvents",
+                                  grpc_code="FAILED_PRECONDITION")) < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert refusals == 1
     finally:
         assert daemon.stop() == 0
     lines = [json.loads(line) for line in daemon.log().splitlines() if line.strip()]
