@@ -135,10 +135,14 @@ def _client_counts(option: str, smoke: bool) -> list[int]:
 
 
 def _hot_text(hot: dict[str, Any]) -> str:
-    lines = ["", "daemon profile (py-spy), top self time per figure:"]
+    lines = ["", "daemon profile (py-spy): top self time per figure, % of busy samples; then inclusive"]
     for phase, data in hot.items():
         spots = ", ".join(f"{name} {pct}%" for name, pct in data.get("self_pct", [])[:6])
-        lines.append(f"  {phase} ({data.get('samples', 0)} samples): {spots or data.get('error', '')}")
+        within = ", ".join(f"{name} {pct}%" for name, pct in data.get("inclusive_pct", [])[:6])
+        busy, waiting = data.get("samples", 0), data.get("waiting_samples", 0)
+        lines.append(f"  {phase} ({busy} busy, {waiting} waiting samples): {spots or data.get('error', '')}")
+        if within:
+            lines.append(f"    inclusive: {within}")
     return "\n".join(lines)
 
 

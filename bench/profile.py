@@ -3,7 +3,10 @@
 `--profile` writes bench-results/profile-<figure>.txt (py-spy's collapsed
 stacks: open them in speedscope or flamegraph.pl) and puts the hottest
 functions of each figure in the report: "self" is where the daemon's
-Python thread was when sampled, "inclusive" counts a function of the daemon,
+Python code was when sampled, over the samples that were not waiting (the
+event loop in select, and gRPC's poller thread, which shows as a bare
+Thread.run because its work is in C, are left out: the daemon starts no
+other thread), "inclusive" counts a function of the daemon,
 the SurrealDB SDK or rfc8785 whenever it was on the stack (event-loop
 plumbing, on every stack, is left out). py-spy samples without pausing the daemon (--nonblocking).
 """
@@ -23,6 +26,7 @@ from typing import Any
 RATE = 250  # samples per second
 OWN_CODE = ("aivcs_ledgerd/", "surrealdb/", "rfc8785/", "google/protobuf/")
 ENTRY = ("aivcs_ledgerd/__main__.py", "aivcs_ledgerd/cli.py")  # on every stack: says nothing
+WAITING = ("EpollSelector.select (selectors.py)", "Thread.run (threading.py)")
 
 
 def _py_spy() -> str:
@@ -72,15 +76,19 @@ def _frame_name(frame: str) -> str:
 def hot_spots(collapsed: Path, top: int = 12) -> dict[str, Any]:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
-    total = 0
+    total = waiting = 0
     for line in collapsed.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
         frames = stack.split(";")
+        leaf = _frame_name(frames[-1])
+        if leaf in WAITING:
+            waiting += count
+            continue
         total += count
-        self_time[_frame_name(frames[-1])] += count
+        self_time[leaf] += count
         own = {_frame_name(frame) for frame in frames
                if any(part in frame for part in OWN_CODE) and not any(part in frame for part in ENTRY)}
         for name in own:
@@ -89,5 +97,7 @@ def hot_spots(collapsed: Path, top: int = 12) -> dict[str, Any]:
     def share(counter: Counter[str]) -> list[list[Any]]:
         return [[name, round(100 * count / total, 1)] for name, count in counter.most_common(top)]
 
-    return {"samples": total, "self_pct": share(self_time), "inclusive_pct": share(inclusive)} if total else {
-        "samples": 0}
+    if not total:
+        return {"samples": 0, "waiting_samples": waiting}
+    return {"samples": total, "waiting_samples": waiting, "self_pct": share(self_time),
+            "inclusive_pct": share(inclusive)}
