@@ -149,7 +149,7 @@ class Writers:
                 queue.pending.append(Batch(events, expected_last_seq, idempotency_key, answer))
                 if queue.task is None:
                     queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
-                return await asyncio.shield(answer)
+                return await answer  # cancelling the caller cancels only its answer, not the write
         finally:
             queue.callers -= 1
             self._drop_if_idle(run_id, queue)

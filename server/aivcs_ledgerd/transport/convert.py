@@ -108,10 +108,10 @@ def run_to_proto(run: Run) -> run_pb2.Run:
 
 
 def event_to_proto(event: Event) -> event_pb2.Event:
-    message = event_pb2.Event(
-        run_id=event.run_id, seq=event.seq, kind=event.kind, timestamp=to_timestamp(event.timestamp_ns),
-        digest=event.digest,
-    )
+    """On the read path for every event: fields are set in place (a Timestamp built apart and copied in
+    cost as much as all the rest)."""
+    message = event_pb2.Event(run_id=event.run_id, seq=event.seq, kind=event.kind, digest=event.digest)
+    message.timestamp.seconds, message.timestamp.nanos = divmod(event.timestamp_ns, NANOS)
     message.payload.update(event.payload)
     return message
 
