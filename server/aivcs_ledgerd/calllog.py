@@ -19,12 +19,11 @@ message, which the ledger words without request payloads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from aivcs_ledgerd.interceptors import CallHooks, Context, Handler, Method, peer_of, wrap
+from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
 from aivcs_ledgerd.limits import STREAM_APPEND
 from aivcs_ledgerd.security import OPEN_SERVICES, WRITE_METHODS
 
@@ -51,17 +50,11 @@ DONE = {
 }
 
 
-class CallLogInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        path = handler_call_details.method
-        if handler is None or path.lstrip("/").rpartition("/")[0] in OPEN_SERVICES:
-            return handler
-        return wrap(handler, Method.of(path, handler), _Logged)
+class CallLog(Hooks):
+    """Logs the calls of the ledger's services (not health or reflection)."""
+
+    def factory(self, method: Method) -> HooksFactory | None:
+        return None if method.service in OPEN_SERVICES else _Logged
 
 
 def _field(message: Any, name: str) -> str | None:

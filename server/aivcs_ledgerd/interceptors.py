@@ -5,8 +5,10 @@ A grpc.aio interceptor gets the method's handler and may return another.
 (de)serialisers) whose behaviour runs a `CallHooks` object around the
 original: before it starts, on every message in and out, and once at the
 end with the status code the caller gets. Metrics, call logs and
-per-connection limits are each one small `CallHooks` subclass, so none of
-them repeats the four-way dance of gRPC handler kinds.
+per-connection limits are each one `Hooks` source, so none of them repeats
+the four-way dance of gRPC handler kinds, and `HooksInterceptor` runs all of
+them in a single wrap: one extra coroutine (and, on streams, one extra
+generator step per message) however many there are.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -83,6 +85,68 @@ class CallHooks:
 
     def finished(self, code: grpc.StatusCode) -> None:
         return None
+
+
+HooksFactory = Callable[[Method, Context], CallHooks]
+
+
+class Hooks:
+    """A source of CallHooks: says for which methods, and makes one per call."""
+
+    def factory(self, method: Method) -> HooksFactory | None:
+        """The factory for `method`'s calls, or None to leave them alone."""
+        raise NotImplementedError
+
+
+class _AllHooks(CallHooks):
+    """Several CallHooks as one: in order on the way in, in reverse at the end."""
+
+    def __init__(self, method: Method, context: Context, parts: list[CallHooks]) -> None:
+        super().__init__(method, context)
+        self._parts = parts
+
+    async def start(self) -> None:
+        for part in self._parts:
+            await part.start()
+
+    async def received(self, message: Any) -> None:
+        for part in self._parts:
+            await part.received(message)
+
+    def sent(self, message: Any) -> None:
+        for part in self._parts:
+            part.sent(message)
+
+    def finished(self, code: grpc.StatusCode) -> None:
+        for part in reversed(self._parts):
+            part.finished(code)
+
+
+class HooksInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Runs the CallHooks of every source that applies to a method, outermost first."""
+
+    def __init__(self, sources: list[Hooks]) -> None:
+        self._sources = sources
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        method = Method.of(handler_call_details.method, handler)
+        factories = [f for f in (source.factory(method) for source in self._sources) if f is not None]
+        if not factories:
+            return handler
+        if len(factories) == 1:
+            return wrap(handler, method, factories[0])
+
+        def all_hooks(method: Method, context: Context) -> CallHooks:
+            return _AllHooks(method, context, [make(method, context) for make in factories])
+
+        return wrap(handler, method, all_hooks)
 
 
 def behavior_of(handler: Handler) -> Callable[..., Any]:

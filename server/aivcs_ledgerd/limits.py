@@ -17,14 +17,13 @@ client that reaches it queues its calls silently instead of hearing why.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from aivcs.ledger.v1 import event_stream_pb2
 
-from aivcs_ledgerd.interceptors import CallHooks, Context, Handler, Method, peer_of, wrap
+from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
 
 _EVENT_STREAM = event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name
 UNARY_APPEND = f"/{_EVENT_STREAM}/AppendEvents"
@@ -42,7 +41,7 @@ class _Connection:
         return self.calls == 0 and self.holders == 0
 
 
-class ConnectionLimits(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ConnectionLimits(Hooks):
     """Counts calls and append batches per connection; 0 disables a limit."""
 
     def __init__(self, max_calls: int, max_inflight_appends: int) -> None:
@@ -50,15 +49,8 @@ class ConnectionLimits(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         self.max_appends = max_inflight_appends
         self._connections: dict[str, _Connection] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None or (self.max_calls == 0 and self.max_appends == 0):
-            return handler
-        return wrap(handler, Method.of(handler_call_details.method, handler), self._hooks)
+    def factory(self, method: Method) -> HooksFactory | None:
+        return None if self.max_calls == 0 and self.max_appends == 0 else self._hooks
 
     def connection(self, peer: str) -> _Connection:
         state = self._connections.get(peer)

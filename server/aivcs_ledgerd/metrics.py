@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 
 from aivcs_ledgerd import __version__
-from aivcs_ledgerd.interceptors import CallHooks, Context, Handler, Method, wrap
+from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 from aivcs_ledgerd.limits import STREAM_APPEND, UNARY_APPEND
 from aivcs_ledgerd.store import Database
 
@@ -154,21 +154,14 @@ class _Children:
     batch: Any | None
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class MetricsHooks(Hooks):
     """Counts, times and labels every RPC by its final status code."""
 
     def __init__(self, metrics: Metrics) -> None:
         self._metrics = metrics
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> Handler:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return handler
-        return wrap(handler, Method.of(handler_call_details.method, handler), self._hooks)
+    def factory(self, method: Method) -> HooksFactory | None:
+        return self._hooks
 
     def _hooks(self, method: Method, context: Context) -> CallHooks:
         return _Measured(self._metrics, method, context)

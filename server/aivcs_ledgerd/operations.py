@@ -5,10 +5,11 @@ credentials before it builds the server, and starts the side ports (metrics,
 plaintext health) once the server is up. Each concern lives in its own
 module; this one only puts them in order:
 
-    metrics -> call log -> authentication -> per-connection limits -> servicer
+    (metrics, call log, per-connection limits) -> authentication -> servicer
 
-Metrics and the call log are outermost so that they also see refusals made
-by the interceptors inside them.
+The first three run as one interceptor (one wrap per call), outside the
+token check so that they also see its refusals; the limits then also count
+calls that are about to be refused for want of a token, which end at once.
 """
 
 from __future__ import annotations
@@ -22,10 +23,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.calllog import CallLogInterceptor
+from aivcs_ledgerd.calllog import CallLog
 from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.interceptors import Hooks, HooksInterceptor
 from aivcs_ledgerd.limits import ConnectionLimits
-from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsInterceptor
+from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsHooks
 from aivcs_ledgerd.reconnect import DatabaseProbe
 from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
 from aivcs_ledgerd.store import Database
@@ -66,17 +68,17 @@ class Operations:
             tokens = load_tokens(settings.auth_token_file) if settings.auth_token_file is not None else None
         except SecurityError as error:
             raise OperationsError(str(error)) from error
-        interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+        hooks: list[Hooks] = []
         metrics = None
         if settings.metrics_listen is not None:
             metrics = Metrics()
             metrics.instrument(db)
-            interceptors.append(MetricsInterceptor(metrics))
-        interceptors.append(CallLogInterceptor())
+            hooks.append(MetricsHooks(metrics))
+        hooks.append(CallLog())
+        hooks.append(ConnectionLimits(settings.max_streams_per_connection, settings.max_inflight_appends))
+        interceptors: list[grpc.aio.ServerInterceptor] = [HooksInterceptor(hooks)]  # type: ignore[type-arg]
         if tokens is not None:
             interceptors.append(AuthInterceptor(tokens))
-        if settings.max_streams_per_connection or settings.max_inflight_appends:
-            interceptors.append(ConnectionLimits(settings.max_streams_per_connection, settings.max_inflight_appends))
         probe = DatabaseProbe(db)
         return cls(settings, db, interceptors, tls, probe, metrics)
 
