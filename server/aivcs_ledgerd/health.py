@@ -60,6 +60,12 @@ class HealthMonitor:
             healthy = False
             if self._serving is not False:
                 log.warning("database unavailable: %s", error or f"no answer within {self._interval:g}s")
+        except Exception:
+            # Whatever else the probe raises (a malformed answer, an SDK error) means the same:
+            # not serving. The monitor must outlive it, or health would freeze at its last value.
+            healthy = False
+            if self._serving is not False:
+                log.exception("database check failed unexpectedly")
         await self._publish(healthy)
         return healthy
 

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from aivcs_ledgerd.ledger.errors import InvalidArgument
+
 if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
     Context = grpc.aio.ServicerContext[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -128,6 +130,9 @@ class HooksInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     def __init__(self, sources: list[Hooks]) -> None:
         self._sources = sources
 
+    # It also makes every method's handler `tolerant`, so a request that does
+    # not parse is INVALID_ARGUMENT, never UNKNOWN.
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
@@ -137,11 +142,10 @@ class HooksInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if handler is None:
             return handler
         method = Method.of(handler_call_details.method, handler)
+        handler = tolerant(handler)
         factories = [f for f in (source.factory(method) for source in self._sources) if f is not None]
-        if not factories:
-            return handler
-        if len(factories) == 1:
-            return wrap(handler, method, factories[0])
+        if len(factories) <= 1:
+            return wrap(handler, method, factories[0] if factories else CallHooks)
 
         def all_hooks(method: Method, context: Context) -> CallHooks:
             return _AllHooks(method, context, [make(method, context) for make in factories])
@@ -173,6 +177,33 @@ def with_behavior(handler: Handler, behavior: Callable[..., Any]) -> Handler:
         request_deserializer=handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
+
+
+class Undecodable:
+    """Stands for a request message that did not parse (see `tolerant`)."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+
+
+def tolerant(handler: Handler) -> Handler:
+    """`handler` with a deserializer that hands over bytes it cannot parse as Undecodable.
+
+    gRPC answers a deserializer's exception with UNKNOWN; this lets `wrap`
+    answer INVALID_ARGUMENT instead, naming what was wrong.
+    """
+    deserialize = handler.request_deserializer
+    if deserialize is None:
+        return handler
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as error:
+            return Undecodable(f"not a valid request message ({type(error).__name__}: {error})")
+
+    factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
+    return factory(behavior_of(handler), request_deserializer=parse, response_serializer=handler.response_serializer)
 
 
 def refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
@@ -210,12 +241,16 @@ def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], Ca
 
     async def observed(requests: AsyncIterator[Any], call: CallHooks) -> AsyncIterator[Any]:
         async for message in requests:
+            if isinstance(message, Undecodable):
+                raise InvalidArgument("request", message.problem)  # the servicer answers INVALID_ARGUMENT
             await call.received(message)
             yield message
 
     async def argument(request: Any, call: CallHooks) -> Any:
         if request_streaming:
             return observed(request, call)
+        if isinstance(request, Undecodable):
+            await call.context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
         await call.received(request)
         return request
 

@@ -261,7 +261,7 @@ class Writers:
                 timestamp_ns = now if new.timestamp_ns is None else new.timestamp_ns
                 digest = event_digest(digest, last_seq, pending.kind_json, pending.payload_json, timestamp_ns)
                 plan.events.append(Event(run_id, last_seq, new.kind, new.payload, timestamp_ns, digest))
-                plan.rows.append(EventRow(last_seq, pending.kind_json, pending.payload_json, timestamp_ns, digest))
+                plan.rows.append(EventRow(last_seq, new.kind, new.payload, timestamp_ns, digest))
             if key is not None:
                 plan.appends[key] = StoredAppend(first, last_seq, batch.fingerprint)
             plan.answers.append((batch, AppendResult(first, last_seq)))

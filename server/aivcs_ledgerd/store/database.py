@@ -230,7 +230,11 @@ def _results(response: dict[str, Any]) -> list[Any]:
     """Each statement's result, or the first real error raised as a StoreError."""
     if response.get("error") is not None:
         raise QueryFailed(str(response["error"]))
-    statements: list[dict[str, Any]] = response.get("result") or []
+    statements = response.get("result")
+    if not isinstance(statements, list) or not statements:
+        # Every query has at least one statement: an answer without results
+        # confirms nothing, so a write behind it may or may not have happened.
+        raise StoreUnavailable(f"the database answered without statement results: {response!r:.200}")
     for statement in statements:
         if statement.get("status") == "OK":
             continue

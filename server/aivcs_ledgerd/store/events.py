@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from surrealdb import RecordID
 
@@ -26,11 +27,11 @@ class RunHead:
 
 @dataclass(frozen=True, slots=True)
 class EventRow:
-    """An event ready to store; `kind_json` and `payload_json` are JSON texts."""
+    """An event ready to store, with its seq and digest assigned."""
 
     seq: int
-    kind_json: bytes
-    payload_json: bytes
+    kind: str
+    payload: dict[str, Any]
     timestamp_ns: int
     digest: str
 
@@ -139,8 +140,9 @@ async def read_events(
 
 
 def _json_rows(events: list[EventRow]) -> str:
-    rows = b",".join(
-        b'[%d,%s,%s,%d,"%s"]' % (e.seq, e.kind_json, e.payload_json, e.timestamp_ns, e.digest.encode("ascii"))
-        for e in events
+    """The rows as one JSON text. Python writes a float as a float (5.0, 1e+18), so the engine keeps
+    payload numbers as the doubles they are in a Struct, and reads give back exactly what was written."""
+    return json.dumps(
+        [[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in events],
+        ensure_ascii=False, allow_nan=False, separators=(",", ":"),
     )
-    return (b"[" + rows + b"]").decode("utf-8")
