@@ -35,20 +35,6 @@ from bench.reliability import (
 KILLS = int(os.environ.get("AIVCS_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("AIVCS_CRASH_SEED", str(random.randrange(1_000_000))))
 
-# The embedded engine's bug below loses acknowledged appends after some SIGKILLs, so the random
-# campaign sees it now and then (about one CI-sized run in ten). When the deterministic test of it
-# passes (its strict xfail then fails), remove its mark and set this to False.
-KNOWN_TORN_WAL_BUG = True
-TORN_WAL_BUG = (
-    "surrealkv 0.21.4 (bundled in surrealdb-embedded 3.0.0b10): when an open repairs a torn last WAL "
-    "record (what a SIGKILL in the middle of a WAL write leaves), it replaces the WAL file but the "
-    "session keeps writing into the old, unlinked inode (/proc/<pid>/fd shows 'wal/...wal (deleted)'), "
-    "so every append acknowledged in that session is lost at the next kill. Workaround in the daemon: "
-    "open an embedded durable store, close it and open it again at start-up (a second open writes to "
-    "the repaired file); or an engine with the fix"
-)
-
-
 def explain(verdict: Verdict) -> str:
     fields = {k: v for k, v in vars(verdict).items() if k != "problems"}
     return f"seed {SEED}: {fields}\nproblems: {verdict.problems[:20]}"
@@ -63,11 +49,6 @@ def assert_intact(verdict: Verdict, every_batch_acknowledged: bool) -> None:
     }
     assert not any(broken.values()), explain(verdict)
     lost = {"lost": verdict.lost, "misplaced": verdict.misplaced, "replay_mismatches": verdict.replay_mismatches}
-    if any(lost.values()) and KNOWN_TORN_WAL_BUG:
-        # The losses of the engine bug are whole daemon sessions; anything else is not this bug.
-        assert len(verdict.lost_by_generation) <= 2, explain(verdict)
-        pytest.xfail(f"acknowledged appends lost ({lost}, by daemon generation {verdict.lost_by_generation}): "
-                     f"{TORN_WAL_BUG}")
     assert not any(lost.values()), explain(verdict)
     assert verdict.events_stored >= verdict.events_acknowledged > 0, explain(verdict)
     if every_batch_acknowledged:
@@ -128,12 +109,13 @@ def test_graceful_stop_during_heavy_ingestion_keeps_every_acknowledged_call(tmp_
             supervisor.stop(signal.SIGKILL)
 
 
-@pytest.mark.xfail(strict=True, reason=TORN_WAL_BUG)
 @pytest.mark.timeout(120)
 def test_appends_acknowledged_after_a_torn_wal_tail_was_repaired_survive_the_next_kill(tmp_path: Path) -> None:
     """A SIGKILL in the middle of a WAL write leaves a torn last record, simulated here by cutting the
     newest WAL file short by a few bytes. The next start drops that record (its transaction was
-    never acknowledged). Whatever that next daemon acknowledges must then survive the next SIGKILL."""
+    never acknowledged). Whatever that next daemon acknowledges must then survive the next SIGKILL.
+    SurrealKV 0.21.4 lost it (it went on writing into the replaced, unlinked WAL file) until the
+    daemon took to opening a durable store twice (store/database.py, _connect)."""
     supervisor = Supervisor(tmp_path, f"surrealkv://{tmp_path / 'ledger-data'}")
     run_id = "torn-wal"
 

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_SCHEMES = frozenset({"mem", "memory", "surrealkv", "file"})
 REMOTE_SCHEMES = frozenset({"ws", "wss", "http", "https"})
+REOPENED_SCHEMES = frozenset({"surrealkv"})  # see _connect
 THROW_PREFIX = "aivcs:"
 # Statuses that only echo an earlier statement's failure inside a transaction.
 _ECHO_KINDS = frozenset({"NotExecuted", "Cancelled"})
@@ -73,6 +74,14 @@ async def _connect(url: str, session: Session, round_trip_seconds: float) -> Any
     """An SDK connection, signed in when remote, on the session's namespace and database."""
     scheme = check_url(url)
     try:
+        if scheme in REOPENED_SCHEMES:
+            # SurrealKV 0.21.4 (in surrealdb-embedded 3.0.0b10), when an open repairs a torn last
+            # WAL record (what a SIGKILL mid-write leaves), replaces the WAL file but goes on
+            # writing into the old, unlinked one: that session's acknowledged writes are lost at
+            # the next crash. A second open writes to the repaired file, so open once and close.
+            first = AsyncSurreal(url)
+            await asyncio.wait_for(first.connect(), round_trip_seconds)
+            await asyncio.wait_for(first.close(), round_trip_seconds)
         connection = AsyncSurreal(url)
         await asyncio.wait_for(connection.connect(), round_trip_seconds)
         credentials = session.credentials
