@@ -263,11 +263,14 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
             item.timestamp.CopyFrom(draw(event_timestamps))
         return item
 
+    some_events = st.lists(event_inputs(), min_size=1, max_size=4)
     event_lists = st.one_of(
-        st.lists(event_inputs(), max_size=4),
+        some_events, some_events, some_events, some_events, some_events, some_events, st.just([]),
         st.sampled_from([1000, 1001]).map(lambda n: [event_pb2.EventInput(kind="k")] * n),
     )
-    run_ids = st.one_of(st.just(SCRATCH), st.just(SCRATCH), st.sampled_from([REF_DONE, *FINISHABLE[:5]]), texts())
+    seldom = st.one_of(st.none(), st.none(), st.none(), u64)  # expected_last_seq: set, it is nearly always stale
+    scratch = st.just(SCRATCH)
+    run_ids = st.one_of(scratch, scratch, scratch, st.sampled_from([REF_DONE, *FINISHABLE[:5]]), names())
     finishable_ids = st.one_of(st.sampled_from([*FINISHABLE, REF_DONE]), texts())
     readable_ids = st.one_of(st.sampled_from([REF_DONE, REF_LIVE, SCRATCH]), texts())
     agent_names = st.one_of(st.sampled_from(AGENTS), names())
@@ -293,9 +296,9 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
                            reason=maybe(texts())),
         "VerifyRun": build(rl.VerifyRunRequest, run_id=st.one_of(st.sampled_from([REF_DONE, REF_LIVE]), texts())),
         "AppendEvents": build(es.AppendEventsRequest, run_id=run_ids, events=event_lists,
-                              expected_last_seq=maybe(u64), idempotency_key=maybe(names())),
+                              expected_last_seq=seldom, idempotency_key=maybe(names())),
         "IngestEvents": st.lists(build(es.IngestEventsRequest, batch_id=u64, run_id=run_ids, events=event_lists,
-                                       expected_last_seq=maybe(u64), idempotency_key=maybe(names())),
+                                       expected_last_seq=seldom, idempotency_key=maybe(names())),
                                  min_size=1, max_size=4),
         "ReadEvents": build(
             es.ReadEventsRequest, run_id=readable_ids, from_seq=maybe(u64), to_seq=maybe(u64), limit=maybe(u64),
