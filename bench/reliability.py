@@ -793,6 +793,8 @@ class SoakFigures:
     fds_growth: int = 0
     fd_bound: int = 0
     daemon_alive: bool = True
+    broken_runs: dict[str, str] = field(default_factory=dict)  # runs whose VerifyRun failed, and why
+    verify_checks: int = 0  # runs checked at the end
 
     @property
     def forbidden(self) -> dict[str, int]:
@@ -801,6 +803,7 @@ class SoakFigures:
     @property
     def ok(self) -> bool:
         return (self.daemon_alive and not self.forbidden and not any("crashed" in k for k in self.failures)
+                and not self.broken_runs
                 and self.rss_growth_with_writes_mb <= self.rss_bound_with_writes_mb
                 and self.rss_growth_read_only_mb <= self.rss_bound_read_only_mb
                 and self.fds_growth <= self.fd_bound)
@@ -822,6 +825,7 @@ class _Traffic:
         self.serial = itertools.count()
         self.events_stored = 0
         self.read_only = threading.Event()  # writers idle while set
+        self.broken_runs: dict[str, str] = {}  # run_id -> why VerifyRun said the chain is broken
 
     def done(self) -> bool:
         return time.monotonic() >= self.deadline
@@ -926,7 +930,10 @@ class _Traffic:
                 self.call("GetRun", lambda r=get: connection.runs.GetRun(r, timeout=CALL_TIMEOUT))
             elif choice == 2:
                 verify = run_ledger_pb2.VerifyRunRequest(run_id=run_id)
-                self.call("VerifyRun", lambda r=verify: connection.runs.VerifyRun(r, timeout=60))
+                verdict = self.call("VerifyRun", lambda r=verify: connection.runs.VerifyRun(r, timeout=60))
+                if verdict is not None and not verdict.ok:
+                    with self.lock:
+                        self.broken_runs[run_id] = f"{verdict.reason} (seq {verdict.first_broken_seq})"
             elif choice == 3:
                 size = rng.randint(1, 50)
                 self.call("ListRuns", lambda n=size: _list_pages(connection, n))
@@ -1092,6 +1099,14 @@ def soak(
     figures.operations = sum(traffic.counts.values())
     figures.failures = dict(traffic.failures)
     _judge(figures, slack_mb, per_event_bytes, fd_bound)
+    # Every run the traffic wrote must still verify.
+    with _connection(target) as connection:
+        for run_id in traffic.active + traffic.finished:
+            verdict = connection.runs.VerifyRun(run_ledger_pb2.VerifyRunRequest(run_id=run_id), timeout=120)
+            figures.verify_checks += 1
+            if not verdict.ok:
+                traffic.broken_runs[run_id] = f"{verdict.reason} (seq {verdict.first_broken_seq})"
+    figures.broken_runs = dict(traffic.broken_runs)
     return figures
 
 
@@ -1248,6 +1263,8 @@ def _print_soak(figures: SoakFigures, exit_code: int) -> None:
     say(f"  fds after warm-up      {figures.fds_after_warmup} -> peak {figures.fds_peak} "
         f"(growth {figures.fds_growth}, bound {figures.fd_bound})")
     say(f"  daemon alive           {figures.daemon_alive}; SIGTERM exit code {exit_code}")
+    say(f"  runs whose chain broke {len(figures.broken_runs)} of {figures.verify_checks} checked "
+        f"{list(figures.broken_runs.items())[:3]}")
 
 
 if __name__ == "__main__":

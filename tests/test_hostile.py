@@ -218,9 +218,10 @@ def page_tokens(json_values: st.SearchStrategy[Any]) -> st.SearchStrategy[str]:
 def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]], dict[str, list[Any]]]:
     """A strategy per RPC, and explicit examples every run tries.
 
-    With `include_known_bugs` False, integral payload numbers beyond 2**53 are left out: they have a
-    focused test below that fails until their bug is fixed, and a property that trips over a known
-    bug at random would hide what else it checks. `python -m bench.reliability` includes them.
+    With `include_known_bugs` False, payload numbers are rounded to 6 significant digits, which the
+    engine's JSON parser reads back exactly: full-precision doubles have a focused test below that
+    fails until their bug is fixed (FLOAT_PRECISION_BUG), and a property that trips over a known bug
+    at random would hide what else it checks. `python -m bench.reliability` includes them.
     """
     known = include_known_bugs
     u64 = st.one_of(st.sampled_from(U64_EDGES), st.integers(0, U64_MAX))
@@ -230,14 +231,14 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
     valid_timestamps = st.builds(timestamp_pb2.Timestamp, seconds=st.integers(0, 4_000_000_000),
                                  nanos=st.integers(0, 999_999_999))
     event_timestamps = st.one_of(valid_timestamps, valid_timestamps, timestamps)
-    floats = st.one_of(st.floats(), st.sampled_from([math.nan, math.inf, -math.inf]))
-    if known:
-        floats = st.one_of(floats, st.sampled_from([2.0**53, 9.3e18, -9.2e18, 1.8e19]))
-    else:
-        floats = floats.filter(lambda f: not (f.is_integer() and 2.0**53 <= abs(f) < 2.0**64))
+
+    def exact(strategy: st.SearchStrategy[float]) -> st.SearchStrategy[float]:
+        return strategy if known else strategy.map(lambda f: float(f"{f:.6g}"))
+
+    floats = st.one_of(exact(st.floats()), st.sampled_from([math.nan, math.inf, -math.inf, 2.0**53, 9.3e18, -9.2e18]))
     scalars = st.one_of(
         st.none(), st.booleans(), st.sampled_from(FLOAT_EDGES),
-        st.floats(allow_nan=False, allow_infinity=False, min_value=-(2.0**53), max_value=2.0**53),
+        exact(st.floats(allow_nan=False, allow_infinity=False, min_value=-(2.0**53), max_value=2.0**53)),
         st.text(max_size=30), st.sampled_from(ODD_TEXT[:20]),
     )
     json_values = st.recursive(
@@ -597,15 +598,24 @@ def check_verified(h: Harness, request: rl.VerifyRunRequest, reply: rl.VerifyRun
     assert reply.ok, f"VerifyRun({request.run_id!r}): {reply.reason}"
 
 
+def assert_stored_as_sent(h: Harness, run_id: str, first: int, last: int, sent: Any) -> None:
+    """An acknowledged batch reads back at its seqs as it was sent, and the run's chain verifies."""
+    assert last - first + 1 == len(sent)
+    stored = [e for m in h.events.ReadEvents(es.ReadEventsRequest(run_id=run_id, from_seq=first, to_seq=last))
+              for e in m.events]
+    assert [e.seq for e in stored] == list(range(first, last + 1))
+    for event, got in zip(sent, stored, strict=True):
+        assert got.kind == event.kind
+        assert json_format.MessageToDict(got.payload) == json_format.MessageToDict(event.payload), (
+            f"seq {got.seq}: sent {short(event.payload)}, stored {short(got.payload)}"
+        )
+        if event.HasField("timestamp"):
+            assert got.timestamp == event.timestamp
+    assert_verifies(h, run_id)
+
+
 def check_appended(h: Harness, request: es.AppendEventsRequest, reply: es.AppendEventsResponse) -> None:
-    assert reply.last_seq - reply.first_seq + 1 == len(request.events)
-    stored = [e for m in h.events.ReadEvents(es.ReadEventsRequest(
-        run_id=request.run_id, from_seq=reply.first_seq, to_seq=reply.last_seq)) for e in m.events]
-    assert [e.seq for e in stored] == list(range(reply.first_seq, reply.last_seq + 1))
-    assert [e.kind for e in stored] == [e.kind for e in request.events]
-    for sent, got in zip(request.events, stored, strict=True):
-        if sent.HasField("timestamp"):
-            assert got.timestamp == sent.timestamp
+    assert_stored_as_sent(h, request.run_id, reply.first_seq, reply.last_seq, request.events)
 
 
 def check_ingested(h: Harness, requests: list[es.IngestEventsRequest], replies: list[es.IngestEventsResponse]) -> None:
@@ -615,7 +625,7 @@ def check_ingested(h: Harness, requests: list[es.IngestEventsRequest], replies: 
             code = next((c for c in Code if c.value[0] == reply.error.code), None)
             assert code in APPROPRIATE["IngestEvents"] - {Code.OK}, f"batch {short(request)} -> {reply.error}"
         else:
-            assert reply.last_seq - reply.first_seq + 1 == len(request.events)
+            assert_stored_as_sent(h, request.run_id, reply.first_seq, reply.last_seq, request.events)
 
 
 def check_read(h: Harness, request: es.ReadEventsRequest, events: list[event_pb2.Event]) -> None:
@@ -649,7 +659,8 @@ CI = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
                            HealthCheck.filter_too_much],
 )
-PROPERTIES = properties(CI, os.environ.get("AIVCS_HOSTILE_INCLUDE_KNOWN_BUGS") == "1")
+# Inputs behind a known bug (see `requests`) are left to their focused test unless asked for.
+PROPERTIES = properties(CI, include_known_bugs=os.environ.get("AIVCS_HOSTILE_INCLUDE_KNOWN_BUGS") == "1")
 
 
 @dataclass
@@ -760,7 +771,16 @@ def test_messages_at_the_size_limits(h: Harness) -> None:
     wide_payload.payload.update(wide(40_000))
     code, _, details = h.call("AppendEvents", es.AppendEventsRequest(run_id=SCRATCH, events=[wide_payload]))
     assert code == Code.OK, details
-    assert h.runs.VerifyRun(rl.VerifyRunRequest(run_id=SCRATCH), timeout=60).ok
+    assert_verifies(h, SCRATCH)
+
+
+def assert_verifies(h: Harness, run_id: str) -> None:
+    """VerifyRun holds; if not, the message shows the event where the chain breaks."""
+    verdict = h.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=60)
+    if not verdict.ok:
+        broken = [e for m in h.events.ReadEvents(es.ReadEventsRequest(
+            run_id=run_id, from_seq=verdict.first_broken_seq, to_seq=verdict.first_broken_seq)) for e in m.events]
+        raise AssertionError(f"{run_id}: {verdict.reason}; the event: {short(broken, 2000)}")
 
 
 OUT_OF_RANGE = {
@@ -850,6 +870,34 @@ def test_non_finite_numbers_are_invalid_argument(h: Harness, where: str, number:
         request.tags.update({"x": [1, {"y": number}]})
         code, _, details = h.call("CreateRun", request)
     assert code == Code.INVALID_ARGUMENT, f"{where} with {number} -> {code.name}: {details}"
+
+
+FLOAT_PRECISION_BUG = (
+    "surrealdb-core 3.2.4's encoding::json::decode parses about one full-precision double in ten one ulp "
+    "off (0.9937835237324099 -> 0.99378352373241, 9007199254740991.0 -> 9007199254740990.0); "
+    "store/events.py sends payloads through it (_json_rows, INSERT ... encoding::json::decode), so such "
+    "numbers are stored changed and VerifyRun reports the chain broken. Fix: keep the payload's JSON text "
+    "verbatim (a string column read back with json.loads) or send payloads as CBOR"
+)
+FULL_PRECISION = [
+    pytest.param(0.30000000000000004, id="0.30000000000000004"),
+    pytest.param(5e-324, id="5e-324"),
+    *(pytest.param(n, id=repr(n), marks=pytest.mark.xfail(strict=True, reason=FLOAT_PRECISION_BUG)) for n in (
+        0.9937835237324099, 0.044416720951494404, 912068.5437784989, 123456789.12345679, 4503599627370495.5,
+        9007199254740991.0, 5.0648043582861686e113, 2.5532447734070495e-147)),
+]
+
+
+@pytest.mark.parametrize("number", FULL_PRECISION)
+def test_full_precision_payload_numbers_read_back_exactly(h: Harness, number: float) -> None:
+    """Agents send computed doubles (scores, probabilities): each must be stored to the last bit."""
+    run_id = f"precision-{number!r}"
+    h.runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="hostile", run_id=run_id))
+    item = event_pb2.EventInput(kind="score")
+    item.payload.update({"score": number, "nested": [{"p": number}]})
+    code, reply, details = h.call("AppendEvents", es.AppendEventsRequest(run_id=run_id, events=[item]))
+    assert code == Code.OK, details
+    assert_stored_as_sent(h, run_id, reply.first_seq, reply.last_seq, [item])
 
 
 def test_zz_daemon_serving_and_reference_data_unchanged(module: Module) -> None:

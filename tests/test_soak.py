@@ -17,18 +17,39 @@ from __future__ import annotations
 
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from bench.reliability import FORBIDDEN, Supervisor, soak
+from bench.reliability import FORBIDDEN, SoakFigures, Supervisor, soak
 
 SECONDS = float(os.environ.get("AIVCS_SOAK_SECONDS", "20"))
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="samples /proc")
-@pytest.mark.timeout(int(SECONDS) + 240)
-def test_memory_and_file_descriptors_stay_flat_under_mixed_traffic(tmp_path: Path) -> None:
+FLOAT_PRECISION_BUG = (
+    "surrealdb-core 3.2.4's encoding::json::decode parses about one full-precision double in ten one ulp "
+    "off (0.9937835237324099 -> 0.99378352373241); store/events.py sends payloads through it "
+    "(_json_rows, INSERT ... encoding::json::decode), so such numbers are stored changed and VerifyRun "
+    "reports the run's chain broken. Fix: keep the payload's JSON text verbatim (a string column read back "
+    "with json.loads) or send payloads as CBOR"
+)
+
+
+@dataclass
+class Soaked:
+    figures: SoakFigures
+    exit_code: int
+
+    def shown(self) -> dict[str, object]:
+        return {k: v for k, v in vars(self.figures).items() if k != "samples"} | {"exit_code": self.exit_code}
+
+
+@pytest.fixture(scope="module")
+def soaked(tmp_path_factory: pytest.TempPathFactory) -> Soaked:
+    if not Path("/proc/self/status").exists():
+        pytest.skip("samples /proc")
+    tmp_path = tmp_path_factory.mktemp("soak")
     supervisor = Supervisor(tmp_path, f"surrealkv://{tmp_path / 'ledger-data'}")
     target = supervisor.start()
     assert supervisor.process is not None
@@ -36,9 +57,14 @@ def test_memory_and_file_descriptors_stay_flat_under_mixed_traffic(tmp_path: Pat
         figures = soak(target, supervisor.process.pid, SECONDS, seed=7)
     finally:
         exit_code = supervisor.stop(signal.SIGTERM)
-    shown = {k: v for k, v in vars(figures).items() if k != "samples"}
+    return Soaked(figures, exit_code)
+
+
+@pytest.mark.timeout(int(SECONDS) + 300)
+def test_memory_and_file_descriptors_stay_flat_under_mixed_traffic(soaked: Soaked) -> None:
+    figures, shown = soaked.figures, soaked.shown()
     assert figures.daemon_alive, shown
-    assert exit_code == 0, shown
+    assert soaked.exit_code == 0, shown
     assert not figures.forbidden, shown
     assert not any("crashed" in key for key in figures.failures), shown
     for operation in ("CreateRun", "AppendEvents", "IngestEvents", "ReadEvents", "SubscribeEvents", "CompleteRun",
@@ -50,3 +76,11 @@ def test_memory_and_file_descriptors_stay_flat_under_mixed_traffic(tmp_path: Pat
     assert figures.rss_growth_read_only_mb <= figures.rss_bound_read_only_mb, shown
     assert figures.fds_growth <= figures.fd_bound, shown
     assert {code.name for code in FORBIDDEN}.isdisjoint(k.split()[-1] for k in figures.failures), shown
+
+
+@pytest.mark.xfail(strict=True, reason=FLOAT_PRECISION_BUG)
+@pytest.mark.timeout(int(SECONDS) + 300)
+def test_every_run_the_soak_wrote_still_verifies(soaked: Soaked) -> None:
+    """The soak's payloads carry computed scores (full-precision doubles); every run must verify."""
+    assert soaked.figures.verify_checks > 0
+    assert not soaked.figures.broken_runs, soaked.figures.broken_runs
