@@ -220,7 +220,8 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
 
     With `include_known_bugs` False, payload numbers are rounded to 6 significant digits, which the
     engine's JSON parser reads back exactly: full-precision doubles have a focused test below that
-    fails until their bug is fixed (FLOAT_PRECISION_BUG), and a property that trips over a known bug
+    covers them (stored an ulp off while payloads went through the engine's JSON decoder), and a
+    property that trips over a known bug
     at random would hide what else it checks. `python -m bench.reliability` includes them.
     """
     known = include_known_bugs
@@ -872,17 +873,11 @@ def test_non_finite_numbers_are_invalid_argument(h: Harness, where: str, number:
     assert code == Code.INVALID_ARGUMENT, f"{where} with {number} -> {code.name}: {details}"
 
 
-FLOAT_PRECISION_BUG = (
-    "surrealdb-core 3.2.4's encoding::json::decode parses about one full-precision double in ten one ulp "
-    "off (0.9937835237324099 -> 0.99378352373241, 9007199254740991.0 -> 9007199254740990.0); "
-    "store/events.py sends payloads through it (_json_rows, INSERT ... encoding::json::decode), so such "
-    "numbers are stored changed and VerifyRun reports the chain broken. Fix: keep the payload's JSON text "
-    "verbatim (a string column read back with json.loads) or send payloads as CBOR"
-)
 FULL_PRECISION = [
     pytest.param(0.30000000000000004, id="0.30000000000000004"),
     pytest.param(5e-324, id="5e-324"),
-    *(pytest.param(n, id=repr(n), marks=pytest.mark.xfail(strict=True, reason=FLOAT_PRECISION_BUG)) for n in (
+    # encoding::json::decode (SurrealDB 3.2.4) misread these by an ulp; payloads now travel as CBOR.
+    *(pytest.param(n, id=repr(n)) for n in (
         0.9937835237324099, 0.044416720951494404, 912068.5437784989, 123456789.12345679, 4503599627370495.5,
         9007199254740991.0, 5.0648043582861686e113, 2.5532447734070495e-147)),
 ]

@@ -14,6 +14,7 @@ from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
+from aivcs_ledgerd.store.runs import nulls_to_surreal
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,11 @@ async def append(
 
     `session` must hold the run's lock (`run_key`).
 
-    The events travel as one JSON text that the engine decodes: the SDK's
-    pure-Python CBOR encoder would otherwise cost more than the write itself.
+    The events travel as SDK values (CBOR), not as JSON text for the engine
+    to decode: encoding::json::decode in SurrealDB 3.2.4 misreads about one
+    full-precision double in ten by an ulp, which would change an
+    acknowledged payload and break its hash chain. JSON null becomes NULL,
+    not NONE, so the field is kept.
 
     The transaction re-checks that the run is RUNNING and still at
     `base_seq`, for daemons sharing a remote database; it raises
@@ -86,7 +90,7 @@ async def append(
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal' };
     IF $run.total_events != $base { THROW 'aivcs:moved' };
-    INSERT INTO run_events encoding::json::decode($events).map(|$e| {
+    INSERT INTO run_events $events.map(|$e| {
         id: type::record('run_events', [$run_id, $e[0]]),
         run_id: $run_id,
         seq: $e[0],
@@ -103,7 +107,7 @@ async def append(
     variables = {
         "run_id": run_id,
         "base": base_seq,
-        "events": _json_rows(events),
+        "events": [[e.seq, e.kind, nulls_to_surreal(e.payload), e.timestamp_ns, e.digest] for e in events],
         "appends": [
             {
                 "id": RecordID("run_appends", [run_id, key]),
@@ -137,12 +141,3 @@ async def read_events(
     [text] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
     events = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
     return events, len(text)
-
-
-def _json_rows(events: list[EventRow]) -> str:
-    """The rows as one JSON text. Python writes a float as a float (5.0, 1e+18), so the engine keeps
-    payload numbers as the doubles they are in a Struct, and reads give back exactly what was written."""
-    return json.dumps(
-        [[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in events],
-        ensure_ascii=False, allow_nan=False, separators=(",", ":"),
-    )
