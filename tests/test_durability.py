@@ -173,6 +173,7 @@ TAMPERINGS: dict[str, tuple[str, int]] = {
     "missing": ("DELETE type::record('run_events', [$r, 7])", 7),
     "head": ("UPDATE type::record('runs', $r) SET events_digest = $fake", 11),
     "count": ("UPDATE type::record('runs', $r) SET total_events = 9", 10),
+    "short": ("UPDATE type::record('runs', $r) SET total_events = 12", 11),
 }
 
 

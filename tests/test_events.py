@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -512,3 +513,27 @@ def test_verify_holds_for_a_finished_run(runs: RunLedgerStub, events: EventStrea
     assert (verdict.ok, verdict.verified_events) == (True, 20)
     run = runs.GetRun(rl.GetRunRequest(run_id=run_id)).run
     assert run.status == run_pb2.RUN_STATUS_COMPLETED and verdict.events_digest == run.events_digest
+
+
+def test_verify_holds_for_a_run_that_takes_events_meanwhile(runs: RunLedgerStub, events: EventStreamStub) -> None:
+    """VerifyRun checks the run as of its head when called: appends landing meanwhile are not a break."""
+    run_id = new_run(runs)
+    append(events, run_id, [event(payload={"i": i, "pad": "x" * 2000}) for i in range(600)])
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            append(events, run_id, [event(payload={"more": i}) for i in range(5)])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        verdicts = [runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id)) for _ in range(15)]
+    finally:
+        stop.set()
+        thread.join()
+    assert [(v.ok, v.reason) for v in verdicts] == [(True, "")] * len(verdicts)
+    counts = [v.verified_events for v in verdicts]
+    assert counts == sorted(counts) and counts[-1] > counts[0] >= 600, counts
+    total = runs.GetRun(rl.GetRunRequest(run_id=run_id)).run.total_events
+    assert runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id)).verified_events == total

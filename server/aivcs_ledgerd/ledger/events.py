@@ -16,7 +16,7 @@ from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
-from aivcs_ledgerd.store.events import read_events
+from aivcs_ledgerd.store.events import first_seq_after, read_events
 from aivcs_ledgerd.store.runs import get_run
 
 # A reader holds one window of storage at a time, sized to about WINDOW_BYTES
@@ -158,13 +158,19 @@ class Events:
                     next_seq = fresh[-1].seq + 1
 
     async def verify(self, run_id: str) -> Verdict:
-        """Recompute the hash chain from storage; report the first break."""
+        """Recompute the hash chain from storage as of the run's head when called; report the first break.
+
+        Events appended while the call runs are not checked, but one stored
+        beyond the head the run records afterwards is reported: an append
+        writes its events and the head in one transaction, so no consistent
+        state has events past total_events.
+        """
         validation.identifier("run_id", run_id)
         run = await get_run(self._db, run_id)
         if run is None:
             raise NotFound(f"run_id: no run {run_id!r}")
         digest, expected_seq = "", 1
-        async for window in self.read(run_id):
+        async for window in self._scan(run_id, 1, run.total_events, self._window()):
             for event in window:
                 if event.seq != expected_seq:
                     return Verdict(False, expected_seq - 1, digest, expected_seq, f"event {expected_seq} is missing")
@@ -177,8 +183,14 @@ class Events:
                 digest, expected_seq = recomputed, expected_seq + 1
         verified = expected_seq - 1
         if verified != run.total_events:
-            return Verdict(False, verified, digest, verified + 1,
-                           f"the run records {run.total_events} events but {verified} are stored")
+            return Verdict(False, verified, digest, verified + 1, f"event {verified + 1} is missing")
+        beyond = await first_seq_after(self._db, run_id, verified)
+        if beyond is not None:
+            now = await get_run(self._db, run_id)  # read after the probe: a later head covers `beyond`
+            if now is None or now.total_events < beyond:
+                recorded = run.total_events if now is None else now.total_events
+                return Verdict(False, verified, digest, verified + 1,
+                               f"event {beyond} is stored but the run records {recorded} events")
         if digest != run.events_digest:
             return Verdict(False, verified, digest, verified + 1,
                            "the run's events_digest does not match the last event's digest")

@@ -16,6 +16,8 @@ from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
 from aivcs_ledgerd.store.runs import nulls_to_surreal
 
+MAX_SEQ = 2**63 - 1  # SurrealDB's largest integer
+
 
 @dataclass(frozen=True, slots=True)
 class RunHead:
@@ -141,3 +143,12 @@ async def read_events(
     [text] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
     events = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
     return events, len(text)
+
+
+async def first_seq_after(db: Queries, run_id: str, seq: int) -> int | None:
+    """The lowest stored seq of the run above `seq`, if any."""
+    [found] = await db.query(
+        "SELECT VALUE seq FROM run_events:[$run_id, $first]..=[$run_id, $last] LIMIT 1;",
+        {"run_id": run_id, "first": seq + 1, "last": MAX_SEQ},
+    )
+    return found[0] if found else None

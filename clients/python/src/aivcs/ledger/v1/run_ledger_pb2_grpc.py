@@ -131,6 +131,9 @@ class RunLedgerServicer:
     def VerifyRun(self, request, context):
         """Recomputes the run's hash chain from storage (see Event.digest) and
         reports whether it holds and, if not, the first seq where it breaks.
+        Checks the run as of its head when the call starts, so it may be called
+        while events are appended; an event stored beyond the head the run
+        records is reported as a break.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

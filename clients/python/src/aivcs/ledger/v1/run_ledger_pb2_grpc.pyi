@@ -62,6 +62,9 @@ class RunLedgerStub:
     VerifyRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.VerifyRunRequest, _run_ledger_pb2.VerifyRunResponse]
     """Recomputes the run's hash chain from storage (see Event.digest) and
     reports whether it holds and, if not, the first seq where it breaks.
+    Checks the run as of its head when the call starts, so it may be called
+    while events are appended; an event stored beyond the head the run
+    records is reported as a break.
     """
 
 @_typing.type_check_only
@@ -98,6 +101,9 @@ class RunLedgerAsyncStub(RunLedgerStub):
     VerifyRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.VerifyRunRequest, _run_ledger_pb2.VerifyRunResponse]  # type: ignore[assignment]
     """Recomputes the run's hash chain from storage (see Event.digest) and
     reports whether it holds and, if not, the first seq where it breaks.
+    Checks the run as of its head when the call starts, so it may be called
+    while events are appended; an event stored beyond the head the run
+    records is reported as a break.
     """
 
 class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
@@ -173,6 +179,9 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_run_ledger_pb2.VerifyRunResponse, _abc.Awaitable[_run_ledger_pb2.VerifyRunResponse]]:
         """Recomputes the run's hash chain from storage (see Event.digest) and
         reports whether it holds and, if not, the first seq where it breaks.
+        Checks the run as of its head when the call starts, so it may be called
+        while events are appended; an event stored beyond the head the run
+        records is reported as a break.
         """
 
 def add_RunLedgerServicer_to_server(servicer: RunLedgerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
