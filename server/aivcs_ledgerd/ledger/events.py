@@ -106,15 +106,37 @@ class Events:
     async def _scan(
         self, run_id: str, first: int, last: int, span: _Window, kinds: list[str] | None = None
     ) -> AsyncIterator[list[Event]]:
-        """Stored events first..last (of `kinds`), in non-empty windows; see WINDOW_BYTES."""
+        """Stored events first..last (of `kinds`), in non-empty windows; see WINDOW_BYTES.
+
+        The next window is read while the caller handles this one: the
+        engine runs on its own threads, so storage and conversion overlap.
+        At most two windows are held at a time.
+        """
+        ahead: tuple[asyncio.Future[tuple[list[Event], int]], int] | None = None
         seq = first
-        while seq <= last:
-            end = min(seq + span.span - 1, last)
-            window, size = await read_events(self._db, run_id, seq, end, kinds)
-            span.observe(len(window), size)
-            if window:
-                yield window
-            seq = end + 1
+        try:
+            while seq <= last:
+                if ahead is None:
+                    ahead = self._read_ahead(run_id, seq, span, last, kinds)
+                reading, end = ahead
+                window, size = await reading
+                span.observe(len(window), size)
+                seq = end + 1
+                ahead = self._read_ahead(run_id, seq, span, last, kinds) if seq <= last else None
+                if window:
+                    yield window
+        finally:
+            if ahead is not None:
+                ahead[0].cancel()
+
+    def _read_ahead(
+        self, run_id: str, first: int, span: _Window, last: int, kinds: list[str] | None
+    ) -> tuple[asyncio.Future[tuple[list[Event], int]], int]:
+        """Start reading the next window from `first` now; a failure nobody waits for is not logged."""
+        end = min(first + span.span - 1, last)
+        future = asyncio.ensure_future(read_events(self._db, run_id, first, end, kinds))
+        future.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+        return future, end
 
     async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:
         """Stored events from from_seq, then live ones, until the run is terminal.
@@ -198,3 +220,4 @@ class Events:
 
     async def close(self) -> None:
         await self.writers.close()
+
