@@ -54,10 +54,15 @@ def start_daemon(
     extra: Sequence[str] = (),
     env: dict[str, str] | None = None,
     timeout: float = 30,
+    launcher: Sequence[str] = (),
 ) -> DaemonProcess:
-    """Start the daemon and wait until its health check says SERVING."""
+    """Start the daemon and wait until its health check says SERVING.
+
+    `launcher` is a command line the daemon's is appended to, and which must
+    exec it in the same process (e.g. `unshare` around a mount).
+    """
     log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
-    args = [sys.executable, "-m", "aivcs_ledgerd", "--listen", "127.0.0.1:0", "--db", db, *extra]
+    args = [*launcher, sys.executable, "-m", "aivcs_ledgerd", "--listen", "127.0.0.1:0", "--db", db, *extra]
     full_env = {**os.environ, **(env or {})}
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=full_env)

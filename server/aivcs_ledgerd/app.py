@@ -12,6 +12,7 @@ from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_p
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.ledger import Ledger
@@ -43,6 +44,7 @@ class Daemon:
     health: HealthMonitor
     port: int
     ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
+    checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
@@ -51,6 +53,8 @@ class Daemon:
         self.ledger.begin_drain()
         await self.server.stop(self.settings.grace_period)
         await self.ledger.close()
+        if self.checkpointer is not None:
+            await self.checkpointer.stop()
         if self.ops is not None:
             await self.ops.stop()
         await self.db.close()
@@ -104,11 +108,16 @@ async def start(settings: Settings) -> Daemon:
             await health.drain()
             await server.stop(None)
             raise StartupError(str(error)) from error
+        checkpointer = None
+        if settings.checkpoint_wal_mb > 0 and db.wal_folder is not None:
+            observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
+            checkpointer = Checkpointer(db, settings.checkpoint_wal_mb << 20, observe=observe)
+            checkpointer.start()
     except BaseException:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer)
 
 
 async def run(settings: Settings) -> None:

@@ -96,6 +96,11 @@ def check_listen(address: str, flag: str = "--listen") -> None:
               type=click.IntRange(min=0),
               help="Append batches one connection may have awaiting their seqs; more AppendEvents calls are "
                    "RESOURCE_EXHAUSTED, IngestEvents streams are slowed. 0: no limit.")
+@click.option("--checkpoint-wal-mb", envvar=ENV + "CHECKPOINT_WAL_MB", default=48, show_envvar=True,
+              type=click.IntRange(min=0),
+              help="surrealkv:// and file:// only: close and reopen the engine, which writes its memtable to "
+                   "disk, once its write-ahead log holds this many MB or has rotated. Keeps the engine from "
+                   "stalling and bounds memory and restart time (see README). 0: never.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -105,7 +110,7 @@ def command(
     db_user_file: Path | None = None, health_interval: float = 2.0, health_listen: str | None = None,
     metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
-    max_streams_per_connection: int = 256, max_inflight_appends: int = 1024,
+    max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
@@ -134,6 +139,7 @@ def command(
         health_interval=health_interval, health_listen=health_listen, metrics_listen=metrics_listen,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
+        checkpoint_wal_mb=checkpoint_wal_mb,
     )
     try:
         asyncio.run(run(settings))

@@ -89,6 +89,12 @@ class Metrics:
                                  "Database round trips that failed (error = exception class) "
                                  "or statements the database failed (error = its kind).",
                                  ["error"], registry=registry)
+        self.checkpoints = Counter("aivcs_ledger_db_checkpoints",
+                                   "Closes and reopens of the embedded engine that flush its memtable, by outcome.",
+                                   ["outcome"], registry=registry)
+        self.checkpoint_seconds = Histogram("aivcs_ledger_db_checkpoint_seconds",
+                                            "How long a checkpoint held every database call.",
+                                            buckets=DB_BUCKETS, registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -98,6 +104,10 @@ class Metrics:
         """Read these gauges from the daemon whenever Prometheus scrapes."""
         self.active_runs.set_function(lambda: float(active_runs()))
         self.serving.set_function(lambda: 1.0 if serving() else 0.0)
+
+    def observe_checkpoint(self, outcome: str, seconds: float) -> None:
+        self.checkpoints.labels(outcome).inc()
+        self.checkpoint_seconds.observe(seconds)
 
     def children(self, method: Method) -> _Children:
         found = self._children.get(method.path)
