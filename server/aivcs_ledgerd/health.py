@@ -56,10 +56,17 @@ class HealthMonitor:
         try:
             await asyncio.wait_for(self._probe(), timeout=self._interval)
             healthy = True
-        except (StoreError, TimeoutError) as error:
+        except TimeoutError:
+            if self._db.checkpointing:
+                # A checkpoint holds every call for a moment (checkpoint.py): not an outage.
+                return self.serving
             healthy = False
             if self._serving is not False:
-                log.warning("database unavailable: %s", error or f"no answer within {self._interval:g}s")
+                log.warning("database unavailable: no answer within %gs", self._interval)
+        except StoreError as error:
+            healthy = False
+            if self._serving is not False:
+                log.warning("database unavailable: %s", error)
         except Exception:
             # Whatever else the probe raises (a malformed answer, an SDK error) means the same:
             # not serving. The monitor must outlive it, or health would freeze at its last value.

@@ -146,6 +146,11 @@ class Database:
             await self._connection.close()
 
     @property
+    def checkpointing(self) -> bool:
+        """True while a checkpoint holds every call (see checkpoint())."""
+        return self._gate.shut_now
+
+    @property
     def wal_folder(self) -> Path | None:
         """Where a durable embedded engine keeps its write-ahead log; None for other engines."""
         parts = urlsplit(self.url)

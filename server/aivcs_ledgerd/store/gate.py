@@ -25,6 +25,10 @@ class Gate:
     def inside(self) -> int:
         return self._inside
 
+    @property
+    def shut_now(self) -> bool:
+        return not self._open.is_set()
+
     @asynccontextmanager
     async def passage(self) -> AsyncIterator[None]:
         """Wait while the gate is shut, then stay inside for the block."""
