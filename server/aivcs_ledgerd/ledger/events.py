@@ -220,4 +220,3 @@ class Events:
 
     async def close(self) -> None:
         await self.writers.close()
-
