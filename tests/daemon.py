@@ -84,6 +84,14 @@ def start_daemon(
     return daemon
 
 
+def assert_serving(daemon: DaemonProcess) -> None:
+    """The daemon is still running and its health check says SERVING."""
+    assert daemon.process.poll() is None, daemon.log()
+    with daemon.channel() as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def wait_serving(target: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     with grpc.insecure_channel(target) as channel:

@@ -25,10 +25,9 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from google.protobuf import timestamp_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.flood_memory import run_flood
-from tests.daemon import DaemonProcess, start_daemon
+from tests.daemon import DaemonProcess, assert_serving, start_daemon
 
 Code = grpc.StatusCode
 SPEC = hashlib.sha256(b"issue 4: streaming").hexdigest()
@@ -94,13 +93,6 @@ def stored(events: EventStreamStub, run_id: str) -> list[tuple[int, str]]:
 def total_events(runs: RunLedgerStub, run_id: str) -> int:
     count: int = runs.GetRun(rl.GetRunRequest(run_id=run_id)).run.total_events
     return count
-
-
-def assert_serving(daemon: DaemonProcess) -> None:
-    assert daemon.process.poll() is None, daemon.log()
-    with daemon.channel() as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def assert_ranges_hold_their_batches(

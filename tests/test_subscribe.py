@@ -25,9 +25,8 @@ from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.daemon import DaemonProcess, start_daemon
+from tests.daemon import DaemonProcess, assert_serving, start_daemon
 
 Code = grpc.StatusCode
 SPEC = hashlib.sha256(b"issue 4: subscriptions").hexdigest()
@@ -417,13 +416,6 @@ def test_stalled_subscribers_do_not_make_the_daemon_hold_their_whole_read_window
 
 
 # --- deadlines and cancellation ------------------------------------------------------------------------------
-
-
-def assert_serving(daemon: DaemonProcess) -> None:
-    assert daemon.process.poll() is None, daemon.log()
-    with daemon.channel() as channel:
-        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-    assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_subscription_past_its_deadline_ends_with_deadline_exceeded(
