@@ -125,13 +125,14 @@ class _AllHooks(CallHooks):
 
 
 class HooksInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Runs the CallHooks of every source that applies to a method, outermost first."""
+    """Runs the CallHooks of every source that applies to a method, outermost first.
+
+    It also makes every method's handler `tolerant`, so a request that does
+    not parse is INVALID_ARGUMENT, never UNKNOWN.
+    """
 
     def __init__(self, sources: list[Hooks]) -> None:
         self._sources = sources
-
-    # It also makes every method's handler `tolerant`, so a request that does
-    # not parse is INVALID_ARGUMENT, never UNKNOWN.
 
     async def intercept_service(
         self,

@@ -170,7 +170,7 @@ class Database:
         timeout (nothing is closed then) or when the reopen fails (every
         call then fails with StoreUnavailable until a checkpoint succeeds).
         """
-        if check_url(self.url) not in SURREALKV_SCHEMES:
+        if self.wal_folder is None:
             raise ValueError(f"checkpoint() is for durable embedded engines, not {self.url}")
         try:
             async with self._gate.shut(self.timeout):
