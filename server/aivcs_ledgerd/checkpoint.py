@@ -7,6 +7,12 @@ is full it rotates into a new one, and at the second rotation every write
 waits for a flush that never comes: the daemon would hang with its data
 intact. Closing the engine flushes it (Database.checkpoint).
 
+Memory the engine frees (a checkpoint's memtable, a compaction's buffers)
+stays in glibc's malloc arenas unless handed back, so the daemon's RSS
+would keep its high-water mark; every check therefore also trims the heap
+(heap.trim: milliseconds when there is much to return, microseconds when
+not).
+
 So every `interval` seconds this reads the size of the engine's write-ahead
 log, which tracks the memtable, and checkpoints when it passes
 `wal_bytes`, or at once when the log has rotated (more than one file).
@@ -24,6 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from aivcs_ledgerd import heap
 from aivcs_ledgerd.store import Database, StoreError
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,7 @@ def wal_size(folder: Path) -> tuple[int, int]:
 
 
 class Checkpointer:
-    """Checkpoints `db` when its write-ahead log passes `wal_bytes` or has rotated."""
+    """Checkpoints `db` when its write-ahead log passes `wal_bytes` or has rotated; trims the heap."""
 
     def __init__(
         self,
@@ -110,6 +117,7 @@ class Checkpointer:
                 await self.check()
             except Exception:
                 log.exception("database checkpoint check failed unexpectedly")
+            await asyncio.to_thread(heap.trim)
 
     def _report(self, outcome: str, began: float) -> float:
         seconds = time.perf_counter() - began

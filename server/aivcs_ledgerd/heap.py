@@ -1,0 +1,41 @@
+"""Hands memory the engine has freed back to the operating system.
+
+The embedded engine allocates through glibc's malloc from many threads,
+so glibc keeps many arenas, and it keeps what they free for reuse instead
+of returning it. After a checkpoint closes the engine (its memtable and
+caches freed), the daemon's RSS would stay at its high-water mark:
+measured, +262 MB over 300,000 events with a checkpoint every 50,000, and
++25 MB when each checkpoint is followed by `malloc_trim(0)`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(name).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS): nothing to call
+        return None
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def available() -> bool:
+    """Whether this C library can return freed memory on request (glibc can)."""
+    return _TRIM is not None
+
+
+def trim() -> bool:
+    """Return free memory of every malloc arena to the OS; whether any was returned.
+
+    Blocks for a few milliseconds per hundred MB freed; ctypes releases the
+    GIL for the call, so run it in a worker thread.
+    """
+    return _TRIM is not None and _TRIM(0) == 1
