@@ -38,6 +38,7 @@ class _Window:
         fitting = self.span * WINDOW_BYTES // max(size, 1) if count else MAX_WINDOW
         self.span = max(1, min(fitting, self.span * 4, MAX_WINDOW))
 POLL_SECONDS = 1.0  # a live follower re-checks storage this often when idle
+READ_AHEAD_TURNS = 2  # loop turns until a read-ahead query is with the engine (see _scan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +123,15 @@ class Events:
                 window, size = await reading
                 span.observe(len(window), size)
                 seq = end + 1
-                ahead = self._read_ahead(run_id, seq, span, last, kinds) if seq <= last else None
+                ahead = None
+                if seq <= last:
+                    ahead = self._read_ahead(run_id, seq, span, last, kinds)
+                    # A task starts only when the loop turns: the read's task on the first
+                    # turn, Database.query's call task (which hands the query to the engine)
+                    # on the second. Without them the engine would not start reading before
+                    # the caller has converted the whole window.
+                    for _turn in range(READ_AHEAD_TURNS):
+                        await asyncio.sleep(0)
                 if window:
                     yield window
         finally:
