@@ -8,14 +8,15 @@ size, and the daemon's range query over record ids, 1000 seqs per query.
 One transaction or query at a time, as the daemon's per-run writer and
 reader issue them.
 
-Two ways to hand rows to the engine are measured, each on a fresh
-database, and the faster is the ceiling: "sdk", the SDK's own values
-(encoded by its pure-Python CBOR codec), and "json", the rows as one JSON
-text that the engine decodes (and, for reads, one JSON text decoded with
-the C `json` module), which is how store/events.py talks to the engine
-since commit 2f8f375. Batches (SDK values or JSON text) are built before
-the clock starts; encoding by the SDK and decoding of what is read are
-timed, since every reader pays them. Left out on purpose: the daemon's
+Three ways to hand rows to the engine are measured, each on a fresh
+database, and the fastest is the ceiling: "sdk", the SDK's own values
+(encoded by its pure-Python CBOR codec); "json", the rows as one JSON
+text that the engine decodes (for reads, one JSON text decoded with the C
+`json` module, as store/events.py reads); and "cbor", the rows as one
+CBOR byte string the engine decodes (as store/events.py writes; for
+reads, decoded with cbor2). Batches (SDK values, JSON text, CBOR bytes)
+are built before the clock starts; encoding by the SDK and decoding of
+what is read are timed, since every reader pays them. Left out on purpose: the daemon's
 in-transaction guards (status and last-seq re-check, idempotency keys),
 hash chaining and proto conversion, which are costs of the daemon.
 """
@@ -26,10 +27,12 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
 from surrealdb import AsyncSurreal, RecordID
 
 from aivcs_ledgerd.model import Evaluation, Run, RunStatus
@@ -43,19 +46,21 @@ from bench.stats import Rate
 UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
 INSERT = {
     "sdk": f"BEGIN TRANSACTION; INSERT INTO run_events $events RETURN NONE; {UPDATE_RUN} COMMIT TRANSACTION;",
-    "json": f"""BEGIN TRANSACTION;
-    INSERT INTO run_events encoding::json::decode($events).map(|$e| {{
+    **{encoding: f"""BEGIN TRANSACTION;
+    INSERT INTO run_events encoding::{encoding}::decode($events).map(|$e| {{
         id: type::record('run_events', [$run_id, $e[0]]), run_id: $run_id, seq: $e[0], kind: $e[1], payload: $e[2],
         timestamp: time::from_nanos($e[3]), timestamp_ns: $e[3], digest: $e[4],
     }}) RETURN NONE;
     {UPDATE_RUN}
-    COMMIT TRANSACTION;""",
+    COMMIT TRANSACTION;""" for encoding in ("json", "cbor")},
 }
 RANGE = "run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]"
 READ = {
     "sdk": f"SELECT seq, kind, payload, timestamp_ns, digest FROM {RANGE};",
-    "json": f"RETURN encoding::json::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] FROM {RANGE}));",
+    **{encoding: f"RETURN encoding::{encoding}::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
+                 f"FROM {RANGE}));" for encoding in ("json", "cbor")},
 }
+DECODE: dict[str, Callable[[Any], Any]] = {"sdk": lambda rows: rows, "json": json.loads, "cbor": cbor2.loads}
 READ_WINDOW = 1000
 RUN_ID = "engine-ceiling"
 
@@ -92,8 +97,8 @@ def _batches(encoding: str, events: int, batch: int) -> list[dict[str, Any]]:
                 "digest": _digest(seq),
             } for seq in seqs]
         else:
-            rows = json.dumps([[seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)] for seq in seqs],
-                              separators=(",", ":"))
+            plain = [[seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)] for seq in seqs]
+            rows = json.dumps(plain, separators=(",", ":")) if encoding == "json" else cbor2.dumps(plain)
         out.append({"run_id": RUN_ID, "events": rows, "last": seqs[-1], "digest": _digest(seqs[-1])})
     return out
 
@@ -148,8 +153,8 @@ async def _measure(
                 last = min(first + READ_WINDOW - 1, events)
                 [found] = _check(await connection.query_raw(
                     READ[encoding], {"run_id": RUN_ID, "from_seq": first, "to_seq": last}))
-                rows = json.loads(found) if encoding == "json" else found
-                head = rows[0][0] if encoding == "json" else rows[0]["seq"]
+                rows = DECODE[encoding](found)
+                head = rows[0]["seq"] if encoding == "sdk" else rows[0][0]
                 if len(rows) != last - first + 1 or head != first:
                     raise RuntimeError(f"engine read of {first}..{last} returned {len(rows)} rows")
                 read += len(rows)
@@ -163,7 +168,7 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
     """Events/s inserting `batch` per transaction, and reading the run back in seq order."""
     variants: dict[str, tuple[Rate, Rate]] = {}
     rss: dict[str, float] = {}
-    for encoding in ("sdk", "json"):
+    for encoding in ("sdk", "json", "cbor"):
         inserts, reads, rss[encoding] = await _measure(
             folder / f"engine-{encoding}", encoding, events, batch, read_passes)
         variants[encoding] = (inserts, reads)
