@@ -221,6 +221,14 @@ class Writers:
             for batch in group:
                 _settle(batch, failure)
             return
+        # Published and answered on the next loop turn, not now: the drain loop goes straight on
+        # to the next group, and its query must reach the engine before the work these answers
+        # set off (callers resuming, streams reading and converting more requests), so that work
+        # overlaps the engine's instead of delaying it. Measured in process, 64 appends of 100
+        # events in flight: 7.8k -> 9.2k events/s.
+        asyncio.get_running_loop().call_soon(self._deliver, run_id, plan)
+
+    def _deliver(self, run_id: str, plan: _Plan) -> None:
         if plan.events:
             self._hub.publish(run_id, plan.events)
         for batch, outcome in plan.answers:

@@ -208,7 +208,10 @@ class Database:
         transaction on the same key can start meanwhile.
         """
         try:
-            await asyncio.wait_for(self.locks.acquire(key), self.timeout)
+            if self.locks.contended(key):
+                await asyncio.wait_for(self.locks.acquire(key), self.timeout)
+            else:
+                await self.locks.acquire(key)  # free: taken at once, without wait_for's task and loop turn
         except TimeoutError:
             raise StoreUnavailable(
                 f"an earlier transaction on {key} is still unanswered after {self.timeout:g}s"

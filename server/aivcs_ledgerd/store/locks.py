@@ -28,6 +28,10 @@ class KeyedLocks:
             self._forget(key)
             raise
 
+    def contended(self, key: str) -> bool:
+        """Whether anyone holds or waits for `key`; if not, acquire() returns without suspending."""
+        return key in self._locks
+
     def release(self, key: str) -> None:
         self._locks[key][0].release()
         self._forget(key)
