@@ -213,6 +213,26 @@ async def test_health_stays_serving_while_a_checkpoint_holds_calls(tmp_path: Pat
         await db.close()
 
 
+async def test_a_checkpoint_may_take_longer_than_a_round_trip(tmp_path: Path) -> None:
+    """Closing flushes the memtable and reopening may merge table files: seconds on a big store."""
+    db = await Database.open(f"surrealkv://{tmp_path / 'data'}", round_trip_seconds=0.3)
+    try:
+        await db.query("CREATE probe:1 SET n = 1;")
+        close = db._connection.close
+
+        async def slow_close() -> None:
+            await asyncio.sleep(0.8)
+            await close()
+
+        db._connection.close = slow_close
+        await db.checkpoint()
+        await db.query("CREATE probe:2 SET n = 2;")
+        [stored] = await db.query("SELECT VALUE n FROM probe;")
+        assert sorted(stored) == [1, 2]
+    finally:
+        await db.close()
+
+
 async def test_only_a_durable_embedded_engine_has_a_log_to_watch() -> None:
     db = await Database.open("mem://")
     try:
