@@ -111,8 +111,16 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
             figures = daemon_figures.measure(pool, daemon, sizes, processes, profiler)
+        except BaseException:
+            # The log lives in the temporary folder, which goes with the exception: keep its end.
+            print(f"daemon log, last lines:\n{daemon.log()[-4000:]}", file=sys.stderr)
+            raise
         finally:
-            code = daemon.stop(timeout=120)
+            try:
+                code = daemon.stop(timeout=120)
+            except subprocess.TimeoutExpired:
+                daemon.process.kill()  # never leave a hung daemon behind
+                raise
         if code != 0:
             raise RuntimeError(f"the daemon exited with {code} on SIGTERM:\n{daemon.log()[-2000:]}")
     info |= {"db": "surrealkv:// (temporary folder)", "seconds": round(time.monotonic() - began, 1),
