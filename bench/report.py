@@ -77,8 +77,11 @@ def rows(sizes: Sizes, ceilings: Ceilings, figures: DaemonFigures) -> list[Row]:
                   "no-storage stream", 0.7),
         _at_least("ingest_100", f"IngestEvents, {BATCH} events per message", figures.ingest_batch,
                   ceilings.engine.insert, f"engine insert {BATCH}/tx", 0.7),
-        _at_least("read", f"ReadEvents, {sizes.read_events:,} events of one run", figures.read,
+        _at_least("read", f"ReadEvents, a {sizes.batch_events:,}-event run", figures.read,
                   ceilings.engine.read, "engine range read", 0.7),
+        Row("read_at_scale", f"ReadEvents, seq 1..{sizes.read_events:,} of the scale run",
+            figures.read_at_scale.per_second, "events/s", ceilings.engine.read.per_second, "engine range read",
+            figures.read_at_scale.per_second / ceilings.engine.read.per_second, "(none)", None),
         Row("list_runs", f"ListRuns page {sizes.deep_page} (size {sizes.page_size}, {figures.runs_listed:,} runs), ms",
             deep_ms, "ms", first_ms, "page 1, ms", deep_ms / first_ms, f"<= {SLOWDOWN_LIMIT:g} x",
             deep_ms / first_ms <= SLOWDOWN_LIMIT),
@@ -146,6 +149,7 @@ def _cpu_rows(ceilings: Ceilings, figures: DaemonFigures) -> list[tuple[str, Rat
         (f"daemon IngestEvents, {BATCH}/message", figures.ingest_batch),
         (f"engine read ({ceilings.engine.read_via}), in-process", ceilings.engine.read),
         ("daemon ReadEvents", figures.read),
+        ("daemon ReadEvents of the scale run", figures.read_at_scale),
         ("daemon fill of the scale run", figures.fill),
     ]
 
@@ -175,6 +179,7 @@ def document(
             "ingest_1_per_message": figures.ingest_one.as_dict(),
             "ingest_100_per_message": figures.ingest_batch.as_dict(),
             "read": figures.read.as_dict(),
+            "read_at_scale": figures.read_at_scale.as_dict(),
             "list_runs_ms": {"page_1": [round(s * 1000, 3) for s in figures.page_first_s],
                              f"page_{sizes.deep_page}": [round(s * 1000, 3) for s in figures.page_deep_s]},
             "probe_few_runs": {"runs": figures.runs_few, **figures.probe_few_runs.as_dict()},

@@ -12,7 +12,7 @@ class Sizes:
     unary_calls: int  # AppendEvents calls, one event each, for the unary figures
     stream_messages: int  # IngestEvents messages with one event each
     batch_events: int  # events sent 100 per message (daemon) or per transaction (engine)
-    read_events: int  # events read back by ReadEvents, seq 1..read_events of the scale run
+    read_events: int  # ReadEvents at scale: seq 1..read_events of the scale run (info row)
     engine_read_passes: int  # passes over the engine's run for the read ceiling
     scale_events: int  # the scale run's length before the second probe; RSS is taken around it
     probe_events: int  # events per throughput probe (100 per message)
