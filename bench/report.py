@@ -77,6 +77,10 @@ def rows(sizes: Sizes, ceilings: Ceilings, figures: DaemonFigures) -> list[Row]:
                   "no-storage stream", 0.7),
         _at_least("ingest_100", f"IngestEvents, {BATCH} events per message", figures.ingest_batch,
                   ceilings.engine.insert, f"engine insert {BATCH}/tx", 0.7),
+        Row("ingest_100_checkpointed", f"IngestEvents, {BATCH} events per message (as above)",
+            figures.ingest_batch.per_second, "events/s", ceilings.engine.insert_checkpointed.per_second,
+            "engine + checkpoints", figures.ingest_batch.per_second / ceilings.engine.insert_checkpointed.per_second,
+            "(none)", None, detail=True),
         _at_least("read", f"ReadEvents, a {sizes.batch_events:,}-event run", figures.read,
                   ceilings.engine.read, "engine range read", 0.7),
         Row("read_at_scale", f"ReadEvents, seq 1..{sizes.read_events:,} of the scale run",
@@ -146,6 +150,7 @@ def _cpu_rows(ceilings: Ceilings, figures: DaemonFigures) -> list[tuple[str, Rat
         ("no-storage stream, 1/message", ceilings.null_stream),
         ("daemon IngestEvents, 1/message", figures.ingest_one),
         (f"engine insert ({ceilings.engine.insert_via}), in-process", ceilings.engine.insert),
+        ("engine insert (cbor) + checkpoints", ceilings.engine.insert_checkpointed),
         (f"daemon IngestEvents, {BATCH}/message", figures.ingest_batch),
         (f"engine read ({ceilings.engine.read_via}), in-process", ceilings.engine.read),
         ("daemon ReadEvents", figures.read),
@@ -168,6 +173,7 @@ def document(
             "no_storage_stream": ceilings.null_stream.as_dict(),
             "engine_insert": {"via": ceilings.engine.insert_via, **ceilings.engine.insert.as_dict()},
             "engine_read": {"via": ceilings.engine.read_via, **ceilings.engine.read.as_dict()},
+            "engine_insert_checkpointed": ceilings.engine.insert_checkpointed.as_dict(),
             "engine_by_encoding": {
                 encoding: {"insert": insert.as_dict(), "read": read.as_dict(),
                            "rss_growth_kb_per_event": round(ceilings.engine.rss_per_event_kb[encoding], 3)}
