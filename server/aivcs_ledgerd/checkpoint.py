@@ -7,17 +7,18 @@ is full it rotates into a new one, and at the second rotation every write
 waits for a flush that never comes: the daemon would hang with its data
 intact. Closing the engine flushes it (Database.checkpoint).
 
+So every `interval` seconds this reads the size of the engine's write-ahead
+log, which tracks the memtable, and checkpoints when it passes
+`wal_bytes`, or at once when the log has rotated (more than one file).
+A checkpoint pauses every database call for a fraction of a second (about
+0.3 s per 50 MB of log on 2 cores; seconds, growing with the data, when reopening
+compacts table files).
+
 Memory the engine frees (a checkpoint's memtable, a compaction's buffers)
 stays in glibc's malloc arenas unless handed back, so the daemon's RSS
 would keep its high-water mark; every check therefore also trims the heap
 (heap.trim: milliseconds when there is much to return, microseconds when
 not).
-
-So every `interval` seconds this reads the size of the engine's write-ahead
-log, which tracks the memtable, and checkpoints when it passes
-`wal_bytes`, or at once when the log has rotated (more than one file).
-A checkpoint pauses every database call for a fraction of a second (about
-0.3 s per 50 MB of log on 2 cores; longer when reopening compacts).
 """
 
 from __future__ import annotations
