@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import shutil
 import subprocess
 import threading
@@ -30,6 +31,7 @@ from aivcs_ledgerd.checkpoint import Checkpointer, wal_size
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.gate import Gate
+from bench.servers import rss_mb
 from tests.daemon import start_daemon
 
 SPEC = hashlib.sha256(b"checkpoint").hexdigest()
@@ -156,21 +158,16 @@ async def test_checkpointer_acts_once_the_log_passes_its_size(tmp_path: Path) ->
         await db.close()
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) / 1024
-
-
 @pytest.mark.skipif(not heap.available(), reason="malloc_trim is glibc's")
 async def test_memory_a_checkpoint_frees_goes_back_to_the_os(tmp_path: Path) -> None:
     db = await Database.open(f"surrealkv://{tmp_path / 'data'}")
     try:
         await init_schema(db)
         heap.trim()
-        before = _rss_mb()
+        before = rss_mb(os.getpid())
         await db.query(
             "FOR $n IN 1..=60000 { CREATE type::record('probe', $n) SET n = $n, pad = string::repeat('p', 200) };")
-        grown = _rss_mb() - before
+        grown = rss_mb(os.getpid()) - before
         assert grown > 30, f"the memtable should hold tens of MB, grew {grown:.0f} MB"
         checkpointer = Checkpointer(db, wal_bytes=1, interval=0.05)
         checkpointer.start()
@@ -181,7 +178,7 @@ async def test_memory_a_checkpoint_frees_goes_back_to_the_os(tmp_path: Path) -> 
         await asyncio.sleep(0.2)
         await checkpointer.stop()
         assert checkpointer.checkpoints >= 1
-        kept = _rss_mb() - before
+        kept = rss_mb(os.getpid()) - before
         # Measured: without the trim glibc keeps all of it; with it, about a third (the reopened
         # engine's own structures).
         assert kept < 0.5 * grown, f"RSS grew {grown:.0f} MB with the memtable and kept {kept:.0f} MB of it"
