@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
@@ -144,7 +145,7 @@ class Events:
         """Start reading the next window from `first` now; a failure nobody waits for is not logged."""
         end = min(first + span.span - 1, last)
         future = asyncio.ensure_future(read_events(self._db, run_id, first, end, kinds))
-        future.add_done_callback(lambda done: None if done.cancelled() else done.exception())
+        future.add_done_callback(retrieve_exception)
         return future, end
 
     async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:

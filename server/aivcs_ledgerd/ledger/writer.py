@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import (
     Aborted,
@@ -145,7 +146,7 @@ class Writers:
         try:
             async with queue.room:
                 answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-                answer.add_done_callback(_retrieve)
+                answer.add_done_callback(retrieve_exception)  # a refusal whose caller has gone
                 queue.pending.append(Batch(events, expected_last_seq, idempotency_key, answer))
                 if queue.task is None:
                     queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
@@ -290,12 +291,6 @@ class Writers:
         self._heads.move_to_end(run_id)
         while len(self._heads) > HEAD_CACHE_SIZE:
             self._heads.popitem(last=False)
-
-
-def _retrieve(answer: asyncio.Future[AppendResult]) -> None:
-    """Mark a refusal as seen even when its caller has gone, so asyncio does not log it."""
-    if not answer.cancelled():
-        answer.exception()
 
 
 def _settle(batch: Batch, outcome: AppendResult | LedgerError) -> None:

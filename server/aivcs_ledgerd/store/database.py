@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import surrealdb
 from surrealdb import AsyncSurreal
 
+from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.store.errors import (
     DuplicateRecord,
     QueryFailed,
@@ -197,7 +198,7 @@ class Database:
         call = asyncio.ensure_future(self.send(sql, variables or {}))
         done, _ = await asyncio.wait({call}, timeout=self.timeout)
         if not done:
-            call.add_done_callback(_consume)
+            call.add_done_callback(retrieve_exception)
             raise StoreUnavailable(f"database did not answer within {self.timeout:g}s")
         return _results(call.result())
 
@@ -280,14 +281,8 @@ class Exclusive:
         return _results(call.result())
 
     def _abandon(self, call: asyncio.Future[Any]) -> None:
-        call.add_done_callback(_consume)
+        call.add_done_callback(retrieve_exception)
         self.unanswered = call
-
-
-def _consume(call: asyncio.Future[Any]) -> None:
-    """Retrieve an abandoned call's exception so asyncio does not log it."""
-    if not call.cancelled():
-        call.exception()
 
 
 def _results(response: dict[str, Any]) -> list[Any]:

@@ -86,14 +86,14 @@ async def finish_run(
     return run_from_row(results[-2])  # the UPDATE; COMMIT is last
 
 
-def nulls_to_surreal(value: Any) -> Any:
+def _nulls_to_surreal(value: Any) -> Any:
     """JSON null as SurrealDB NULL: the SDK sends None as NONE, which drops the field."""
     if value is None:
         return Null
     if isinstance(value, dict):
-        return {key: nulls_to_surreal(item) for key, item in value.items()}
+        return {key: _nulls_to_surreal(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [nulls_to_surreal(item) for item in value]
+        return [_nulls_to_surreal(item) for item in value]
     return value
 
 
@@ -118,7 +118,7 @@ def _row(run: Run) -> dict[str, Any]:
         "spec_digest": run.spec_digest,
         "agent_name": run.agent_name,
         "git_sha": run.git_sha,
-        "tags": nulls_to_surreal(run.tags),
+        "tags": _nulls_to_surreal(run.tags),
         "evaluation": {
             "rubric_path": run.evaluation.rubric_path,
             "is_promotion_gate": run.evaluation.is_promotion_gate,
