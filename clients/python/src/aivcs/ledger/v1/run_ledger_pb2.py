@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n aivcs/ledger/v1/run_ledger.proto\x12\x0f\x61ivcs.ledger.v1\x1a\x19\x61ivcs/ledger/v1/run.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x01\n\x10\x43reateRunRequest\x12\x13\n\x0bspec_digest\x18\x01 \x01(\t\x12\x12\n\nagent_name\x18\x02 \x01(\t\x12\x14\n\x07git_sha\x18\x03 \x01(\tH\x00\x88\x01\x01\x12%\n\x04tags\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x37\n\nevaluation\x18\x05 \x01(\x0b\x32#.aivcs.ledger.v1.EvaluationMetadata\x12\x13\n\x06run_id\x18\x06 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_git_shaB\t\n\x07_run_id\"6\n\x11\x43reateRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"3\n\x0eGetRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\xbf\x02\n\x0fListRunsRequest\x12\x18\n\x0bspec_digest\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nagent_name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07git_sha\x18\x03 \x01(\tH\x02\x88\x01\x01\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.aivcs.ledger.v1.RunStatus\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\tB\x0e\n\x0c_spec_digestB\r\n\x0b_agent_nameB\n\n\x08_git_sha\"O\n\x10ListRunsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.aivcs.ledger.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaf\x01\n\x12\x43ompleteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x1f\n\x12\x66inal_state_digest\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12\"\n\x15\x65xpected_total_events\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\x15\n\x13_final_state_digestB\x18\n\x16_expected_total_events\"8\n\x13\x43ompleteRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\x83\x01\n\x0e\x46\x61ilRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\"\n\x15\x65xpected_total_events\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x18\n\x16_expected_total_events\"4\n\x0f\x46\x61ilRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"G\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x11\x43\x61ncelRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\"\n\x10VerifyRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x93\x01\n\x11VerifyRunResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0fverified_events\x18\x02 \x01(\x04\x12\x1d\n\x10\x66irst_broken_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\revents_digest\x18\x05 \x01(\tB\x13\n\x11_first_broken_seq2\xcb\x04\n\tRunLedger\x12R\n\tCreateRun\x12!.aivcs.ledger.v1.CreateRunRequest\x1a\".aivcs.ledger.v1.CreateRunResponse\x12I\n\x06GetRun\x12\x1e.aivcs.ledger.v1.GetRunRequest\x1a\x1f.aivcs.ledger.v1.GetRunResponse\x12O\n\x08ListRuns\x12 .aivcs.ledger.v1.ListRunsRequest\x1a!.aivcs.ledger.v1.ListRunsResponse\x12X\n\x0b\x43ompleteRun\x12#.aivcs.ledger.v1.CompleteRunRequest\x1a$.aivcs.ledger.v1.CompleteRunResponse\x12L\n\x07\x46\x61ilRun\x12\x1f.aivcs.ledger.v1.FailRunRequest\x1a .aivcs.ledger.v1.FailRunResponse\x12R\n\tCancelRun\x12!.aivcs.ledger.v1.CancelRunRequest\x1a\".aivcs.ledger.v1.CancelRunResponse\x12R\n\tVerifyRun\x12!.aivcs.ledger.v1.VerifyRunRequest\x1a\".aivcs.ledger.v1.VerifyRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n aivcs/ledger/v1/run_ledger.proto\x12\x0f\x61ivcs.ledger.v1\x1a\x19\x61ivcs/ledger/v1/run.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x02\n\x10\x43reateRunRequest\x12\x13\n\x0bspec_digest\x18\x01 \x01(\t\x12\x12\n\nagent_name\x18\x02 \x01(\t\x12\x14\n\x07git_sha\x18\x03 \x01(\tH\x00\x88\x01\x01\x12%\n\x04tags\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x37\n\nevaluation\x18\x05 \x01(\x0b\x32#.aivcs.ledger.v1.EvaluationMetadata\x12\x13\n\x06run_id\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\"\n\x15inactivity_timeout_ms\x18\x07 \x01(\x04H\x02\x88\x01\x01\x42\n\n\x08_git_shaB\t\n\x07_run_idB\x18\n\x16_inactivity_timeout_ms\"6\n\x11\x43reateRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\x1f\n\rGetRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"3\n\x0eGetRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\xbf\x02\n\x0fListRunsRequest\x12\x18\n\x0bspec_digest\x18\x01 \x01(\tH\x00\x88\x01\x01\x12\x17\n\nagent_name\x18\x02 \x01(\tH\x01\x88\x01\x01\x12\x14\n\x07git_sha\x18\x03 \x01(\tH\x02\x88\x01\x01\x12*\n\x06status\x18\x04 \x01(\x0e\x32\x1a.aivcs.ledger.v1.RunStatus\x12\x31\n\rcreated_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0e\x63reated_before\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x07 \x01(\r\x12\x12\n\npage_token\x18\x08 \x01(\tB\x0e\n\x0c_spec_digestB\r\n\x0b_agent_nameB\n\n\x08_git_sha\"O\n\x10ListRunsResponse\x12\"\n\x04runs\x18\x01 \x03(\x0b\x32\x14.aivcs.ledger.v1.Run\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xaf\x01\n\x12\x43ompleteRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x1f\n\x12\x66inal_state_digest\x18\x02 \x01(\tH\x00\x88\x01\x01\x12\x13\n\x0b\x64uration_ms\x18\x03 \x01(\x04\x12\"\n\x15\x65xpected_total_events\x18\x04 \x01(\x04H\x01\x88\x01\x01\x42\x15\n\x13_final_state_digestB\x18\n\x16_expected_total_events\"8\n\x13\x43ompleteRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\x83\x01\n\x0e\x46\x61ilRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\"\n\x15\x65xpected_total_events\x18\x04 \x01(\x04H\x00\x88\x01\x01\x42\x18\n\x16_expected_total_events\"4\n\x0f\x46\x61ilRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"G\n\x10\x43\x61ncelRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0b\x64uration_ms\x18\x02 \x01(\x04\x12\x0e\n\x06reason\x18\x03 \x01(\t\"6\n\x11\x43\x61ncelRunResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run\"\"\n\x10VerifyRunRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"\x93\x01\n\x11VerifyRunResponse\x12\n\n\x02ok\x18\x01 \x01(\x08\x12\x17\n\x0fverified_events\x18\x02 \x01(\x04\x12\x1d\n\x10\x66irst_broken_seq\x18\x03 \x01(\x04H\x00\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x15\n\revents_digest\x18\x05 \x01(\tB\x13\n\x11_first_broken_seq\"\"\n\x10HeartbeatRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\"6\n\x11HeartbeatResponse\x12!\n\x03run\x18\x01 \x01(\x0b\x32\x14.aivcs.ledger.v1.Run2\x9f\x05\n\tRunLedger\x12R\n\tCreateRun\x12!.aivcs.ledger.v1.CreateRunRequest\x1a\".aivcs.ledger.v1.CreateRunResponse\x12I\n\x06GetRun\x12\x1e.aivcs.ledger.v1.GetRunRequest\x1a\x1f.aivcs.ledger.v1.GetRunResponse\x12O\n\x08ListRuns\x12 .aivcs.ledger.v1.ListRunsRequest\x1a!.aivcs.ledger.v1.ListRunsResponse\x12X\n\x0b\x43ompleteRun\x12#.aivcs.ledger.v1.CompleteRunRequest\x1a$.aivcs.ledger.v1.CompleteRunResponse\x12L\n\x07\x46\x61ilRun\x12\x1f.aivcs.ledger.v1.FailRunRequest\x1a .aivcs.ledger.v1.FailRunResponse\x12R\n\tCancelRun\x12!.aivcs.ledger.v1.CancelRunRequest\x1a\".aivcs.ledger.v1.CancelRunResponse\x12R\n\tVerifyRun\x12!.aivcs.ledger.v1.VerifyRunRequest\x1a\".aivcs.ledger.v1.VerifyRunResponse\x12R\n\tHeartbeat\x12!.aivcs.ledger.v1.HeartbeatRequest\x1a\".aivcs.ledger.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,33 +35,37 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aivcs.ledger.v1.run_ledger_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CREATERUNREQUEST']._serialized_start=144
-  _globals['_CREATERUNREQUEST']._serialized_end=365
-  _globals['_CREATERUNRESPONSE']._serialized_start=367
-  _globals['_CREATERUNRESPONSE']._serialized_end=421
-  _globals['_GETRUNREQUEST']._serialized_start=423
-  _globals['_GETRUNREQUEST']._serialized_end=454
-  _globals['_GETRUNRESPONSE']._serialized_start=456
-  _globals['_GETRUNRESPONSE']._serialized_end=507
-  _globals['_LISTRUNSREQUEST']._serialized_start=510
-  _globals['_LISTRUNSREQUEST']._serialized_end=829
-  _globals['_LISTRUNSRESPONSE']._serialized_start=831
-  _globals['_LISTRUNSRESPONSE']._serialized_end=910
-  _globals['_COMPLETERUNREQUEST']._serialized_start=913
-  _globals['_COMPLETERUNREQUEST']._serialized_end=1088
-  _globals['_COMPLETERUNRESPONSE']._serialized_start=1090
-  _globals['_COMPLETERUNRESPONSE']._serialized_end=1146
-  _globals['_FAILRUNREQUEST']._serialized_start=1149
-  _globals['_FAILRUNREQUEST']._serialized_end=1280
-  _globals['_FAILRUNRESPONSE']._serialized_start=1282
-  _globals['_FAILRUNRESPONSE']._serialized_end=1334
-  _globals['_CANCELRUNREQUEST']._serialized_start=1336
-  _globals['_CANCELRUNREQUEST']._serialized_end=1407
-  _globals['_CANCELRUNRESPONSE']._serialized_start=1409
-  _globals['_CANCELRUNRESPONSE']._serialized_end=1463
-  _globals['_VERIFYRUNREQUEST']._serialized_start=1465
-  _globals['_VERIFYRUNREQUEST']._serialized_end=1499
-  _globals['_VERIFYRUNRESPONSE']._serialized_start=1502
-  _globals['_VERIFYRUNRESPONSE']._serialized_end=1649
-  _globals['_RUNLEDGER']._serialized_start=1652
-  _globals['_RUNLEDGER']._serialized_end=2239
+  _globals['_CREATERUNREQUEST']._serialized_end=427
+  _globals['_CREATERUNRESPONSE']._serialized_start=429
+  _globals['_CREATERUNRESPONSE']._serialized_end=483
+  _globals['_GETRUNREQUEST']._serialized_start=485
+  _globals['_GETRUNREQUEST']._serialized_end=516
+  _globals['_GETRUNRESPONSE']._serialized_start=518
+  _globals['_GETRUNRESPONSE']._serialized_end=569
+  _globals['_LISTRUNSREQUEST']._serialized_start=572
+  _globals['_LISTRUNSREQUEST']._serialized_end=891
+  _globals['_LISTRUNSRESPONSE']._serialized_start=893
+  _globals['_LISTRUNSRESPONSE']._serialized_end=972
+  _globals['_COMPLETERUNREQUEST']._serialized_start=975
+  _globals['_COMPLETERUNREQUEST']._serialized_end=1150
+  _globals['_COMPLETERUNRESPONSE']._serialized_start=1152
+  _globals['_COMPLETERUNRESPONSE']._serialized_end=1208
+  _globals['_FAILRUNREQUEST']._serialized_start=1211
+  _globals['_FAILRUNREQUEST']._serialized_end=1342
+  _globals['_FAILRUNRESPONSE']._serialized_start=1344
+  _globals['_FAILRUNRESPONSE']._serialized_end=1396
+  _globals['_CANCELRUNREQUEST']._serialized_start=1398
+  _globals['_CANCELRUNREQUEST']._serialized_end=1469
+  _globals['_CANCELRUNRESPONSE']._serialized_start=1471
+  _globals['_CANCELRUNRESPONSE']._serialized_end=1525
+  _globals['_VERIFYRUNREQUEST']._serialized_start=1527
+  _globals['_VERIFYRUNREQUEST']._serialized_end=1561
+  _globals['_VERIFYRUNRESPONSE']._serialized_start=1564
+  _globals['_VERIFYRUNRESPONSE']._serialized_end=1711
+  _globals['_HEARTBEATREQUEST']._serialized_start=1713
+  _globals['_HEARTBEATREQUEST']._serialized_end=1747
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1749
+  _globals['_HEARTBEATRESPONSE']._serialized_end=1803
+  _globals['_RUNLEDGER']._serialized_start=1806
+  _globals['_RUNLEDGER']._serialized_end=2477
 # @@protoc_insertion_point(module_scope)

@@ -33,6 +33,7 @@ class CreateRunRequest(_message.Message):
     TAGS_FIELD_NUMBER: _builtins.int
     EVALUATION_FIELD_NUMBER: _builtins.int
     RUN_ID_FIELD_NUMBER: _builtins.int
+    INACTIVITY_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     spec_digest: _builtins.str
     """SHA-256 of the agent spec, 64 hex characters; upper case is accepted and
     stored lower case. Required.
@@ -44,6 +45,13 @@ class CreateRunRequest(_message.Message):
     run_id: _builtins.str
     """Client-chosen id (non-empty UTF-8, at most 256 bytes) that makes the call
     safe to retry. Unset: the server makes a UUID.
+    """
+    inactivity_timeout_ms: _builtins.int
+    """How long the run may stay RUNNING with no append and no Heartbeat before
+    the daemon fails it (status FAILED, a status_reason saying so), in
+    milliseconds. Unset: the daemon's default (--run-inactivity-timeout);
+    0: never. A run is failed this way at most once, whatever the number of
+    replicas, and never while an append to it is being committed.
     """
     @_builtins.property
     def tags(self) -> _struct_pb2.Struct:
@@ -62,17 +70,22 @@ class CreateRunRequest(_message.Message):
         tags: _struct_pb2.Struct | None = ...,
         evaluation: _run_pb2.EvaluationMetadata | None = ...,
         run_id: _builtins.str | None = ...,
+        inactivity_timeout_ms: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_git_sha", b"_git_sha", "_run_id", b"_run_id", "evaluation", b"evaluation", "git_sha", b"git_sha", "run_id", b"run_id", "tags", b"tags"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_git_sha", b"_git_sha", "_inactivity_timeout_ms", b"_inactivity_timeout_ms", "_run_id", b"_run_id", "evaluation", b"evaluation", "git_sha", b"git_sha", "inactivity_timeout_ms", b"inactivity_timeout_ms", "run_id", b"run_id", "tags", b"tags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_git_sha", b"_git_sha", "_run_id", b"_run_id", "agent_name", b"agent_name", "evaluation", b"evaluation", "git_sha", b"git_sha", "run_id", b"run_id", "spec_digest", b"spec_digest", "tags", b"tags"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_git_sha", b"_git_sha", "_inactivity_timeout_ms", b"_inactivity_timeout_ms", "_run_id", b"_run_id", "agent_name", b"agent_name", "evaluation", b"evaluation", "git_sha", b"git_sha", "inactivity_timeout_ms", b"inactivity_timeout_ms", "run_id", b"run_id", "spec_digest", b"spec_digest", "tags", b"tags"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__git_sha: _TypeAlias = _typing.Literal["git_sha"]  # noqa: Y015
     _WhichOneofArgType__git_sha: _TypeAlias = _typing.Literal["_git_sha", b"_git_sha"]  # noqa: Y015
+    _WhichOneofReturnType__inactivity_timeout_ms: _TypeAlias = _typing.Literal["inactivity_timeout_ms"]  # noqa: Y015
+    _WhichOneofArgType__inactivity_timeout_ms: _TypeAlias = _typing.Literal["_inactivity_timeout_ms", b"_inactivity_timeout_ms"]  # noqa: Y015
     _WhichOneofReturnType__run_id: _TypeAlias = _typing.Literal["run_id"]  # noqa: Y015
     _WhichOneofArgType__run_id: _TypeAlias = _typing.Literal["_run_id", b"_run_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__git_sha) -> _WhichOneofReturnType__git_sha | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__inactivity_timeout_ms) -> _WhichOneofReturnType__inactivity_timeout_ms | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__run_id) -> _WhichOneofReturnType__run_id | None: ...
 
@@ -494,3 +507,49 @@ class VerifyRunResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__first_broken_seq) -> _WhichOneofReturnType__first_broken_seq | None: ...
 
 Global___VerifyRunResponse: _TypeAlias = VerifyRunResponse  # noqa: Y015
+
+@_typing.final
+class HeartbeatRequest(_message.Message):
+    """Heartbeat's input."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    """The RUNNING run whose agent is alive. Required."""
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run_id", b"run_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatRequest: _TypeAlias = HeartbeatRequest  # noqa: Y015
+
+@_typing.final
+class HeartbeatResponse(_message.Message):
+    """Heartbeat's result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def run(self) -> _run_pb2.Run:
+        """The run, with last_activity_at moved to the server's time."""
+
+    def __init__(
+        self,
+        *,
+        run: _run_pb2.Run | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["run", b"run"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatResponse: _TypeAlias = HeartbeatResponse  # noqa: Y015

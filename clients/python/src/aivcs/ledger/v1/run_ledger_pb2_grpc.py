@@ -71,6 +71,11 @@ class RunLedgerStub:
                 request_serializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.VerifyRunRequest.SerializeToString,
                 response_deserializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.VerifyRunResponse.FromString,
                 _registered_method=True)
+        self.Heartbeat = channel.unary_unary(
+                '/aivcs.ledger.v1.RunLedger/Heartbeat',
+                request_serializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.HeartbeatRequest.SerializeToString,
+                response_deserializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.HeartbeatResponse.FromString,
+                _registered_method=True)
 
 
 class RunLedgerServicer:
@@ -139,6 +144,17 @@ class RunLedgerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Heartbeat(self, request, context):
+        """Records that a RUNNING run's agent is alive without appending an event,
+        so a long quiet step does not hit the run's inactivity timeout. Moves
+        Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
+        terminal run (e.g. one the daemon already failed for inactivity), so a
+        writer learns its run was ended; NOT_FOUND for an unknown run.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RunLedgerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -176,6 +192,11 @@ def add_RunLedgerServicer_to_server(servicer, server):
                     servicer.VerifyRun,
                     request_deserializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.VerifyRunRequest.FromString,
                     response_serializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.VerifyRunResponse.SerializeToString,
+            ),
+            'Heartbeat': grpc.unary_unary_rpc_method_handler(
+                    servicer.Heartbeat,
+                    request_deserializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.HeartbeatRequest.FromString,
+                    response_serializer=aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.HeartbeatResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -369,6 +390,33 @@ class RunLedger:
             '/aivcs.ledger.v1.RunLedger/VerifyRun',
             aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.VerifyRunRequest.SerializeToString,
             aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.VerifyRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Heartbeat(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aivcs.ledger.v1.RunLedger/Heartbeat',
+            aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.HeartbeatRequest.SerializeToString,
+            aivcs_dot_ledger_dot_v1_dot_run__ledger__pb2.HeartbeatResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -66,6 +66,13 @@ class RunLedgerStub:
     while events are appended; an event stored beyond the head the run
     records is reported as a break.
     """
+    Heartbeat: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.HeartbeatRequest, _run_ledger_pb2.HeartbeatResponse]
+    """Records that a RUNNING run's agent is alive without appending an event,
+    so a long quiet step does not hit the run's inactivity timeout. Moves
+    Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
+    terminal run (e.g. one the daemon already failed for inactivity), so a
+    writer learns its run was ended; NOT_FOUND for an unknown run.
+    """
 
 @_typing.type_check_only
 class RunLedgerAsyncStub(RunLedgerStub):
@@ -104,6 +111,13 @@ class RunLedgerAsyncStub(RunLedgerStub):
     Checks the run as of its head when the call starts, so it may be called
     while events are appended; an event stored beyond the head the run
     records is reported as a break.
+    """
+    Heartbeat: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.HeartbeatRequest, _run_ledger_pb2.HeartbeatResponse]  # type: ignore[assignment]
+    """Records that a RUNNING run's agent is alive without appending an event,
+    so a long quiet step does not hit the run's inactivity timeout. Moves
+    Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
+    terminal run (e.g. one the daemon already failed for inactivity), so a
+    writer learns its run was ended; NOT_FOUND for an unknown run.
     """
 
 class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
@@ -182,6 +196,19 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         Checks the run as of its head when the call starts, so it may be called
         while events are appended; an event stored beyond the head the run
         records is reported as a break.
+        """
+
+    @_abc_1.abstractmethod
+    def Heartbeat(
+        self,
+        request: _run_ledger_pb2.HeartbeatRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_run_ledger_pb2.HeartbeatResponse, _abc.Awaitable[_run_ledger_pb2.HeartbeatResponse]]:
+        """Records that a RUNNING run's agent is alive without appending an event,
+        so a long quiet step does not hit the run's inactivity timeout. Moves
+        Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
+        terminal run (e.g. one the daemon already failed for inactivity), so a
+        writer learns its run was ended; NOT_FOUND for an unknown run.
         """
 
 def add_RunLedgerServicer_to_server(servicer: RunLedgerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
