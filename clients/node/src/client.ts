@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
 import {
+  reasonText,
   statusToWire,
   toAppendResult,
   toEvent,
@@ -8,6 +9,7 @@ import {
   toRun,
   toStruct,
   toTimestamp,
+  toVerification,
 } from "./convert.js";
 import { LedgerError, toLedgerError } from "./errors.js";
 import { loadServices } from "./protos.js";
@@ -20,6 +22,8 @@ import type {
   NewEvent,
   Release,
   Run,
+  RunPage,
+  Verification,
 } from "./types.js";
 
 export const DEFAULT_TARGET = "127.0.0.1:50051";
@@ -44,6 +48,13 @@ export interface ClientOptions {
   /** Where proto/ is, if not found by itself. */
   protoRoot?: string;
   channelOptions?: grpc.ChannelOptions;
+  /** Where the client reports what it cannot return to a caller (a run it could not mark failed); default `console`. */
+  logger?: Logger;
+}
+
+/** The part of `console` the client uses. */
+export interface Logger {
+  warn(message: string): void;
 }
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
@@ -82,11 +93,13 @@ export class LedgerClient {
   private readonly releaseRegistry: grpc.Client;
   private readonly token: string | undefined;
   private readonly timeoutMs: number;
+  readonly logger: Logger;
 
   constructor(options: ClientOptions = {}) {
     this.target = options.target ?? process.env.AIVCS_LEDGER_TARGET ?? DEFAULT_TARGET;
     this.token = options.token ?? (process.env.AIVCS_LEDGER_TOKEN || undefined);
     this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.logger = options.logger ?? console;
     const services = loadServices(options.protoRoot);
     const channelOptions: grpc.ChannelOptions = {
       // reconnect quickly after a daemon restart (gRPC's default backoff grows to two minutes)
@@ -106,7 +119,7 @@ export class LedgerClient {
     const request: Wire = {
       specDigest: options.specDigest,
       agentName: options.agentName,
-      tags: toStruct(options.tags ?? {}),
+      tags: toStruct(options.tags ?? {}, "tags"),
       evaluation: {
         rubricPath: options.evaluation?.rubricPath ?? "",
         isPromotionGate: options.evaluation?.isPromotionGate ?? false,
@@ -122,8 +135,29 @@ export class LedgerClient {
     return toRun((await this.unary(this.runLedger, "GetRun", { runId })).run);
   }
 
-  /** One page of runs, newest first; pass `nextPageToken` back as `pageToken` for the next. */
-  async listRuns(options: ListRunsOptions = {}): Promise<{ runs: Run[]; nextPageToken: string }> {
+  /**
+   * Runs newest first, every filter combined with AND, fetching pages of
+   * `pageSize` (default 100) as the iteration goes; at most `limit` runs.
+   */
+  async *listRuns(options: ListRunsOptions & { limit?: number } = {}): AsyncGenerator<Run> {
+    const { limit, pageSize = 100, ...filters } = options;
+    let pageToken = options.pageToken ?? "";
+    let seen = 0;
+    for (;;) {
+      const size = limit === undefined ? pageSize : Math.max(1, Math.min(pageSize, limit - seen));
+      const page = await this.listRunsPage({ ...filters, pageSize: size, pageToken });
+      for (const run of page.runs) {
+        if (limit !== undefined && seen >= limit) return;
+        seen += 1;
+        yield run;
+      }
+      pageToken = page.nextPageToken;
+      if (!pageToken || (limit !== undefined && seen >= limit)) return;
+    }
+  }
+
+  /** One page of runs, newest first; pass `nextPageToken` back as `pageToken` for the next ("" after the last). */
+  async listRunsPage(options: ListRunsOptions = {}): Promise<RunPage> {
     const request: Wire = { pageSize: options.pageSize ?? 0, pageToken: options.pageToken ?? "" };
     if (options.specDigest !== undefined) request.specDigest = options.specDigest;
     if (options.agentName !== undefined) request.agentName = options.agentName;
@@ -145,19 +179,26 @@ export class LedgerClient {
     return toRun((await this.unary(this.runLedger, "CompleteRun", request)).run);
   }
 
+  /** Fails a RUNNING run; `reason` is cut to the daemon's 4096 UTF-8 bytes (see `reasonText`). */
   async failRun(
     runId: string,
     reason: string,
     options: { durationMs?: number; expectedTotalEvents?: number } = {},
   ): Promise<Run> {
-    const request: Wire = { runId, reason: reason.slice(0, 4000), durationMs: options.durationMs ?? 0 };
+    const request: Wire = { runId, reason: reasonText(reason), durationMs: options.durationMs ?? 0 };
     if (options.expectedTotalEvents !== undefined) request.expectedTotalEvents = options.expectedTotalEvents;
     return toRun((await this.unary(this.runLedger, "FailRun", request)).run);
   }
 
+  /** Cancels a RUNNING run; `reason` is cut as in `failRun`. */
   async cancelRun(runId: string, reason = "", options: { durationMs?: number } = {}): Promise<Run> {
-    const request = { runId, reason: reason.slice(0, 4000), durationMs: options.durationMs ?? 0 };
+    const request = { runId, reason: reasonText(reason), durationMs: options.durationMs ?? 0 };
     return toRun((await this.unary(this.runLedger, "CancelRun", request)).run);
+  }
+
+  /** Has the daemon recompute the run's hash chain from storage; `ok` false names the first broken seq. */
+  async verifyRun(runId: string): Promise<Verification> {
+    return toVerification(await this.unary(this.runLedger, "VerifyRun", { runId }));
   }
 
   // -- events -----------------------------------------------------------------------
@@ -170,9 +211,9 @@ export class LedgerClient {
   ): Promise<AppendResult> {
     const request: Wire = {
       runId,
-      events: events.map((event) => ({
+      events: events.map((event, i) => ({
         kind: event.kind,
-        payload: toStruct(event.payload ?? {}),
+        payload: toStruct(event.payload ?? {}, `events[${i}].payload`),
         timestamp: toTimestamp(event.timestamp ?? new Date()),
       })),
     };
@@ -268,7 +309,10 @@ export class LedgerClient {
   /**
    * Records one run around `body`: completes it (with expectedTotalEvents =
    * the events acknowledged) when `body` resolves, fails it with the error
-   * as reason when `body` throws, and then rethrows.
+   * as reason when `body` throws, and then rethrows that error. When its
+   * last events cannot be stored the run is failed too, and that error is
+   * thrown. A run that cannot be marked failed (the daemon unreachable) is
+   * reported through `logger.warn`; the caller still gets the body's error.
    */
   async recordRun(
     options: CreateRunOptions & RecorderOptions,
@@ -278,10 +322,15 @@ export class LedgerClient {
     try {
       await body(recorder);
     } catch (error) {
-      await recorder.fail(error).catch(() => undefined);
+      await this.failOrWarn(recorder, error);
       throw error;
     }
-    return recorder.complete();
+    try {
+      return await recorder.complete();
+    } catch (error) {
+      if (recorder.run.status === "running") await this.failOrWarn(recorder, error);
+      throw error;
+    }
   }
 
   close(): void {
@@ -289,6 +338,16 @@ export class LedgerClient {
   }
 
   // -- plumbing ---------------------------------------------------------------------
+
+  /** Fails the recorder's run; a failure to do so is logged, never thrown over the error that caused it. */
+  private async failOrWarn(recorder: RunRecorder, cause: unknown): Promise<void> {
+    try {
+      await recorder.fail(cause);
+    } catch (failure) {
+      const why = failure instanceof Error ? failure.message : String(failure);
+      this.logger.warn(`aivcs-ledger: run ${recorder.runId} could not be marked failed and may stay RUNNING: ${why}`);
+    }
+  }
 
   private metadata(): grpc.Metadata {
     const metadata = new grpc.Metadata();

@@ -1,29 +1,64 @@
 // Between the plain objects @grpc/proto-loader decodes and the client's types.
 // Struct and Timestamp are the only well-known types the contract uses.
-import type { AppendResult, Evaluation, Json, JsonObject, LedgerEvent, Release, Run, RunStatus } from "./types.js";
+import { status } from "@grpc/grpc-js";
+import { LedgerError } from "./errors.js";
+import type {
+  AppendResult,
+  Evaluation,
+  Json,
+  JsonObject,
+  LedgerEvent,
+  Release,
+  Run,
+  RunStatus,
+  Verification,
+} from "./types.js";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 type Wire = any;
 
-export function toValue(value: Json): Wire {
+/**
+ * A JSON value as a google.protobuf.Value. `path` names the value in errors
+ * ("payload.items[2].id"). Struct numbers are doubles, so an integer beyond
+ * 2^53 would arrive changed: it is refused, as is a BigInt that no double
+ * holds exactly, rather than stored rounded.
+ */
+export function toValue(value: Json | bigint | undefined, path = "value"): Wire {
   if (value === null) return { nullValue: "NULL_VALUE" };
   if (typeof value === "number") {
-    if (!Number.isFinite(value)) throw new TypeError(`${value} has no JSON form`);
+    if (!Number.isFinite(value)) throw invalid(path, `${value} has no JSON form`);
+    if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
+      throw invalid(path, `integer ${value} is beyond 2^53 and would lose precision; send it as a string`);
+    }
     return { numberValue: value };
+  }
+  if (typeof value === "bigint") {
+    if (value > BigInt(Number.MAX_SAFE_INTEGER) || value < BigInt(Number.MIN_SAFE_INTEGER)) {
+      throw invalid(path, `integer ${value} is beyond 2^53 and would lose precision; send it as a string`);
+    }
+    return { numberValue: Number(value) };
   }
   if (typeof value === "string") return { stringValue: value };
   if (typeof value === "boolean") return { boolValue: value };
-  if (Array.isArray(value)) return { listValue: { values: value.map(toValue) } };
-  if (typeof value === "object") return { structValue: toStruct(value) };
-  throw new TypeError(`${typeof value} is not a JSON value`);
+  if (Array.isArray(value)) return { listValue: { values: value.map((item, i) => toValue(item, `${path}[${i}]`)) } };
+  if (typeof value === "object") return { structValue: toStruct(value, path) };
+  throw invalid(path, `${typeof value} is not a JSON value`);
 }
 
-export function toStruct(object: JsonObject): Wire {
+/** A JSON object as a google.protobuf.Struct; keys whose value is `undefined` are left out, as JSON.stringify does. */
+export function toStruct(object: JsonObject, path = "value"): Wire {
+  if (typeof object !== "object" || object === null || Array.isArray(object)) {
+    throw invalid(path, `must be an object, got ${Array.isArray(object) ? "an array" : typeof object}`);
+  }
   const fields: Record<string, Wire> = {};
   for (const [key, value] of Object.entries(object)) {
-    if (value !== undefined) fields[key] = toValue(value);
+    if (value !== undefined) fields[key] = toValue(value, `${path}.${key}`);
   }
   return { fields };
+}
+
+function invalid(path: string, problem: string): LedgerError {
+  return new LedgerError(status.INVALID_ARGUMENT, `${path}: ${problem}`);
 }
 
 export function fromValue(value: Wire): Json {
@@ -47,6 +82,23 @@ export function fromStruct(struct: Wire): JsonObject {
   const result: JsonObject = {};
   for (const [key, value] of Object.entries(struct?.fields ?? {})) result[key] = fromValue(value);
   return result;
+}
+
+/** The most UTF-8 bytes the daemon stores as a run's status_reason. */
+export const MAX_REASON_BYTES = 4096;
+
+/**
+ * `reason` as the daemon will take it: at most MAX_REASON_BYTES of UTF-8,
+ * cut on a code point boundary and marked with "…" when cut, NUL characters
+ * (which the daemon refuses) replaced by U+FFFD.
+ */
+export function reasonText(reason: string): string {
+  const encoded = new TextEncoder().encode(reason.replaceAll("\0", "\uFFFD"));
+  if (encoded.length <= MAX_REASON_BYTES) return new TextDecoder().decode(encoded);
+  const marker = "…"; // 3 bytes
+  let end = MAX_REASON_BYTES - 3;
+  while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end -= 1; // back off a continuation byte
+  return new TextDecoder().decode(encoded.subarray(0, end)) + marker;
 }
 
 export function toTimestamp(date: Date): Wire {
@@ -141,4 +193,15 @@ export function toRelease(release: Wire): Release {
 
 export function toAppendResult(reply: Wire): AppendResult {
   return { firstSeq: Number(reply.firstSeq), lastSeq: Number(reply.lastSeq), replayed: Boolean(reply.replayed) };
+}
+
+export function toVerification(reply: Wire): Verification {
+  const result: Verification = {
+    ok: Boolean(reply.ok),
+    verifiedEvents: Number(reply.verifiedEvents ?? 0),
+    eventsDigest: reply.eventsDigest ?? "",
+    reason: reply.reason ?? "",
+  };
+  if (present(reply, "firstBrokenSeq")) result.firstBrokenSeq = Number(reply.firstBrokenSeq);
+  return result;
 }

@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
+import { toStruct } from "./convert.js";
 import { LedgerError } from "./errors.js";
 import type { LedgerClient } from "./client.js";
 import type { JsonObject, NewEvent, Run } from "./types.js";
@@ -71,6 +72,7 @@ export class RunRecorder {
   async emit(kind: string, payload: JsonObject = {}, timestamp: Date = new Date()): Promise<void> {
     this.throwIfFailed();
     if (!kind) throw new LedgerError(3, "kind: must be a non-empty string");
+    toStruct(payload, "payload"); // refuse here what the daemon cannot store exactly, not later in a batch
     while (this.buffered >= this.maxBuffered) {
       await this.changed.promise;
       this.throwIfFailed();
@@ -103,7 +105,11 @@ export class RunRecorder {
     return this.run;
   }
 
-  /** Keeps what can still be stored, then fails the run with `error` as the reason. */
+  /**
+   * Keeps what can still be stored, then fails the run with `error` as the
+   * reason ("Name: message", cut to the daemon's 4096 bytes). Rejects when
+   * the daemon does not take the failure; the run is then still RUNNING.
+   */
   async fail(error: unknown): Promise<Run> {
     let expected: number | undefined;
     try {

@@ -65,6 +65,26 @@ export interface Release {
   rollbackOf?: number;
 }
 
+/** The outcome of VerifyRun: whether the run's stored hash chain holds. */
+export interface Verification {
+  /** Every digest matches, seqs run 1..totalEvents without a gap, and the head matches the run. */
+  ok: boolean;
+  verifiedEvents: number;
+  /** The recomputed head of the chain. */
+  eventsDigest: string;
+  /** The first seq missing or not matching; unset when ok. */
+  firstBrokenSeq?: number;
+  /** Why the chain breaks there; "" when ok. */
+  reason: string;
+}
+
+/** One page of ListRuns. */
+export interface RunPage {
+  runs: Run[];
+  /** Pass back as `pageToken` for the next page; "" after the last. */
+  nextPageToken: string;
+}
+
 export interface CreateRunOptions {
   specDigest: string;
   agentName: string;

@@ -6,7 +6,7 @@ import { createHash, randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import { LedgerClient, LedgerError, Code } from "../dist/src/index.js";
+import { LedgerClient, LedgerError, Code, reasonText, MAX_REASON_BYTES } from "../dist/src/index.js";
 import { startDaemon } from "./daemon.mjs";
 
 const digest = (text = randomUUID()) => createHash("sha256").update(text).digest("hex");
@@ -139,16 +139,137 @@ describe("LedgerClient against aivcs-ledgerd", () => {
     assert.equal((await client.getRun(run.runId)).totalEvents, 1);
   });
 
-  test("listRuns pages newest first", async () => {
+  test("listRuns iterates over every page newest first; listRunsPage returns one page", async () => {
     const agentName = unique("list");
     const ids = [];
-    for (let i = 0; i < 3; i += 1) ids.push((await client.createRun({ specDigest: digest(), agentName })).runId);
-    const page1 = await client.listRuns({ agentName, pageSize: 2 });
-    assert.deepEqual(page1.runs.map((r) => r.runId), [ids[2], ids[1]]);
-    const page2 = await client.listRuns({ agentName, pageSize: 2, pageToken: page1.nextPageToken });
-    assert.deepEqual(page2.runs.map((r) => r.runId), [ids[0]]);
+    for (let i = 0; i < 5; i += 1) ids.push((await client.createRun({ specDigest: digest(), agentName })).runId);
+    const newestFirst = [...ids].reverse();
+    const all = [];
+    for await (const run of client.listRuns({ agentName, pageSize: 2 })) all.push(run.runId);
+    assert.deepEqual(all, newestFirst);
+    const limited = [];
+    for await (const run of client.listRuns({ agentName, pageSize: 2, limit: 3 })) limited.push(run.runId);
+    assert.deepEqual(limited, newestFirst.slice(0, 3));
+    const completed = [];
+    for await (const run of client.listRuns({ agentName, status: "completed" })) completed.push(run);
+    assert.equal(completed.length, 0);
+
+    const page1 = await client.listRunsPage({ agentName, pageSize: 3 });
+    assert.deepEqual(page1.runs.map((r) => r.runId), newestFirst.slice(0, 3));
+    const page2 = await client.listRunsPage({ agentName, pageSize: 3, pageToken: page1.nextPageToken });
+    assert.deepEqual(page2.runs.map((r) => r.runId), newestFirst.slice(3));
     assert.equal(page2.nextPageToken, "");
-    assert.equal((await client.listRuns({ agentName, status: "completed" })).runs.length, 0);
+  });
+
+  test("verifyRun recomputes the hash chain of a stored run", async () => {
+    const run = await client.recordRun({ specDigest: digest(), agentName: unique("verify") }, async (recorder) => {
+      for (let i = 0; i < 25; i += 1) await recorder.emit("step", { i });
+    });
+    const verdict = await client.verifyRun(run.runId);
+    assert.deepEqual(verdict, { ok: true, verifiedEvents: 25, eventsDigest: run.eventsDigest, reason: "" });
+    assert.equal(verdict.firstBrokenSeq, undefined);
+    await assert.rejects(client.verifyRun("no-such-run"), { code: Code.NOT_FOUND });
+  });
+
+  test("recordRun fails a run whose error message is longer than the daemon's 4096 bytes", async () => {
+    let runId;
+    const message = "€".repeat(3000); // 3 bytes each: 9000 bytes in 3000 characters
+    await assert.rejects(
+      client.recordRun({ specDigest: digest(), agentName: unique("long") }, async (recorder) => {
+        runId = recorder.runId;
+        await recorder.emit("step", { i: 0 });
+        throw new Error(message);
+      }),
+      (error) => error.message === message,
+    );
+    const stored = await client.getRun(runId);
+    assert.equal(stored.status, "failed");
+    assert.equal(stored.totalEvents, 1);
+    assert.ok(Buffer.byteLength(stored.statusReason) <= 4096, `${Buffer.byteLength(stored.statusReason)} bytes`);
+    assert.match(stored.statusReason, /^Error: (€)+…$/u);
+  });
+
+  test("reasonText cuts by UTF-8 bytes on a code point boundary", () => {
+    assert.equal(MAX_REASON_BYTES, 4096);
+    assert.equal(reasonText("short"), "short");
+    const exact = "a".repeat(4096);
+    assert.equal(reasonText(exact), exact);
+    for (const unit of ["€", "😀", "é"]) {
+      for (const lead of ["", "a", "ab", "abc"]) {
+        const cut = reasonText(lead + unit.repeat(3000));
+        assert.ok(Buffer.byteLength(cut) <= 4096, `${unit} after ${lead.length}`);
+        assert.ok(Buffer.byteLength(cut) > 4096 - 4 - 3, `${unit} after ${lead.length}: cut too short`);
+        assert.ok(cut.endsWith("…"));
+        assert.ok(!cut.includes("\uFFFD"), "no split code point");
+      }
+    }
+    assert.equal(reasonText("a\0b"), "a\uFFFDb");
+  });
+
+  test("a run that cannot be marked failed is logged and the body's error is kept", async () => {
+    const warnings = [];
+    const logged = new LedgerClient({ target: daemon.target, logger: { warn: (message) => warnings.push(message) } });
+    let runId;
+    try {
+      await assert.rejects(
+        logged.recordRun({ specDigest: digest(), agentName: unique("gone") }, async (recorder) => {
+          runId = recorder.runId;
+          await logged.cancelRun(recorder.runId, "cancelled by an operator");
+          throw new Error("the body's own error");
+        }),
+        /the body's own error/,
+      );
+    } finally {
+      logged.close();
+    }
+    assert.equal(warnings.length, 1);
+    assert.match(warnings[0], new RegExp(`run ${runId} could not be marked failed.*CANCELLED`));
+    assert.equal((await client.getRun(runId)).status, "cancelled");
+  });
+
+  test("recordRun fails the run when its last events are refused", async () => {
+    let runId;
+    await assert.rejects(
+      client.recordRun({ specDigest: digest(), agentName: unique("refused") }, async (recorder) => {
+        runId = recorder.runId;
+        await recorder.emit("ok", { i: 0 });
+        await recorder.flush();
+        await recorder.emit("k".repeat(1000), { i: 1 }); // longer than a kind may be
+      }),
+      (error) => error instanceof LedgerError && error.code === Code.INVALID_ARGUMENT && /kind/.test(error.details),
+    );
+    const stored = await client.getRun(runId);
+    assert.equal(stored.status, "failed");
+    assert.equal(stored.totalEvents, 1);
+    assert.match(stored.statusReason, /kind/);
+  });
+
+  test("integers beyond 2^53 are refused with the field's path; nothing is stored", async () => {
+    const run = await client.createRun({ specDigest: digest(), agentName: unique("big") });
+    const refused = (path) => (error) =>
+      error instanceof LedgerError && error.code === Code.INVALID_ARGUMENT && error.details.startsWith(`${path}: `) && /2\^53/.test(error.details);
+    await assert.rejects(
+      client.appendEvents(run.runId, [{ kind: "a" }, { kind: "b", payload: { order: { ids: [1, 2 ** 53 + 2] } } }]),
+      refused("events[1].payload.order.ids[1]"),
+    );
+    await assert.rejects(client.appendEvents(run.runId, [{ kind: "a", payload: { n: 2n ** 60n } }]), refused("events[0].payload.n"));
+    await assert.rejects(client.appendEvents(run.runId, [{ kind: "a", payload: { n: -(2 ** 60) } }]), refused("events[0].payload.n"));
+    await assert.rejects(client.appendEvents(run.runId, [{ kind: "a", payload: { n: 1e300 } }]), refused("events[0].payload.n"));
+    await assert.rejects(client.createRun({ specDigest: digest(), agentName: "big", tags: { budget: 2 ** 64 } }), refused("tags.budget"));
+    assert.equal((await client.getRun(run.runId)).totalEvents, 0);
+
+    // The largest exact integers, small BigInts and fractions still go through exactly.
+    const exact = { max: Number.MAX_SAFE_INTEGER, min: Number.MIN_SAFE_INTEGER, small: 7n, tiny: 1.5e-300, half: 0.5 };
+    await client.appendEvents(run.runId, [{ kind: "exact", payload: exact }]);
+    const stored = [];
+    for await (const event of client.readEvents(run.runId)) stored.push(event);
+    const [event] = stored;
+    assert.deepEqual(event.payload, { ...exact, small: 7 });
+
+    const recorder = await client.startRun({ specDigest: digest(), agentName: unique("big") });
+    await assert.rejects(recorder.emit("step", { deep: [{ n: 2 ** 53 }] }), refused("payload.deep[0].n"));
+    await recorder.emit("step", { n: 1 }); // the recorder goes on after a refused emit
+    assert.equal((await recorder.complete()).totalEvents, 1);
   });
 
   test("releases: promote, rollback, current, history", async () => {
