@@ -1,4 +1,4 @@
-"""Operations: health that follows the database, bounded failures, reconnects, metrics, logs, manifests."""
+"""Operations: health that follows the database, bounded failures, reconnects, metrics, logs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Any
 
 import grpc
 import pytest
-import yaml
 from aivcs.ledger.v1 import event_pb2
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
@@ -294,53 +293,3 @@ def test_bad_operations_flags_are_refused_at_start(tmp_path: Path) -> None:
     cert.write_text("not a certificate")
     with pytest.raises(RuntimeError, match="--tls-cert and --tls-key go together"):
         start_daemon(tmp_path, extra=["--tls-cert", str(cert)], timeout=20)
-
-
-# --- Kubernetes manifests ---------------------------------------------------------------------------
-
-
-def manifests() -> list[dict[str, Any]]:
-    documents: list[dict[str, Any]] = []
-    for path in sorted((ROOT / "deploy" / "kubernetes").glob("*.yaml")):
-        documents.extend(doc for doc in yaml.safe_load_all(path.read_text()) if doc)
-    return documents
-
-
-def test_kubernetes_manifests_parse_and_probe_the_grpc_health_service() -> None:
-    documents = manifests()
-    kinds = {(doc["kind"], doc["metadata"]["name"]) for doc in documents}
-    workloads = [doc for doc in documents if doc["kind"] in ("Deployment", "StatefulSet")]
-    assert {kind for kind, _ in kinds} >= {"Deployment", "StatefulSet", "Service", "Secret", "PodDisruptionBudget"}
-    for workload in workloads:
-        spec = workload["spec"]
-        pod = spec["template"]["spec"]
-        assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
-        [container] = [c for c in pod["containers"] if c["name"] == "ledgerd"]
-        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert ports["grpc"] == 50051
-        for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
-            grpc_probe = container[probe]["grpc"]
-            assert grpc_probe["port"] == ports["grpc"], probe
-            assert grpc_probe.get("service", "") in ("", LIVENESS, *SERVICE_NAMES), probe
-        # Readiness follows the database; liveness does not, so an outage restarts nothing.
-        assert container["readinessProbe"]["grpc"].get("service", "") == ""
-        assert container["livenessProbe"]["grpc"]["service"] == LIVENESS
-        assert container["resources"]["requests"] and container["resources"]["limits"]
-        args = container["args"]
-        assert "--listen" in args and args[args.index("--listen") + 1].endswith(":50051")
-        if workload["kind"] == "Deployment":
-            assert spec["replicas"] >= 2
-            assert args[args.index("--db") + 1].startswith(("ws://", "wss://"))
-            env = {e["name"]: e for e in container["env"]}
-            assert env["AIVCS_LEDGER_DB_USER_FILE"]["value"].startswith("/var/run/secrets/")
-            assert env["AIVCS_LEDGER_DB_PASSWORD_FILE"]["value"].startswith("/var/run/secrets/")
-            secret_volumes = [v for v in pod["volumes"] if "secret" in v]
-            assert secret_volumes, "credentials come from a Secret mounted as files"
-        else:
-            assert spec["replicas"] == 1
-            assert args[args.index("--db") + 1].startswith(("surrealkv://", "file://"))
-            assert spec["volumeClaimTemplates"]
-    pdbs = [doc for doc in documents if doc["kind"] == "PodDisruptionBudget"]
-    deployment = next(doc for doc in workloads if doc["kind"] == "Deployment")
-    labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert any(pdb["spec"]["selector"]["matchLabels"].items() <= labels.items() for pdb in pdbs)
