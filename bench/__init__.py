@@ -1,4 +1,4 @@
-"""`python -m bench`: the daemon's figures against measured ceilings (issue 6).
+"""`python -m bench`: the daemon's figures against measured ceilings.
 
 One invocation measures what this machine allows (a gRPC server that stores
 nothing, and the embedded SurrealDB engine driven directly from Python),
@@ -17,6 +17,6 @@ ceiling, the ratio and the target. Each module has one job:
     profile        optional py-spy sampling of the daemon per figure
     report         the table, the targets and the JSON
 
-`python -m bench.flood_memory` (issue 4) is a separate command: the daemon's
+`python -m bench.flood_memory` is a separate command: the daemon's
 memory under an ingest flood.
 """

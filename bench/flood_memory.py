@@ -1,4 +1,4 @@
-"""Flow control under a flood: the daemon's memory must stay bounded (issue 4).
+"""Flow control under a flood: the daemon's memory must stay bounded.
 
 Starts the real daemon (on `surrealkv://` in a temporary folder unless
 `--db` says otherwise), floods one run through one IngestEvents stream as

@@ -64,7 +64,7 @@ AGENT = "reliability"
 # What a client may see when the daemon dies or restarts under it; it retries these.
 TRANSIENT = frozenset({Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED, Code.CANCELLED})
 TRANSIENT_NUMBERS = frozenset(code.value[0] for code in TRANSIENT)
-# Codes no request may ever get (contract.md, "Errors everywhere").
+# Codes no request may ever get (docs/architecture.md, "Errors").
 FORBIDDEN = frozenset({Code.UNKNOWN, Code.INTERNAL})
 CALL_TIMEOUT = 15.0
 STREAM_TIMEOUT = 120.0

@@ -2,7 +2,7 @@
 
 Each event carries its writer's token ({"writer": w, "batch": b, "i": i}), so reading the run back
 shows not only that the seqs are contiguous but that no acknowledged batch was lost, moved,
-interleaved with another or overwritten (architecture.md, hazard 2).
+interleaved with another or overwritten (docs/architecture.md, hazard 2).
 """
 
 from __future__ import annotations

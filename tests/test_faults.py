@@ -41,7 +41,7 @@ Code = grpc.StatusCode
 SPEC = hashlib.sha256(b"faults").hexdigest()
 OTHER_SPEC = hashlib.sha256(b"faults-other").hexdigest()
 DB_TIMEOUT = 0.5
-# What a caller may get while the store misbehaves (contract.md: UNAVAILABLE when the database
+# What a caller may get while the store misbehaves (docs/architecture.md, "Errors": UNAVAILABLE when the database
 # cannot be reached; ABORTED for a conflict the caller should retry).
 DELIBERATE = {Code.UNAVAILABLE, Code.ABORTED}
 SERVING = health_pb2.HealthCheckResponse.SERVING

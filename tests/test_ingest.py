@@ -1,4 +1,4 @@
-"""IngestEvents against the real daemon (issue 4, "Streaming").
+"""IngestEvents against the real daemon.
 
 Every event carries a payload token `<batch>/<index>`, so a read-back shows
 exactly which batch each stored event came from: a test can tell a whole
@@ -30,7 +30,7 @@ from bench.flood_memory import run_flood
 from tests.daemon import DaemonProcess, assert_serving, start_daemon
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"issue 4: streaming").hexdigest()
+SPEC = hashlib.sha256(b"ingest: streaming").hexdigest()
 STREAM_TIMEOUT = 120  # seconds; a hung stream fails the test instead of the CI job
 
 

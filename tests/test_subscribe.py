@@ -1,4 +1,4 @@
-"""SubscribeEvents against the real daemon (issue 4, "Streaming").
+"""SubscribeEvents against the real daemon.
 
 A subscriber must see seq from_seq, from_seq+1, ... exactly once and in
 order, whether the events were stored before it came (catch-up) or arrive
@@ -29,7 +29,7 @@ from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from tests.daemon import DaemonProcess, assert_serving, start_daemon
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"issue 4: subscriptions").hexdigest()
+SPEC = hashlib.sha256(b"subscribe: subscriptions").hexdigest()
 WAIT = 60  # seconds: the longest any single step may take before the test fails instead of hanging
 
 

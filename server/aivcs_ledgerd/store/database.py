@@ -2,7 +2,7 @@
 
 Every query goes through `query_raw` and every statement's status is checked,
 because the SDK's `query()` reports only the first statement's error
-(architecture.md, hazard 1). Writes that touch a run's or an agent's records
+(docs/architecture.md, hazard 1). Writes that touch a run's or an agent's records
 go through `write()`, which holds that key's lock on this handle.
 """
 

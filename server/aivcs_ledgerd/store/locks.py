@@ -1,7 +1,7 @@
 """Per-key mutual exclusion that belongs to one database handle.
 
 The embedded engine can lose a transaction that reported success when two
-transactions writing the same record run at once (architecture.md, hazard 2).
+transactions writing the same record run at once (docs/architecture.md, hazard 2).
 So every transaction that writes a run's or an agent's records holds that
 key's lock until the engine has finished with it, even when the caller gave
 up waiting. The locks live on the handle, so any number of ledger objects

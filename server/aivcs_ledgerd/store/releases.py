@@ -9,7 +9,7 @@ Appending (Promote, Rollback) is one transaction that finds the head, checks
 the caller's expectations against it and CREATEs `[agent_name, head + 1]`.
 It runs under the agent's lock on the database handle, because the embedded
 engine can lose one of two concurrent transactions writing the same record
-while reporting both OK (architecture.md, hazard 2). Between daemons sharing
+while reporting both OK (docs/architecture.md, hazard 2). Between daemons sharing
 a server the CREATE is the guard: the loser meets the record the winner made
 and fails with DuplicateRecord, or with a conflict; the caller retries.
 
