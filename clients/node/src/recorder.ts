@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { toStruct } from "./convert.js";
-import { LedgerError } from "./errors.js";
+import { Code, LedgerError } from "./errors.js";
 import type { LedgerClient } from "./client.js";
-import type { JsonObject, NewEvent, Run } from "./types.js";
+import type { JsonObject, NewEvent, Run, RunStatus } from "./types.js";
 
 export interface RecorderOptions {
   /** Events per AppendEvents batch (the daemon takes at most 1000 by default, and commits up to 200 per transaction, where its storage is fastest). Default 200. */
@@ -12,7 +12,7 @@ export interface RecorderOptions {
   lingerMs?: number;
   /** Unacknowledged events at most; past that, `emit` waits. Default 10,000. */
   maxBufferedEvents?: number;
-  /** How long to keep retrying a batch while the daemon is unreachable. Default 60 s. */
+  /** How long to keep retrying a batch, or the call that ends the run, while the daemon is unreachable. Default 60 s. */
   retryTimeoutMs?: number;
 }
 
@@ -21,7 +21,7 @@ interface Batch {
   events: NewEvent[];
 }
 
-const RETRYABLE = new Set([14 /* UNAVAILABLE */, 4 /* DEADLINE_EXCEEDED */]);
+const RETRYABLE = new Set<number>([Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED]);
 
 /**
  * Records the events of one run in batches. `emit` buffers (await it to
@@ -101,7 +101,7 @@ export class RunRecorder {
       expectedTotalEvents: this.acknowledged,
     };
     if (options.finalStateDigest !== undefined) finish.finalStateDigest = options.finalStateDigest;
-    this.run = await this.client.completeRun(this.runId, finish);
+    this.run = await this.finish("completed", () => this.client.completeRun(this.runId, finish));
     return this.run;
   }
 
@@ -121,8 +121,36 @@ export class RunRecorder {
     const reason = error instanceof Error ? `${error.name}: ${error.message}` : String(error);
     const options: { durationMs: number; expectedTotalEvents?: number } = { durationMs: Date.now() - this.startedAt };
     if (expected !== undefined) options.expectedTotalEvents = expected;
-    this.run = await this.client.failRun(this.runId, reason, options);
+    this.run = await this.finish("failed", () => this.client.failRun(this.runId, reason, options));
     return this.run;
+  }
+
+  /**
+   * Ends the run with `call`, retrying while the daemon is unreachable (for
+   * `retryTimeoutMs`), so a restart at the wrong moment does not leave the
+   * run RUNNING. A retry refused because the run is already terminal means
+   * an earlier attempt was applied and its answer lost when the run is now
+   * in `status`; otherwise the refusal stands.
+   */
+  private async finish(status: RunStatus, call: () => Promise<Run>): Promise<Run> {
+    const giveUpAt = Date.now() + this.retryTimeoutMs;
+    let delay = 50;
+    let retried = false;
+    for (;;) {
+      try {
+        return await call();
+      } catch (error) {
+        if (retried && error instanceof LedgerError && error.code === Code.FAILED_PRECONDITION) {
+          const run = await this.client.getRun(this.runId);
+          if (run.status === status) return run;
+        }
+        const retryable = error instanceof LedgerError && RETRYABLE.has(error.code);
+        if (!retryable || Date.now() + delay > giveUpAt) throw error;
+        retried = true;
+        await sleep(delay);
+        delay = Math.min(delay * 2, 1000);
+      }
+    }
   }
 
   private throwIfFailed(): void {

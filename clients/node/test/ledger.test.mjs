@@ -2,6 +2,10 @@
 // subscribe, complete; the run helper; errors; releases; the example agent.
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { createHash, randomUUID } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
@@ -300,6 +304,43 @@ describe("LedgerClient against aivcs-ledgerd", () => {
     const run = await client.getRun(match[1]);
     assert.equal(run.agentName, "research-agent");
     assert.equal(run.totalEvents, 6);
+  });
+});
+
+describe("LedgerClient across a daemon restart", () => {
+  test("recordRun still fails the run when the daemon restarts just as the body throws", async () => {
+    const db = `surrealkv://${join(mkdtempSync(join(tmpdir(), "aivcs-node-restart-")), "ledger")}`;
+    const first = await startDaemon({ db });
+    const warnings = [];
+    const client = new LedgerClient({ target: first.target, timeoutMs: 5000, logger: { warn: (m) => warnings.push(m) } });
+    let restarted;
+    let runId;
+    try {
+      await assert.rejects(
+        client.recordRun({ specDigest: digest(), agentName: unique("restart"), retryTimeoutMs: 60_000 }, async (recorder) => {
+          runId = recorder.runId;
+          await recorder.emit("step", { i: 0 });
+          await recorder.flush();
+          await first.stop();
+          // The same store on the same port, back while the recorder is still retrying.
+          restarted = sleep(300).then(() => startDaemon({ db, listen: first.target }));
+          throw new Error("the agent crashed while the ledger restarted");
+        }),
+        /the agent crashed/,
+      );
+      await restarted;
+      // Its own subchannel: grpc-js shares them between clients, and the recorder's may be in reconnect backoff.
+      const reader = new LedgerClient({ target: first.target, channelOptions: { "grpc.use_local_subchannel_pool": 1 } });
+      const stored = await reader.getRun(runId).finally(() => reader.close());
+      assert.equal(stored.status, "failed");
+      assert.equal(stored.totalEvents, 1);
+      assert.equal(stored.statusReason, "Error: the agent crashed while the ledger restarted");
+      assert.deepEqual(warnings, []);
+    } finally {
+      client.close();
+      await first.stop();
+      await (await restarted)?.stop();
+    }
   });
 });
 
