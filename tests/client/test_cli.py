@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import queue
 import subprocess
@@ -82,6 +83,31 @@ def test_events_export_with_progress(daemon: DaemonProcess, seeded: dict[str, An
     piped = cli("events", "export", seeded["run_id"], "--to-seq", "3", target=daemon.target)
     assert [json.loads(line)["seq"] for line in piped.stdout.splitlines()] == [1, 2, 3]
     assert piped.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_json_output_sorts_keys_so_two_reads_give_identical_bytes(daemon: DaemonProcess, client: Client,
+                                                                  tmp_path: Path) -> None:
+    run = client.runs.create(digest(), unique("sorted"), tags={"zone": "eu", "app": "x"})
+    client.events.append(run.run_id, [("step", {"zeta": 1, "alpha": {"y": [3, {"b": 1, "a": 2}], "x": None}})] * 3)
+
+    def canonical(document: str) -> str:
+        return json.dumps(json.loads(document), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+    exports = []
+    for name in ("one.jsonl", "two.jsonl"):
+        out = tmp_path / name
+        assert cli("events", "export", run.run_id, "-o", str(out), target=daemon.target).returncode == 0
+        exports.append(out.read_bytes())
+    assert exports[0] == exports[1]
+    assert hashlib.sha256(exports[0]).digest() == hashlib.sha256(exports[1]).digest()
+    lines = exports[0].decode().splitlines()
+    assert len(lines) == 3 and all(line == canonical(line) for line in lines)
+
+    read = cli("events", "read", run.run_id, "--json", target=daemon.target).stdout
+    assert read.splitlines() == lines
+    shown = [cli("runs", "show", run.run_id, "--json", target=daemon.target).stdout for _ in range(2)]
+    assert shown[0] == shown[1] == json.dumps(json.loads(shown[0]), ensure_ascii=False, indent=2,
+                                              sort_keys=True) + "\n"
 
 
 def test_events_tail_without_follow(daemon: DaemonProcess, seeded: dict[str, Any]) -> None:

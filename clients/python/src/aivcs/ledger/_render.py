@@ -22,13 +22,18 @@ STATUS_STYLE = {
 }
 
 
+# Keys are sorted so that two reads of the same data print the same bytes:
+# exports can be diffed and hashed whatever order the daemon's maps come in.
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON, one document per line (JSON Lines)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, one document per line (JSON Lines), keys sorted."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def pretty(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)
+    """Indented JSON, keys sorted."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
 
 
 def short(digest: str | None, width: int = 12) -> str:
