@@ -9,7 +9,7 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from aivcs.ledger._batching import Backoff
 from aivcs.ledger._client import RESUMABLE
 from aivcs.ledger._connection import Connection
 from aivcs.ledger._errors import LedgerError, error_from_rpc
+from aivcs.ledger._heartbeat import HeartbeatInterval, heartbeat_interval_for
 from aivcs.ledger._models import (
     JSON,
     AppendResult,
@@ -32,7 +33,7 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, WriterSettings
+from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, WhenFull, WriterSettings
 from aivcs.ledger.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
@@ -78,9 +79,10 @@ class AsyncRuns:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
+        inactivity_timeout: float | timedelta | None = None,
     ) -> Run:
         request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
-                                   run_id=run_id)
+                                   run_id=run_id, inactivity_timeout=inactivity_timeout)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CreateRun, request)).run)
 
     async def get(self, run_id: str) -> Run:
@@ -138,6 +140,10 @@ class AsyncRuns:
         request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CancelRun, request)).run)
 
+    async def heartbeat(self, run_id: str) -> Run:
+        request = run_ledger_pb2.HeartbeatRequest(run_id=run_id)
+        return Run.from_proto((await self._t.unary(self._t.run_ledger.Heartbeat, request)).run)
+
     async def verify(self, run_id: str) -> Verification:
         reply = await self._t.unary(self._t.run_ledger.VerifyRun, run_ledger_pb2.VerifyRunRequest(run_id=run_id))
         return Verification(reply.ok, reply.verified_events, reply.events_digest,
@@ -174,13 +180,19 @@ class AsyncEvents:
         max_in_flight: int = 8,
         retry_timeout: float = 60.0,
         idle_stream_timeout: float = 5.0,
+        when_full: WhenFull = "block",
+        log_interval: float = 10.0,
+        heartbeat_interval: HeartbeatInterval = "auto",
         writer_id: str | None = None,
     ) -> AsyncEventWriter:
         settings = WriterSettings(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes, linger=linger,
                                   max_buffered_events=max_buffered_events, max_in_flight=max_in_flight,
-                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout)
+                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout,
+                                  when_full=when_full, log_interval=log_interval,
+                                  heartbeat_interval=heartbeat_interval)
         return AsyncEventWriter(self._t.event_stream, run_id, metadata=self._t.metadata, settings=settings,
-                                writer_id=writer_id)
+                                writer_id=writer_id, run_ledger=self._t.run_ledger,
+                                call_timeout=self._t.connection.timeout)
 
     async def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
@@ -319,7 +331,9 @@ class AsyncRunSession:
     async def __aenter__(self) -> AsyncRunSession:
         self.run = await self._client.runs.create(**self._create)
         self._started = time.monotonic()
-        self._writer = self._client.events.writer(self.run.run_id, **self._writer_options)
+        options = {"heartbeat_interval": heartbeat_interval_for(self.run.inactivity_timeout_ms),
+                   **self._writer_options}
+        self._writer = self._client.events.writer(self.run.run_id, **options)
         return self
 
     async def __aexit__(
@@ -392,10 +406,11 @@ class AsyncClient:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
+        inactivity_timeout: float | timedelta | None = None,
         **writer_options: Any,
     ) -> AsyncRunSession:
         create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id}
+                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
         return AsyncRunSession(self, create, writer_options)
 
     async def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -15,6 +15,7 @@ from aivcs.ledger import _requests as build
 from aivcs.ledger._batching import Backoff
 from aivcs.ledger._connection import Connection
 from aivcs.ledger._errors import LedgerError, error_from_rpc
+from aivcs.ledger._heartbeat import HeartbeatInterval, heartbeat_interval_for
 from aivcs.ledger._models import (
     JSON,
     AppendResult,
@@ -26,7 +27,7 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, EventWriter, WriterSettings
+from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, EventWriter, WhenFull, WriterSettings
 from aivcs.ledger.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
@@ -78,10 +79,11 @@ class Runs:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
+        inactivity_timeout: float | timedelta | None = None,
     ) -> Run:
         """Create a RUNNING run. With `run_id`, a retry returns the same run."""
         request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
-                                   run_id=run_id)
+                                   run_id=run_id, inactivity_timeout=inactivity_timeout)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CreateRun, request).run)
 
     def get(self, run_id: str) -> Run:
@@ -139,6 +141,15 @@ class Runs:
         request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CancelRun, request).run)
 
+    def heartbeat(self, run_id: str) -> Run:
+        """Tell the daemon the run's agent is alive, so its inactivity timeout does not strike.
+
+        An open writer does this by itself; call it for a run without one.
+        FailedPrecondition once the run is terminal (e.g. failed for inactivity).
+        """
+        request = run_ledger_pb2.HeartbeatRequest(run_id=run_id)
+        return Run.from_proto(self._t.unary(self._t.run_ledger.Heartbeat, request).run)
+
     def verify(self, run_id: str) -> Verification:
         """Have the daemon recompute the run's hash chain."""
         reply = self._t.unary(self._t.run_ledger.VerifyRun, run_ledger_pb2.VerifyRunRequest(run_id=run_id))
@@ -177,14 +188,19 @@ class Events:
         max_in_flight: int = 8,
         retry_timeout: float = 60.0,
         idle_stream_timeout: float = 5.0,
+        when_full: WhenFull = "block",
+        log_interval: float = 10.0,
+        heartbeat_interval: HeartbeatInterval = "auto",
         writer_id: str | None = None,
     ) -> EventWriter:
         """A buffered writer for `run_id` (see `EventWriter`); close it when done."""
         settings = WriterSettings(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes, linger=linger,
                                   max_buffered_events=max_buffered_events, max_in_flight=max_in_flight,
-                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout)
+                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout,
+                                  when_full=when_full, log_interval=log_interval,
+                                  heartbeat_interval=heartbeat_interval)
         return EventWriter(self._t.event_stream, run_id, metadata=self._t.metadata, settings=settings,
-                           writer_id=writer_id)
+                           writer_id=writer_id, run_ledger=self._t.run_ledger, call_timeout=self._t.connection.timeout)
 
     def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
@@ -334,7 +350,9 @@ class RunSession:
     def __enter__(self) -> RunSession:
         self.run = self._client.runs.create(**self._create)
         self._started = time.monotonic()
-        self._writer = self._client.events.writer(self.run.run_id, **self._writer_options)
+        options = {"heartbeat_interval": heartbeat_interval_for(self.run.inactivity_timeout_ms),
+                   **self._writer_options}
+        self._writer = self._client.events.writer(self.run.run_id, **options)
         return self
 
     def __exit__(
@@ -414,6 +432,7 @@ class Client:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
+        inactivity_timeout: float | timedelta | None = None,
         **writer_options: Any,
     ) -> RunSession:
         """`with client.start_run(...) as run: run.emit(kind, payload)`; see `RunSession`.
@@ -421,7 +440,7 @@ class Client:
         Extra keyword arguments tune the run's writer (see `Events.writer`).
         """
         create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id}
+                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
         return RunSession(self, create, writer_options)
 
     def close(self) -> None:

@@ -219,6 +219,10 @@ class Run:
     final_state_digest: str | None = None
     events_digest: str = ""
     status_reason: str = ""
+    inactivity_timeout_ms: int = 0
+    """0: the daemon never fails this run for inactivity."""
+    last_activity_at: datetime | None = None
+    """The daemon's time of the run's last append or heartbeat (or creation)."""
 
     @classmethod
     def from_proto(cls, run: run_pb2.Run) -> Run:
@@ -239,6 +243,8 @@ class Run:
             final_state_digest=run.final_state_digest if run.HasField("final_state_digest") else None,
             events_digest=run.events_digest,
             status_reason=run.status_reason,
+            inactivity_timeout_ms=run.inactivity_timeout_ms,
+            last_activity_at=_optional_time(run, "last_activity_at"),
         )
 
     def to_dict(self) -> dict[str, JSON]:
@@ -256,6 +262,8 @@ class Run:
             "final_state_digest": self.final_state_digest,
             "events_digest": self.events_digest,
             "status_reason": self.status_reason,
+            "inactivity_timeout_ms": self.inactivity_timeout_ms,
+            "last_activity_at": _iso(self.last_activity_at),
             "tags": self.tags,
             "evaluation": self.evaluation.to_dict(),
         }
