@@ -14,11 +14,13 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1.health_pb2 import HealthCheckRequest
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from aivcs.ledger import _requests as build
 from aivcs.ledger._async_writer import AsyncEventWriter
 from aivcs.ledger._batching import Backoff
-from aivcs.ledger._client import RESUMABLE
+from aivcs.ledger._client import RESUMABLE, health_status
 from aivcs.ledger._connection import Connection
 from aivcs.ledger._errors import LedgerError, error_from_rpc
 from aivcs.ledger._heartbeat import HeartbeatInterval, heartbeat_interval_for
@@ -388,7 +390,7 @@ class AsyncClient:
             key_file=key_file, timeout=timeout, options=options,
         )
         self._channel = self.connection.aio_channel()
-        transport = _AsyncTransport(self.connection, self._channel)
+        self._transport = transport = _AsyncTransport(self.connection, self._channel)
         self.runs = AsyncRuns(transport)
         self.events = AsyncEvents(transport)
         self.releases = AsyncReleases(transport)
@@ -412,6 +414,11 @@ class AsyncClient:
         create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
                   "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
         return AsyncRunSession(self, create, writer_options)
+
+    async def health(self, service: str = "") -> str:
+        """The daemon's grpc.health.v1 status for `service` ("" = the whole daemon), e.g. "SERVING"."""
+        request = HealthCheckRequest(service=service)
+        return health_status(await self._transport.unary(HealthStub(self._channel).Check, request))
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -10,6 +10,8 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from aivcs.ledger import _requests as build
 from aivcs.ledger._batching import Backoff
@@ -44,6 +46,11 @@ Response = TypeVar("Response")
 
 # Codes after which a subscription resumes where it stopped.
 RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+def health_status(reply: HealthCheckResponse) -> str:
+    name: str = HealthCheckResponse.ServingStatus.Name(reply.status)
+    return name
 
 
 class _Transport:
@@ -414,7 +421,7 @@ class Client:
             key_file=key_file, timeout=timeout, options=options,
         )
         self._channel = self.connection.channel()
-        transport = _Transport(self.connection, self._channel)
+        self._transport = transport = _Transport(self.connection, self._channel)
         self.runs = Runs(transport)
         self.events = Events(transport)
         self.releases = Releases(transport)
@@ -442,6 +449,11 @@ class Client:
         create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
                   "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
         return RunSession(self, create, writer_options)
+
+    def health(self, service: str = "") -> str:
+        """The daemon's grpc.health.v1 status for `service` ("" = the whole daemon), e.g. "SERVING"."""
+        request = HealthCheckRequest(service=service)
+        return health_status(self._transport.unary(HealthStub(self._channel).Check, request))
 
     def close(self) -> None:
         self._channel.close()

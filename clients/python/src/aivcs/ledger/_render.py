@@ -41,9 +41,10 @@ def short(digest: str | None, width: int = 12) -> str:
 
 
 def when(moment: datetime | None) -> str:
+    """Local time with its UTC offset, e.g. 2026-01-31 13:00:00+01:00: never a time without its zone."""
     if moment is None:
         return ""
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
 
 
 def duration(ms: int) -> str:
@@ -94,6 +95,10 @@ def run_table(run: Run, verification: Verification | None = None) -> Table:
     ]
     if run.status_reason:
         rows.append(("reason", run.status_reason))
+    if run.inactivity_timeout_ms:
+        rows.append(("inactivity_timeout", duration(run.inactivity_timeout_ms)))
+    if run.last_activity_at is not None:
+        rows.append(("last_activity", when(run.last_activity_at)))
     if run.tags:
         rows.append(("tags", dumps(run.tags)))
     evaluation = run.evaluation
