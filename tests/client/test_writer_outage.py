@@ -92,19 +92,34 @@ def test_drop_mode_never_blocks_counts_and_warns_and_keeps_what_it_queued(
     run_id = unique("drop")
     with Client(late.target) as client:
         writer = client.events.writer(run_id, when_full="drop", max_batch_events=10, max_buffered_events=20,
-                                      log_interval=60, heartbeat_interval=None)
+                                      retry_timeout=0.5, log_interval=60, heartbeat_interval=None)
         # The daemon is away: a blocking writer would wait forever at the 21st event.
         queued = [writer.emit("step", {"index": index}) for index in range(100)]
         assert queued == [True] * 20 + [False] * 80
         assert writer.dropped == 80 and writer.pending == 20
         [warning] = lines(caplog, "buffer full")
         assert "dropped 1 events (1 in all)" in warning and run_id in warning
+        time.sleep(1.5)  # past retry_timeout: a dropping writer does not give up while open
+        assert writer.error is None and writer.emit("late") is False and writer.dropped == 81
 
         late.start(run_id)
+        deadline = time.monotonic() + 30
+        while writer.pending and time.monotonic() < deadline:  # it delivers on its own once the daemon is back
+            time.sleep(0.05)
         writer.close()
-        assert writer.acknowledged == 20 and writer.dropped == 80
+        assert writer.acknowledged == 20 and writer.dropped == 81
         assert [e.payload["index"] for e in client.events.read(run_id)] == list(range(20))
-        assert lines(caplog, "closed having dropped 80 events")
+        assert lines(caplog, "closed having dropped 81 events")
+
+
+def test_a_dropping_writer_gives_up_once_closed(caplog: pytest.LogCaptureFixture) -> None:
+    with Client(f"127.0.0.1:{free_port()}") as client:
+        writer = client.events.writer("any-run", when_full="drop", retry_timeout=0.5, heartbeat_interval=None)
+        writer.emit("lost")
+        time.sleep(1.0)
+        assert writer.error is None
+        with pytest.raises(Unavailable, match="gave up"):
+            writer.close()
 
 
 def test_blocking_is_the_default_and_unknown_modes_are_refused(client: Client) -> None:

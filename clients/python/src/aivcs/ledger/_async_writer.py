@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from aivcs.ledger._batching import RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._batching import MAX_BACKOFF, RETRYABLE, Backoff, BatchBook, BatchRefused
 from aivcs.ledger._errors import LedgerError, Unavailable, WriterClosed, error_from_rpc
 from aivcs.ledger._heartbeat import HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
@@ -64,6 +64,7 @@ class AsyncEventWriter:
         self._beat_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._closed = False
+        self._closing = False  # close() was called: from now on even a dropping writer may give up
         self._stopping = False
         self._error: LedgerError | None = None
         self._generation = 0
@@ -149,6 +150,7 @@ class AsyncEventWriter:
 
     async def close(self) -> None:
         """Flush, then stop the background stream. Raises if some event could not be stored."""
+        self._closing = True
         try:
             if self._error is None:
                 await self.flush()
@@ -237,6 +239,7 @@ class AsyncEventWriter:
 
     async def _pump(self) -> None:
         backoff = Backoff(self._settings.retry_timeout)
+        close_clock_started = False
         while True:
             while not self._stopping and self._book.idle and self._error is None:
                 await self._wait()
@@ -281,7 +284,13 @@ class AsyncEventWriter:
             if not retryable:
                 self._fail(failure)
                 return
+            dropping = self._settings.when_full == "drop"
+            if dropping and self._closing and not close_clock_started:
+                backoff.restart_clock()  # a dropping writer gets retry_timeout from close() on
+                close_clock_started = True
             delay = backoff.next_delay()
+            if delay is None and dropping and not self._closing:
+                delay = MAX_BACKOFF  # while open, a dropping writer never gives up
             if delay is None:
                 gave_up = Unavailable(f"gave up after {self._settings.retry_timeout:g}s without progress, "
                                       f"{self.pending} events unacknowledged: {failure.message}")

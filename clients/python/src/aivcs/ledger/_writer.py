@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 import grpc
 
-from aivcs.ledger._batching import RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._batching import MAX_BACKOFF, RETRYABLE, Backoff, BatchBook, BatchRefused
 from aivcs.ledger._errors import DeadlineExceeded, LedgerError, Unavailable, WriterClosed, error_from_rpc
 from aivcs.ledger._heartbeat import HeartbeatInterval, HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
@@ -39,7 +39,9 @@ DEFAULT_BATCH_EVENTS = 200
 
 WhenFull = Literal["block", "drop"]
 """What `emit` does when `max_buffered_events` are unacknowledged: wait ("block"),
-or drop the event with a rate-limited warning and count it ("drop")."""
+or drop the event with a rate-limited warning and count it ("drop"). A dropping
+writer also keeps retrying while it is open, however long the daemon is away
+(`retry_timeout` applies from `close()` on), so `emit` never raises for an outage."""
 
 _WHEN_FULL: tuple[WhenFull, ...] = ("block", "drop")
 
@@ -135,6 +137,7 @@ class EventWriter:
         self._beat_call: Any = None
         self._cond = threading.Condition()
         self._closed = False
+        self._closing = False  # close() was called: from now on even a dropping writer may give up
         self._stopping = False
         self._error: LedgerError | None = None
         self._generation = 0
@@ -229,6 +232,8 @@ class EventWriter:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the background stream. Raises if some event could not be stored."""
+        with self._cond:
+            self._closing = True
         try:
             if self._error is None:
                 self.flush(timeout)
@@ -294,6 +299,7 @@ class EventWriter:
 
     def _pump(self) -> None:
         backoff = Backoff(self._settings.retry_timeout)
+        close_clock_started = False
         while True:
             with self._cond:
                 while not self._stopping and self._book.idle and self._error is None:
@@ -340,7 +346,13 @@ class EventWriter:
             if not retryable:
                 self._fail(failure)
                 return
+            dropping = self._settings.when_full == "drop"
+            if dropping and self._closing and not close_clock_started:
+                backoff.restart_clock()  # a dropping writer gets retry_timeout from close() on
+                close_clock_started = True
             delay = backoff.next_delay()
+            if delay is None and dropping and not self._closing:
+                delay = MAX_BACKOFF  # while open, a dropping writer never gives up
             if delay is None:
                 gave_up = Unavailable(f"gave up after {self._settings.retry_timeout:g}s without progress, "
                                       f"{self.pending} events unacknowledged: {failure.message}")
