@@ -317,6 +317,8 @@ class AsyncEventWriter:
                 if not self._stopping:
                     plan.failed(error_from_rpc(error))
                 continue
+            except grpc.aio.UsageError:  # the client's channel was closed under an open writer
+                return
             plan.answered(reply.run)
 
     async def _requests(self, generation: int) -> AsyncIterator[event_stream_pb2.IngestEventsRequest]:

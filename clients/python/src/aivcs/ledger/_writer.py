@@ -398,8 +398,11 @@ class EventWriter:
                     self._cond.wait(left)
                 if self._stopping or not plan.active:
                     return
-                future = self._run_ledger.Heartbeat.future(request, metadata=self._metadata,
-                                                           timeout=self._call_timeout)
+                try:
+                    future = self._run_ledger.Heartbeat.future(request, metadata=self._metadata,
+                                                               timeout=self._call_timeout)
+                except ValueError:  # the client's channel was closed under an open writer
+                    return
                 self._beat_call = future
             try:
                 reply = future.result()
