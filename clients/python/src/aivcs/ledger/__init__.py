@@ -45,7 +45,8 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import EventWriter, WhenFull, WriterSettings
+from aivcs.ledger._settings import WhenFull, WriterOptions, WriterSettings
+from aivcs.ledger._writer import EventWriter
 
 __version__ = "0.1.0"
 
@@ -82,6 +83,7 @@ __all__ = [
     "Verification",
     "WhenFull",
     "WriterClosed",
+    "WriterOptions",
     "WriterSettings",
     "__version__",
 ]

@@ -26,7 +26,7 @@ from aivcs.ledger._errors import LedgerError, Unavailable, WriterClosed, error_f
 from aivcs.ledger._heartbeat import HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
 from aivcs.ledger._reports import DropReport, RetryReport
-from aivcs.ledger._writer import WriterSettings
+from aivcs.ledger._settings import WriterSettings
 from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 
 __all__ = ["AsyncEventWriter"]

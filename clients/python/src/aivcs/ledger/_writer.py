@@ -18,76 +18,19 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
 import grpc
 
 from aivcs.ledger._batching import MAX_BACKOFF, RETRYABLE, Backoff, BatchBook, BatchRefused
 from aivcs.ledger._errors import DeadlineExceeded, LedgerError, Unavailable, WriterClosed, error_from_rpc
-from aivcs.ledger._heartbeat import HeartbeatInterval, HeartbeatPlan
+from aivcs.ledger._heartbeat import HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
 from aivcs.ledger._reports import DropReport, RetryReport
+from aivcs.ledger._settings import WriterSettings
 from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 
-__all__ = ["EventWriter", "HeartbeatInterval", "WhenFull", "WriterSettings"]
-
-
-# The daemon commits up to 200 events per transaction, where its storage
-# engine is fastest; larger batches stay atomic but cost more per event.
-DEFAULT_BATCH_EVENTS = 200
-
-
-WhenFull = Literal["block", "drop"]
-"""What `emit` does when `max_buffered_events` are unacknowledged: wait ("block"),
-or drop the event with a rate-limited warning and count it ("drop"). A dropping
-writer also keeps retrying while it is open, however long the daemon is away
-(`retry_timeout` applies from `close()` on), so `emit` never raises for an outage."""
-
-_WHEN_FULL: tuple[WhenFull, ...] = ("block", "drop")
-
-
-class WriterSettings:
-    """Tuning of a buffered writer, checked once."""
-
-    __slots__ = ("heartbeat_interval", "idle_stream_timeout", "linger", "log_interval", "max_batch_bytes",
-                 "max_batch_events", "max_buffered_events", "max_in_flight", "retry_timeout", "when_full")
-
-    def __init__(
-        self,
-        *,
-        max_batch_events: int = DEFAULT_BATCH_EVENTS,
-        max_batch_bytes: int = 1 << 20,
-        linger: float = 0.05,
-        max_buffered_events: int = 10_000,
-        max_in_flight: int = 8,
-        retry_timeout: float = 60.0,
-        idle_stream_timeout: float = 5.0,
-        when_full: WhenFull = "block",
-        log_interval: float = 10.0,
-        heartbeat_interval: HeartbeatInterval = "auto",
-    ) -> None:
-        if max_batch_events < 1 or max_batch_bytes < 1 or max_in_flight < 1:
-            raise ValueError("max_batch_events, max_batch_bytes and max_in_flight must be at least 1")
-        if max_buffered_events < max_batch_events:
-            raise ValueError("max_buffered_events must be at least max_batch_events")
-        if linger < 0 or retry_timeout < 0 or idle_stream_timeout <= 0:
-            raise ValueError("linger and retry_timeout must not be negative, idle_stream_timeout must be positive")
-        if when_full not in _WHEN_FULL:
-            raise ValueError(f"when_full must be 'block' or 'drop', got {when_full!r}")
-        if log_interval < 0:
-            raise ValueError("log_interval must not be negative")
-        if heartbeat_interval != "auto" and heartbeat_interval is not None and heartbeat_interval < 0:
-            raise ValueError("heartbeat_interval must be 'auto', None or a number of seconds, not negative")
-        self.max_batch_events = max_batch_events
-        self.max_batch_bytes = max_batch_bytes
-        self.linger = linger
-        self.max_buffered_events = max_buffered_events
-        self.max_in_flight = max_in_flight
-        self.retry_timeout = retry_timeout
-        self.idle_stream_timeout = idle_stream_timeout
-        self.when_full: WhenFull = when_full
-        self.log_interval = log_interval
-        self.heartbeat_interval: HeartbeatInterval = heartbeat_interval or None
+__all__ = ["EventWriter"]
 
 
 class EventWriter:

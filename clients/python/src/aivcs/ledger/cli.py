@@ -41,7 +41,7 @@ from aivcs.ledger._connection import (
 )
 from aivcs.ledger._errors import LedgerError, NotFound, Unavailable
 from aivcs.ledger._models import JSON, NewEvent, RunStatus
-from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS
+from aivcs.ledger._settings import DEFAULT_BATCH_EVENTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
