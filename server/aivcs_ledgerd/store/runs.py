@@ -131,21 +131,18 @@ class IdleRun:
     last_activity_at: datetime
 
 
-async def idle_runs(db: Queries, now_ns: int, limit: int) -> list[IdleRun]:
-    """Up to `limit` RUNNING runs whose deadline is at or before `now_ns`, most overdue first.
+# One range scan of idx_inactivity_deadline_ns, named because the planner would otherwise prefer
+# idx_status_created_ns for `status = 'running'` and visit every running run.
+IDLE_RUNS_SQL = """
+SELECT run_id, agent_name, total_events, inactivity_timeout_ms, inactivity_deadline_ns, created_at, last_activity_at
+FROM runs WITH INDEX idx_inactivity_deadline_ns
+WHERE inactivity_deadline_ns >= 0 AND inactivity_deadline_ns <= $now AND status = 'running'
+LIMIT $limit"""
 
-    One range scan of idx_inactivity_deadline_ns, named because the planner
-    would otherwise prefer idx_status_created_ns for `status = 'running'`
-    and visit every running run.
-    """
-    sql = """
-    SELECT run_id, agent_name, total_events, inactivity_timeout_ms, inactivity_deadline_ns, created_at,
-        last_activity_at
-    FROM runs WITH INDEX idx_inactivity_deadline_ns
-    WHERE inactivity_deadline_ns >= 0 AND inactivity_deadline_ns <= $now AND status = 'running'
-    LIMIT $limit;
-    """
-    [rows] = await db.query(sql, {"now": now_ns, "limit": limit})
+
+async def idle_runs(db: Queries, now_ns: int, limit: int) -> list[IdleRun]:
+    """Up to `limit` RUNNING runs whose deadline is at or before `now_ns`, most overdue first."""
+    [rows] = await db.query(IDLE_RUNS_SQL + ";", {"now": now_ns, "limit": limit})
     return [
         IdleRun(
             run_id=row["run_id"],
