@@ -255,7 +255,7 @@ class LedgerGroup(click.Group):
 @click.version_option(package_name="aivcs-ledger", prog_name="aivcs-ledger")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Inspect runs, read and follow their events, and manage releases of the AIVCS ledger.
+    """Create, inspect and end runs, append, read and follow their events, and manage releases of the AIVCS ledger.
 
     These options may also follow a subcommand, e.g. `aivcs-ledger runs list --target HOST:PORT --json`.
     Exit codes: 0 ok, 1 the daemon refused, 2 bad usage, 3 the daemon is unreachable.
@@ -387,7 +387,7 @@ def runs_show(run_id: str, verify: bool, as_json: bool) -> None:
 
 @cli.group(cls=LedgerGroup)
 def events() -> None:
-    """Read, follow and export the events of a run."""
+    """Append, read, follow and export the events of a run."""
 
 
 @events.command("read")
