@@ -3,11 +3,13 @@
 `emit` only queues: a background thread seals batches (by size, or after
 `linger` seconds), keeps one IngestEvents stream open, and settles the
 acknowledgements. When the daemon is slower than the producer, the buffer
-fills and `emit` blocks. When the connection is lost, the thread reconnects
-and sends every unacknowledged batch again with its idempotency key (see
-`_batching`), for up to `retry_timeout` seconds without progress.
-`flush()` and `close()` return only when every emitted event is
-acknowledged, or raise the error that made that impossible.
+fills and `emit` blocks, or drops the event with `when_full="drop"`. When
+the connection is lost, the thread reconnects and sends every
+unacknowledged batch again with its idempotency key (see `_batching`), for
+up to `retry_timeout` seconds without progress (a dropping writer: from
+`close()` on), logging as `_reports` says. `flush()` and `close()` return
+only when every queued event is acknowledged, or raise the error that made
+that impossible.
 """
 
 from __future__ import annotations
