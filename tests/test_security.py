@@ -190,6 +190,7 @@ def write_calls(stubs: Stubs, run_id: str) -> dict[str, Any]:
         "CompleteRun": lambda: stubs.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id), metadata=md, timeout=5),
         "FailRun": lambda: stubs.runs.FailRun(rl.FailRunRequest(run_id=run_id), metadata=md, timeout=5),
         "CancelRun": lambda: stubs.runs.CancelRun(rl.CancelRunRequest(run_id=run_id), metadata=md, timeout=5),
+        "Heartbeat": lambda: stubs.runs.Heartbeat(rl.HeartbeatRequest(run_id=run_id), metadata=md, timeout=5),
         "AppendEvents": lambda: stubs.events.AppendEvents(
             es.AppendEventsRequest(run_id=run_id, events=events), metadata=md, timeout=5),
         "IngestEvents": lambda: _drain(stubs.events.IngestEvents(iter(ingest), metadata=md, timeout=5)),
@@ -206,7 +207,8 @@ async def _drain(call: Any) -> list[Any]:
 
 def test_every_write_rpc_is_known_as_one() -> None:
     assert {path.rpartition("/")[2] for path in WRITE_METHODS} == {
-        "CreateRun", "CompleteRun", "FailRun", "CancelRun", "AppendEvents", "IngestEvents", "Promote", "Rollback"
+        "CreateRun", "CompleteRun", "FailRun", "CancelRun", "Heartbeat", "AppendEvents", "IngestEvents", "Promote",
+        "Rollback",
     }
 
 

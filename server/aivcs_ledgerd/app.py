@@ -16,6 +16,7 @@ from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.ledger.inactivity import Sweeper
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.store import Credentials, Database, init_schema
 from aivcs_ledgerd.transport import register_services
@@ -45,11 +46,14 @@ class Daemon:
     port: int
     ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
     checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
+    sweeper: Sweeper | None = None  # fails runs past their inactivity timeout (ledger/inactivity.py)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
         log.info("draining (grace period %.1fs)", self.settings.grace_period)
         await self.health.drain()
+        if self.sweeper is not None:
+            await self.sweeper.stop()
         self.ledger.begin_drain()
         await self.server.stop(self.settings.grace_period)
         await self.ledger.close()
@@ -79,7 +83,7 @@ async def start(settings: Settings) -> Daemon:
         except OperationsError as error:
             raise StartupError(str(error)) from error
         await init_schema(db)
-        ledger = Ledger(db, settings.limits)
+        ledger = Ledger(db, settings.limits, settings.run_inactivity_timeout_ms)
         health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
@@ -113,11 +117,14 @@ async def start(settings: Settings) -> Daemon:
             observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
             checkpointer = Checkpointer(db, settings.checkpoint_wal_mb << 20, observe=observe)
             checkpointer.start()
+        sweeper = Sweeper(db, ledger.events.writers,
+                          observe=ops.metrics.observe_inactive_run_failed if ops.metrics is not None else None)
+        sweeper.start()
     except BaseException:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper)
 
 
 async def run(settings: Settings) -> None:

@@ -13,6 +13,8 @@ import click
 from aivcs_ledgerd import __version__
 from aivcs_ledgerd.app import StartupError, run
 from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
+from aivcs_ledgerd.durations import parse_duration_ms
+from aivcs_ledgerd.ledger.runs import MAX_INACTIVITY_TIMEOUT_MS
 from aivcs_ledgerd.logs import configure_logging
 from aivcs_ledgerd.store import StoreError, UnsupportedScheme, check_url
 
@@ -26,6 +28,23 @@ def check_listen(address: str, flag: str = "--listen") -> None:
     _, colon, port = address.rpartition(":")
     if not colon or not port.isdigit() or int(port) > 65535:
         raise click.BadParameter(f"{address!r} is not HOST:PORT with a port from 0 to 65535", param_hint=flag)
+
+
+class Duration(click.ParamType[int, object]):
+    """Seconds (30, 1.5) or a duration with units (250ms, 30s, 5m, 1h30m), as milliseconds."""
+
+    name = "duration"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            ms = parse_duration_ms(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
+        if ms > MAX_INACTIVITY_TIMEOUT_MS:
+            self.fail(f"{value!r} is longer than ten years; 0 means none", param, ctx)
+        return ms
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
@@ -101,6 +120,10 @@ def check_listen(address: str, flag: str = "--listen") -> None:
               help="surrealkv:// and file:// only: close and reopen the engine, which writes its memtable to "
                    "disk, once its write-ahead log holds this many MB or has rotated. Keeps the engine from "
                    "stalling and bounds memory and restart time (see README). 0: never.")
+@click.option("--run-inactivity-timeout", envvar=ENV + "RUN_INACTIVITY_TIMEOUT", default="0", show_envvar=True,
+              type=Duration(),
+              help="Fail a RUNNING run that has had no append and no Heartbeat for this long (seconds, or "
+                   "250ms, 30s, 5m, 1h30m), for runs created without their own inactivity_timeout_ms. 0: never.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -111,6 +134,7 @@ def command(
     metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
+    run_inactivity_timeout: int = 0,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
@@ -139,7 +163,7 @@ def command(
         health_interval=health_interval, health_listen=health_listen, metrics_listen=metrics_listen,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
-        checkpoint_wal_mb=checkpoint_wal_mb,
+        checkpoint_wal_mb=checkpoint_wal_mb, run_inactivity_timeout_ms=run_inactivity_timeout,
     )
     try:
         asyncio.run(run(settings))

@@ -95,6 +95,9 @@ class Metrics:
         self.checkpoint_seconds = Histogram("aivcs_ledger_db_checkpoint_seconds",
                                             "How long a checkpoint held every database call.",
                                             buckets=DB_BUCKETS, registry=registry)
+        self.inactive_runs_failed = Counter("aivcs_ledger_inactive_runs_failed",
+                                            "Runs this daemon failed because they had no append and no heartbeat "
+                                            "for their inactivity timeout.", registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -108,6 +111,9 @@ class Metrics:
     def observe_checkpoint(self, outcome: str, seconds: float) -> None:
         self.checkpoints.labels(outcome).inc()
         self.checkpoint_seconds.observe(seconds)
+
+    def observe_inactive_run_failed(self) -> None:
+        self.inactive_runs_failed.inc()
 
     def children(self, method: Method) -> _Children:
         found = self._children.get(method.path)

@@ -53,6 +53,10 @@ class Run:
     status_reason: str
     # Strictly increasing creation key (nanoseconds) that orders ListRuns.
     created_ns: int
+    # 0: no inactivity timeout. Fixed at creation.
+    inactivity_timeout_ms: int = 0
+    # The last append or Heartbeat; None: none yet (read as created_at).
+    last_activity_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)

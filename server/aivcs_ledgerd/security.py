@@ -46,7 +46,8 @@ def _paths(descriptor: Any, service: str, names: Iterable[str]) -> set[str]:
 
 # Every RPC that changes the ledger; a read-only token may call all the others.
 WRITE_METHODS = frozenset(
-    _paths(run_ledger_pb2.DESCRIPTOR, "RunLedger", ["CreateRun", "CompleteRun", "FailRun", "CancelRun"])
+    _paths(run_ledger_pb2.DESCRIPTOR, "RunLedger", ["CreateRun", "CompleteRun", "FailRun", "CancelRun",
+                                                        "Heartbeat"])
     | _paths(event_stream_pb2.DESCRIPTOR, "EventStream", ["AppendEvents", "IngestEvents"])
     | _paths(release_registry_pb2.DESCRIPTOR, "ReleaseRegistry", ["Promote", "Rollback"])
 )

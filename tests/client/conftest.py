@@ -51,11 +51,11 @@ class Result:
     stderr: str
 
 
-def cli(*args: str, target: str | None = None, env: dict[str, str] | None = None) -> Result:
+def cli(*args: str, target: str | None = None, env: dict[str, str] | None = None, input: str | None = None) -> Result:
     """Run `aivcs-ledger ARGS` in this process (fast); `cli_command` gives the real command line."""
     unset: dict[str, str | None] = {k: None for k in os.environ if k.startswith("AIVCS_LEDGER_")}
     prefix = ["--target", target] if target else []
-    result = CliRunner().invoke(command, [*prefix, *args], env={**unset, "NO_COLOR": "1", **(env or {})})
+    result = CliRunner().invoke(command, [*prefix, *args], env={**unset, "NO_COLOR": "1", **(env or {})}, input=input)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Result(result.exit_code, result.stdout, result.stderr)

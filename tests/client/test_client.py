@@ -58,6 +58,24 @@ def test_client_side_validation_refuses_what_the_daemon_would(client: Client) ->
         client.events.append("any", [("k", {"x": float("nan")})])
 
 
+def test_integers_beyond_2_to_the_53_are_refused_with_their_path(client: Client) -> None:
+    run = client.runs.create(digest(), unique("precision"))
+    tokens = [1, 2, 3, 2**53 + 1]
+    with pytest.raises(InvalidArgument, match=r"payload\.usage\.tokens\[3\]: 9007199254740993 is beyond 2\*\*53"):
+        client.events.append(run.run_id, [("usage", {"usage": {"tokens": tokens}})])
+    with pytest.raises(InvalidArgument, match=r"tags\.budget"):
+        client.runs.create(digest(), unique("precision"), tags={"budget": -(2**60)})
+    writer = client.events.writer(run.run_id)
+    with pytest.raises(InvalidArgument, match=r"payload\.big"):
+        writer.emit("usage", {"big": 2**64})
+    writer.close()
+    assert client.runs.get(run.run_id).total_events == 0  # nothing was stored rounded
+
+    # the largest exact integers still round-trip exactly
+    client.events.append(run.run_id, [("usage", {"max": 2**53, "min": -(2**53)})])
+    assert [e.payload for e in client.events.read(run.run_id)] == [{"max": 2**53, "min": -(2**53)}]
+
+
 def test_append_is_idempotent_with_a_key(client: Client) -> None:
     run = client.runs.create(digest(), unique("idem"))
     batch = [NewEvent("a", {"n": 1}, timestamp=1_700_000_000_000_000_000), NewEvent("b", None, timestamp=1)]

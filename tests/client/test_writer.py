@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import signal
 import threading
 import time
@@ -19,6 +20,7 @@ from aivcs.ledger import (
     RunStatus,
     Unavailable,
     WriterClosed,
+    WriterSettings,
 )
 
 from tests.client.conftest import digest, unique
@@ -207,3 +209,24 @@ def test_idle_writer_lets_its_stream_go_and_opens_another_when_needed(client: Cl
         writer.emit("second")
         writer.flush()
     assert [e.kind for e in client.events.read(run.run_id)] == ["first", "second"]
+
+
+def test_settings_object_and_keyword_overrides(client: Client) -> None:
+    base = WriterSettings(max_batch_events=20, max_buffered_events=50, when_full="block")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.linger = 1.0  # type: ignore[misc]
+    with pytest.raises(ValueError, match="max_buffered_events"):
+        WriterSettings(max_batch_events=100, max_buffered_events=50)
+    run = client.runs.create(digest(), unique("settings"))
+    with client.events.writer(run.run_id, settings=base, max_in_flight=1) as writer:
+        assert (writer._settings.max_batch_events, writer._settings.max_in_flight) == (20, 1)
+        peak = 0
+        for index in range(300):
+            writer.emit("step", {"index": index})
+            peak = max(peak, writer.pending)
+        assert peak <= 50
+    assert client.runs.get(run.run_id).total_events == 300
+    with client.start_run(digest(), unique("settings"), writer_settings=base, linger=0.2) as session:
+        assert (session.writer._settings.max_batch_events, session.writer._settings.linger) == (20, 0.2)
+        session.emit("one")
+    assert session.run is not None and session.run.total_events == 1

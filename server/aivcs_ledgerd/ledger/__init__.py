@@ -19,11 +19,11 @@ class Ledger:
     belongs to the handle, not to this object.
     """
 
-    def __init__(self, db: Database, limits: Limits | None = None) -> None:
+    def __init__(self, db: Database, limits: Limits | None = None, run_inactivity_timeout_ms: int = 0) -> None:
         self.db = db
         self.limits = limits or Limits()
         self.hub = Hub()
-        self.runs = Runs(db, self.hub)
+        self.runs = Runs(db, self.hub, run_inactivity_timeout_ms)
         self.events = Events(db, self.hub, self.limits)
         self.releases = Releases(db)
         # Set when the daemon starts draining: long-lived streams end promptly

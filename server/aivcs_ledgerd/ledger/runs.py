@@ -1,4 +1,4 @@
-"""Run lifecycle rules: creation with safe retries, listing, terminal states."""
+"""Run lifecycle rules: creation with safe retries, listing, heartbeats, terminal states."""
 
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ from aivcs_ledgerd.timeutil import ns_to_datetime
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 MAX_TOKEN_CHARS = 256
+# Ten years: far beyond any run, and a deadline in nanoseconds stays well inside SurrealDB's integers.
+MAX_INACTIVITY_TIMEOUT_MS = 10 * 365 * 86_400_000
 
 
 class _CreationClock:
@@ -50,6 +52,7 @@ class NewRun:
     tags: dict[str, Any]
     evaluation: Evaluation
     run_id: str | None
+    inactivity_timeout_ms: int | None = None  # None: the daemon's default
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +67,22 @@ class Finish:
 
 
 class Runs:
-    def __init__(self, db: Database, hub: Hub) -> None:
+    def __init__(self, db: Database, hub: Hub, default_inactivity_timeout_ms: int = 0) -> None:
         self._db = db
         self._hub = hub
+        self._default_timeout_ms = default_inactivity_timeout_ms
 
     async def create(self, new: NewRun) -> Run:
-        """A new RUNNING run, or the existing one when a client id is retried."""
+        """A new RUNNING run, or the existing one when a client id is retried.
+
+        A retry returns the run as first created, with the inactivity timeout it got then.
+        """
+        timeout_ms = self._default_timeout_ms if new.inactivity_timeout_ms is None else new.inactivity_timeout_ms
+        if timeout_ms > MAX_INACTIVITY_TIMEOUT_MS:
+            raise InvalidArgument(
+                "inactivity_timeout_ms",
+                f"must be at most {MAX_INACTIVITY_TIMEOUT_MS} (ten years), got {timeout_ms}; 0 means none",
+            )
         for _ in range(5):
             created_ns = _clock.next()
             run = Run(
@@ -89,6 +102,7 @@ class Runs:
                 events_digest="",
                 status_reason="",
                 created_ns=created_ns,
+                inactivity_timeout_ms=timeout_ms,
             )
             try:
                 await runs.create_run(self._db, run)
@@ -109,6 +123,18 @@ class Runs:
         if run is None:
             raise NotFound(f"run_id: no run {run_id!r}")
         return run
+
+    async def heartbeat(self, run_id: str) -> Run:
+        """Record that a RUNNING run's agent is alive: its last activity (and deadline) move to now."""
+        try:
+            return await runs.heartbeat(self._db, run_id, time.time_ns())
+        except Rejected as rejected:
+            if rejected.reason == "not_found":
+                raise NotFound(f"run_id: no run {run_id!r}") from None
+            status = rejected.reason.partition(":")[2].upper()
+            raise FailedPrecondition(
+                f"run {run_id!r} is {status}; only a RUNNING run takes heartbeats"
+            ) from None
 
     async def list(self, where: RunFilter, page_size: int, page_token: str) -> Page:
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)

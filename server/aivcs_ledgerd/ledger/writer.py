@@ -11,6 +11,9 @@ The writer trusts a cached head of the run only as a guess: the append
 transaction re-checks status and last seq and refuses if another writer
 (another ledger on the same handle, another daemon on the same server)
 moved the run, and the writer then re-reads the head and plans again.
+
+The inactivity sweeper fails an idle run through `expire`, under the same
+lock as a group's commit, so on one daemon it never overlaps an append.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Any
 
 from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger.chain import event_digest
@@ -33,11 +37,11 @@ from aivcs_ledgerd.ledger.errors import (
     Unavailable,
 )
 from aivcs_ledgerd.ledger.hub import Hub
-from aivcs_ledgerd.model import Event, NewEvent
+from aivcs_ledgerd.model import Event, NewEvent, Run
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict, StoreError
 from aivcs_ledgerd.store.database import Exclusive
 from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
-from aivcs_ledgerd.store.runs import run_key
+from aivcs_ledgerd.store.runs import expire_run, run_key
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,7 @@ class _Plan:
     """The outcome of one pass over a group: what to write, and every answer."""
 
     head: RunHead
+    now_ns: int = 0
     events: list[Event] = field(default_factory=list)
     rows: list[EventRow] = field(default_factory=list)
     appends: dict[str, StoredAppend] = field(default_factory=dict)
@@ -161,6 +166,28 @@ class Writers:
         tasks = [queue.task for queue in self._queues.values() if queue.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    async def expire(self, run_id: str, seen_deadline_ns: int, changes: dict[str, Any]) -> Run | None:
+        """Fail a run the sweeper found idle, unless it is not idle any more; the run, or None.
+
+        Skipped while this daemon has batches of the run queued or being
+        committed: those appends will move its deadline. Otherwise the run's
+        lock is taken, as for a commit, and the transaction re-checks the
+        deadline the sweeper saw (store.runs.expire_run), so an append or a
+        Heartbeat committed first, by any daemon, keeps the run alive, and of
+        several sweepers at most one fails it. Live subscribers are told.
+        """
+        if self._closing or run_id in self._queues:
+            return None
+        try:
+            async with self._db.exclusive(run_key(run_id)) as session:
+                run = await expire_run(session, run_id, seen_deadline_ns, time.time_ns(), changes)
+        except (Rejected, StoreConflict):
+            return None  # alive, already ended, or another daemon's transaction came first
+        finally:
+            self.forget(run_id)
+        self._hub.publish(run_id, None)
+        return run
+
     def forget(self, run_id: str) -> None:
         """Drop the cached head, e.g. after the run was finished elsewhere."""
         self._heads.pop(run_id, None)
@@ -199,14 +226,16 @@ class Writers:
                     if not plan.events:
                         break
                     try:
-                        await append(session, run_id, plan.head.last_seq, plan.rows, plan.appends)
+                        await append(session, run_id, plan.head.last_seq, plan.rows, plan.appends, plan.now_ns,
+                                     plan.head.inactivity_timeout_ms)
                     except (Rejected, StoreConflict, DuplicateRecord) as moved:
                         log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
                                  extra={"run_id": run_id})
                         self.forget(run_id)
                         continue
                     last = plan.events[-1]
-                    self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest))
+                    self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest,
+                                                   plan.head.inactivity_timeout_ms))
                     break
                 else:
                     raise Unavailable(f"run {run_id!r} kept changing under this writer; retry")
@@ -243,8 +272,9 @@ class Writers:
             return None
         keys = [b.idempotency_key for b in group if b.idempotency_key is not None]
         stored = await find_appends(session, run_id, keys) if keys else {}
-        plan = _Plan(head)
-        last_seq, digest, now = head.last_seq, head.events_digest, time.time_ns()
+        now = time.time_ns()
+        plan = _Plan(head, now)
+        last_seq, digest = head.last_seq, head.events_digest
         for batch in group:
             key = batch.idempotency_key
             earlier = None if key is None else stored.get(key) or plan.appends.get(key)

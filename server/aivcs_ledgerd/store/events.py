@@ -21,11 +21,12 @@ MAX_SEQ = 2**63 - 1  # SurrealDB's largest integer
 
 @dataclass(frozen=True, slots=True)
 class RunHead:
-    """What an append must know about its run: state, last seq, chain head."""
+    """What an append must know about its run: state, last seq, chain head, inactivity timeout."""
 
     status: RunStatus
     last_seq: int
     events_digest: str
+    inactivity_timeout_ms: int = 0  # fixed at creation, so a cached head never has it stale
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +51,13 @@ class StoredAppend:
 
 async def run_head(db: Queries, run_id: str) -> RunHead | None:
     [row] = await db.query(
-        "SELECT status, total_events, events_digest FROM ONLY type::record('runs', $run_id);", {"run_id": run_id}
+        "SELECT status, total_events, events_digest, inactivity_timeout_ms FROM ONLY type::record('runs', $run_id);",
+        {"run_id": run_id},
     )
     if row is None:
         return None
-    return RunHead(RunStatus(row["status"]), row["total_events"], row.get("events_digest", ""))
+    return RunHead(RunStatus(row["status"]), row["total_events"], row.get("events_digest", ""),
+                   row.get("inactivity_timeout_ms") or 0)
 
 
 async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
@@ -64,14 +67,48 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
+_APPEND = """
+    BEGIN TRANSACTION;
+    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
+    IF $run = NONE { THROW 'aivcs:not_found' };
+    IF $run.status != 'running' { THROW 'aivcs:terminal' };
+    IF $run.total_events != $base { THROW 'aivcs:moved' };
+    INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
+        id: type::record('run_events', [$run_id, $e[0]]),
+        run_id: $run_id,
+        seq: $e[0],
+        kind: $e[1],
+        payload: $e[2],
+        timestamp: time::from_nanos($e[3]),
+        timestamp_ns: $e[3],
+        digest: $e[4],
+    }) RETURN NONE;
+    INSERT INTO run_appends $appends RETURN NONE;
+    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
+        last_activity_at = time::from_nanos($now) RETURN NONE;
+    COMMIT TRANSACTION;
+"""
+_APPEND_WITH_DEADLINE = _APPEND.replace(
+    "last_activity_at = time::from_nanos($now)",
+    "last_activity_at = time::from_nanos($now), inactivity_deadline_ns = $deadline",
+)
+
+
 async def append(
     session: Exclusive,
     run_id: str,
     base_seq: int,
     events: list[EventRow],
     appends: dict[str, StoredAppend],
+    now_ns: int,
+    inactivity_timeout_ms: int = 0,
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
+
+    The same statement that advances the run's head moves its last activity
+    to `now_ns`, and with a timeout its inactivity deadline: no extra round
+    trip, and the sweeper's transaction, which re-checks that deadline,
+    can never fail a run whose append committed first.
 
     `session` must hold the run's lock (`run_key`).
 
@@ -89,26 +126,7 @@ async def append(
     Rejected("not_found" | "terminal" | "moved") and writes nothing when that
     does not hold. A seq or key stored meanwhile fails it with DuplicateRecord.
     """
-    sql = """
-    BEGIN TRANSACTION;
-    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
-    IF $run = NONE { THROW 'aivcs:not_found' };
-    IF $run.status != 'running' { THROW 'aivcs:terminal' };
-    IF $run.total_events != $base { THROW 'aivcs:moved' };
-    INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
-        id: type::record('run_events', [$run_id, $e[0]]),
-        run_id: $run_id,
-        seq: $e[0],
-        kind: $e[1],
-        payload: $e[2],
-        timestamp: time::from_nanos($e[3]),
-        timestamp_ns: $e[3],
-        digest: $e[4],
-    }) RETURN NONE;
-    INSERT INTO run_appends $appends RETURN NONE;
-    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;
-    COMMIT TRANSACTION;
-    """
+    sql = _APPEND_WITH_DEADLINE if inactivity_timeout_ms > 0 else _APPEND
     variables = {
         "run_id": run_id,
         "base": base_seq,
@@ -126,7 +144,10 @@ async def append(
         ],
         "last": events[-1].seq,
         "digest": events[-1].digest,
+        "now": now_ns,
     }
+    if inactivity_timeout_ms > 0:
+        variables["deadline"] = now_ns + inactivity_timeout_ms * 1_000_000
     await session.query(sql, variables)
 
 

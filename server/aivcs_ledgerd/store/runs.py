@@ -1,18 +1,29 @@
-"""SurrealQL for the `runs` table: create, read, list, and finish a run.
+"""SurrealQL for the `runs` table: create, read, list, heartbeat, expire and finish a run.
 
 A run is the record `runs:⟨run_id⟩`. Every write to it holds the handle's
 lock for `run:<run_id>` (see `run_key`), the same lock the appends hold,
 so no two transactions on one run ever overlap.
+
+A RUNNING run with an inactivity timeout also carries `inactivity_deadline_ns`
+(its last activity plus the timeout, in nanoseconds since the epoch): every
+append and Heartbeat moves it, a terminal transition removes it, and the
+sweeper finds due runs by a range scan of its index.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from surrealdb import Null, NullType
 
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
-from aivcs_ledgerd.store.database import Database
+from aivcs_ledgerd.store.database import Database, Queries
+
+NS_PER_MS = 1_000_000
+# Fields a terminal transition removes: a finished run is never due.
+CLEAR_DEADLINE: dict[str, Any] = {"inactivity_deadline_ns": None}
 
 
 def run_key(run_id: str) -> str:
@@ -81,9 +92,94 @@ async def finish_run(
     UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
     COMMIT TRANSACTION;
     """
-    variables = {"run_id": run_id, "changes": changes, "expected": expected_total_events}
+    variables = {"run_id": run_id, "changes": changes | CLEAR_DEADLINE, "expected": expected_total_events}
     results = await db.write(run_key(run_id), sql, variables)
     return run_from_row(results[-2])  # the UPDATE; COMMIT is last
+
+
+async def heartbeat(db: Database, run_id: str, now_ns: int) -> Run:
+    """Move a RUNNING run's last activity (and deadline) to `now_ns`.
+
+    Raises Rejected("not_found") or Rejected("terminal:<status>"); nothing is written then.
+    """
+    sql = """
+    BEGIN TRANSACTION;
+    LET $run = (SELECT status, inactivity_timeout_ms FROM ONLY type::record('runs', $run_id));
+    IF $run = NONE { THROW 'aivcs:not_found' };
+    IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
+    UPDATE ONLY type::record('runs', $run_id) SET
+        last_activity_at = time::from_nanos($now),
+        inactivity_deadline_ns = IF $run.inactivity_timeout_ms > 0 THEN
+            $now + $run.inactivity_timeout_ms * $ns_per_ms ELSE NONE END
+        RETURN AFTER;
+    COMMIT TRANSACTION;
+    """
+    results = await db.write(run_key(run_id), sql, {"run_id": run_id, "now": now_ns, "ns_per_ms": NS_PER_MS})
+    return run_from_row(results[-2])
+
+
+@dataclass(frozen=True, slots=True)
+class IdleRun:
+    """A RUNNING run whose inactivity deadline had passed when the sweeper looked."""
+
+    run_id: str
+    agent_name: str
+    total_events: int
+    inactivity_timeout_ms: int
+    deadline_ns: int
+    created_at: datetime
+    last_activity_at: datetime
+
+
+# One range scan of idx_inactivity_deadline_ns, named because the planner would otherwise prefer
+# idx_status_created_ns for `status = 'running'` and visit every running run.
+IDLE_RUNS_SQL = """
+SELECT run_id, agent_name, total_events, inactivity_timeout_ms, inactivity_deadline_ns, created_at, last_activity_at
+FROM runs WITH INDEX idx_inactivity_deadline_ns
+WHERE inactivity_deadline_ns >= 0 AND inactivity_deadline_ns <= $now AND status = 'running'
+LIMIT $limit"""
+
+
+async def idle_runs(db: Queries, now_ns: int, limit: int) -> list[IdleRun]:
+    """Up to `limit` RUNNING runs whose deadline is at or before `now_ns`, most overdue first."""
+    [rows] = await db.query(IDLE_RUNS_SQL + ";", {"now": now_ns, "limit": limit})
+    return [
+        IdleRun(
+            run_id=row["run_id"],
+            agent_name=row["agent_name"],
+            total_events=row["total_events"],
+            inactivity_timeout_ms=row["inactivity_timeout_ms"],
+            deadline_ns=row["inactivity_deadline_ns"],
+            created_at=row["created_at"],
+            last_activity_at=row.get("last_activity_at") or row["created_at"],
+        )
+        for row in sorted(rows, key=lambda row: row["inactivity_deadline_ns"])
+    ]
+
+
+async def expire_run(session: Queries, run_id: str, seen_deadline_ns: int, now_ns: int,
+                     changes: dict[str, Any]) -> Run:
+    """Fail a run the sweeper found idle, if it still is: one checked transaction.
+
+    `session` must hold the run's lock. The transaction re-reads the run and
+    writes only if it is still RUNNING with the very deadline the sweeper
+    saw, and that deadline has passed: an append or Heartbeat committed
+    meanwhile (through any daemon sharing the database) moves the deadline,
+    and a terminal transition removes it. Raises Rejected("not_found" |
+    "terminal:<status>" | "active"); nothing is written then.
+    """
+    sql = """
+    BEGIN TRANSACTION;
+    LET $run = (SELECT status, inactivity_deadline_ns FROM ONLY type::record('runs', $run_id));
+    IF $run = NONE { THROW 'aivcs:not_found' };
+    IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
+    IF $run.inactivity_deadline_ns != $seen OR $seen > $now { THROW 'aivcs:active' };
+    UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
+    COMMIT TRANSACTION;
+    """
+    variables = {"run_id": run_id, "seen": seen_deadline_ns, "now": now_ns, "changes": changes | CLEAR_DEADLINE}
+    results = await session.query(sql, variables)
+    return run_from_row(results[-2])
 
 
 def _nulls_to_surreal(value: Any) -> Any:
@@ -134,6 +230,10 @@ def _row(run: Run) -> dict[str, Any]:
         "completed_at": run.completed_at,
         "events_digest": run.events_digest,
         "status_reason": run.status_reason,
+        "inactivity_timeout_ms": run.inactivity_timeout_ms,
+        "last_activity_at": run.last_activity_at or run.created_at,
+        **({"inactivity_deadline_ns": run.created_ns + run.inactivity_timeout_ms * NS_PER_MS}
+           if run.inactivity_timeout_ms > 0 and run.status is RunStatus.RUNNING else {}),
     }
 
 
@@ -160,4 +260,6 @@ def run_from_row(row: dict[str, Any]) -> Run:
         events_digest=row.get("events_digest", ""),
         status_reason=row.get("status_reason", ""),
         created_ns=row["created_ns"],
+        inactivity_timeout_ms=row.get("inactivity_timeout_ms", 0),
+        last_activity_at=row.get("last_activity_at"),
     )

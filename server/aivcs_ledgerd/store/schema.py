@@ -60,6 +60,12 @@ DEFINE INDEX IF NOT EXISTS idx_spec_digest_created_ns ON TABLE runs COLUMNS spec
 DEFINE INDEX IF NOT EXISTS idx_git_sha_created_ns ON TABLE runs COLUMNS git_sha, created_ns;
 DEFINE INDEX IF NOT EXISTS idx_status_created_ns ON TABLE runs COLUMNS status, created_ns;
 
+-- The inactivity sweeper's range scan: runs whose deadline (last activity plus
+-- their inactivity timeout) has passed. Only RUNNING runs with a timeout have
+-- the field, so the scan's cost follows the runs due, not the runs stored.
+-- Rows written before the field existed have none: they never time out.
+DEFINE INDEX IF NOT EXISTS idx_inactivity_deadline_ns ON TABLE runs COLUMNS inactivity_deadline_ns;
+
 -- The head of an agent's release history is one backward probe of this
 -- index; being unique, it also refuses a second entry at the same position.
 DEFINE INDEX IF NOT EXISTS idx_agent_name_sequence ON TABLE releases COLUMNS agent_name, sequence UNIQUE;

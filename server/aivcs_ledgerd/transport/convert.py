@@ -11,6 +11,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.model import Event, NewEvent, Run, RunStatus
+from aivcs_ledgerd.timeutil import datetime_to_ns
 
 NANOS = 1_000_000_000
 
@@ -96,7 +97,12 @@ def run_to_proto(run: Run) -> run_pb2.Run:
         created_at=to_timestamp(run.created_ns),
         events_digest=run.events_digest,
         status_reason=run.status_reason,
+        inactivity_timeout_ms=run.inactivity_timeout_ms,
     )
+    # Stored datetimes keep microseconds; never show the last activity before the creation's nanoseconds.
+    last_ns = run.created_ns if run.last_activity_at is None else max(
+        run.created_ns, datetime_to_ns(run.last_activity_at))
+    message.last_activity_at.CopyFrom(to_timestamp(last_ns))
     message.tags.update(run.tags)
     if run.git_sha is not None:
         message.git_sha = run.git_sha

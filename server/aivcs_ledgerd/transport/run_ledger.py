@@ -48,6 +48,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
                 agent_phase=request.evaluation.agent_phase,
             ),
             run_id=validation.identifier("run_id", request.run_id) if request.HasField("run_id") else None,
+            inactivity_timeout_ms=request.inactivity_timeout_ms if request.HasField("inactivity_timeout_ms") else None,
         )
         return pb.CreateRunResponse(run=run_to_proto(await self._runs.create(new)))
 
@@ -106,6 +107,11 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
         )
         run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
         return pb.CancelRunResponse(run=run_to_proto(run))
+
+    @guarded
+    async def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
+        run = await self._runs.heartbeat(validation.identifier("run_id", request.run_id))
+        return pb.HeartbeatResponse(run=run_to_proto(run))
 
     @guarded
     async def VerifyRun(self, request: pb.VerifyRunRequest, context: Context) -> pb.VerifyRunResponse:

@@ -1,7 +1,10 @@
 """Python access to the AIVCS ledger daemon.
 
+    import hashlib
+
     from aivcs.ledger import Client
 
+    digest = hashlib.sha256(b"planner spec v1").hexdigest()  # SHA-256 of the agent's spec
     with Client("127.0.0.1:50051") as client:
         with client.start_run(spec_digest=digest, agent_name="planner") as run:
             run.emit("tool_called", {"tool": "search"})
@@ -31,6 +34,7 @@ from aivcs.ledger._errors import (
     Unavailable,
     WriterClosed,
 )
+from aivcs.ledger._heartbeat import HeartbeatInterval
 from aivcs.ledger._models import (
     AppendResult,
     Evaluation,
@@ -41,6 +45,7 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
+from aivcs.ledger._settings import WhenFull, WriterOptions, WriterSettings
 from aivcs.ledger._writer import EventWriter
 
 __version__ = "0.1.0"
@@ -61,6 +66,7 @@ __all__ = [
     "Event",
     "EventWriter",
     "FailedPrecondition",
+    "HeartbeatInterval",
     "Internal",
     "InvalidArgument",
     "LedgerError",
@@ -75,6 +81,9 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Verification",
+    "WhenFull",
     "WriterClosed",
+    "WriterOptions",
+    "WriterSettings",
     "__version__",
 ]

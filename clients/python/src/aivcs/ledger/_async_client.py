@@ -7,18 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import grpc
+from grpc_health.v1.health_pb2 import HealthCheckRequest
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from aivcs.ledger import _requests as build
 from aivcs.ledger._async_writer import AsyncEventWriter
 from aivcs.ledger._batching import Backoff
-from aivcs.ledger._client import RESUMABLE
+from aivcs.ledger._client import RESUMABLE, health_status
 from aivcs.ledger._connection import Connection
 from aivcs.ledger._errors import LedgerError, error_from_rpc
 from aivcs.ledger._models import (
@@ -32,7 +33,9 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, WriterSettings
+from aivcs.ledger._paging import Paging
+from aivcs.ledger._session import SessionState, ending_for
+from aivcs.ledger._settings import WriterOptions, WriterSettings, resolve_settings
 from aivcs.ledger.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
@@ -78,9 +81,10 @@ class AsyncRuns:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
+        inactivity_timeout: float | timedelta | None = None,
     ) -> Run:
         request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
-                                   run_id=run_id)
+                                   run_id=run_id, inactivity_timeout=inactivity_timeout)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CreateRun, request)).run)
 
     async def get(self, run_id: str) -> Run:
@@ -99,21 +103,14 @@ class AsyncRuns:
         limit: int | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Run]:
-        page_token, seen = "", 0
-        while True:
-            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+        paging = Paging(limit, page_size)
+        while not paging.done:
             request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha,
                                       status=status, created_after=created_after, created_before=created_before,
-                                      page_size=size, page_token=page_token)
+                                      page_size=paging.size, page_token=paging.token)
             page = await self._t.unary(self._t.run_ledger.ListRuns, request)
-            for run in page.runs:
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
+            for run in paging.take(page.runs, page.next_page_token):
                 yield Run.from_proto(run)
-            page_token = page.next_page_token
-            if not page_token or (limit is not None and seen >= limit):
-                return
 
     async def complete(
         self,
@@ -137,6 +134,10 @@ class AsyncRuns:
     async def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
         request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CancelRun, request)).run)
+
+    async def heartbeat(self, run_id: str) -> Run:
+        request = run_ledger_pb2.HeartbeatRequest(run_id=run_id)
+        return Run.from_proto((await self._t.unary(self._t.run_ledger.Heartbeat, request)).run)
 
     async def verify(self, run_id: str) -> Verification:
         reply = await self._t.unary(self._t.run_ledger.VerifyRun, run_ledger_pb2.VerifyRunRequest(run_id=run_id))
@@ -167,20 +168,17 @@ class AsyncEvents:
         self,
         run_id: str,
         *,
-        max_batch_events: int = DEFAULT_BATCH_EVENTS,
-        max_batch_bytes: int = 1 << 20,
-        linger: float = 0.05,
-        max_buffered_events: int = 10_000,
-        max_in_flight: int = 8,
-        retry_timeout: float = 60.0,
-        idle_stream_timeout: float = 5.0,
+        settings: WriterSettings | None = None,
         writer_id: str | None = None,
+        **options: Unpack[WriterOptions],
     ) -> AsyncEventWriter:
-        settings = WriterSettings(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes, linger=linger,
-                                  max_buffered_events=max_buffered_events, max_in_flight=max_in_flight,
-                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout)
-        return AsyncEventWriter(self._t.event_stream, run_id, metadata=self._t.metadata, settings=settings,
-                                writer_id=writer_id)
+        """A buffered writer for `run_id` (see `AsyncEventWriter`); close it when done.
+
+        `settings`, or keyword overrides of the defaults (`WriterOptions`), or both.
+        """
+        return AsyncEventWriter(self._t.event_stream, run_id, metadata=self._t.metadata,
+                                settings=resolve_settings(settings, options), writer_id=writer_id,
+                                run_ledger=self._t.run_ledger, call_timeout=self._t.connection.timeout)
 
     async def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
@@ -265,67 +263,51 @@ class AsyncReleases:
     async def history(
         self, agent_name: str, *, limit: int | None = None, page_size: int = 100
     ) -> AsyncIterator[Release]:
-        page_token, seen = "", 0
-        while True:
-            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=page_size,
-                                                             page_token=page_token)
+        paging = Paging(limit, page_size)
+        while not paging.done:
+            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=paging.size,
+                                                             page_token=paging.token)
             page = await self._t.unary(self._t.release_registry.GetHistory, request)
-            for release in page.releases:
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
+            for release in paging.take(page.releases, page.next_page_token):
                 yield Release.from_proto(release)
-            page_token = page.next_page_token
-            if not page_token or (limit is not None and seen >= limit):
-                return
 
 
-class AsyncRunSession:
+class AsyncRunSession(SessionState):
     """`RunSession` for asyncio: `async with client.start_run(...) as run: await run.emit(...)`.
 
     A cancelled task (asyncio.CancelledError) cancels the run; any other
     exception fails it with the exception as the reason, then propagates.
     """
 
-    def __init__(self, client: AsyncClient, create: dict[str, Any], writer: dict[str, Any]) -> None:
+    def __init__(self, client: AsyncClient, create: dict[str, Any], settings: WriterSettings) -> None:
+        super().__init__(create, settings)
         self._client = client
-        self._create = create
-        self._writer_options = writer
         self._writer: AsyncEventWriter | None = None
-        self._started = 0.0
-        self.run: Run | None = None
-        self.final_state_digest: str | None = None
-
-    @property
-    def run_id(self) -> str:
-        if self.run is None:
-            raise RuntimeError("the run starts when the `async with` block is entered")
-        return self.run.run_id
 
     @property
     def writer(self) -> AsyncEventWriter:
         if self._writer is None:
-            raise RuntimeError("the run starts when the `async with` block is entered")
+            raise RuntimeError("the run starts when its `async with` block is entered")
         return self._writer
 
     async def emit(
         self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
-    ) -> None:
-        await self.writer.emit(kind, payload, timestamp=timestamp)
+    ) -> bool:
+        """Queue one event; False if the writer dropped it (only with `when_full="drop"`)."""
+        return await self.writer.emit(kind, payload, timestamp=timestamp)
 
     async def flush(self) -> None:
         await self.writer.flush()
 
     async def __aenter__(self) -> AsyncRunSession:
-        self.run = await self._client.runs.create(**self._create)
-        self._started = time.monotonic()
-        self._writer = self._client.events.writer(self.run.run_id, **self._writer_options)
+        settings = self._began(await self._client.runs.create(**self._create))
+        self._writer = self._client.events.writer(self.run_id, settings=settings)
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        writer = self.writer
+        writer, ending = self.writer, ending_for(exc)
         if exc is None:
             await writer.close()
             self.run = await self._client.runs.complete(self.run_id, final_state_digest=self.final_state_digest,
@@ -338,18 +320,15 @@ class AsyncRunSession:
             expected = writer.acknowledged
         except LedgerError as error:
             exc.add_note(f"the run's last events could not be stored: {error}")
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:
-            if isinstance(exc, Exception):
-                self.run = await self._client.runs.fail(self.run_id, reason, duration_ms=self._elapsed_ms(),
+            if ending.action == "fail":
+                self.run = await self._client.runs.fail(self.run_id, ending.reason, duration_ms=self._elapsed_ms(),
                                                         expected_total_events=expected)
             else:
-                self.run = await self._client.runs.cancel(self.run_id, reason, duration_ms=self._elapsed_ms())
+                self.run = await self._client.runs.cancel(self.run_id, ending.reason,
+                                                          duration_ms=self._elapsed_ms())
         except LedgerError as error:
             exc.add_note(f"run {self.run_id} could not be marked failed: {error}")
-
-    def _elapsed_ms(self) -> int:
-        return int((time.monotonic() - self._started) * 1000)
 
 
 class AsyncClient:
@@ -374,7 +353,7 @@ class AsyncClient:
             key_file=key_file, timeout=timeout, options=options,
         )
         self._channel = self.connection.aio_channel()
-        transport = _AsyncTransport(self.connection, self._channel)
+        self._transport = transport = _AsyncTransport(self.connection, self._channel)
         self.runs = AsyncRuns(transport)
         self.events = AsyncEvents(transport)
         self.releases = AsyncReleases(transport)
@@ -392,11 +371,18 @@ class AsyncClient:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
-        **writer_options: Any,
+        inactivity_timeout: float | timedelta | None = None,
+        writer_settings: WriterSettings | None = None,
+        **writer_options: Unpack[WriterOptions],
     ) -> AsyncRunSession:
         create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id}
-        return AsyncRunSession(self, create, writer_options)
+                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
+        return AsyncRunSession(self, create, resolve_settings(writer_settings, writer_options))
+
+    async def health(self, service: str = "") -> str:
+        """The daemon's grpc.health.v1 status for `service` ("" = the whole daemon), e.g. "SERVING"."""
+        request = HealthCheckRequest(service=service)
+        return health_status(await self._transport.unary(HealthStub(self._channel).Check, request))
 
     async def close(self) -> None:
         await self._channel.close(None)

@@ -3,7 +3,10 @@
 `await emit(...)` only queues (and waits while the buffer is full); one task
 keeps an IngestEvents stream open, sends sealed batches, settles the
 acknowledgements, and reconnects after a lost connection, sending every
-unacknowledged batch again with its idempotency key.
+unacknowledged batch again with its idempotency key. Another task sends
+heartbeats while the writer is open and quiet, `when_full="drop"` makes
+`emit` drop rather than wait, and retries and drops are logged as
+`EventWriter` logs them.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from typing import Any
 
 import grpc
 
-from aivcs.ledger._batching import RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._batching import MAX_BACKOFF, RETRYABLE, Backoff, BatchBook, BatchRefused
 from aivcs.ledger._errors import LedgerError, Unavailable, WriterClosed, error_from_rpc
+from aivcs.ledger._heartbeat import HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
-from aivcs.ledger._writer import WriterSettings
-from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc
+from aivcs.ledger._reports import DropReport, RetryReport
+from aivcs.ledger._settings import WriterSettings
+from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 
 __all__ = ["AsyncEventWriter"]
 
@@ -42,21 +47,36 @@ class AsyncEventWriter:
         metadata: Sequence[tuple[str, str]] = (),
         settings: WriterSettings | None = None,
         writer_id: str | None = None,
+        run_ledger: run_ledger_pb2_grpc.RunLedgerAsyncStub | None = None,
+        call_timeout: float | None = 30.0,
     ) -> None:
         self._stub = stub
         self._metadata = tuple(metadata)
-        self._settings = settings or WriterSettings()
+        self._settings = settings = settings or WriterSettings()
         self.writer_id = writer_id or uuid.uuid4().hex
-        self._book = BatchBook(run_id, self.writer_id, self._settings.max_batch_events,
-                               self._settings.max_batch_bytes)
+        self._book = BatchBook(run_id, self.writer_id, settings.max_batch_events, settings.max_batch_bytes)
+        self._retries = RetryReport(run_id, settings.log_interval)
+        self._drops = DropReport(run_id, settings.log_interval)
+        self._heartbeats = HeartbeatPlan(run_id, settings.heartbeat_interval if run_ledger is not None else None,
+                                         settings.log_interval)
+        self._run_ledger = run_ledger
+        self._call_timeout = call_timeout
+        self._beat_task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
         self._closed = False
+        self._closing = False  # close() was called: from now on even a dropping writer may give up
         self._stopping = False
         self._error: LedgerError | None = None
         self._generation = 0
         self._released = 0  # the generation of the stream last let go for idleness
         self._call: Any = None
         self._task: asyncio.Task[None] | None = None
+        try:  # made inside the event loop (the usual case): heartbeats start now, emit or not
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            self._start_heartbeats()
 
     @property
     def run_id(self) -> str:
@@ -78,22 +98,40 @@ class AsyncEventWriter:
         return self._book.buffered
 
     @property
+    def dropped(self) -> int:
+        """Events dropped because the buffer was full (only with `when_full="drop"`)."""
+        return self._drops.dropped
+
+    @property
+    def heartbeats(self) -> int:
+        """Heartbeats the daemon has answered."""
+        return self._heartbeats.sent
+
+    @property
     def error(self) -> LedgerError | None:
         return self._error
 
     async def emit(
         self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
-    ) -> None:
-        """Queue one event; waits while `max_buffered_events` are unacknowledged."""
+    ) -> bool:
+        """Queue one event; True once queued, False if dropped.
+
+        While `max_buffered_events` are unacknowledged it waits, or with
+        `when_full="drop"` drops the event and returns False at once.
+        """
         event = event_input(kind, payload, timestamp)
         self._check_usable()
         while self._book.buffered >= self._settings.max_buffered_events:
             self._start()
+            if self._settings.when_full == "drop":
+                self._drops.drop(self._book.buffered)
+                return False
             await self._wait()
             self._check_usable()
         self._book.add(event)
         self._start()
         self._notify()
+        return True
 
     async def flush(self) -> None:
         """Send what is buffered now and wait until every emitted event is acknowledged.
@@ -112,6 +150,7 @@ class AsyncEventWriter:
 
     async def close(self) -> None:
         """Flush, then stop the background stream. Raises if some event could not be stored."""
+        self._closing = True
         try:
             if self._error is None:
                 await self.flush()
@@ -129,6 +168,7 @@ class AsyncEventWriter:
         await self._shutdown()
 
     async def __aenter__(self) -> AsyncEventWriter:
+        self._start_heartbeats()
         return self
 
     async def __aexit__(
@@ -160,6 +200,12 @@ class AsyncEventWriter:
     def _start(self) -> None:
         if self._task is None and not self._stopping:
             self._task = asyncio.get_running_loop().create_task(self._pump(), name=f"aivcs-writer-{self.writer_id[:8]}")
+        self._start_heartbeats()
+
+    def _start_heartbeats(self) -> None:
+        if self._beat_task is None and not self._stopping and self._heartbeats.active:
+            self._beat_task = asyncio.get_running_loop().create_task(
+                self._beat(), name=f"aivcs-heartbeat-{self.writer_id[:8]}")
 
     def _check_usable(self) -> None:
         if self._error is not None:
@@ -173,18 +219,27 @@ class AsyncEventWriter:
         self._notify()
 
     async def _shutdown(self) -> None:
+        already = self._closed
         self._closed = True
         self._stopping = True
         self._notify()
         if self._call is not None and self._error is not None:
             self._call.cancel()
+        beat = self._beat_task
+        if beat is not None and beat is not asyncio.current_task():
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
         task = self._task
         if task is not None and task is not asyncio.current_task():
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        if not already:
+            self._drops.closed()
 
     async def _pump(self) -> None:
         backoff = Backoff(self._settings.retry_timeout)
+        close_clock_started = False
         while True:
             while not self._stopping and self._book.idle and self._error is None:
                 await self._wait()
@@ -200,8 +255,10 @@ class AsyncEventWriter:
             try:
                 async for response in call:
                     self._book.ack(response)
+                    self._heartbeats.activity()
                     self._notify()
                     backoff.progress()
+                    self._retries.recovered()
             except grpc.RpcError as error:
                 failure = error_from_rpc(error)
                 retryable = failure.code in RETRYABLE
@@ -227,13 +284,42 @@ class AsyncEventWriter:
             if not retryable:
                 self._fail(failure)
                 return
+            dropping = self._settings.when_full == "drop"
+            if dropping and self._closing and not close_clock_started:
+                backoff.restart_clock()  # a dropping writer gets retry_timeout from close() on
+                close_clock_started = True
             delay = backoff.next_delay()
+            if delay is None and dropping and not self._closing:
+                delay = MAX_BACKOFF  # while open, a dropping writer never gives up
             if delay is None:
-                self._fail(Unavailable(
-                    f"gave up after {self._settings.retry_timeout:g}s without progress, "
-                    f"{self.pending} events unacknowledged: {failure.message}"))
+                gave_up = Unavailable(f"gave up after {self._settings.retry_timeout:g}s without progress, "
+                                      f"{self.pending} events unacknowledged: {failure.message}")
+                self._retries.gave_up(gave_up)
+                self._fail(gave_up)
                 return
+            self._retries.failed(failure, self.pending, delay)
             await asyncio.sleep(delay)
+
+    async def _beat(self) -> None:
+        """The heartbeat task: one Heartbeat whenever nothing was acknowledged for an interval."""
+        assert self._run_ledger is not None
+        plan = self._heartbeats
+        request = run_ledger_pb2.HeartbeatRequest(run_id=self.run_id)
+        while not self._stopping and plan.active:
+            left = plan.delay()
+            if left > 0:
+                await asyncio.sleep(left)  # an append meanwhile moves the time on: look again
+                continue
+            try:
+                reply = await self._run_ledger.Heartbeat(request, metadata=self._metadata,
+                                                         timeout=self._call_timeout)
+            except grpc.RpcError as error:
+                if not self._stopping:
+                    plan.failed(error_from_rpc(error))
+                continue
+            except grpc.aio.UsageError:  # the client's channel was closed under an open writer
+                return
+            plan.answered(reply.run)
 
     async def _requests(self, generation: int) -> AsyncIterator[event_stream_pb2.IngestEventsRequest]:
         settings = self._settings

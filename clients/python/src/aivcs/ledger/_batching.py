@@ -182,6 +182,10 @@ class Backoff:
         self._delay = INITIAL_BACKOFF
         self._failing_since = None
 
+    def restart_clock(self) -> None:
+        """Count the time to give up from now, e.g. when a writer that never gives up is being closed."""
+        self._failing_since = None
+
     def next_delay(self) -> float | None:
         """Seconds to wait before the next attempt, or None when it is time to give up."""
         now = time.monotonic()

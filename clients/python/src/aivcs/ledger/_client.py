@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 import grpc
+from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from aivcs.ledger import _requests as build
 from aivcs.ledger._batching import Backoff
@@ -26,7 +28,10 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._writer import DEFAULT_BATCH_EVENTS, EventWriter, WriterSettings
+from aivcs.ledger._paging import Paging
+from aivcs.ledger._session import SessionState, ending_for
+from aivcs.ledger._settings import WriterOptions, WriterSettings, resolve_settings
+from aivcs.ledger._writer import EventWriter
 from aivcs.ledger.v1 import (
     event_stream_pb2,
     event_stream_pb2_grpc,
@@ -43,6 +48,11 @@ Response = TypeVar("Response")
 
 # Codes after which a subscription resumes where it stopped.
 RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+
+
+def health_status(reply: HealthCheckResponse) -> str:
+    name: str = HealthCheckResponse.ServingStatus.Name(reply.status)
+    return name
 
 
 class _Transport:
@@ -78,10 +88,11 @@ class Runs:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
+        inactivity_timeout: float | timedelta | None = None,
     ) -> Run:
         """Create a RUNNING run. With `run_id`, a retry returns the same run."""
         request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
-                                   run_id=run_id)
+                                   run_id=run_id, inactivity_timeout=inactivity_timeout)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CreateRun, request).run)
 
     def get(self, run_id: str) -> Run:
@@ -100,21 +111,14 @@ class Runs:
         page_size: int = 100,
     ) -> Iterator[Run]:
         """Runs newest first, fetching pages as the iteration goes; at most `limit`."""
-        page_token, seen = "", 0
-        while True:
-            size = page_size if limit is None else max(1, min(page_size, limit - seen))
+        paging = Paging(limit, page_size)
+        while not paging.done:
             request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha,
                                       status=status, created_after=created_after, created_before=created_before,
-                                      page_size=size, page_token=page_token)
+                                      page_size=paging.size, page_token=paging.token)
             page = self._t.unary(self._t.run_ledger.ListRuns, request)
-            for run in page.runs:
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
+            for run in paging.take(page.runs, page.next_page_token):
                 yield Run.from_proto(run)
-            page_token = page.next_page_token
-            if not page_token or (limit is not None and seen >= limit):
-                return
 
     def complete(
         self,
@@ -138,6 +142,15 @@ class Runs:
     def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
         request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CancelRun, request).run)
+
+    def heartbeat(self, run_id: str) -> Run:
+        """Tell the daemon the run's agent is alive, so its inactivity timeout does not strike.
+
+        An open writer does this by itself; call it for a run without one.
+        FailedPrecondition once the run is terminal (e.g. failed for inactivity).
+        """
+        request = run_ledger_pb2.HeartbeatRequest(run_id=run_id)
+        return Run.from_proto(self._t.unary(self._t.run_ledger.Heartbeat, request).run)
 
     def verify(self, run_id: str) -> Verification:
         """Have the daemon recompute the run's hash chain."""
@@ -170,21 +183,17 @@ class Events:
         self,
         run_id: str,
         *,
-        max_batch_events: int = DEFAULT_BATCH_EVENTS,
-        max_batch_bytes: int = 1 << 20,
-        linger: float = 0.05,
-        max_buffered_events: int = 10_000,
-        max_in_flight: int = 8,
-        retry_timeout: float = 60.0,
-        idle_stream_timeout: float = 5.0,
+        settings: WriterSettings | None = None,
         writer_id: str | None = None,
+        **options: Unpack[WriterOptions],
     ) -> EventWriter:
-        """A buffered writer for `run_id` (see `EventWriter`); close it when done."""
-        settings = WriterSettings(max_batch_events=max_batch_events, max_batch_bytes=max_batch_bytes, linger=linger,
-                                  max_buffered_events=max_buffered_events, max_in_flight=max_in_flight,
-                                  retry_timeout=retry_timeout, idle_stream_timeout=idle_stream_timeout)
-        return EventWriter(self._t.event_stream, run_id, metadata=self._t.metadata, settings=settings,
-                           writer_id=writer_id)
+        """A buffered writer for `run_id` (see `EventWriter`); close it when done.
+
+        `settings`, or keyword overrides of the defaults (`WriterOptions`), or both.
+        """
+        return EventWriter(self._t.event_stream, run_id, metadata=self._t.metadata,
+                           settings=resolve_settings(settings, options), writer_id=writer_id,
+                           run_ledger=self._t.run_ledger, call_timeout=self._t.connection.timeout)
 
     def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
@@ -276,22 +285,16 @@ class Releases:
 
     def history(self, agent_name: str, *, limit: int | None = None, page_size: int = 100) -> Iterator[Release]:
         """The agent's releases newest first, fetching pages as the iteration goes."""
-        page_token, seen = "", 0
-        while True:
-            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=page_size,
-                                                             page_token=page_token)
+        paging = Paging(limit, page_size)
+        while not paging.done:
+            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=paging.size,
+                                                             page_token=paging.token)
             page = self._t.unary(self._t.release_registry.GetHistory, request)
-            for release in page.releases:
-                if limit is not None and seen >= limit:
-                    return
-                seen += 1
+            for release in paging.take(page.releases, page.next_page_token):
                 yield Release.from_proto(release)
-            page_token = page.next_page_token
-            if not page_token or (limit is not None and seen >= limit):
-                return
 
 
-class RunSession:
+class RunSession(SessionState):
     """One run, recorded from start to finish by `Client.start_run`.
 
     On entering, the run is created; `emit` buffers events into a writer. On a
@@ -299,48 +302,38 @@ class RunSession:
     `expected_total_events` set to what was acknowledged, so a run whose
     events went missing cannot be marked complete. On an exception the run is
     failed with the exception as its reason (cancelled, for KeyboardInterrupt
-    and other non-errors), and the exception propagates.
+    and other non-errors), and the exception propagates. See `_session`.
     """
 
-    def __init__(self, client: Client, create: dict[str, Any], writer: dict[str, Any]) -> None:
+    def __init__(self, client: Client, create: dict[str, Any], settings: WriterSettings) -> None:
+        super().__init__(create, settings)
         self._client = client
-        self._create = create
-        self._writer_options = writer
         self._writer: EventWriter | None = None
-        self._started = 0.0
-        self.run: Run | None = None
-        self.final_state_digest: str | None = None
-
-    @property
-    def run_id(self) -> str:
-        if self.run is None:
-            raise RuntimeError("the run starts when the `with` block is entered")
-        return self.run.run_id
 
     @property
     def writer(self) -> EventWriter:
         if self._writer is None:
-            raise RuntimeError("the run starts when the `with` block is entered")
+            raise RuntimeError("the run starts when its `with` block is entered")
         return self._writer
 
     def emit(
         self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
-    ) -> None:
-        self.writer.emit(kind, payload, timestamp=timestamp)
+    ) -> bool:
+        """Queue one event; False if the writer dropped it (only with `when_full="drop"`)."""
+        return self.writer.emit(kind, payload, timestamp=timestamp)
 
     def flush(self, timeout: float | None = None) -> None:
         self.writer.flush(timeout)
 
     def __enter__(self) -> RunSession:
-        self.run = self._client.runs.create(**self._create)
-        self._started = time.monotonic()
-        self._writer = self._client.events.writer(self.run.run_id, **self._writer_options)
+        settings = self._began(self._client.runs.create(**self._create))
+        self._writer = self._client.events.writer(self.run_id, settings=settings)
         return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        writer = self.writer
+        writer, ending = self.writer, ending_for(exc)
         if exc is None:
             writer.close()
             self.run = self._client.runs.complete(self.run_id, final_state_digest=self.final_state_digest,
@@ -353,18 +346,14 @@ class RunSession:
             expected = writer.acknowledged
         except LedgerError as error:
             exc.add_note(f"the run's last events could not be stored: {error}")
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         try:
-            if isinstance(exc, Exception):
-                self.run = self._client.runs.fail(self.run_id, reason, duration_ms=self._elapsed_ms(),
+            if ending.action == "fail":
+                self.run = self._client.runs.fail(self.run_id, ending.reason, duration_ms=self._elapsed_ms(),
                                                   expected_total_events=expected)
             else:
-                self.run = self._client.runs.cancel(self.run_id, reason, duration_ms=self._elapsed_ms())
+                self.run = self._client.runs.cancel(self.run_id, ending.reason, duration_ms=self._elapsed_ms())
         except LedgerError as error:
             exc.add_note(f"run {self.run_id} could not be marked failed: {error}")
-
-    def _elapsed_ms(self) -> int:
-        return int((time.monotonic() - self._started) * 1000)
 
 
 class Client:
@@ -396,7 +385,7 @@ class Client:
             key_file=key_file, timeout=timeout, options=options,
         )
         self._channel = self.connection.channel()
-        transport = _Transport(self.connection, self._channel)
+        self._transport = transport = _Transport(self.connection, self._channel)
         self.runs = Runs(transport)
         self.events = Events(transport)
         self.releases = Releases(transport)
@@ -414,15 +403,23 @@ class Client:
         tags: Mapping[str, JSON] | None = None,
         evaluation: Evaluation | None = None,
         run_id: str | None = None,
-        **writer_options: Any,
+        inactivity_timeout: float | timedelta | None = None,
+        writer_settings: WriterSettings | None = None,
+        **writer_options: Unpack[WriterOptions],
     ) -> RunSession:
         """`with client.start_run(...) as run: run.emit(kind, payload)`; see `RunSession`.
 
-        Extra keyword arguments tune the run's writer (see `Events.writer`).
+        `writer_settings` and extra keyword arguments tune the run's writer (see `Events.writer`); its
+        heartbeats follow the run's inactivity timeout unless `heartbeat_interval` is given.
         """
         create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id}
-        return RunSession(self, create, writer_options)
+                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
+        return RunSession(self, create, resolve_settings(writer_settings, writer_options))
+
+    def health(self, service: str = "") -> str:
+        """The daemon's grpc.health.v1 status for `service` ("" = the whole daemon), e.g. "SERVING"."""
+        request = HealthCheckRequest(service=service)
+        return health_status(self._transport.unary(HealthStub(self._channel).Check, request))
 
     def close(self) -> None:
         self._channel.close()

@@ -6,7 +6,10 @@ aware `datetime` are what Python code wants to work with. Every value has
 `to_dict()`, the JSON form the CLI prints with `--json`.
 
 Payload numbers travel as doubles (google.protobuf.Struct); integral values
-come back as `int`, so `{"i": 5}` round-trips as `{"i": 5}`.
+come back as `int`, so `{"i": 5}` round-trips as `{"i": 5}`. A double holds
+every integer up to 2**53 exactly and no more, so larger integers are refused
+(naming their path, e.g. `payload.usage.tokens[3]`) rather than stored
+rounded: send them as strings.
 """
 
 from __future__ import annotations
@@ -102,8 +105,16 @@ def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, JSON]:
 
 
 def _check_json(path: str, value: JSON) -> None:
-    """Refuse early what the daemon would refuse: non-finite numbers, non-JSON types."""
-    if value is None or isinstance(value, str | bool | int):
+    """Refuse early what the daemon would refuse (non-finite numbers, non-JSON types) and what
+    a double cannot hold exactly (integers beyond 2**53)."""
+    if value is None or isinstance(value, str | bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > _MAX_EXACT:
+            raise InvalidArgument(
+                f"{path}: {value} is beyond 2**53 and would be stored rounded (JSON numbers travel as doubles); "
+                "send it as a string"
+            )
         return
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -208,6 +219,10 @@ class Run:
     final_state_digest: str | None = None
     events_digest: str = ""
     status_reason: str = ""
+    inactivity_timeout_ms: int = 0
+    """0: the daemon never fails this run for inactivity."""
+    last_activity_at: datetime | None = None
+    """The daemon's time of the run's last append or heartbeat (or creation)."""
 
     @classmethod
     def from_proto(cls, run: run_pb2.Run) -> Run:
@@ -228,6 +243,8 @@ class Run:
             final_state_digest=run.final_state_digest if run.HasField("final_state_digest") else None,
             events_digest=run.events_digest,
             status_reason=run.status_reason,
+            inactivity_timeout_ms=run.inactivity_timeout_ms,
+            last_activity_at=_optional_time(run, "last_activity_at"),
         )
 
     def to_dict(self) -> dict[str, JSON]:
@@ -245,6 +262,8 @@ class Run:
             "final_state_digest": self.final_state_digest,
             "events_digest": self.events_digest,
             "status_reason": self.status_reason,
+            "inactivity_timeout_ms": self.inactivity_timeout_ms,
+            "last_activity_at": _iso(self.last_activity_at),
             "tags": self.tags,
             "evaluation": self.evaluation.to_dict(),
         }

@@ -22,13 +22,18 @@ STATUS_STYLE = {
 }
 
 
+# Keys are sorted so that two reads of the same data print the same bytes:
+# exports can be diffed and hashed whatever order the daemon's maps come in.
+
+
 def dumps(value: Any) -> str:
-    """Compact JSON, one document per line (JSON Lines)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON, one document per line (JSON Lines), keys sorted."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 
 
 def pretty(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, indent=2)
+    """Indented JSON, keys sorted."""
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)
 
 
 def short(digest: str | None, width: int = 12) -> str:
@@ -36,9 +41,10 @@ def short(digest: str | None, width: int = 12) -> str:
 
 
 def when(moment: datetime | None) -> str:
+    """Local time with its UTC offset, e.g. 2026-01-31 13:00:00+01:00: never a time without its zone."""
     if moment is None:
         return ""
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
 
 
 def duration(ms: int) -> str:
@@ -89,6 +95,10 @@ def run_table(run: Run, verification: Verification | None = None) -> Table:
     ]
     if run.status_reason:
         rows.append(("reason", run.status_reason))
+    if run.inactivity_timeout_ms:
+        rows.append(("inactivity_timeout", duration(run.inactivity_timeout_ms)))
+    if run.last_activity_at is not None:
+        rows.append(("last_activity", when(run.last_activity_at)))
     if run.tags:
         rows.append(("tags", dumps(run.tags)))
     evaluation = run.evaluation

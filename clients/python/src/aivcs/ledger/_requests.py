@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from aivcs.ledger._errors import InvalidArgument
 from aivcs.ledger._models import (
     JSON,
     Evaluation,
@@ -27,6 +28,7 @@ def create_run(
     tags: Mapping[str, JSON] | None,
     evaluation: Evaluation | None,
     run_id: str | None,
+    inactivity_timeout: float | timedelta | None = None,
 ) -> run_ledger_pb2.CreateRunRequest:
     return run_ledger_pb2.CreateRunRequest(
         spec_digest=spec_digest,
@@ -35,7 +37,18 @@ def create_run(
         tags=dict_to_struct("tags", tags),
         evaluation=evaluation.to_proto() if evaluation is not None else None,
         run_id=run_id,
+        inactivity_timeout_ms=timeout_ms(inactivity_timeout),
     )
+
+
+def timeout_ms(timeout: float | timedelta | None) -> int | None:
+    """Seconds (or a timedelta) as the whole milliseconds the daemon takes; None stays unset."""
+    if timeout is None:
+        return None
+    seconds = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
+    if not seconds >= 0:
+        raise InvalidArgument(f"inactivity_timeout: must be 0 (none) or a positive number of seconds, got {timeout!r}")
+    return round(seconds * 1000)
 
 
 def list_runs(

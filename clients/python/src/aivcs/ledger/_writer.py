@@ -3,11 +3,13 @@
 `emit` only queues: a background thread seals batches (by size, or after
 `linger` seconds), keeps one IngestEvents stream open, and settles the
 acknowledgements. When the daemon is slower than the producer, the buffer
-fills and `emit` blocks. When the connection is lost, the thread reconnects
-and sends every unacknowledged batch again with its idempotency key (see
-`_batching`), for up to `retry_timeout` seconds without progress.
-`flush()` and `close()` return only when every emitted event is
-acknowledged, or raise the error that made that impossible.
+fills and `emit` blocks, or drops the event with `when_full="drop"`. When
+the connection is lost, the thread reconnects and sends every
+unacknowledged batch again with its idempotency key (see `_batching`), for
+up to `retry_timeout` seconds without progress (a dropping writer: from
+`close()` on), logging as `_reports` says. `flush()` and `close()` return
+only when every queued event is acknowledged, or raise the error that made
+that impossible.
 """
 
 from __future__ import annotations
@@ -22,49 +24,15 @@ from typing import Any
 
 import grpc
 
-from aivcs.ledger._batching import RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._batching import MAX_BACKOFF, RETRYABLE, Backoff, BatchBook, BatchRefused
 from aivcs.ledger._errors import DeadlineExceeded, LedgerError, Unavailable, WriterClosed, error_from_rpc
+from aivcs.ledger._heartbeat import HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
-from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc
+from aivcs.ledger._reports import DropReport, RetryReport
+from aivcs.ledger._settings import WriterSettings
+from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 
-__all__ = ["EventWriter", "WriterSettings"]
-
-
-# The daemon commits up to 200 events per transaction, where its storage
-# engine is fastest; larger batches stay atomic but cost more per event.
-DEFAULT_BATCH_EVENTS = 200
-
-
-class WriterSettings:
-    """Tuning of a buffered writer, checked once."""
-
-    __slots__ = ("idle_stream_timeout", "linger", "max_batch_bytes", "max_batch_events", "max_buffered_events",
-                 "max_in_flight", "retry_timeout")
-
-    def __init__(
-        self,
-        *,
-        max_batch_events: int = DEFAULT_BATCH_EVENTS,
-        max_batch_bytes: int = 1 << 20,
-        linger: float = 0.05,
-        max_buffered_events: int = 10_000,
-        max_in_flight: int = 8,
-        retry_timeout: float = 60.0,
-        idle_stream_timeout: float = 5.0,
-    ) -> None:
-        if max_batch_events < 1 or max_batch_bytes < 1 or max_in_flight < 1:
-            raise ValueError("max_batch_events, max_batch_bytes and max_in_flight must be at least 1")
-        if max_buffered_events < max_batch_events:
-            raise ValueError("max_buffered_events must be at least max_batch_events")
-        if linger < 0 or retry_timeout < 0 or idle_stream_timeout <= 0:
-            raise ValueError("linger and retry_timeout must not be negative, idle_stream_timeout must be positive")
-        self.max_batch_events = max_batch_events
-        self.max_batch_bytes = max_batch_bytes
-        self.linger = linger
-        self.max_buffered_events = max_buffered_events
-        self.max_in_flight = max_in_flight
-        self.retry_timeout = retry_timeout
-        self.idle_stream_timeout = idle_stream_timeout
+__all__ = ["EventWriter"]
 
 
 class EventWriter:
@@ -73,6 +41,13 @@ class EventWriter:
     The stream is opened when there is something to send and let go after
     `idle_stream_timeout` seconds with nothing to send, so an idle writer
     holds nothing open on the daemon (and does not delay its shutdown).
+    While it is open and quiet, a second thread sends heartbeats if the run
+    has an inactivity timeout (see `_heartbeat`; needs `run_ledger`).
+
+    With `when_full="drop"`, `emit` never waits: an event that finds
+    `max_buffered_events` unacknowledged is dropped, counted in `dropped`,
+    and logged (rate-limited) on the `aivcs.ledger.writer` logger, where
+    retries are reported too.
 
     Use it as a context manager, or call `close()`::
 
@@ -90,15 +65,24 @@ class EventWriter:
         metadata: Sequence[tuple[str, str]] = (),
         settings: WriterSettings | None = None,
         writer_id: str | None = None,
+        run_ledger: run_ledger_pb2_grpc.RunLedgerStub | None = None,
+        call_timeout: float | None = 30.0,
     ) -> None:
         self._stub = stub
         self._metadata = tuple(metadata)
-        self._settings = settings or WriterSettings()
+        self._settings = settings = settings or WriterSettings()
         self.writer_id = writer_id or uuid.uuid4().hex
-        self._book = BatchBook(run_id, self.writer_id, self._settings.max_batch_events,
-                               self._settings.max_batch_bytes)
+        self._book = BatchBook(run_id, self.writer_id, settings.max_batch_events, settings.max_batch_bytes)
+        self._retries = RetryReport(run_id, settings.log_interval)
+        self._drops = DropReport(run_id, settings.log_interval)
+        self._heartbeats = HeartbeatPlan(run_id, settings.heartbeat_interval if run_ledger is not None else None,
+                                         settings.log_interval)
+        self._run_ledger = run_ledger
+        self._call_timeout = call_timeout
+        self._beat_call: Any = None
         self._cond = threading.Condition()
         self._closed = False
+        self._closing = False  # close() was called: from now on even a dropping writer may give up
         self._stopping = False
         self._error: LedgerError | None = None
         self._generation = 0
@@ -107,6 +91,11 @@ class EventWriter:
         self._thread = threading.Thread(target=self._pump, name=f"aivcs-ledger-writer-{self.writer_id[:8]}",
                                         daemon=True)
         self._thread.start()
+        self._beat_thread: threading.Thread | None = None
+        if self._heartbeats.active:
+            self._beat_thread = threading.Thread(target=self._beat, daemon=True,
+                                                 name=f"aivcs-ledger-heartbeat-{self.writer_id[:8]}")
+            self._beat_thread.start()
 
     # -- what the producer sees ---------------------------------------------------
 
@@ -133,22 +122,42 @@ class EventWriter:
             return self._book.buffered
 
     @property
+    def dropped(self) -> int:
+        """Events dropped because the buffer was full (only with `when_full="drop"`)."""
+        with self._cond:
+            return self._drops.dropped
+
+    @property
+    def heartbeats(self) -> int:
+        """Heartbeats the daemon has answered."""
+        with self._cond:
+            return self._heartbeats.sent
+
+    @property
     def error(self) -> LedgerError | None:
         """Why the writer stopped, if it did."""
         return self._error
 
     def emit(
         self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
-    ) -> None:
-        """Queue one event; blocks while `max_buffered_events` are unacknowledged."""
+    ) -> bool:
+        """Queue one event; True once queued, False if dropped.
+
+        While `max_buffered_events` are unacknowledged it blocks, or with
+        `when_full="drop"` drops the event and returns False at once.
+        """
         event = event_input(kind, payload, timestamp)
         with self._cond:
             self._check_usable()
             while self._book.buffered >= self._settings.max_buffered_events:
+                if self._settings.when_full == "drop":
+                    self._drops.drop(self._book.buffered)
+                    return False
                 self._cond.wait()
                 self._check_usable()
             self._book.add(event)
             self._cond.notify_all()
+        return True
 
     def flush(self, timeout: float | None = None) -> None:
         """Send what is buffered now and wait until every emitted event is acknowledged."""
@@ -168,6 +177,8 @@ class EventWriter:
 
     def close(self, timeout: float | None = None) -> None:
         """Flush, then stop the background stream. Raises if some event could not be stored."""
+        with self._cond:
+            self._closing = True
         try:
             if self._error is None:
                 self.flush(timeout)
@@ -208,14 +219,20 @@ class EventWriter:
 
     def _shutdown(self) -> None:
         with self._cond:
+            already = self._closed
             self._closed = True
             self._stopping = True
             self._cond.notify_all()
-            call = self._call
+            call, beat = self._call, self._beat_call
         if call is not None and self._error is not None:
             call.cancel()
-        if self._thread is not threading.current_thread():
-            self._thread.join()
+        if beat is not None:
+            beat.cancel()
+        for thread in (self._thread, self._beat_thread):
+            if thread is not None and thread is not threading.current_thread():
+                thread.join()
+        if not already:
+            self._drops.closed()
 
     def _fail(self, error: LedgerError) -> None:
         with self._cond:
@@ -227,6 +244,7 @@ class EventWriter:
 
     def _pump(self) -> None:
         backoff = Backoff(self._settings.retry_timeout)
+        close_clock_started = False
         while True:
             with self._cond:
                 while not self._stopping and self._book.idle and self._error is None:
@@ -246,8 +264,10 @@ class EventWriter:
                 for response in call:
                     with self._cond:
                         self._book.ack(response)
+                        self._heartbeats.activity()
                         self._cond.notify_all()
                     backoff.progress()
+                    self._retries.recovered()
             except grpc.RpcError as error:
                 failure = error_from_rpc(error)
                 retryable = failure.code in RETRYABLE
@@ -271,12 +291,20 @@ class EventWriter:
             if not retryable:
                 self._fail(failure)
                 return
+            dropping = self._settings.when_full == "drop"
+            if dropping and self._closing and not close_clock_started:
+                backoff.restart_clock()  # a dropping writer gets retry_timeout from close() on
+                close_clock_started = True
             delay = backoff.next_delay()
+            if delay is None and dropping and not self._closing:
+                delay = MAX_BACKOFF  # while open, a dropping writer never gives up
             if delay is None:
-                self._fail(Unavailable(
-                    f"gave up after {self._settings.retry_timeout:g}s without progress, "
-                    f"{self.pending} events unacknowledged: {failure.message}"))
+                gave_up = Unavailable(f"gave up after {self._settings.retry_timeout:g}s without progress, "
+                                      f"{self.pending} events unacknowledged: {failure.message}")
+                self._retries.gave_up(gave_up)
+                self._fail(gave_up)
                 return
+            self._retries.failed(failure, self.pending, delay)
             with self._cond:
                 if self._error is None:
                     self._cond.wait_for(lambda: self._error is not None, delay)
@@ -303,3 +331,35 @@ class EventWriter:
                         continue
                     self._cond.wait(left)
             yield request
+
+    def _beat(self) -> None:
+        """The heartbeat thread: one Heartbeat whenever nothing was acknowledged for an interval."""
+        assert self._run_ledger is not None
+        plan = self._heartbeats
+        request = run_ledger_pb2.HeartbeatRequest(run_id=self.run_id)
+        while True:
+            with self._cond:
+                while not self._stopping and plan.active and (left := plan.delay()) > 0:
+                    self._cond.wait(left)
+                if self._stopping or not plan.active:
+                    return
+                try:
+                    future = self._run_ledger.Heartbeat.future(request, metadata=self._metadata,
+                                                               timeout=self._call_timeout)
+                except ValueError:  # the client's channel was closed under an open writer
+                    return
+                self._beat_call = future
+            try:
+                reply = future.result()
+            except grpc.FutureCancelledError:
+                return
+            except grpc.RpcError as error:
+                with self._cond:
+                    if not self._stopping:
+                        plan.failed(error_from_rpc(error))
+                continue
+            finally:
+                with self._cond:
+                    self._beat_call = None
+            with self._cond:
+                plan.answered(reply.run)

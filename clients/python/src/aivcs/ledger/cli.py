@@ -1,8 +1,10 @@
-"""The `aivcs-ledger` command: inspect runs, read and follow events, manage releases.
+"""The `aivcs-ledger` command: create, inspect and end runs, append, read and follow events, manage releases.
 
 Human tables by default, `--json` for scripts: one JSON document for a
 single object, a JSON array for `runs list` and `releases history`, and JSON
-Lines (one event per line) for `events read|tail|export`.
+Lines (one event per line) for `events read|tail|export`; keys sorted, so
+the same data always prints the same bytes. Where a run id is expected, an
+unambiguous prefix of one will do (see `resolve_run_id`).
 
 Exit codes: 0 success, 1 the daemon refused (the message says why), 2 bad
 usage, 3 the daemon could not be reached.
@@ -11,8 +13,10 @@ usage, 3 the daemon could not be reached.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import sys
+import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
@@ -35,14 +39,18 @@ from aivcs.ledger._connection import (
     Connection,
     read_token_file,
 )
-from aivcs.ledger._errors import LedgerError, Unavailable
-from aivcs.ledger._models import RunStatus
+from aivcs.ledger._errors import LedgerError, NotFound, Unavailable
+from aivcs.ledger._models import JSON, NewEvent, RunStatus
+from aivcs.ledger._settings import DEFAULT_BATCH_EVENTS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_REFUSED = 1
 EXIT_UNREACHABLE = 3
 _META = "aivcs.ledger.connection"
+# A run id prefix is looked up among this many of the newest runs (ListRuns pages).
+PREFIX_SEARCH_RUNS = 10_000
+PREFIX_CANDIDATES_SHOWN = 5
 
 
 # -- connection options, accepted before or after the subcommand ------------------
@@ -168,6 +176,37 @@ def _client() -> Client:
     return obj.client
 
 
+def resolve_run_id(client: Client, given: str) -> str:
+    """`given` if it is a run id, else the one run id among the newest runs that starts with it.
+
+    Looks at most at the newest PREFIX_SEARCH_RUNS runs, so an old run needs its full id.
+    """
+    try:
+        return client.runs.get(given).run_id
+    except NotFound:
+        pass
+    matches: list[str] = []
+    for run in client.runs.list(limit=PREFIX_SEARCH_RUNS, page_size=1000):
+        if run.run_id.startswith(given):
+            matches.append(run.run_id)
+            if len(matches) > PREFIX_CANDIDATES_SHOWN:
+                break
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise Refused(f"no run has the id {given!r}, nor an id starting with it among the newest "
+                      f"{PREFIX_SEARCH_RUNS:,} runs (NOT_FOUND)")
+    shown = ", ".join(matches[:PREFIX_CANDIDATES_SHOWN])
+    more = ", ..." if len(matches) > PREFIX_CANDIDATES_SHOWN else ""
+    raise click.UsageError(f"run id prefix {given!r} is ambiguous: {shown}{more}; give more characters")
+
+
+def _note_cut(shown: int, more: bool, what: str) -> None:
+    """Say on stderr that a list stopped at -n, so nobody takes it for the whole."""
+    if more:
+        click.echo(f"showing {shown} {what}, there are more; use -n to see more", err=True)
+
+
 # -- errors ---------------------------------------------------------------------------
 
 
@@ -216,7 +255,7 @@ class LedgerGroup(click.Group):
 @click.version_option(package_name="aivcs-ledger", prog_name="aivcs-ledger")
 @click.pass_context
 def cli(ctx: click.Context) -> None:
-    """Inspect runs, read and follow their events, and manage releases of the AIVCS ledger.
+    """Create, inspect and end runs, append, read and follow their events, and manage releases of the AIVCS ledger.
 
     These options may also follow a subcommand, e.g. `aivcs-ledger runs list --target HOST:PORT --json`.
     Exit codes: 0 ok, 1 the daemon refused, 2 bad usage, 3 the daemon is unreachable.
@@ -226,14 +265,84 @@ def cli(ctx: click.Context) -> None:
 
 @cli.group(cls=LedgerGroup)
 def runs() -> None:
-    """List and inspect runs."""
+    """Create, list, inspect and end runs."""
+
+
+def _tag(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, JSON]:
+    tags: dict[str, JSON] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{value!r} is not KEY=VALUE", ctx, param)
+        tags[key] = text
+    return tags
+
+
+@runs.command("create")
+@click.argument("spec_digest")
+@click.argument("agent")
+@click.option("--git-sha", help="The git commit the agent runs from.")
+@click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", callback=_tag, help="A label (repeatable).")
+@click.option("--run-id", help="Choose the run id; creating it again returns the same run.")
+@click.option("--inactivity-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="Fail the run after this long with no append and no heartbeat; 0: never "
+                   "[default: the daemon's].")
+@json_option
+@connection_options
+def runs_create(spec_digest: str, agent: str, git_sha: str | None, tags: dict[str, JSON], run_id: str | None,
+                inactivity_timeout: float | None, as_json: bool) -> None:
+    """Create a RUNNING run of AGENT and print its id."""
+    run = _client().runs.create(spec_digest, agent, git_sha=git_sha, tags=tags or None, run_id=run_id,
+                                inactivity_timeout=inactivity_timeout)
+    click.echo(render.pretty(run.to_dict()) if as_json else run.run_id)
+
+
+def _print_run(run: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(render.pretty(run.to_dict()))
+    else:
+        reason = f": {run.status_reason}" if run.status_reason else ""
+        click.echo(f"run {run.run_id} is {run.status.value}{reason}")
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@click.option("--reason", default="", help="Why, stored with the run.")
+@json_option
+@connection_options
+def runs_cancel(run_id: str, reason: str, as_json: bool) -> None:
+    """End a RUNNING run as CANCELLED."""
+    client = _client()
+    _print_run(client.runs.cancel(resolve_run_id(client, run_id), reason), as_json)
+
+
+@runs.command("fail")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why it failed, stored with the run.")
+@json_option
+@connection_options
+def runs_fail(run_id: str, reason: str, as_json: bool) -> None:
+    """End a RUNNING run as FAILED."""
+    client = _client()
+    _print_run(client.runs.fail(resolve_run_id(client, run_id), reason), as_json)
+
+
+@runs.command("heartbeat")
+@click.argument("run_id")
+@json_option
+@connection_options
+def runs_heartbeat(run_id: str, as_json: bool) -> None:
+    """Tell the daemon the run's agent is alive, so its inactivity timeout starts again."""
+    client = _client()
+    _print_run(client.runs.heartbeat(resolve_run_id(client, run_id)), as_json)
 
 
 @runs.command("list")
 @click.option("--agent", help="Only runs of this agent.")
 @click.option("--spec", "spec_digest", metavar="DIGEST", help="Only runs of this spec digest.")
 @click.option("--git-sha", help="Only runs from this git commit.")
-@click.option("--status", type=click.Choice([s.value for s in RunStatus]), help="Only runs in this status.")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+              help="Only runs in this status (any case).")
 @click.option("--since", metavar="TIME", callback=_iso_time,
               help="Only runs created at or after this ISO 8601 time (local unless zoned).")
 @click.option("--until", metavar="TIME", callback=_iso_time,
@@ -245,7 +354,9 @@ def runs_list(agent: str | None, spec_digest: str | None, git_sha: str | None, s
               since: datetime | None, until: datetime | None, limit: int, as_json: bool) -> None:
     """Runs, newest first."""
     found = list(_client().runs.list(agent_name=agent, spec_digest=spec_digest, git_sha=git_sha, status=status,
-                                      created_after=since, created_before=until, limit=limit))
+                                      created_after=since, created_before=until, limit=limit + 1))
+    more, found = len(found) > limit, found[:limit]
+    _note_cut(len(found), more, "runs")
     if as_json:
         click.echo(render.pretty([run.to_dict() for run in found]))
     elif not found:
@@ -262,6 +373,7 @@ def runs_list(agent: str | None, spec_digest: str | None, git_sha: str | None, s
 def runs_show(run_id: str, verify: bool, as_json: bool) -> None:
     """One run in full."""
     client = _client()
+    run_id = resolve_run_id(client, run_id)
     run = client.runs.get(run_id)
     verification = client.runs.verify(run_id) if verify else None
     if as_json:
@@ -275,7 +387,7 @@ def runs_show(run_id: str, verify: bool, as_json: bool) -> None:
 
 @cli.group(cls=LedgerGroup)
 def events() -> None:
-    """Read, follow and export the events of a run."""
+    """Append, read, follow and export the events of a run."""
 
 
 @events.command("read")
@@ -288,7 +400,11 @@ def events() -> None:
 @connection_options
 def events_read(run_id: str, from_seq: int, to_seq: int, kinds: tuple[str, ...], limit: int, as_json: bool) -> None:
     """Stored events of a run, in seq order."""
-    _print_events(_client().events.read(run_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds, limit=limit), as_json)
+    client = _client()
+    run_id = resolve_run_id(client, run_id)
+    stream = client.events.read(run_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds, limit=limit + 1 if limit else 0)
+    shown = _print_events(stream, as_json, limit or None)
+    _note_cut(limit, limit > 0 and shown > limit, "events")
 
 
 @events.command("tail")
@@ -301,6 +417,7 @@ def events_read(run_id: str, from_seq: int, to_seq: int, kinds: tuple[str, ...],
 def events_tail(run_id: str, lines: int, follow: bool, as_json: bool) -> None:
     """The last events of a run; with --follow, new ones as they are appended."""
     client = _client()
+    run_id = resolve_run_id(client, run_id)
     run = client.runs.get(run_id)
     start = max(1, run.total_events - lines + 1)
     if not follow:
@@ -326,6 +443,7 @@ def events_export(run_id: str, output: Path, from_seq: int, to_seq: int, kinds: 
                   progress: bool | None) -> None:
     """Events of a run as JSON Lines, one event per line."""
     client = _client()
+    run_id = resolve_run_id(client, run_id)
     run = client.runs.get(run_id)
     last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
     total = max(0, last - max(from_seq, 1) + 1)
@@ -358,9 +476,91 @@ def _export(stream: Iterator[Any], out: IO[str], total: int, show: bool) -> int:
     return count
 
 
-def _print_events(stream: Iterator[Any], as_json: bool) -> None:
+def _print_events(stream: Iterator[Any], as_json: bool, limit: int | None = None) -> int:
+    """Print up to `limit` events; return how many the stream had (so one more than `limit` says it was cut)."""
+    count = 0
     for event in stream:
-        click.echo(render.dumps(event.to_dict()) if as_json else render.event_line(event))
+        count += 1
+        if limit is None or count <= limit:
+            click.echo(render.dumps(event.to_dict()) if as_json else render.event_line(event))
+    return count
+
+
+def _event_from_line(number: int, line: str) -> NewEvent:
+    try:
+        document = json.loads(line)
+    except ValueError as error:
+        raise click.UsageError(f"stdin line {number}: not JSON ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("kind"), str):
+        raise click.UsageError(f'stdin line {number}: expected an object such as {{"kind": "step", "payload": {{}}}}')
+    unknown = set(document) - {"kind", "payload", "timestamp"}
+    if unknown:
+        raise click.UsageError(f"stdin line {number}: unknown field(s) {', '.join(sorted(unknown))}; "
+                               "expected kind, payload, timestamp")
+    payload = document.get("payload")
+    if payload is not None and not isinstance(payload, dict):
+        raise click.UsageError(f"stdin line {number}: payload must be an object")
+    stamp = document.get("timestamp")
+    moment: datetime | None = None
+    if stamp is not None:
+        try:
+            moment = datetime.fromisoformat(stamp) if isinstance(stamp, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise click.UsageError(f"stdin line {number}: timestamp must be an RFC 3339 time with a zone, "
+                                   f"e.g. 2026-01-31T12:00:00Z")
+    return NewEvent(document["kind"], payload, moment)
+
+
+@events.command("append")
+@click.argument("run_id")
+@click.argument("kind", required=False)
+@click.option("--payload", metavar="JSON", help="The event's payload, a JSON object (with KIND).")
+@click.option("--expect-last-seq", type=click.IntRange(min=0), default=None,
+              help="Refuse (ABORTED) unless the run's last seq is this (0: no events yet).")
+@json_option
+@connection_options
+def events_append(run_id: str, kind: str | None, payload: str | None, expect_last_seq: int | None,
+                  as_json: bool) -> None:
+    """Append one event of KIND, or, without KIND, JSON Lines from stdin.
+
+    Each stdin line is an object {"kind": K, "payload": {...}, "timestamp": "...Z"} (payload and
+    timestamp optional). Every line is checked before anything is sent; the events then go in
+    batches of at most 200, each atomic and carrying an idempotency key.
+    """
+    if kind is None:
+        if payload is not None:
+            raise click.UsageError("--payload goes with KIND; stdin lines carry their own payloads")
+        new = [_event_from_line(number, line) for number, line in enumerate(sys.stdin, 1) if line.strip()]
+        if not new:
+            raise click.UsageError("no KIND given and no JSON lines on stdin")
+    else:
+        try:
+            document = json.loads(payload) if payload is not None else None
+        except ValueError as error:
+            raise click.BadParameter(f"not JSON ({error})", param_hint="--payload") from None
+        if document is not None and not isinstance(document, dict):
+            raise click.BadParameter("must be a JSON object", param_hint="--payload")
+        new = [NewEvent(kind, document)]
+    client = _client()
+    run_id = resolve_run_id(client, run_id)
+    key = uuid.uuid4().hex
+    first = last = 0
+    for start in range(0, len(new), DEFAULT_BATCH_EVENTS):
+        batch = new[start:start + DEFAULT_BATCH_EVENTS]
+        try:
+            result = client.events.append(run_id, batch, expected_last_seq=expect_last_seq if start == 0 else None,
+                                          idempotency_key=f"cli-{key}:{start}")
+        except LedgerError as error:
+            if start:
+                error.message += f" (the first {start} of {len(new)} events were appended, up to seq {last})"
+            raise
+        first, last = first or result.first_seq, result.last_seq
+    if as_json:
+        click.echo(render.pretty({"run_id": run_id, "count": len(new), "first_seq": first, "last_seq": last}))
+    else:
+        click.echo(f"appended {len(new)} events to run {run_id}: seqs {first}..{last}")
 
 
 @cli.group(cls=LedgerGroup)
@@ -436,7 +636,9 @@ def releases_current(agent: str, as_json: bool) -> None:
 @connection_options
 def releases_history(agent: str, limit: int, as_json: bool) -> None:
     """The release history of AGENT, newest first."""
-    found = list(_client().releases.history(agent, limit=limit))
+    found = list(_client().releases.history(agent, limit=limit + 1))
+    more, found = len(found) > limit, found[:limit]
+    _note_cut(len(found), more, "releases")
     if as_json:
         click.echo(render.pretty([release.to_dict() for release in found]))
     elif not found:
@@ -450,6 +652,22 @@ def _print_release(release: Any, as_json: bool) -> None:
         click.echo(render.pretty(release.to_dict()))
     else:
         render.make_console().print(render.releases_table([release]))
+
+
+@cli.command("health")
+@click.option("--service", default="", help="A service name, e.g. aivcs.ledger.v1.EventStream [default: the daemon].")
+@json_option
+@connection_options
+def health(service: str, as_json: bool) -> None:
+    """Ask the daemon's health service; exit 0 when SERVING, 1 otherwise, 3 when unreachable."""
+    client = _client()
+    status = client.health(service)
+    if as_json:
+        click.echo(render.pretty({"target": client.target, "service": service, "status": status}))
+    else:
+        click.echo(f"{client.target}: {status}")
+    if status != "SERVING":
+        click.get_current_context().exit(EXIT_REFUSED)
 
 
 def main() -> NoReturn:

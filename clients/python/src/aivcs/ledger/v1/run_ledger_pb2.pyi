@@ -50,8 +50,12 @@ class CreateRunRequest(_message.Message):
     """How long the run may stay RUNNING with no append and no Heartbeat before
     the daemon fails it (status FAILED, a status_reason saying so), in
     milliseconds. Unset: the daemon's default (--run-inactivity-timeout);
-    0: never. A run is failed this way at most once, whatever the number of
-    replicas, and never while an append to it is being committed.
+    0: never. At most 315360000000 (ten years), else INVALID_ARGUMENT. A
+    retry that returns an existing run returns it with the timeout it was
+    created with. A run is failed this way at most once, whatever the number
+    of replicas, and never while an append to it is being committed: an
+    append or Heartbeat committed first keeps it alive, and one that comes
+    after it was failed is FAILED_PRECONDITION.
     """
     @_builtins.property
     def tags(self) -> _struct_pb2.Struct:

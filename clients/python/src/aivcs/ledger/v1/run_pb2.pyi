@@ -123,7 +123,10 @@ class Run(_message.Message):
     final_state_digest: _builtins.str
     """SHA-256 of the agent's final state, set only by CompleteRun."""
     duration_ms: _builtins.int
-    """Wall-clock duration as reported by the finishing call; 0 while RUNNING."""
+    """Wall-clock duration as reported by the finishing call; 0 while RUNNING.
+    For a run the daemon failed for inactivity: from created_at to
+    last_activity_at.
+    """
     success: _builtins.bool
     """True exactly when status is COMPLETED."""
     events_digest: _builtins.str
@@ -131,7 +134,10 @@ class Run(_message.Message):
     total_events, or "" while the run has no events. See Event.digest.
     """
     status_reason: _builtins.str
-    """The reason given to FailRun or CancelRun; "" otherwise."""
+    """The reason given to FailRun or CancelRun; for a run the daemon failed
+    for inactivity, "no append or heartbeat for <timeout> (inactivity
+    timeout)"; "" otherwise.
+    """
     inactivity_timeout_ms: _builtins.int
     """The run's inactivity timeout in milliseconds; 0 means none. See
     CreateRunRequest.inactivity_timeout_ms.
@@ -156,7 +162,9 @@ class Run(_message.Message):
     def last_activity_at(self) -> _timestamp_pb2.Timestamp:
         """Server time of the run's last append or Heartbeat, or of its creation
         when it has had neither. A RUNNING run whose last_activity_at is older
-        than its inactivity timeout is failed by the daemon.
+        than its inactivity timeout is failed by the daemon, within about a
+        second more. An append moves it in the transaction that stores the
+        events; a retried append answered from its idempotency key does not.
         """
 
     def __init__(
