@@ -34,6 +34,7 @@ from prometheus_client.gc_collector import GCCollector
 from aivcs_ledgerd import __version__
 from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 from aivcs_ledgerd.limits import STREAM_APPEND, UNARY_APPEND
+from aivcs_ledgerd.ports import PortUnavailable, bind_error, check_exclusive
 from aivcs_ledgerd.store import Database
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -213,9 +214,14 @@ class MetricsEndpoint:
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
         except OSError as error:
-            raise ValueError(f"cannot serve metrics on --metrics-listen {listen!r}: {error}") from error
+            raise bind_error("--metrics-listen", listen, error) from error
         self.port: int = self._server.server_port
         self._closed = threading.Event()
+        try:
+            check_exclusive(self._server.socket, "--metrics-listen", listen)
+        except PortUnavailable:
+            self.close()
+            raise
 
     def close(self) -> None:
         if not self._closed.is_set():
