@@ -14,7 +14,8 @@ from aivcs_ledgerd import __version__
 from aivcs_ledgerd.app import StartupError, run
 from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
 from aivcs_ledgerd.logs import configure_logging
-from aivcs_ledgerd.store import StoreError, UnsupportedScheme, check_url
+from aivcs_ledgerd.store import StoreError, UnsupportedScheme
+from aivcs_ledgerd.store.location import resolve as resolve_db
 
 ENV = "AIVCS_LEDGER_"
 
@@ -119,7 +120,7 @@ def command(
         if address is not None:
             check_listen(address, flag)
     try:
-        check_url(db)
+        db = resolve_db(db)  # a durable folder made absolute, so the log says where the data is
     except UnsupportedScheme as error:
         raise click.BadParameter(str(error), param_hint="--db") from error
     if db_password_file is not None:
