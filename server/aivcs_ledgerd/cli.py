@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from aivcs_ledgerd import __version__
+from aivcs_ledgerd import __version__, stderr_relay
 from aivcs_ledgerd.app import StartupError, run
 from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
 from aivcs_ledgerd.logs import configure_logging
@@ -114,6 +114,8 @@ def command(
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
+    if log_json:
+        stderr_relay.start()  # gRPC core's and the engine's own lines become JSON too
     configure_logging(log_level.upper(), log_json)
     check_listen(listen)
     for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen")):
@@ -167,4 +169,5 @@ def main() -> int:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    stderr_relay.stop()
     os._exit(code)
