@@ -96,6 +96,10 @@ class Metrics:
         self.checkpoint_seconds = Histogram("aivcs_ledger_db_checkpoint_seconds",
                                             "How long a checkpoint held every database call.",
                                             buckets=DB_BUCKETS, registry=registry)
+        self.checkpoint_waits = Histogram("aivcs_ledger_db_checkpoint_wait_seconds",
+                                          "How long a database call waited for a checkpoint to end "
+                                          "(only calls that arrived during one).",
+                                          buckets=LATENCY_BUCKETS, registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -125,7 +129,9 @@ class Metrics:
         return found
 
     def instrument(self, db: Database) -> None:
-        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine)."""
+        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine), and
+        every wait at its gate while a checkpoint holds calls (the wait is inside the round trip's time too)."""
+        db.gate.observe_wait = self.checkpoint_waits.observe
         send = db.send
         seconds, in_flight, errors = self.db_seconds, self.db_in_flight, self.db_errors
 
