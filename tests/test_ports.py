@@ -95,6 +95,18 @@ def test_a_second_daemon_on_a_taken_port_exits_and_the_first_keeps_every_call(
     assert_first_answers_everything(daemon, health_port, metrics_port, run_id)
 
 
+def test_a_second_daemon_on_localhost_of_a_taken_loopback_port_exits(
+    tmp_path: Path, first: tuple[DaemonProcess, int, int, str]
+) -> None:
+    """gRPC binds localhost as [::1] and 127.0.0.1 and is content with one: [::1] alone is not enough."""
+    daemon, health_port, metrics_port, run_id = first
+    address = f"localhost:{daemon.target.rpartition(':')[2]}"
+    result = second_daemon(tmp_path, ["--listen", address])
+    assert result.returncode != 0, result.stdout
+    assert f"cannot listen on --listen {address}: the address is in use" in result.stdout
+    assert_first_answers_everything(daemon, health_port, metrics_port, run_id)
+
+
 def test_a_socket_that_shares_its_port_is_refused() -> None:
     with socket.socket() as shared:
         shared.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

@@ -42,6 +42,7 @@ def add_grpc_port(
     server: grpc.aio.Server, address: str, flag: str, credentials: grpc.ServerCredentials | None = None
 ) -> int:
     """Bind `address` on `server` (built with server_options) and return the port; PortUnavailable if taken."""
+    check_every_address_free(address, flag)
     try:
         if credentials is not None:
             port = server.add_secure_port(address, credentials)
@@ -58,6 +59,44 @@ def add_grpc_port(
             "listens there) or is not an address of this host",
         )
     return port
+
+
+def check_every_address_free(address: str, flag: str) -> None:
+    """Raise PortUnavailable if a process listens on any address HOST:PORT stands for.
+
+    gRPC binds every address a host name stands for and succeeds when one
+    of them binds: with 127.0.0.1:50051 taken, `--listen localhost:50051`
+    would listen on [::1]:50051 alone, and clients of localhost would reach
+    the second daemon. So each address is tried first, the way gRPC binds
+    it (SO_REUSEADDR, which lets a port in TIME_WAIT be reused but never a
+    listening one); an address this host lacks is left to gRPC to skip.
+    """
+    host, colon, port = address.rpartition(":")
+    if not colon or address.startswith(("unix:", "unix-abstract:")) or not port.isdigit() or int(port) == 0:
+        return
+    host = host.strip("[]")
+    # gRPC core binds "localhost" as both loopbacks, whatever the resolver says.
+    candidates = [(socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.1")] if host == "localhost" else None
+    if candidates is None:
+        try:
+            infos = socket.getaddrinfo(host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror:
+            return  # gRPC reports a name it cannot resolve
+        candidates = [(family, str(info[0])) for family, _, _, _, info in infos]
+    for family, ip in candidates:
+        try:
+            probe = socket.socket(family, socket.SOCK_STREAM)
+        except OSError:
+            continue  # no IPv6 here, say
+        with probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and ip == "::":
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # gRPC's [::] takes IPv4 too
+            try:
+                probe.bind((ip, int(port)))
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise bind_error(flag, address, error) from error
 
 
 def check_exclusive(sock: socket.socket, flag: str, address: str) -> None:
