@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -32,24 +31,35 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 
 def test_grpc_cores_own_lines_are_json_under_log_json(tmp_path: Path) -> None:
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        address = f"127.0.0.1:{taken.getsockname()[1]}"
-        result = subprocess.run(
-            [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--listen", address, "--log-json"],
-            cwd=tmp_path,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+    address = "192.0.2.1:50051"  # TEST-NET-1: never an address of this host, so gRPC core's bind fails and says so
+    result = subprocess.run(
+        [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--listen", address, "--log-json"],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     lines = json_lines(result.stderr)
     core = [line for line in lines if line["logger"] == "grpc"]
     assert core and core[0]["level"] == "ERROR" and core[0]["source"].startswith("add_port.cc:"), lines
-    assert "Address already in use" in core[0]["message"]
+    assert address in core[0]["message"]
     assert lines[-1]["message"].startswith(f"cannot start: cannot listen on --listen {address}")
+
+
+def test_a_whole_run_of_the_daemon_writes_only_json_lines(tmp_path: Path) -> None:
+    """With gRPC core at its most talkative, from start to stop."""
+    daemon = start_daemon(tmp_path, extra=["--log-json"], env={"GRPC_VERBOSITY": "debug"})
+    try:
+        with grpc.insecure_channel(daemon.target) as channel:
+            runs = run_ledger_pb2_grpc.RunLedgerStub(channel)
+            runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="talkative"), timeout=10)
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    lines = json_lines(daemon.log())
+    assert any(line["logger"] == "grpc" for line in lines)
+    assert [line["message"] for line in lines if line["logger"].startswith("aivcs_ledgerd")][-1] == "stopped"
 
 
 def test_a_line_written_just_before_a_crash_is_kept(tmp_path: Path) -> None:
@@ -67,6 +77,28 @@ def test_a_line_written_just_before_a_crash_is_kept(tmp_path: Path) -> None:
     lines = json_lines(result.stderr)
     assert [line["message"] for line in lines] == ["thread 'engine' panicked at src/lib.rs:1:1:", "boom"]
     assert {line["logger"] for line in lines} == {"stderr"}
+
+
+def test_stderr_is_written_directly_again_if_the_relay_ends(tmp_path: Path) -> None:
+    script = (
+        "import os, time\n"
+        "real = os.fstat(2).st_ino\n"
+        "from aivcs_ledgerd import stderr_relay\n"
+        "relay = stderr_relay.start()\n"
+        "os.write(2, b'through the relay\\n')\n"
+        "time.sleep(0.5)\n"
+        "relay.process.kill()\n"
+        "deadline = time.monotonic() + 20\n"
+        "while os.fstat(2).st_ino != real and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "os.write(2, b'written directly\\n')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert json.loads(lines[0])["message"] == "through the relay"
+    assert "the stderr relay ended" in result.stderr
+    assert lines[-1] == "written directly"
 
 
 def test_lines_are_parsed_or_passed_through() -> None:

@@ -26,11 +26,13 @@ from interleaving.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -41,21 +43,42 @@ STOP_SECONDS = 5.0
 
 
 class Relay:
-    """The running relay and the daemon's real stderr, kept to hand back."""
+    """The running relay and the daemon's real stderr, kept to hand back.
+
+    Should the relay end while the daemon runs (killed, say), a watcher
+    thread gives fd 2 back to the real stderr at once: plain lines from then
+    on rather than none.
+    """
 
     def __init__(self, process: subprocess.Popen[bytes], real_stderr: int) -> None:
         self.process = process
         self.real_stderr = real_stderr
+        self._lock = threading.Lock()
+        self._restored = False
+        threading.Thread(target=self._watch, name="stderr-relay-watch", daemon=True).start()
 
     def stop(self, timeout: float = STOP_SECONDS) -> None:
         """Give fd 2 back to the real stderr, which closes the pipe, and wait for the relay to write the rest."""
-        sys.stderr.flush()
-        os.dup2(self.real_stderr, 2)
-        os.close(self.real_stderr)
+        self._restore()
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+    def _restore(self) -> bool:
+        with self._lock:
+            if self._restored:
+                return False
+            self._restored = True
+            sys.stderr.flush()
+            os.dup2(self.real_stderr, 2)
+            os.close(self.real_stderr)
+            return True
+
+    def _watch(self) -> None:
+        code = self.process.wait()
+        if self._restore():
+            logging.getLogger(__name__).warning("the stderr relay ended (exit %s): stderr is written directly", code)
 
 
 _relay: Relay | None = None
@@ -69,7 +92,7 @@ def start() -> Relay:
     real_stderr = os.dup(2)
     reader, writer = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-m", "aivcs_ledgerd.stderr_relay"],
+        [sys.executable, "-P", "-m", "aivcs_ledgerd.stderr_relay"],  # -P: not from the working directory
         stdin=reader,
         stdout=real_stderr,
         stderr=real_stderr,
