@@ -129,8 +129,10 @@ class Metrics:
         return found
 
     def instrument(self, db: Database) -> None:
-        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine), and
-        every wait at its gate while a checkpoint holds calls (the wait is inside the round trip's time too)."""
+        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine).
+
+        Also time each wait at its gate while a checkpoint holds calls (that wait is part of the round trip).
+        """
         db.gate.observe_wait = self.checkpoint_waits.observe
         send = db.send
         seconds, in_flight, errors = self.db_seconds, self.db_in_flight, self.db_errors
