@@ -18,6 +18,7 @@ from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
 from aivcs_ledgerd.operations import Operations, OperationsError
+from aivcs_ledgerd.ports import PortUnavailable, server_options
 from aivcs_ledgerd.store import Credentials, Database, init_schema
 from aivcs_ledgerd.transport import register_services
 
@@ -88,10 +89,10 @@ async def start(settings: Settings) -> Daemon:
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
             interceptors=ops.interceptors,
-            options=[
+            options=server_options(
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-            ]
+            ),
         )
         register_services(server, ledger)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
@@ -100,10 +101,8 @@ async def start(settings: Settings) -> Daemon:
             reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         try:
             port = ops.bind(server)
-        except RuntimeError as error:
-            raise StartupError(f"cannot listen on --listen {settings.listen!r}: {error}") from error
-        if port == 0:
-            raise StartupError(f"cannot listen on --listen {settings.listen!r}")
+        except PortUnavailable as error:
+            raise StartupError(str(error)) from error
         await server.start()
         await health.start()
         try:

@@ -49,6 +49,18 @@ DONE = {
     "Rollback": "release rolled back",
 }
 
+RUN_ENDS = frozenset({"CompleteRun", "FailRun", "CancelRun"})
+# A reason may hold 4096 bytes; a log line carries its start and says how long it was.
+REASON_LOG_BYTES = 200
+
+
+def bounded(reason: str, limit: int = REASON_LOG_BYTES) -> str:
+    """`reason`, or its first `limit` bytes (whole characters) and its length in bytes when longer."""
+    data = reason.encode("utf-8")
+    if len(data) <= limit:
+        return reason
+    return data[:limit].decode("utf-8", "ignore") + f"… ({len(data)} bytes)"
+
 
 class CallLog(Hooks):
     """Logs the calls of the ledger's services (not health or reflection)."""
@@ -68,6 +80,7 @@ class _Logged(CallHooks):
         self._write = method.path in WRITE_METHODS
         self._ids: dict[str, str] = {}
         self._batches: dict[int, str] = {}  # IngestEvents: batch_id -> run_id
+        self._end: tuple[int, str] | None = None  # a run's end: (total_events, status_reason)
 
     async def received(self, message: Any) -> None:
         if self.method.path == STREAM_APPEND:
@@ -92,6 +105,9 @@ class _Logged(CallHooks):
         run = getattr(message, "run", None)
         if run is not None and run.run_id:
             self._ids["run_id"] = run.run_id
+            if self.method.name in RUN_ENDS:
+                self._ids["agent_name"] = run.agent_name
+                self._end = (run.total_events, run.status_reason)
         release = getattr(message, "release", None)
         if release is not None and release.agent_name:
             self._ids["agent_name"] = release.agent_name
@@ -105,7 +121,13 @@ class _Logged(CallHooks):
         extra.update((key, ids[key]) for key in ("run_id", "agent_name") if key in ids)
         if code is grpc.StatusCode.OK:
             done = DONE.get(self.method.name)
-            if done is not None:
+            if done is not None and self._end is not None:
+                events, reason = self._end
+                extra |= {"events": events, "reason": bounded(reason)}
+                agent = ids.get("agent_name", "")
+                because = f", reason {bounded(reason)!r}" if reason else ""
+                log.info("%s: %s of agent %r, %d events%s", done, subject, agent, events, because, extra=extra)
+            elif done is not None:
                 digest = f" (spec_digest {ids['spec_digest']})" if "spec_digest" in ids else ""
                 log.info("%s: %s%s", done, subject, digest, extra=extra)
             return

@@ -100,13 +100,16 @@ class Checkpointer:
             self.failures += 1
             self._retry = True
             self._report("failed", began)
-            log.warning("database checkpoint failed (write-ahead log %d bytes in %d files): %s", size, files, error)
+            hold = self._db.gate.last_hold
+            log.warning("database checkpoint failed (write-ahead log %d bytes in %d files; %d calls waited, "
+                        "longest %.2fs): %s", size, files, hold.waited, hold.longest, error)
             return False
         self.checkpoints += 1
         self._retry = False
         seconds = self._report("ok", began)
-        log.info("database checkpoint: flushed %d bytes of write-ahead log (%d files) in %.2fs", size, files,
-                 seconds)
+        hold = self._db.gate.last_hold
+        log.info("database checkpoint: flushed %d bytes of write-ahead log (%d files) in %.2fs; "
+                 "%d calls waited, longest %.2fs", size, files, seconds, hold.waited, hold.longest)
         return True
 
     async def _loop(self) -> None:

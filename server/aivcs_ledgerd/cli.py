@@ -10,13 +10,14 @@ from pathlib import Path
 
 import click
 
-from aivcs_ledgerd import __version__
+from aivcs_ledgerd import __version__, stderr_relay
 from aivcs_ledgerd.app import StartupError, run
 from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
 from aivcs_ledgerd.durations import parse_duration_ms
 from aivcs_ledgerd.ledger.runs import MAX_INACTIVITY_TIMEOUT_MS
 from aivcs_ledgerd.logs import configure_logging
-from aivcs_ledgerd.store import StoreError, UnsupportedScheme, check_url
+from aivcs_ledgerd.store import StoreError, UnsupportedScheme
+from aivcs_ledgerd.store.location import resolve as resolve_db
 
 ENV = "AIVCS_LEDGER_"
 
@@ -137,13 +138,15 @@ def command(
     run_inactivity_timeout: int = 0,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
+    if log_json:
+        stderr_relay.start()  # gRPC core's and the engine's own lines become JSON too
     configure_logging(log_level.upper(), log_json)
     check_listen(listen)
     for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen")):
         if address is not None:
             check_listen(address, flag)
     try:
-        check_url(db)
+        db = resolve_db(db)  # a durable folder made absolute, so the log says where the data is
     except UnsupportedScheme as error:
         raise click.BadParameter(str(error), param_hint="--db") from error
     if db_password_file is not None:
@@ -190,4 +193,5 @@ def main() -> int:
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
+    stderr_relay.stop()
     os._exit(code)

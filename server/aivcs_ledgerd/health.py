@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
@@ -24,6 +25,22 @@ SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
+class ListingHealthServicer(HealthServicer):  # type: ignore[misc]  # the library has no type hints
+    """The library's servicer, plus `List`, which grpcio-health-checking leaves unimplemented.
+
+    Reflection lists grpc.health.v1.Health with all three methods, so all
+    three answer: List returns every service name this daemon reports and
+    its status (the same answers Check gives), from one instant.
+    """
+
+    async def List(self, request: health_pb2.HealthListRequest, context: Any) -> health_pb2.HealthListResponse:
+        # _server_status is the servicer's one table of statuses (what Check reads); copied, so it is one snapshot.
+        statuses = dict(self._server_status)
+        return health_pb2.HealthListResponse(
+            statuses={name: health_pb2.HealthCheckResponse(status=status) for name, status in statuses.items()}
+        )
+
+
 class HealthMonitor:
     """Pings the database every `interval` seconds and publishes the result."""
 
@@ -34,7 +51,7 @@ class HealthMonitor:
         interval: float = 2.0,
         probe: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.servicer = HealthServicer()
+        self.servicer = ListingHealthServicer()
         self._db = db
         # What a check asks; raises StoreError when the database is not usable (reconnect.DatabaseProbe).
         self._probe = probe or db.ping

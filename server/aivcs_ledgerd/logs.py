@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record; `run_id` and `agent_name` extras are kept."""
+    """One JSON object per record; the call log's extras (`run_id`, `agent_name`, `events`, …) are kept."""
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -18,7 +18,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        for key in ("run_id", "agent_name", "method", "code"):
+        for key in ("run_id", "agent_name", "method", "code", "events", "reason"):
             if hasattr(record, key):
                 entry[key] = getattr(record, key)
         if record.exc_info:

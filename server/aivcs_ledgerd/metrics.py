@@ -34,6 +34,7 @@ from prometheus_client.gc_collector import GCCollector
 from aivcs_ledgerd import __version__
 from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 from aivcs_ledgerd.limits import STREAM_APPEND, UNARY_APPEND
+from aivcs_ledgerd.ports import PortUnavailable, bind_error, check_exclusive
 from aivcs_ledgerd.store import Database
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -98,6 +99,10 @@ class Metrics:
         self.inactive_runs_failed = Counter("aivcs_ledger_inactive_runs_failed",
                                             "Runs this daemon failed because they had no append and no heartbeat "
                                             "for their inactivity timeout.", registry=registry)
+        self.checkpoint_waits = Histogram("aivcs_ledger_db_checkpoint_wait_seconds",
+                                          "How long a database call waited for a checkpoint to end "
+                                          "(only calls that arrived during one).",
+                                          buckets=LATENCY_BUCKETS, registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -130,7 +135,11 @@ class Metrics:
         return found
 
     def instrument(self, db: Database) -> None:
-        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine)."""
+        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine).
+
+        Also time each wait at its gate while a checkpoint holds calls (that wait is part of the round trip).
+        """
+        db.gate.observe_wait = self.checkpoint_waits.observe
         send = db.send
         seconds, in_flight, errors = self.db_seconds, self.db_in_flight, self.db_errors
 
@@ -219,9 +228,14 @@ class MetricsEndpoint:
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
         except OSError as error:
-            raise ValueError(f"cannot serve metrics on --metrics-listen {listen!r}: {error}") from error
+            raise bind_error("--metrics-listen", listen, error) from error
         self.port: int = self._server.server_port
         self._closed = threading.Event()
+        try:
+            check_exclusive(self._server.socket, "--metrics-listen", listen)
+        except PortUnavailable:
+            self.close()
+            raise
 
     def close(self) -> None:
         if not self._closed.is_set():

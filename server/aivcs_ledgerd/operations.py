@@ -28,6 +28,7 @@ from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.interceptors import Hooks, HooksInterceptor
 from aivcs_ledgerd.limits import ConnectionLimits
 from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsHooks
+from aivcs_ledgerd.ports import add_grpc_port, server_options
 from aivcs_ledgerd.reconnect import DatabaseProbe
 from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
 from aivcs_ledgerd.store import Database
@@ -83,10 +84,8 @@ class Operations:
         return cls(settings, db, interceptors, tls, probe, metrics)
 
     def bind(self, server: grpc.aio.Server) -> int:
-        """Add the gRPC port, with TLS when configured; 0 when it cannot be bound."""
-        if self.credentials is not None:
-            return server.add_secure_port(self.settings.listen, self.credentials)
-        return server.add_insecure_port(self.settings.listen)
+        """Add the gRPC port, with TLS when configured; PortUnavailable when it cannot be had."""
+        return add_grpc_port(server, self.settings.listen, "--listen", self.credentials)
 
     async def start(self, health_servicer: Any, active_runs: Callable[[], int], serving: Callable[[], bool]) -> None:
         """Mark the process live; start the side ports: metrics, and plaintext health for probes without TLS."""
@@ -101,16 +100,9 @@ class Operations:
                 host = settings.metrics_listen.rpartition(":")[0]
                 log.info("metrics on http://%s:%d/metrics", host, self.metrics_endpoint.port)
             if settings.health_listen is not None:
-                server = grpc.aio.server()
+                server = grpc.aio.server(options=server_options())
                 health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-                try:
-                    port = server.add_insecure_port(settings.health_listen)
-                except RuntimeError as error:
-                    raise OperationsError(
-                        f"cannot listen on --health-listen {settings.health_listen!r}: {error}"
-                    ) from error
-                if port == 0:
-                    raise OperationsError(f"cannot listen on --health-listen {settings.health_listen!r}")
+                port = add_grpc_port(server, settings.health_listen, "--health-listen")
                 await server.start()
                 self.health_server, self.health_port = server, port
                 log.info("plaintext health on %s (port %d)", settings.health_listen, port)

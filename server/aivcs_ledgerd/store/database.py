@@ -153,6 +153,11 @@ class Database:
             await self._connection.close()
 
     @property
+    def gate(self) -> Gate:
+        """The gate every call passes; checkpoints shut it (its `last_hold` and `observe_wait` measure the waits)."""
+        return self._gate
+
+    @property
     def checkpointing(self) -> bool:
         """True while a checkpoint holds every call (see checkpoint())."""
         return self._gate.shut_now

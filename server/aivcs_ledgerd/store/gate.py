@@ -3,13 +3,28 @@
 While it is shut, new calls wait in front of it and the calls already
 through finish; whoever shut it then has the connection to itself (to close
 and reopen an embedded engine, see Database.checkpoint).
+
+What the calls pay is measured: `observe_wait`, when set, gets each
+waiting call's wait once it passes (metrics), and `last_hold` says, once
+the gate opens, how many calls arrived while it was shut and how long the
+first of them waited (the checkpoint's log line).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What one shut of the gate cost the calls: how many waited, and the longest wait in seconds."""
+
+    waited: int = 0
+    longest: float = 0.0
 
 
 class Gate:
@@ -20,6 +35,10 @@ class Gate:
         self._empty = asyncio.Event()
         self._empty.set()
         self._keeper = asyncio.Lock()
+        self._waited = 0  # calls that arrived since the gate was last shut
+        self._first_arrival: float | None = None
+        self.last_hold = Hold()
+        self.observe_wait: Callable[[float], None] | None = None
 
     @property
     def inside(self) -> int:
@@ -32,8 +51,15 @@ class Gate:
     @asynccontextmanager
     async def passage(self) -> AsyncIterator[None]:
         """Wait while the gate is shut, then stay inside for the block."""
-        while not self._open.is_set():
-            await self._open.wait()
+        if not self._open.is_set():
+            arrived = time.perf_counter()
+            self._waited += 1
+            if self._first_arrival is None:
+                self._first_arrival = arrived
+            while not self._open.is_set():
+                await self._open.wait()
+            if self.observe_wait is not None:
+                self.observe_wait(time.perf_counter() - arrived)
         self._inside += 1
         self._empty.clear()
         try:
@@ -52,8 +78,11 @@ class Gate:
         """
         async with self._keeper:
             self._open.clear()
+            self._waited, self._first_arrival = 0, None
             try:
                 await asyncio.wait_for(self._empty.wait(), wait_seconds)
                 yield
             finally:
+                first = self._first_arrival
+                self.last_hold = Hold(self._waited, 0.0 if first is None else time.perf_counter() - first)
                 self._open.set()
