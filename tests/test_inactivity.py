@@ -12,6 +12,7 @@ bounded generously (WAIT), so the tests stay fast yet pass on a loaded machine.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import signal
@@ -23,6 +24,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -36,6 +38,8 @@ from aivcs_ledgerd.durations import format_duration_ms, parse_duration_ms
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
 from tests.daemon import DaemonProcess, start_daemon
+from tests.inprocess import Stubs, running
+from tests.inprocess import channel as inprocess_channel
 from tests.surrealdb_stand_in import stand_in_server
 
 Code = grpc.StatusCode
@@ -313,6 +317,34 @@ async def test_the_sweepers_query_is_one_range_scan_of_the_deadline_index() -> N
         assert "idx_status_created_ns" not in text and "TableScan" not in text, plan
     finally:
         await db.close()
+
+
+async def test_a_run_is_never_failed_while_an_append_to_it_is_being_committed() -> None:
+    """The engine takes 3 s over an append to a run with a 1 s timeout: the append is acknowledged and
+    stored, and only afterwards, with no further activity, is the run failed (counting that event)."""
+    async with running() as daemon, inprocess_channel(daemon) as ch:
+        stubs = Stubs(ch)
+        run_id = await stubs.create(inactivity_timeout_ms=1000)
+        real = daemon.db.send
+
+        async def slow(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            if "INSERT INTO run_events" in sql:
+                await asyncio.sleep(3)
+            return await real(sql, variables)
+
+        daemon.db.send = slow
+        try:
+            answer = await stubs.append(run_id, "slow")
+        finally:
+            daemon.db.send = real
+        assert (answer.first_seq, answer.last_seq) == (1, 1)
+        deadline = time.monotonic() + WAIT
+        while (run := (await stubs.runs.GetRun(rl.GetRunRequest(run_id=run_id), timeout=WAIT)).run).status == (
+            run_pb2.RUN_STATUS_RUNNING
+        ):
+            assert time.monotonic() < deadline, "never failed"
+            await asyncio.sleep(0.1)
+        assert_failed_for_inactivity(run, 1000, events=1)
 
 
 # --- several daemons on one database -------------------------------------------------------------------

@@ -82,6 +82,8 @@ class Sweeper:
         while not self._stopping.is_set():
             due = await idle_runs(self._db, time.time_ns(), SWEEP_BATCH)
             for idle in due:
+                if self._stopping.is_set():
+                    return failed
                 failed += await self._expire(idle)
             if len(due) < SWEEP_BATCH:
                 break
@@ -90,7 +92,7 @@ class Sweeper:
     async def _expire(self, idle: IdleRun) -> int:
         now_ns = time.time_ns()
         reason = inactivity_reason(idle.inactivity_timeout_ms)
-        worked_ms = max(0, int((idle.last_activity_at - idle.created_at).total_seconds() * 1000))
+        worked_ms = (idle.last_activity_ns - idle.created_ns) // 1_000_000
         changes: dict[str, Any] = {
             "status": RunStatus.FAILED.value,
             "success": False,

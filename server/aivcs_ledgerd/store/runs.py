@@ -13,13 +13,13 @@ sweeper finds due runs by a range scan of its index.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from surrealdb import Null, NullType
 
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store.database import Database, Queries
+from aivcs_ledgerd.timeutil import datetime_to_ns
 
 NS_PER_MS = 1_000_000
 # Fields a terminal transition removes: a finished run is never due.
@@ -127,14 +127,14 @@ class IdleRun:
     total_events: int
     inactivity_timeout_ms: int
     deadline_ns: int
-    created_at: datetime
-    last_activity_at: datetime
+    created_ns: int
+    last_activity_ns: int  # never before created_ns (stored datetimes keep microseconds)
 
 
 # One range scan of idx_inactivity_deadline_ns, named because the planner would otherwise prefer
 # idx_status_created_ns for `status = 'running'` and visit every running run.
 IDLE_RUNS_SQL = """
-SELECT run_id, agent_name, total_events, inactivity_timeout_ms, inactivity_deadline_ns, created_at, last_activity_at
+SELECT run_id, agent_name, total_events, inactivity_timeout_ms, inactivity_deadline_ns, created_ns, last_activity_at
 FROM runs WITH INDEX idx_inactivity_deadline_ns
 WHERE inactivity_deadline_ns >= 0 AND inactivity_deadline_ns <= $now AND status = 'running'
 LIMIT $limit"""
@@ -143,18 +143,21 @@ LIMIT $limit"""
 async def idle_runs(db: Queries, now_ns: int, limit: int) -> list[IdleRun]:
     """Up to `limit` RUNNING runs whose deadline is at or before `now_ns`, most overdue first."""
     [rows] = await db.query(IDLE_RUNS_SQL + ";", {"now": now_ns, "limit": limit})
-    return [
-        IdleRun(
-            run_id=row["run_id"],
-            agent_name=row["agent_name"],
-            total_events=row["total_events"],
-            inactivity_timeout_ms=row["inactivity_timeout_ms"],
-            deadline_ns=row["inactivity_deadline_ns"],
-            created_at=row["created_at"],
-            last_activity_at=row.get("last_activity_at") or row["created_at"],
-        )
-        for row in sorted(rows, key=lambda row: row["inactivity_deadline_ns"])
-    ]
+    return [_idle_run(row) for row in sorted(rows, key=lambda row: row["inactivity_deadline_ns"])]
+
+
+def _idle_run(row: dict[str, Any]) -> IdleRun:
+    created_ns: int = row["created_ns"]
+    last = row.get("last_activity_at")
+    return IdleRun(
+        run_id=row["run_id"],
+        agent_name=row["agent_name"],
+        total_events=row["total_events"],
+        inactivity_timeout_ms=row["inactivity_timeout_ms"],
+        deadline_ns=row["inactivity_deadline_ns"],
+        created_ns=created_ns,
+        last_activity_ns=created_ns if last is None else max(created_ns, datetime_to_ns(last)),
+    )
 
 
 async def expire_run(session: Queries, run_id: str, seen_deadline_ns: int, now_ns: int,

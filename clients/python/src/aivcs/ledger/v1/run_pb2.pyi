@@ -162,9 +162,9 @@ class Run(_message.Message):
     def last_activity_at(self) -> _timestamp_pb2.Timestamp:
         """Server time of the run's last append or Heartbeat, or of its creation
         when it has had neither. A RUNNING run whose last_activity_at is older
-        than its inactivity timeout is failed by the daemon, within about a
-        second more. An append moves it in the transaction that stores the
-        events; a retried append answered from its idempotency key does not.
+        than its inactivity timeout is failed by the daemon, usually within a
+        second or two more. An append moves it in the transaction that stores
+        the events; a retried append answered from its idempotency key does not.
         """
 
     def __init__(
