@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -22,13 +23,19 @@ import surrealdb
 from surrealdb import AsyncSurreal
 
 from aivcs_ledgerd.futures import retrieve_exception
+from aivcs_ledgerd.store import wal
 from aivcs_ledgerd.store.errors import (
     DuplicateRecord,
     QueryFailed,
     Rejected,
+    StorageFault,
+    StorageFull,
     StoreConflict,
+    StoreDamaged,
+    StoreError,
     StoreUnavailable,
 )
+from aivcs_ledgerd.store.faults import storage_fault
 from aivcs_ledgerd.store.gate import Gate
 from aivcs_ledgerd.store.locks import KeyedLocks
 
@@ -62,6 +69,66 @@ def check_url(url: str) -> str:
     return scheme
 
 
+def wal_folder(url: str) -> Path | None:
+    """Where a durable embedded engine keeps its write-ahead log; None for other engines."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in SURREALKV_SCHEMES:
+        return None
+    return Path(parts.netloc + parts.path) / "wal"
+
+
+def free_bytes(folder: Path) -> int:
+    """Bytes an unprivileged writer may still use on the file system holding `folder`."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+REPAIR_HINT = ("copy the data folder aside, then run `aivcs-ledgerd repair --db {url}`: it cuts the log at the "
+               "damage and reports what is lost")
+
+
+def prepare_log(url: str) -> None:
+    """Check a durable embedded store's write-ahead log before the engine replays it.
+
+    A torn tail (what a crash mid-write leaves, never acknowledged) is cut off here, in place.
+    Damage with valid records after it raises StoreDamaged: the engine would drop those records
+    silently (store/wal.py).
+    """
+    folder = wal_folder(url)
+    if folder is None:
+        return
+    torn, damaged = wal.check(folder)
+    if damaged:
+        where = "; ".join(segment.describe() for segment in damaged)
+        raise StoreDamaged(f"the write-ahead log of {url} is damaged in the middle ({where}); the daemon does "
+                           f"not drop acknowledged writes silently: " + REPAIR_HINT.format(url=url))
+    for segment in torn:
+        dropped = wal.cut(segment)
+        log.warning("write-ahead log %s: cut off a torn tail of %d bytes at offset %d (%s): an incomplete last "
+                    "write from a crash, never acknowledged", segment.path, dropped, segment.good_end,
+                    segment.problem)
+
+
+def _open_failure(url: str, error: Exception) -> StoreError:
+    """What a failed open of `url` means, and what the operator does about it."""
+    folder = wal_folder(url)
+    fault = storage_fault(str(error)) if folder is not None else None
+    if isinstance(fault, StorageFull) and folder is not None:
+        return StorageFull(f"cannot open database {url}: the disk is full ({free_bytes(folder)} bytes free on the "
+                           f"file system of {folder.parent}): free space or grow the volume, then start again; "
+                           f"nothing acknowledged is lost ({error})")
+    if isinstance(fault, StoreDamaged):
+        return StoreDamaged(f"cannot open database {url}: its files fail their checksums ({error}); restore the "
+                            f"data folder from a backup, or if the damage is in the write-ahead log, "
+                            + REPAIR_HINT.format(url=url))
+    if isinstance(fault, StorageFault):
+        return StorageFault(f"cannot open database {url}: {error}; check the volume (permissions, I/O errors "
+                            f"in the kernel log), then start again")
+    return StoreUnavailable(f"cannot open database {url}: {error}")
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """Sign-in for a remote server; a database user when `access_level` is "database"."""
@@ -85,6 +152,7 @@ async def _connect(url: str, session: Session, round_trip_seconds: float, after_
     scheme = check_url(url)
     open_seconds = round_trip_seconds if scheme in REMOTE_SCHEMES else max(round_trip_seconds, EMBEDDED_OPEN_SECONDS)
     try:
+        await asyncio.to_thread(prepare_log, url)
         if scheme in SURREALKV_SCHEMES and after_crash:
             # SurrealKV 0.21.4 (in surrealdb-embedded 3.0.0b10), when an open repairs a torn last
             # WAL record (what a SIGKILL mid-write leaves), replaces the WAL file but goes on
@@ -103,7 +171,7 @@ async def _connect(url: str, session: Session, round_trip_seconds: float, after_
             await asyncio.wait_for(connection.signin(auth), round_trip_seconds)
         await asyncio.wait_for(connection.use(session.namespace, session.database), round_trip_seconds)
     except (TimeoutError, surrealdb.SurrealError, OSError) as error:
-        raise StoreUnavailable(f"cannot open database {url}: {error}") from error
+        raise _open_failure(url, error) from error
     return connection
 
 
@@ -118,6 +186,10 @@ class Database:
         self.locks = KeyedLocks()
         self._gate = Gate()
         self._closed = False
+        self._wal_folder = wal_folder(url)
+        # Set by the first storage fault (a write the engine could not make durable); every call is
+        # then refused with it until recover() has proved the store sound again.
+        self.fault: StorageFault | StoreDamaged | None = None
         # Wraps every raw round trip; fault-injection tests replace it.
         self.send: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] = self._send
 
@@ -148,9 +220,24 @@ class Database:
             await old.close()
 
     async def close(self) -> None:
-        if not self._closed:
-            self._closed = True
+        """Close the engine; raise StorageFault when a durable engine could not write its memtable.
+
+        The embedded engine's close reports nothing itself: a close that flushed leaves an empty
+        write-ahead log, one that failed (a full disk) leaves the log as it was. Nothing is lost
+        then (the next start replays the log), but the failure is the caller's to report.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._connection is not None:
             await self._connection.close()
+        if self._wal_folder is not None:
+            left, files = await asyncio.to_thread(wal.size, self._wal_folder)
+            if left:
+                raise StorageFault(
+                    f"the final flush failed: the engine could not write its memtable to disk ({left} bytes of "
+                    f"write-ahead log in {files} files kept, {free_bytes(self._wal_folder)} bytes free); nothing "
+                    f"acknowledged is lost, the next start replays the log" + self._fault_note())
 
     @property
     def checkpointing(self) -> bool:
@@ -160,10 +247,7 @@ class Database:
     @property
     def wal_folder(self) -> Path | None:
         """Where a durable embedded engine keeps its write-ahead log; None for other engines."""
-        parts = urlsplit(self.url)
-        if parts.scheme.lower() not in SURREALKV_SCHEMES:
-            return None
-        return Path(parts.netloc + parts.path) / "wal"
+        return self._wal_folder
 
     async def checkpoint(self) -> None:
         """Close and reopen a durable embedded engine, which writes its memtable to disk.
@@ -180,14 +264,97 @@ class Database:
         bounded by EMBEDDED_OPEN_SECONDS, not the round-trip timeout; calls
         waiting at the gate meanwhile still time out after the latter.
         """
-        if self.wal_folder is None:
+        folder = self.wal_folder
+        if folder is None:
             raise ValueError(f"checkpoint() is for durable embedded engines, not {self.url}")
         try:
             async with self._gate.shut(self.timeout):
                 await asyncio.wait_for(self._connection.close(), EMBEDDED_OPEN_SECONDS)
-                self._connection = await _connect(self.url, self.session, self.timeout, after_crash=False)
+                self._connection = None
+                left, _ = await asyncio.to_thread(wal.size, folder)
+                if left:
+                    # The close could not write the memtable (it reports nothing itself): the log is all
+                    # there is of those writes, and the engine's state is no longer proven.
+                    self._enter_fault(self._flush_fault(left, "checkpoint"))
+                self._connection = await _connect(self.url, self.session, self.timeout, after_crash=bool(left))
         except TimeoutError:
             raise StoreUnavailable("checkpoint: calls did not settle, or the engine did not close, in time") from None
+        except StoreError as error:
+            if isinstance(error, StorageFault | StoreDamaged):
+                self._enter_fault(error)
+            raise
+
+    async def recover(self) -> None:
+        """Prove a durable embedded store sound after a storage fault, and clear the fault.
+
+        Closes the engine (which writes its memtable, the acknowledged writes only, to a table file
+        and empties the write-ahead log, whose tail may hold writes that failed), checks that the
+        log is empty, opens it again and reads back. Raises the fault (or a newer one) when any
+        step fails; the handle then stays refusing, and the caller tries again later. Needs free
+        space for the memtable: call it once the file system has room.
+        """
+        folder = self.wal_folder
+        if folder is None:
+            raise ValueError(f"recover() is for durable embedded engines, not {self.url}")
+        try:
+            async with self._gate.shut(self.timeout):
+                if self._connection is not None:
+                    connection, self._connection = self._connection, None
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(connection.close(), EMBEDDED_OPEN_SECONDS)
+                left, _ = await asyncio.to_thread(wal.size, folder)
+                self._connection = await _connect(self.url, self.session, self.timeout, after_crash=bool(left))
+                if left:
+                    # The reopen replayed the log into a fresh memtable; the next attempt flushes it.
+                    raise self._flush_fault(left, "recovery")
+                _results(await self._connection.query_raw("RETURN 1", {}))
+        except TimeoutError:
+            raise StoreUnavailable("recovery: calls did not settle, or the engine did not close, in time") from None
+        except StoreError as error:
+            if isinstance(error, StorageFault | StoreDamaged):
+                self.fault = error
+            raise
+        cleared, self.fault = self.fault, None
+        log.warning("storage recovered: the store was closed, reopened and read back after: %s", cleared)
+
+    def _flush_fault(self, left: int, during: str) -> StorageFault:
+        assert self._wal_folder is not None
+        free = free_bytes(self._wal_folder)
+        kind = StorageFull if free < left + (1 << 20) else StorageFault
+        return kind(f"{during}: the engine could not write its memtable to disk ({left} bytes of write-ahead log "
+                    f"kept, {free} bytes free)")
+
+    def _enter_fault(self, fault: StorageFault | StoreDamaged) -> None:
+        if self.fault is None:
+            log.error("storage fault (%s): %s; every call is refused until the store is proven sound again",
+                      fault.reason, fault)
+        self.fault = fault
+
+    def _fault_note(self) -> str:
+        return "" if self.fault is None else f" (after the storage fault: {self.fault})"
+
+    def _refusal(self) -> StoreError:
+        fault = self.fault
+        assert fault is not None
+        if isinstance(fault, StorageFull):
+            return StorageFull(f"{fault}; nothing of this call is acknowledged, writes resume once space is free "
+                               f"and the store is proven sound")
+        return type(fault)(f"{fault}; nothing of this call is acknowledged until the store is proven sound")
+
+    def _checked(self, response: dict[str, Any]) -> list[Any]:
+        """_results(), with the storage faults a durable embedded engine reports only as text."""
+        if self._wal_folder is not None:
+            texts = [str(response["error"])] if response.get("error") is not None else []
+            statements = response.get("result")
+            if isinstance(statements, list):
+                texts += [str(s.get("result")) for s in statements
+                          if isinstance(s, dict) and s.get("status") != "OK" and s.get("kind") != "Thrown"]
+            for text in texts:
+                fault = storage_fault(text)
+                if isinstance(fault, StorageFault | StoreDamaged):
+                    self._enter_fault(fault)
+                    raise fault
+        return _results(response)
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query."""
@@ -200,7 +367,7 @@ class Database:
         if not done:
             call.add_done_callback(retrieve_exception)
             raise StoreUnavailable(f"database did not answer within {self.timeout:g}s")
-        return _results(call.result())
+        return self._checked(call.result())
 
     async def write(self, key: str, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
         """query() while holding `key`'s lock: see `exclusive`."""
@@ -243,12 +410,20 @@ class Database:
     async def _send_through(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
         if self._closed:
             raise StoreUnavailable("database is closed")
+        if self.fault is not None:
+            raise self._refusal()
+        if self._connection is None:
+            raise StoreUnavailable("database is being reopened")
         try:
             response: dict[str, Any] = await self._connection.query_raw(sql, variables)
         except surrealdb.TransportError as error:
             raise StoreUnavailable(f"database unreachable: {error}") from error
         except surrealdb.SurrealError as error:
             # Closed or broken engines surface as SDK errors of several kinds.
+            fault = storage_fault(str(error)) if self._wal_folder is not None else None
+            if isinstance(fault, StorageFault | StoreDamaged):
+                self._enter_fault(fault)
+                raise fault from error
             raise StoreUnavailable(f"database error: {error}") from error
         except OSError as error:
             raise StoreUnavailable(f"database unreachable: {error}") from error
@@ -278,7 +453,7 @@ class Exclusive:
         if not done:
             self._abandon(call)
             raise StoreUnavailable(f"database did not answer within {self._db.timeout:g}s")
-        return _results(call.result())
+        return self._db._checked(call.result())
 
     def _abandon(self, call: asyncio.Future[Any]) -> None:
         call.add_done_callback(retrieve_exception)
