@@ -147,20 +147,19 @@ class Session:
     credentials: Credentials | None = None
 
 
-async def _connect(url: str, session: Session, round_trip_seconds: float, after_crash: bool = True) -> Any:
-    """An SDK connection, signed in when remote, on the session's namespace and database."""
+async def _connect(url: str, session: Session, round_trip_seconds: float) -> Any:
+    """An SDK connection, signed in when remote, on the session's namespace and database.
+
+    A durable embedded store's log is checked first (prepare_log), which also cuts off a torn
+    tail, so that the engine never repairs one itself: SurrealKV 0.21.4's repair replaces the
+    WAL file but goes on writing into the old, unlinked one (that session's acknowledged writes
+    were lost at the next crash; the daemon used to open such a store twice to dodge it), and on
+    a full disk its copy of the file fails and leaves the log unreadable for every later start.
+    """
     scheme = check_url(url)
     open_seconds = round_trip_seconds if scheme in REMOTE_SCHEMES else max(round_trip_seconds, EMBEDDED_OPEN_SECONDS)
     try:
         await asyncio.to_thread(prepare_log, url)
-        if scheme in SURREALKV_SCHEMES and after_crash:
-            # SurrealKV 0.21.4 (in surrealdb-embedded 3.0.0b10), when an open repairs a torn last
-            # WAL record (what a SIGKILL mid-write leaves), replaces the WAL file but goes on
-            # writing into the old, unlinked one: that session's acknowledged writes are lost at
-            # the next crash. A second open writes to the repaired file, so open once and close.
-            first = AsyncSurreal(url)
-            await asyncio.wait_for(first.connect(), open_seconds)
-            await asyncio.wait_for(first.close(), open_seconds)
         connection = AsyncSurreal(url)
         await asyncio.wait_for(connection.connect(), open_seconds)
         credentials = session.credentials
@@ -276,7 +275,7 @@ class Database:
                     # The close could not write the memtable (it reports nothing itself): the log is all
                     # there is of those writes, and the engine's state is no longer proven.
                     self._enter_fault(self._flush_fault(left, "checkpoint"))
-                self._connection = await _connect(self.url, self.session, self.timeout, after_crash=bool(left))
+                self._connection = await _connect(self.url, self.session, self.timeout)
         except TimeoutError:
             raise StoreUnavailable("checkpoint: calls did not settle, or the engine did not close, in time") from None
         except StoreError as error:
@@ -303,7 +302,7 @@ class Database:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), EMBEDDED_OPEN_SECONDS)
                 left, _ = await asyncio.to_thread(wal.size, folder)
-                self._connection = await _connect(self.url, self.session, self.timeout, after_crash=bool(left))
+                self._connection = await _connect(self.url, self.session, self.timeout)
                 if left:
                     # The reopen replayed the log into a fresh memtable; the next attempt flushes it.
                     raise self._flush_fault(left, "recovery")
