@@ -246,6 +246,13 @@ def killed_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
                     for index, item in enumerate(items):
                         item.payload.update({"n": number, "i": index})
                     events.AppendEvents(es.AppendEventsRequest(run_id=run_id, events=items), timeout=30)
+            # Last, two batches too big for one 32 KiB block of the log: each is a record in fragments.
+            runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="damaged", run_id="big"))
+            for _ in range(2):
+                items = [event_pb2.EventInput(kind="big") for _ in range(40)]
+                for item in items:
+                    item.payload.update({"blob": "b" * 2000})
+                events.AppendEvents(es.AppendEventsRequest(run_id="big", events=items), timeout=30)
     finally:
         daemon.stop(signal.SIGKILL)
     return tmp / "ledger"
@@ -265,6 +272,8 @@ def damaged_copy(store: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
         del data[middle:middle + 3000]
     elif damage == "torn":
         del data[-7:]
+    elif damage == "torn-fragments":
+        del data[-40_000:]  # into the last record, after whole fragments of it
     segment.write_bytes(bytes(data))
     return copy, segment
 
@@ -298,7 +307,7 @@ def test_damage_in_the_middle_of_the_log_is_refused_and_the_repair_reports_the_l
     assert list(tmp_path.glob("ledger.lost-*")), "the dropped part of the log is kept aside"
     daemon = start_daemon(tmp_path, db=url)
     try:
-        channel, runs, events = stubs(daemon)
+        channel, runs, _ = stubs(daemon)
         with channel:
             kept = runs.GetRun(rl.GetRunRequest(run_id="c0")).run
             assert kept.total_events == 200, "the run written before the damage is whole"
@@ -316,18 +325,22 @@ def test_damage_in_the_middle_of_the_log_is_refused_and_the_repair_reports_the_l
         daemon.stop(signal.SIGKILL)
 
 
+@pytest.mark.parametrize("damage", ["torn", "torn-fragments"])
 @pytest.mark.timeout(120)
-def test_a_torn_tail_is_still_cut_off_at_start_without_the_repair_command(tmp_path: Path, killed_store: Path) -> None:
-    """What a crash mid-write leaves, an incomplete last record, is not damage: the daemon drops it (the
-    last batch, never acknowledged) and starts, saying so."""
-    copy, _ = damaged_copy(killed_store, tmp_path, "torn")
+def test_a_torn_tail_is_still_cut_off_at_start_without_the_repair_command(
+    tmp_path: Path, killed_store: Path, damage: str
+) -> None:
+    """What a crash mid-write leaves, an incomplete last record (also one in fragments, some of them whole),
+    is not damage: the daemon drops it (the last batch, never acknowledged) and starts, saying so."""
+    copy, _ = damaged_copy(killed_store, tmp_path, damage)
     daemon = start_daemon(tmp_path, db=f"surrealkv://{copy}")
     try:
         assert "cut off a torn tail" in daemon.log()
         channel, runs, _ = stubs(daemon)
         with channel:
-            assert runs.GetRun(rl.GetRunRequest(run_id="c2")).run.total_events == 195
-            assert runs.VerifyRun(rl.VerifyRunRequest(run_id="c2")).ok
+            assert runs.GetRun(rl.GetRunRequest(run_id="big")).run.total_events == 40
+            assert runs.GetRun(rl.GetRunRequest(run_id="c2")).run.total_events == 200
+            assert runs.VerifyRun(rl.VerifyRunRequest(run_id="big")).ok
     finally:
         daemon.stop(signal.SIGKILL)
 
@@ -335,7 +348,7 @@ def test_a_torn_tail_is_still_cut_off_at_start_without_the_repair_command(tmp_pa
 def test_the_log_scan_tells_a_torn_tail_from_damage_in_the_middle(tmp_path: Path, killed_store: Path) -> None:
     sound = wal.check(killed_store / "wal")
     assert sound == ([], [])
-    for damage, torn in (("flip", False), ("zero", False), ("cut", False), ("torn", True)):
+    for damage, torn in (("flip", False), ("zero", False), ("cut", False), ("torn", True), ("torn-fragments", True)):
         copy, _ = damaged_copy(killed_store, tmp_path / damage, damage)
         found_torn, found_damaged = wal.check(copy / "wal")
         assert (len(found_torn), len(found_damaged)) == ((1, 0) if torn else (0, 1)), damage
@@ -350,3 +363,49 @@ def test_repair_refuses_a_store_a_daemon_has_open(tmp_path: Path) -> None:
         assert "open in a running daemon" in refused.stderr
     finally:
         daemon.stop(signal.SIGKILL)
+
+
+@pytest.mark.timeout(180)
+def test_a_damaged_table_file_is_refused_at_start_or_answers_data_loss_never_wrong_data(
+    tmp_path: Path, killed_store: Path
+) -> None:
+    """Once the store is flushed (SIGTERM), its data sits in table files with per-block checksums. A flipped
+    byte there stops the start with a message naming the checksum, or fails the calls that read the block
+    with DATA_LOSS while the rest serves; a run is never read back short or altered."""
+    flushed = tmp_path / "flushed"
+    shutil.copytree(killed_store, flushed)
+    daemon = start_daemon(tmp_path, db=f"surrealkv://{flushed}")
+    assert daemon.stop(signal.SIGTERM) == 0, daemon.log()
+    table = max((flushed / "sstables").glob("*.sst"), key=lambda path: path.stat().st_size)
+    outcomes = []
+    for fraction in (0.1, 0.3, 0.45):
+        copy = tmp_path / f"damaged-{fraction}"
+        shutil.copytree(flushed, copy)
+        target = copy / "sstables" / table.name
+        data = bytearray(target.read_bytes())
+        data[int(len(data) * fraction)] ^= 0x10
+        target.write_bytes(bytes(data))
+        try:
+            daemon = start_daemon(tmp_path, db=f"surrealkv://{copy}")
+        except RuntimeError as refused:
+            assert "fail their checksums" in str(refused) and "restore" in str(refused), str(refused)[-2000:]
+            outcomes.append("refused")
+            continue
+        try:
+            channel, runs, events = stubs(daemon)
+            with channel:
+                for run_id in RUNS:
+                    try:
+                        stored = [e for m in events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=30)
+                                  for e in m.events]
+                        assert [e.seq for e in stored] == list(range(1, 201)), run_id
+                        assert runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id)).ok
+                        outcomes.append("whole")
+                    except grpc.RpcError as error:
+                        assert error.code() == grpc.StatusCode.DATA_LOSS, (error.code(), error.details())
+                        assert "damaged" in error.details()
+                        outcomes.append("data loss")
+                assert health(channel) == SERVING, "damage in one place leaves the rest serving"
+        finally:
+            daemon.stop(signal.SIGKILL)
+    assert {"refused", "data loss"} & set(outcomes), f"no flipped byte was ever noticed: {outcomes}"

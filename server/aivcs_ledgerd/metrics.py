@@ -98,7 +98,8 @@ class Metrics:
                                             buckets=DB_BUCKETS, registry=registry)
         self.storage_fault = Gauge("aivcs_ledger_db_storage_fault",
                                    "1 while the embedded store refuses every call after a storage fault, by reason "
-                                   "(disk_full, io_error, damaged); 0 once it was proven sound again.",
+                                   "(disk_full, io_error, damaged: cannot be reopened); 0 once it was proven sound "
+                                   "again.",
                                    ["reason"], registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)

@@ -120,9 +120,8 @@ def _open_failure(url: str, error: Exception) -> StoreError:
                            f"file system of {folder.parent}): free space or grow the volume, then start again; "
                            f"nothing acknowledged is lost ({error})")
     if isinstance(fault, StoreDamaged):
-        return StoreDamaged(f"cannot open database {url}: its files fail their checksums ({error}); restore the "
-                            f"data folder from a backup, or if the damage is in the write-ahead log, "
-                            + REPAIR_HINT.format(url=url))
+        return StoreDamaged(f"cannot open database {url}: its table files or manifest fail their checksums "
+                            f"({error}); restore the data folder from a backup")
     if isinstance(fault, StorageFault):
         return StorageFault(f"cannot open database {url}: {error}; check the volume (permissions, I/O errors "
                             f"in the kernel log), then start again")
@@ -189,6 +188,8 @@ class Database:
         # Set by the first storage fault (a write the engine could not make durable); every call is
         # then refused with it until recover() has proved the store sound again.
         self.fault: StorageFault | StoreDamaged | None = None
+        self._last_damage = ""
+        self._log_at_fault: tuple[Path, int] | None = None  # (newest segment, its size) at the first fault
         # Wraps every raw round trip; fault-injection tests replace it.
         self.send: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] = self._send
 
@@ -233,6 +234,7 @@ class Database:
         if self._wal_folder is not None:
             left, files = await asyncio.to_thread(wal.size, self._wal_folder)
             if left:
+                await asyncio.to_thread(self._drop_failed_writes)
                 raise StorageFault(
                     f"the final flush failed: the engine could not write its memtable to disk ({left} bytes of "
                     f"write-ahead log in {files} files kept, {free_bytes(self._wal_folder)} bytes free); nothing "
@@ -275,6 +277,7 @@ class Database:
                     # The close could not write the memtable (it reports nothing itself): the log is all
                     # there is of those writes, and the engine's state is no longer proven.
                     self._enter_fault(self._flush_fault(left, "checkpoint"))
+                    await asyncio.to_thread(self._drop_failed_writes)
                 self._connection = await _connect(self.url, self.session, self.timeout)
         except TimeoutError:
             raise StoreUnavailable("checkpoint: calls did not settle, or the engine did not close, in time") from None
@@ -302,6 +305,8 @@ class Database:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(connection.close(), EMBEDDED_OPEN_SECONDS)
                 left, _ = await asyncio.to_thread(wal.size, folder)
+                if left:
+                    await asyncio.to_thread(self._drop_failed_writes)
                 self._connection = await _connect(self.url, self.session, self.timeout)
                 if left:
                     # The reopen replayed the log into a fresh memtable; the next attempt flushes it.
@@ -313,8 +318,18 @@ class Database:
             if isinstance(error, StorageFault | StoreDamaged):
                 self.fault = error
             raise
-        cleared, self.fault = self.fault, None
+        cleared, self.fault, self._log_at_fault = self.fault, None, None
         log.warning("storage recovered: the store was closed, reopened and read back after: %s", cleared)
+
+    def _drop_failed_writes(self) -> None:
+        """With the engine closed on a log it could not empty: cut off the writes that failed (wal.py)."""
+        if self._log_at_fault is None:
+            return
+        path, size_at_fault = self._log_at_fault
+        dropped = wal.drop_failed_writes(path, size_at_fault)
+        if dropped:
+            log.warning("write-ahead log %s: cut off %d bytes after offset %d, written by the writes that failed "
+                        "with the storage fault (none of them was acknowledged)", path, dropped, size_at_fault)
 
     def _flush_fault(self, left: int, during: str) -> StorageFault:
         assert self._wal_folder is not None
@@ -324,6 +339,10 @@ class Database:
                     f"kept, {free} bytes free)")
 
     def _enter_fault(self, fault: StorageFault | StoreDamaged) -> None:
+        if self.fault is None and self._wal_folder is not None and self._log_at_fault is None:
+            newest = wal.segments(self._wal_folder)[-1:]
+            with contextlib.suppress(OSError):
+                self._log_at_fault = (newest[0], newest[0].stat().st_size) if newest else None
         if self.fault is None:
             log.error("storage fault (%s): %s; every call is refused until the store is proven sound again",
                       fault.reason, fault)
@@ -350,10 +369,23 @@ class Database:
                           if isinstance(s, dict) and s.get("status") != "OK" and s.get("kind") != "Thrown"]
             for text in texts:
                 fault = storage_fault(text)
-                if isinstance(fault, StorageFault | StoreDamaged):
-                    self._enter_fault(fault)
-                    raise fault
+                if fault is not None:
+                    raise self._met(fault)
         return _results(response)
+
+    def _met(self, fault: StoreError) -> StoreError:
+        """Note a storage fault a call met and return it to raise.
+
+        A failed write (StorageFault) refuses every later call until recover(). Damaged data
+        (StoreDamaged, a table file failing its checksum) fails only the calls that read it, with
+        DATA_LOSS: the rest of the store still serves.
+        """
+        if isinstance(fault, StorageFault):
+            self._enter_fault(fault)
+        elif str(fault) != self._last_damage:
+            self._last_damage = str(fault)
+            log.error("%s; calls reading it answer DATA_LOSS: restore the data folder from a backup", fault)
+        return fault
 
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query."""
@@ -420,9 +452,8 @@ class Database:
         except surrealdb.SurrealError as error:
             # Closed or broken engines surface as SDK errors of several kinds.
             fault = storage_fault(str(error)) if self._wal_folder is not None else None
-            if isinstance(fault, StorageFault | StoreDamaged):
-                self._enter_fault(fault)
-                raise fault from error
+            if fault is not None:
+                raise self._met(fault) from error
             raise StoreUnavailable(f"database error: {error}") from error
         except OSError as error:
             raise StoreUnavailable(f"database unreachable: {error}") from error

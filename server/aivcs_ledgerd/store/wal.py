@@ -158,8 +158,8 @@ def _parse(data: bytes, start: int) -> tuple[int, int, str | None, int]:
             offset += left  # zero padding at a block's end
             continue
         if offset >= size:
-            if in_record:
-                return records, good_end, "record cut short at the end of the segment", good_end
+            if in_record:  # its fragments so far are sound: the problem is where they stop, at the end
+                return records, good_end, "record cut short at the end of the segment", size
             return records, good_end, None, 0
         if offset + HEADER_SIZE > size:
             return records, good_end, "record header cut short at the end of the segment", offset
@@ -316,3 +316,35 @@ def size(folder: Path) -> tuple[int, int]:
             total += length
             files += length > 0
     return total, files
+
+
+def drop_failed_writes(path: Path, size_at_fault: int) -> int:
+    """Cut a segment back to the last whole record that ended by `size_at_fault`; return the bytes dropped.
+
+    For a log whose engine met a write error when the segment was `size_at_fault` bytes long:
+    every write acknowledged before ended by then, and nothing was acknowledged after, so what
+    follows is the failed writes, whole (the engine wrote them once it could) or in pieces.
+    Nothing is cut when the records before that point are not all sound: that is damage, for
+    the operator.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    end = _last_end(data, size_at_fault)
+    if end is None or end >= len(data):
+        return 0
+    with path.open("r+b") as file:
+        file.truncate(end)
+        file.flush()
+        os.fsync(file.fileno())
+    return len(data) - end
+
+
+def _last_end(data: bytes, limit: int) -> int | None:
+    """The end of the last whole record ending at or before `limit`, if everything before it is sound."""
+    prefix = data[:limit]  # a record cut at `limit` is the failed write, not damage
+    _, good_end, problem, problem_at = _parse(prefix, 0)
+    if problem is not None and _valid_after(prefix, problem_at):
+        return None
+    return good_end
