@@ -328,8 +328,9 @@ class Database:
         path, size_at_fault = self._log_at_fault
         dropped = wal.drop_failed_writes(path, size_at_fault)
         if dropped:
-            log.warning("write-ahead log %s: cut off %d bytes after offset %d, written by the writes that failed "
-                        "with the storage fault (none of them was acknowledged)", path, dropped, size_at_fault)
+            log.warning("write-ahead log %s: cut off its last %d bytes, written by the writes that failed with the "
+                        "storage fault (it was %d bytes long then; none of them was acknowledged)", path, dropped,
+                        size_at_fault)
 
     def _flush_fault(self, left: int, during: str) -> StorageFault:
         assert self._wal_folder is not None
