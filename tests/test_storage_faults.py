@@ -27,7 +27,8 @@ from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.store import wal
+from aivcs_ledgerd.store import StorageFault, StorageFull, StoreDamaged, wal
+from aivcs_ledgerd.store.faults import storage_fault
 from tests.daemon import DaemonProcess, start_daemon
 
 SPEC = hashlib.sha256(b"storage faults").hexdigest()
@@ -409,3 +410,21 @@ def test_a_damaged_table_file_is_refused_at_start_or_answers_data_loss_never_wro
         finally:
             daemon.stop(signal.SIGKILL)
     assert {"refused", "data loss"} & set(outcomes), f"no flipped byte was ever noticed: {outcomes}"
+
+
+def test_the_engines_error_texts_map_to_storage_faults() -> None:
+    """The texts SurrealKV gave in these tests (and an EIO it gives the same way), and texts that are no
+    storage fault: a transaction conflict, a missing record, a lost remote connection."""
+    full = ("Cannot COMMIT: There was a problem with a transaction: WAL error: IO error: kind=no storage space, "
+            "message=No space left on device (os error 28)")
+    assert isinstance(storage_fault(full), StorageFull)
+    assert isinstance(storage_fault("There was a problem with the key-value store: There was a problem with a "
+                                    "transaction: SSTable error: checksum verification failed for block at 262802"),
+                      StoreDamaged)
+    eio = storage_fault("Cannot COMMIT: There was a problem with a transaction: WAL error: IO error: "
+                        "kind=uncategorized, message=Input/output error (os error 5)")
+    assert isinstance(eio, StorageFault) and not isinstance(eio, StorageFull)
+    for harmless in ("The query was not executed due to a failed transaction",
+                     "Failed to commit transaction due to a read or write conflict. This transaction can be retried",
+                     "Expected a single result output when using the ONLY keyword"):
+        assert storage_fault(harmless) is None, harmless
