@@ -428,3 +428,21 @@ def test_the_engines_error_texts_map_to_storage_faults() -> None:
                      "Failed to commit transaction due to a read or write conflict. This transaction can be retried",
                      "Expected a single result output when using the ONLY keyword"):
         assert storage_fault(harmless) is None, harmless
+
+
+def test_writes_after_a_fault_are_cut_back_to_the_log_as_it_was_at_the_fault(
+    tmp_path: Path, killed_store: Path
+) -> None:
+    """What the engine writes after a storage fault (the failed writes, whole or in pieces) is cut off, back
+    to the last whole record at the fault's size; damage before that point is left for the operator."""
+    copy, segment = damaged_copy(killed_store, tmp_path / "after", "none")
+    acknowledged = segment.read_bytes()
+    at_fault = len(acknowledged) + 5  # the fault met a write whose first 5 bytes reached the file
+    segment.write_bytes(acknowledged + acknowledged[:40_000])  # its pieces, then whole writes after it
+    assert wal.check(copy / "wal")[1], "without the fault's size, what follows reads as damage"
+    assert wal.drop_failed_writes(segment, at_fault) == 40_000
+    assert segment.read_bytes() == acknowledged
+    _, segment = damaged_copy(killed_store, tmp_path / "damaged", "flip")
+    before = segment.read_bytes()
+    assert wal.drop_failed_writes(segment, len(before)) == 0
+    assert segment.read_bytes() == before

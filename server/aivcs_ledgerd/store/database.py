@@ -85,6 +85,9 @@ def free_bytes(folder: Path) -> int:
     return stats.f_bavail * stats.f_frsize
 
 
+# Beside the store while a recovery from a storage fault runs: "SEGMENT SIZE", the newest log segment and
+# its size at the fault, so that a start after a crash mid-recovery cuts the failed writes off too.
+FAULT_MARKER = "aivcs-storage-fault"
 REPAIR_HINT = ("copy the data folder aside, then run `aivcs-ledgerd repair --db {url}`: it cuts the log at the "
                "damage and reports what is lost")
 
@@ -99,6 +102,15 @@ def prepare_log(url: str) -> None:
     folder = wal_folder(url)
     if folder is None:
         return
+    marker = folder.parent / FAULT_MARKER
+    if marker.exists():
+        # A recovery was under way when the daemon stopped: cut what the failed writes left first.
+        name, _, size = marker.read_text(encoding="ascii", errors="replace").partition(" ")
+        dropped = wal.drop_failed_writes(folder / name, int(size)) if size.isdigit() and "/" not in name else 0
+        if dropped:
+            log.warning("write-ahead log %s: cut off its last %d bytes, written by writes that failed with a storage "
+                        "fault before the last stop (none of them was acknowledged)", folder / name, dropped)
+        marker.unlink()
     torn, damaged = wal.check(folder)
     if damaged:
         where = "; ".join(segment.describe() for segment in damaged)
@@ -300,6 +312,7 @@ class Database:
             raise ValueError(f"recover() is for durable embedded engines, not {self.url}")
         try:
             async with self._gate.shut(self.timeout):
+                await asyncio.to_thread(self._mark_fault)
                 if self._connection is not None:
                     connection, self._connection = self._connection, None
                     with contextlib.suppress(Exception):
@@ -319,7 +332,20 @@ class Database:
                 self.fault = error
             raise
         cleared, self.fault, self._log_at_fault = self.fault, None, None
+        with contextlib.suppress(FileNotFoundError):
+            folder.parent.joinpath(FAULT_MARKER).unlink()
         log.warning("storage recovered: the store was closed, reopened and read back after: %s", cleared)
+
+    def _mark_fault(self) -> None:
+        """Write FAULT_MARKER before a recovery closes the engine (which writes out the failed writes)."""
+        if self._log_at_fault is None or self._wal_folder is None:
+            return
+        path, size = self._log_at_fault
+        marker = self._wal_folder.parent / FAULT_MARKER
+        with contextlib.suppress(OSError), marker.open("w", encoding="ascii") as file:
+            file.write(f"{path.name} {size}")
+            file.flush()
+            os.fsync(file.fileno())
 
     def _drop_failed_writes(self) -> None:
         """With the engine closed on a log it could not empty: cut off the writes that failed (wal.py)."""
