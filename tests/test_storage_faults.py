@@ -47,8 +47,9 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
         pytest.skip("needs mount(8) to create a small file system")
     mount_point = tmp_path / "fs"
     mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount_point)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mount_point)], capture_output=True, text=True
+    )
     if result.returncode != 0:
         pytest.skip(f"mounting a tmpfs needs root or CAP_SYS_ADMIN, which this test lacks: {result.stderr.strip()}")
     try:
@@ -78,8 +79,9 @@ class Book:
             item.payload.update({"token": f"{number}.{index}", "blob": os.urandom(blob // 2).hex()})
             items.append(item)
         self.batches += 1
-        reply = events.AppendEvents(es.AppendEventsRequest(
-            run_id=self.run_id, events=items, idempotency_key=f"batch-{number}"), timeout=30)
+        reply = events.AppendEvents(
+            es.AppendEventsRequest(run_id=self.run_id, events=items, idempotency_key=f"batch-{number}"), timeout=30
+        )
         self.seqs.update({f"{number}.{index}": reply.first_seq + index for index in range(size)})
 
     def fill(self, events: event_stream_pb2_grpc.EventStreamStub) -> grpc.RpcError:
@@ -92,13 +94,17 @@ class Book:
         raise AssertionError("the file system never filled")
 
     def missing(self, events: event_stream_pb2_grpc.EventStreamStub) -> list[str]:
-        stored = {e.payload.fields["token"].string_value: e.seq
-                  for m in events.ReadEvents(es.ReadEventsRequest(run_id=self.run_id), timeout=60) for e in m.events}
+        stored = {
+            e.payload.fields["token"].string_value: e.seq
+            for m in events.ReadEvents(es.ReadEventsRequest(run_id=self.run_id), timeout=60)
+            for e in m.events
+        }
         return sorted(token for token, seq in self.seqs.items() if stored.get(token) != seq)
 
 
-def stubs(daemon: DaemonProcess) -> tuple[grpc.Channel, run_ledger_pb2_grpc.RunLedgerStub,
-                                          event_stream_pb2_grpc.EventStreamStub]:
+def stubs(
+    daemon: DaemonProcess,
+) -> tuple[grpc.Channel, run_ledger_pb2_grpc.RunLedgerStub, event_stream_pb2_grpc.EventStreamStub]:
     channel = daemon.channel()
     return channel, run_ledger_pb2_grpc.RunLedgerStub(channel), event_stream_pb2_grpc.EventStreamStub(channel)
 
@@ -268,9 +274,9 @@ def damaged_copy(store: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
     if damage == "flip":
         data[middle] ^= 0x10
     elif damage == "zero":
-        data[middle:middle + 3000] = bytes(3000)
+        data[middle : middle + 3000] = bytes(3000)
     elif damage == "cut":
-        del data[middle:middle + 3000]
+        del data[middle : middle + 3000]
     elif damage == "torn":
         del data[-7:]
     elif damage == "torn-fragments":
@@ -280,8 +286,9 @@ def damaged_copy(store: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
 
 
 def repair(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "aivcs_ledgerd", "repair", "--db", url],
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "aivcs_ledgerd", "repair", "--db", url], capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.mark.parametrize("damage", ["flip", "zero", "cut"])
@@ -397,8 +404,11 @@ def test_a_damaged_table_file_is_refused_at_start_or_answers_data_loss_never_wro
             with channel:
                 for run_id in RUNS:
                     try:
-                        stored = [e for m in events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=30)
-                                  for e in m.events]
+                        stored = [
+                            e
+                            for m in events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=30)
+                            for e in m.events
+                        ]
                         assert [e.seq for e in stored] == list(range(1, 201)), run_id
                         assert runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id)).ok
                         outcomes.append("whole")
@@ -415,18 +425,28 @@ def test_a_damaged_table_file_is_refused_at_start_or_answers_data_loss_never_wro
 def test_the_engines_error_texts_map_to_storage_faults() -> None:
     """The texts SurrealKV gave in these tests (and an EIO it gives the same way), and texts that are no
     storage fault: a transaction conflict, a missing record, a lost remote connection."""
-    full = ("Cannot COMMIT: There was a problem with a transaction: WAL error: IO error: kind=no storage space, "
-            "message=No space left on device (os error 28)")
+    full = (
+        "Cannot COMMIT: There was a problem with a transaction: WAL error: IO error: kind=no storage space, "
+        "message=No space left on device (os error 28)"
+    )
     assert isinstance(storage_fault(full), StorageFull)
-    assert isinstance(storage_fault("There was a problem with the key-value store: There was a problem with a "
-                                    "transaction: SSTable error: checksum verification failed for block at 262802"),
-                      StoreDamaged)
-    eio = storage_fault("Cannot COMMIT: There was a problem with a transaction: WAL error: IO error: "
-                        "kind=uncategorized, message=Input/output error (os error 5)")
+    assert isinstance(
+        storage_fault(
+            "There was a problem with the key-value store: There was a problem with a "
+            "transaction: SSTable error: checksum verification failed for block at 262802"
+        ),
+        StoreDamaged,
+    )
+    eio = storage_fault(
+        "Cannot COMMIT: There was a problem with a transaction: WAL error: IO error: "
+        "kind=uncategorized, message=Input/output error (os error 5)"
+    )
     assert isinstance(eio, StorageFault) and not isinstance(eio, StorageFull)
-    for harmless in ("The query was not executed due to a failed transaction",
-                     "Failed to commit transaction due to a read or write conflict. This transaction can be retried",
-                     "Expected a single result output when using the ONLY keyword"):
+    for harmless in (
+        "The query was not executed due to a failed transaction",
+        "Failed to commit transaction due to a read or write conflict. This transaction can be retried",
+        "Expected a single result output when using the ONLY keyword",
+    ):
         assert storage_fault(harmless) is None, harmless
 
 

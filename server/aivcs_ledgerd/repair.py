@@ -56,8 +56,10 @@ def cut_log(url: str, lost_folder: Path) -> tuple[list[str], wal.Loss]:
         (lost_folder / segment.path.name).write_bytes(data[start:])
         if index == first_bad:
             wal.cut(segment)
-            lines.append(f"cut {segment.path.name} at offset {start}: {segment.problem} at offset "
-                         f"{segment.problem_at}; {segment.records} records before it kept")
+            lines.append(
+                f"cut {segment.path.name} at offset {start}: {segment.problem} at offset "
+                f"{segment.problem_at}; {segment.records} records before it kept"
+            )
         else:
             segment.path.unlink()
             lines.append(f"removed {segment.path.name} (written after the damage, {segment.size} bytes)")
@@ -79,8 +81,11 @@ async def describe_runs(url: str, lost: wal.Loss) -> list[str]:
         lines = []
         for run_id in sorted(set(events_by_run) | runs_written):
             head = await run_head(db, run_id)
-            now = "gone (it was created in the lost part)" if head is None else (
-                f"now ends at seq {head.last_seq} ({head.status.name})")
+            now = (
+                "gone (it was created in the lost part)"
+                if head is None
+                else (f"now ends at seq {head.last_seq} ({head.status.name})")
+            )
             lines.append(f"  run {run_id!r}: {at_least}{events_by_run.get(run_id, 0)} event records lost; {now}")
         return lines
     finally:
@@ -88,8 +93,13 @@ async def describe_runs(url: str, lost: wal.Loss) -> list[str]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--db", envvar="AIVCS_LEDGER_DB", required=True, show_envvar=True,
-              help="The embedded store to repair: surrealkv://PATH or file://PATH. Stop its daemon first.")
+@click.option(
+    "--db",
+    envvar="AIVCS_LEDGER_DB",
+    required=True,
+    show_envvar=True,
+    help="The embedded store to repair: surrealkv://PATH or file://PATH. Stop its daemon first.",
+)
 def command(db: str) -> None:
     """Cut a damaged write-ahead log at the damage, keep what follows aside, and report what was lost."""
     if check_url(db) not in SURREALKV_SCHEMES:
@@ -109,16 +119,19 @@ def command(db: str) -> None:
         free = shutil.disk_usage(data).free
         needed = sum(segment.size - segment.good_end for segment in torn + damaged)
         if free < needed + (1 << 20):
-            raise click.ClickException(f"{free} bytes free, {needed} needed to keep the dropped part in "
-                                       f"{lost_folder}: free space first")
+            raise click.ClickException(
+                f"{free} bytes free, {needed} needed to keep the dropped part in {lost_folder}: free space first"
+            )
         lines, lost = cut_log(db, lost_folder)
     finally:
         lock.close()
     click.echo(f"repaired {db}:")
     for line in lines:
         click.echo(f"  {line}")
-    click.echo(f"lost: {lost.bytes} bytes of write-ahead log, {lost.records} transactions readable "
-               f"({lost.unreadable_bytes} bytes unreadable); kept in {lost_folder}")
+    click.echo(
+        f"lost: {lost.bytes} bytes of write-ahead log, {lost.records} transactions readable "
+        f"({lost.unreadable_bytes} bytes unreadable); kept in {lost_folder}"
+    )
     try:
         for line in asyncio.run(describe_runs(db, lost)):
             click.echo(line)

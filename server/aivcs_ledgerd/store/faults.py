@@ -19,11 +19,11 @@ import re
 
 from aivcs_ledgerd.store.errors import StorageFault, StorageFull, StoreDamaged, StoreError
 
-_FULL = re.compile(r"no space left on device|os error 28\b|no storage space|disk quota exceeded|os error 122\b",
-                   re.IGNORECASE)
+_FULL = re.compile(
+    r"no space left on device|os error 28\b|no storage space|disk quota exceeded|os error 122\b", re.IGNORECASE
+)
 _DAMAGED = re.compile(r"checksum|corrupt|invalid batch record|bad magic", re.IGNORECASE)
-_IO = re.compile(r"\bIO error\b|\bWAL error\b|\bos error \d+|input/output error|read-only file system",
-                 re.IGNORECASE)
+_IO = re.compile(r"\bIO error\b|\bWAL error\b|\bos error \d+|input/output error|read-only file system", re.IGNORECASE)
 
 
 def storage_fault(text: str) -> StoreError | None:

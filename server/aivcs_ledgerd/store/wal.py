@@ -65,9 +65,11 @@ class Segment:
         return self.problem is not None and self.valid_after > 0
 
     def describe(self) -> str:
-        return (f"{self.path.name}: {self.problem} at offset {self.problem_at}; {self.records} records "
-                f"({self.good_end} bytes) before it are sound, {self.size - self.good_end} bytes from offset "
-                f"{self.good_end} on would be dropped, {self.valid_after} valid records among them")
+        return (
+            f"{self.path.name}: {self.problem} at offset {self.problem_at}; {self.records} records "
+            f"({self.good_end} bytes) before it are sound, {self.size - self.good_end} bytes from offset "
+            f"{self.good_end} on would be dropped, {self.valid_after} valid records among them"
+        )
 
 
 @dataclass(slots=True)
@@ -88,8 +90,10 @@ def segments(folder: Path) -> list[Path]:
         names = [entry.name for entry in os.scandir(folder) if entry.is_file() and entry.name.endswith(".wal")]
     except FileNotFoundError:
         return []
-    return [folder / name for name in sorted(names, key=lambda name: int(name.split(".")[0]) if
-                                             name.split(".")[0].isdigit() else -1)]
+    return [
+        folder / name
+        for name in sorted(names, key=lambda name: int(name.split(".")[0]) if name.split(".")[0].isdigit() else -1)
+    ]
 
 
 def scan_segment(path: Path) -> Segment:
@@ -117,7 +121,7 @@ def check(folder: Path) -> tuple[list[Segment], list[Segment]]:
     for index, segment in enumerate(found):
         if segment.problem is None:
             continue
-        later = any(other.records or other.valid_after for other in found[index + 1:])
+        later = any(other.records or other.valid_after for other in found[index + 1 :])
         (damaged if segment.damaged or later else torn).append(segment)
     return torn, damaged
 
@@ -178,7 +182,7 @@ def _parse(data: bytes, start: int) -> tuple[int, int, str | None, int]:
             return records, good_end, "record fragments out of order", offset
         if length > room:
             return records, good_end, "record longer than the bytes left (cut short or damaged)", offset
-        if zlib.crc32(data[offset + HEADER_SIZE - 1:offset + HEADER_SIZE + length]) != crc:
+        if zlib.crc32(data[offset + HEADER_SIZE - 1 : offset + HEADER_SIZE + length]) != crc:
             return records, good_end, "checksum mismatch", offset
         offset += HEADER_SIZE + length
         if kind in (FULL, LAST):
@@ -200,7 +204,7 @@ def _valid_at(data: bytes, offset: int) -> bool:
     shifted_room = len(data) - offset - HEADER_SIZE  # a shifted record may cross our block boundaries
     if length > max(room, min(shifted_room, BLOCK_SIZE - HEADER_SIZE)):
         return False
-    return bool(zlib.crc32(data[offset + HEADER_SIZE - 1:offset + HEADER_SIZE + length]) == crc)
+    return bool(zlib.crc32(data[offset + HEADER_SIZE - 1 : offset + HEADER_SIZE + length]) == crc)
 
 
 def _valid_after(data: bytes, problem_at: int) -> int:
@@ -234,7 +238,7 @@ def _salvage(data: bytes, start: int) -> Iterator[tuple[bytes, int]]:
         began = offset
         while True:
             _, length, kind = _HEADER.unpack_from(data, offset)
-            payload += data[offset + HEADER_SIZE:offset + HEADER_SIZE + length]
+            payload += data[offset + HEADER_SIZE : offset + HEADER_SIZE + length]
             offset += HEADER_SIZE + length
             if kind in (FULL, LAST):
                 yield bytes(payload), offset - began
@@ -267,7 +271,7 @@ def _batch_keys(payload: bytes) -> list[bytes]:
         for _ in range(count):
             position += 1
             length, position = _varint(payload, position)
-            keys.append(payload[position:position + length])
+            keys.append(payload[position : position + length])
             position += length
             length, position = _varint(payload, position)
             position += length
@@ -291,7 +295,7 @@ def _account(lost: Loss, key: bytes) -> None:
             continue
         begin = at + len(marker)
         end = key.find(b"\x00", begin)
-        run_id = key[begin:end if end >= 0 else len(key)].decode("utf-8", "replace")
+        run_id = key[begin : end if end >= 0 else len(key)].decode("utf-8", "replace")
         if target == "event":
             lost.events_by_run[run_id] += 1
         else:
