@@ -282,8 +282,9 @@ class Database:
             raise ValueError(f"checkpoint() is for durable embedded engines, not {self.url}")
         try:
             async with self._gate.shut(self.timeout):
-                await asyncio.wait_for(self._connection.close(), EMBEDDED_OPEN_SECONDS)
-                self._connection = None
+                if self._connection is not None:  # None: the last checkpoint's reopen failed
+                    await asyncio.wait_for(self._connection.close(), EMBEDDED_OPEN_SECONDS)
+                    self._connection = None
                 left, _ = await asyncio.to_thread(wal.size, folder)
                 if left:
                     # The close could not write the memtable (it reports nothing itself): the log is all
