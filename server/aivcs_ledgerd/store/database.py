@@ -286,12 +286,15 @@ class Database:
                     await asyncio.wait_for(self._connection.close(), EMBEDDED_OPEN_SECONDS)
                     self._connection = None
                 left, _ = await asyncio.to_thread(wal.size, folder)
-                if left:
+                failed = self._flush_fault(left, "checkpoint") if left else None
+                if failed is not None:
                     # The close could not write the memtable (it reports nothing itself): the log is all
                     # there is of those writes, and the engine's state is no longer proven.
-                    self._enter_fault(self._flush_fault(left, "checkpoint"))
+                    self._enter_fault(failed)
                     await asyncio.to_thread(self._drop_failed_writes)
                 self._connection = await _connect(self.url, self.session, self.timeout)
+                if failed is not None:
+                    raise failed
         except TimeoutError:
             raise StoreUnavailable("checkpoint: calls did not settle, or the engine did not close, in time") from None
         except StoreError as error:
@@ -362,9 +365,10 @@ class Database:
     def _flush_fault(self, left: int, during: str) -> StorageFault:
         assert self._wal_folder is not None
         free = free_bytes(self._wal_folder)
-        kind = StorageFull if free < left + (1 << 20) else StorageFault
-        return kind(f"{during}: the engine could not write its memtable to disk ({left} bytes of write-ahead log "
-                    f"kept, {free} bytes free)")
+        full = free < left + (1 << 20)
+        kind = StorageFull if full else StorageFault
+        return kind(f"{'disk full' if full else 'storage I/O error'}: {during}: the engine could not write its "
+                    f"memtable to disk ({left} bytes of write-ahead log kept, {free} bytes free)")
 
     def _enter_fault(self, fault: StorageFault | StoreDamaged) -> None:
         if self.fault is None and self._wal_folder is not None and self._log_at_fault is None:
