@@ -114,8 +114,9 @@ def test_appends_acknowledged_after_a_torn_wal_tail_was_repaired_survive_the_nex
     """A SIGKILL in the middle of a WAL write leaves a torn last record, simulated here by cutting the
     newest WAL file short by a few bytes. The next start drops that record (its transaction was
     never acknowledged). Whatever that next daemon acknowledges must then survive the next SIGKILL.
-    SurrealKV 0.21.4 lost it (it went on writing into the replaced, unlinked WAL file) until the
-    daemon took to opening a durable store twice (store/database.py, _connect)."""
+    SurrealKV 0.21.4 lost it (its own repair went on writing into the replaced, unlinked WAL file) until
+    the daemon took to cutting torn tails off itself before the engine opens the store
+    (store/database.py, prepare_log)."""
     supervisor = Supervisor(tmp_path, f"surrealkv://{tmp_path / 'ledger-data'}")
     run_id = "torn-wal"
 

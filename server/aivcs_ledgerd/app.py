@@ -19,7 +19,7 @@ from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.ports import PortUnavailable, server_options
-from aivcs_ledgerd.store import Credentials, Database, init_schema
+from aivcs_ledgerd.store import Credentials, Database, StoreError, init_schema
 from aivcs_ledgerd.transport import register_services
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ SERVICE_NAMES = [
 
 class StartupError(Exception):
     """The daemon cannot start; the message says which setting is at fault."""
+
+
+class ShutdownError(Exception):
+    """The daemon stopped, but could not close its database cleanly (e.g. the final flush failed)."""
 
 
 @dataclass
@@ -62,7 +66,11 @@ class Daemon:
             await self.checkpointer.stop()
         if self.ops is not None:
             await self.ops.stop()
-        await self.db.close()
+        try:
+            await self.db.close()
+        except StoreError as error:
+            log.error("stopped, but the database did not close cleanly: %s", error)
+            raise ShutdownError(str(error)) from error
         log.info("stopped")
 
 
@@ -112,7 +120,7 @@ async def start(settings: Settings) -> Daemon:
             await server.stop(None)
             raise StartupError(str(error)) from error
         checkpointer = None
-        if settings.checkpoint_wal_mb > 0 and db.wal_folder is not None:
+        if db.wal_folder is not None:  # also recovers the store after a storage fault
             observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
             checkpointer = Checkpointer(db, settings.checkpoint_wal_mb << 20, observe=observe)
             checkpointer.start()

@@ -14,6 +14,11 @@ A checkpoint pauses every database call for a fraction of a second (about
 0.3 s per 50 MB of log on 2 cores; seconds, growing with the data, when reopening
 compacts table files).
 
+After a storage fault (a write the engine could not make durable, e.g. on
+a full disk) the same loop brings the store back: once the file system has
+room for the memtable it closes, reopens and reads back the store
+(Database.recover), and calls are accepted again only when that worked.
+
 Memory the engine frees (a checkpoint's memtable, a compaction's buffers)
 stays in glibc's malloc arenas unless handed back, so the daemon's RSS
 would keep its high-water mark; every check therefore also trims the heap
@@ -26,34 +31,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from aivcs_ledgerd import heap
-from aivcs_ledgerd.store import Database, StoreError
+from aivcs_ledgerd.store import Database, StoreDamaged, StoreError
+from aivcs_ledgerd.store.database import free_bytes
+from aivcs_ledgerd.store.wal import size as wal_size
 
 log = logging.getLogger(__name__)
 
 CHECK_SECONDS = 1.0
-
-
-def wal_size(folder: Path) -> tuple[int, int]:
-    """(bytes, files) of the write-ahead log in `folder`; (0, 0) when it does not exist yet."""
-    total = files = 0
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(folder):
-            if entry.name.endswith(".wal"):
-                with contextlib.suppress(FileNotFoundError):
-                    size = entry.stat().st_size
-                    total += size
-                    files += size > 0
-    return total, files
+# Free space a recovery waits for beyond the write-ahead log's size (the memtable's table file is
+# about that size, and the manifest and a fresh log need a little more).
+RECOVERY_MARGIN_BYTES = 4 << 20
+RECOVERY_SECONDS = 2.0  # at most one recovery attempt this often
 
 
 class Checkpointer:
-    """Checkpoints `db` when its write-ahead log passes `wal_bytes` or has rotated; trims the heap."""
+    """Checkpoints `db` when its write-ahead log passes `wal_bytes` (0: never) or has rotated; trims the heap;
+    recovers `db` after a storage fault."""
 
     def __init__(
         self,
@@ -69,13 +66,17 @@ class Checkpointer:
         self._folder = folder
         self._wal_bytes = wal_bytes
         self._interval = interval
-        self._observe = observe  # (outcome "ok" | "failed", seconds) after each checkpoint
+        # (outcome "ok" | "failed" | "recovered" | "recovery_failed", seconds) after each checkpoint or recovery
+        self._observe = observe
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._retry = False  # the last checkpoint failed: try again whatever the log's size
         self.checkpoints = 0
         self.failures = 0
+        self.recoveries = 0
         self.last_wal_bytes = 0
+        self._last_attempt = 0.0
+        self._last_said = ""
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="database-checkpoint")
@@ -91,7 +92,10 @@ class Checkpointer:
         """Checkpoint if the log asks for it; return whether a checkpoint ran (and succeeded)."""
         size, files = await asyncio.to_thread(wal_size, self._folder)
         self.last_wal_bytes = size
-        if not (self._retry or files > 1 or size >= self._wal_bytes):
+        if self._db.fault is not None:
+            await self.recover(size)
+            return False
+        if self._wal_bytes <= 0 or not (self._retry or files > 1 or size >= self._wal_bytes):
             return False
         began = time.perf_counter()
         try:
@@ -111,6 +115,41 @@ class Checkpointer:
         log.info("database checkpoint: flushed %d bytes of write-ahead log (%d files) in %.2fs; "
                  "%d calls waited, longest %.2fs", size, files, seconds, hold.waited, hold.longest)
         return True
+
+    async def recover(self, wal_bytes: int) -> bool:
+        """Try to clear a storage fault once there is room; return whether the store is sound again."""
+        fault = self._db.fault
+        if fault is None:
+            return True
+        if isinstance(fault, StoreDamaged):
+            self._say(f"not recovering by itself from damaged data ({fault}); the operator must repair or restore")
+            return False
+        now = time.monotonic()
+        if now - self._last_attempt < RECOVERY_SECONDS:
+            return False
+        free = await asyncio.to_thread(free_bytes, self._folder)
+        need = wal_bytes + RECOVERY_MARGIN_BYTES
+        if free < need:
+            self._say(f"waiting for free space to recover the store: {free} bytes free, {need} needed")
+            return False
+        self._last_attempt = now
+        began = time.perf_counter()
+        try:
+            await self._db.recover()
+        except StoreError as error:
+            self._report("recovery_failed", began)
+            self._say(f"storage recovery failed, trying again: {error}")
+            return False
+        self.recoveries += 1
+        self._last_said = ""
+        self._report("recovered", began)
+        return True
+
+    def _say(self, message: str) -> None:
+        """Log a recovery state once, not every second."""
+        if message != self._last_said:
+            log.warning("%s", message)
+            self._last_said = message
 
     async def _loop(self) -> None:
         while not self._stopping.is_set():

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from aivcs_ledgerd import __version__, stderr_relay
-from aivcs_ledgerd.app import StartupError, run
+from aivcs_ledgerd.app import ShutdownError, StartupError, run
 from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
 from aivcs_ledgerd.durations import parse_duration_ms
 from aivcs_ledgerd.ledger.runs import MAX_INACTIVITY_TIMEOUT_MS
@@ -137,7 +137,10 @@ def command(
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
     run_inactivity_timeout: int = 0,
 ) -> None:
-    """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
+    """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB.
+
+    `aivcs-ledgerd repair --db surrealkv://PATH` repairs an embedded store whose write-ahead log is damaged.
+    """
     if log_json:
         stderr_relay.start()  # gRPC core's and the engine's own lines become JSON too
     configure_logging(log_level.upper(), log_json)
@@ -170,6 +173,8 @@ def command(
     )
     try:
         asyncio.run(run(settings))
+    except ShutdownError:
+        sys.exit(1)  # logged by Daemon.stop
     except (StartupError, StoreError) as error:
         logging.getLogger("aivcs_ledgerd").error("cannot start: %s", error)
         sys.exit(1)
@@ -184,7 +189,12 @@ def main() -> int:
     written and closed by then, so flush what is buffered and exit at once.
     """
     try:
-        command()
+        if sys.argv[1:2] == ["repair"]:
+            from aivcs_ledgerd.repair import command as repair
+
+            repair(args=sys.argv[2:], prog_name="aivcs-ledgerd repair")
+        else:
+            command()
         code = 0
     except SystemExit as done:
         if isinstance(done.code, str):

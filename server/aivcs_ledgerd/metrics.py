@@ -13,6 +13,7 @@ plain HTTP on its own port, apart from the gRPC port and its credentials.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,11 @@ class Metrics:
                                           "How long a database call waited for a checkpoint to end "
                                           "(only calls that arrived during one).",
                                           buckets=LATENCY_BUCKETS, registry=registry)
+        self.storage_fault = Gauge("aivcs_ledger_db_storage_fault",
+                                   "1 while the embedded store refuses every call after a storage fault, by reason "
+                                   "(disk_full, io_error, damaged: cannot be reopened); 0 once it was proven sound "
+                                   "again.",
+                                   ["reason"], registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -142,6 +148,8 @@ class Metrics:
         db.gate.observe_wait = self.checkpoint_waits.observe
         send = db.send
         seconds, in_flight, errors = self.db_seconds, self.db_in_flight, self.db_errors
+        for reason in ("disk_full", "io_error", "damaged"):
+            self.storage_fault.labels(reason).set_function(functools.partial(_faulted, db, reason))
 
         async def timed(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             began = time.perf_counter()
@@ -167,6 +175,10 @@ class Metrics:
             return response
 
         db.send = timed
+
+
+def _faulted(db: Database, reason: str) -> float:
+    return 1.0 if db.fault is not None and db.fault.reason == reason else 0.0
 
 
 @dataclass(frozen=True, slots=True)

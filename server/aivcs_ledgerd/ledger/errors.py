@@ -37,3 +37,7 @@ class Unavailable(LedgerError):
 
 class ResourceExhausted(LedgerError):
     """A limit of the daemon was reached; retry later or send less."""
+
+
+class DataLoss(LedgerError):
+    """Stored data is damaged; the operator must repair or restore the store."""

@@ -30,15 +30,25 @@ from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import (
     Aborted,
+    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     LedgerError,
     NotFound,
+    ResourceExhausted,
     Unavailable,
 )
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.model import Event, NewEvent, Run
-from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict, StoreError
+from aivcs_ledgerd.store import (
+    Database,
+    DuplicateRecord,
+    Rejected,
+    StorageFull,
+    StoreConflict,
+    StoreDamaged,
+    StoreError,
+)
 from aivcs_ledgerd.store.database import Exclusive
 from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
 from aivcs_ledgerd.store.runs import expire_run, run_key
@@ -243,6 +253,10 @@ class Writers:
             self.forget(run_id)
             if isinstance(error, LedgerError):
                 failure: LedgerError = error
+            elif isinstance(error, StorageFull):
+                failure = ResourceExhausted(str(error))
+            elif isinstance(error, StoreDamaged):
+                failure = DataLoss(str(error))
             elif isinstance(error, StoreError):
                 failure = Unavailable(f"database error: {error}")
             else:

@@ -33,3 +33,26 @@ class DuplicateRecord(StoreError):
 
 class QueryFailed(StoreError):
     """Any other statement error: a bug in a query, not the caller's input."""
+
+
+class StorageFault(StoreUnavailable):
+    """The embedded engine could not write (or read) its files: an I/O error.
+
+    A write that met it was not acknowledged. The handle refuses every call
+    from then on, until the store has been closed, reopened and read back
+    (Database.recover). `reason` names the kind for logs and metrics.
+    """
+
+    reason = "io_error"
+
+
+class StorageFull(StorageFault):
+    """The file system of an embedded store is full (ENOSPC)."""
+
+    reason = "disk_full"
+
+
+class StoreDamaged(StoreError):
+    """Stored data failed its checksums or cannot be read: data may be lost. Needs an operator."""
+
+    reason = "damaged"

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from aivcs_ledgerd.ledger import errors
-from aivcs_ledgerd.store import StoreError
+from aivcs_ledgerd.store import StorageFull, StoreDamaged, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ CODES: dict[type[errors.LedgerError], grpc.StatusCode] = {
     errors.Aborted: grpc.StatusCode.ABORTED,
     errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
     errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
 Request = TypeVar("Request")
@@ -39,6 +40,10 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     for kind, code in CODES.items():
         if isinstance(error, kind):
             return code, str(error)
+    if isinstance(error, StorageFull):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, StoreDamaged):
+        return grpc.StatusCode.DATA_LOSS, str(error)
     if isinstance(error, StoreError):
         return grpc.StatusCode.UNAVAILABLE, f"database error: {error}"
     return grpc.StatusCode.UNAVAILABLE, "the daemon met an unexpected error; the call may be retried"
