@@ -12,9 +12,11 @@ from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_p
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aivcs_ledgerd.budget import check_settings, transport_options
 from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
+from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.store import Credentials, Database, init_schema
@@ -45,6 +47,7 @@ class Daemon:
     port: int
     ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
     checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
+    trimmer: Trimmer | None = None  # heap trims where no checkpointer does them (heap.py)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
@@ -55,6 +58,8 @@ class Daemon:
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
+        if self.trimmer is not None:
+            await self.trimmer.stop()
         if self.ops is not None:
             await self.ops.stop()
         await self.db.close()
@@ -63,6 +68,10 @@ class Daemon:
 
 async def start(settings: Settings) -> Daemon:
     """Open the database, define the schema, and start serving."""
+    try:
+        check_settings(settings)
+    except ValueError as error:
+        raise StartupError(str(error)) from error
     credentials = None
     if settings.db_user is not None:
         credentials = Credentials(settings.db_user, settings.db_password or "", settings.db_access_level)
@@ -87,6 +96,7 @@ async def start(settings: Settings) -> Daemon:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                *transport_options(settings),
             ]
         )
         register_services(server, ledger)
@@ -113,11 +123,15 @@ async def start(settings: Settings) -> Daemon:
             observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
             checkpointer = Checkpointer(db, settings.checkpoint_wal_mb << 20, observe=observe)
             checkpointer.start()
+        trimmer = None
+        if checkpointer is None:
+            trimmer = Trimmer()
+            trimmer.start()
     except BaseException:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, trimmer)
 
 
 async def run(settings: Settings) -> None:

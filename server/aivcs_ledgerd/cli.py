@@ -101,6 +101,14 @@ def check_listen(address: str, flag: str = "--listen") -> None:
               help="surrealkv:// and file:// only: close and reopen the engine, which writes its memtable to "
                    "disk, once its write-ahead log holds this many MB or has rotated. Keeps the engine from "
                    "stalling and bounds memory and restart time (see README). 0: never.")
+@click.option("--max-inflight-request-bytes", envvar=ENV + "MAX_INFLIGHT_REQUEST_BYTES",
+              default=Settings().max_inflight_request_bytes, show_envvar=True, type=click.IntRange(min=1024),
+              help="Request bytes the daemon holds at once (received, not yet answered), over all calls; "
+                   "beyond it AppendEvents and other unary calls are RESOURCE_EXHAUSTED and streams are slowed. "
+                   "At least --max-message-bytes.")
+@click.option("--max-connections", envvar=ENV + "MAX_CONNECTIONS", default=Settings().max_connections,
+              show_envvar=True, type=click.IntRange(min=0),
+              help="Connections the gRPC port accepts at once; more wait to be accepted. 0: no limit.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -111,6 +119,8 @@ def command(
     metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
+    max_inflight_request_bytes: int = Settings().max_inflight_request_bytes,
+    max_connections: int = Settings().max_connections,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
@@ -140,6 +150,7 @@ def command(
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
         checkpoint_wal_mb=checkpoint_wal_mb,
+        max_inflight_request_bytes=max_inflight_request_bytes, max_connections=max_connections,
     )
     try:
         asyncio.run(run(settings))

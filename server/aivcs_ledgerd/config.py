@@ -44,6 +44,9 @@ class Settings:
     max_streams_per_connection: int = 256  # 0: no limit
     max_inflight_appends: int = 1024  # per connection; 0: no limit
     checkpoint_wal_mb: int = 48  # durable embedded engines: flush the memtable at this much log; 0: never
+    # Budgets (budget.py, README "Limits and budgets").
+    max_inflight_request_bytes: int = 128 << 20  # request bytes received and not yet answered, daemon-wide
+    max_connections: int = 1024  # accepted connections at once on the gRPC port; 0: no limit
 
 
 def read_secret(path: Path) -> str:

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aivcs_ledgerd.budget import RequestBudget
 from aivcs_ledgerd.calllog import CallLog
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.interceptors import Hooks, HooksInterceptor
@@ -76,6 +77,8 @@ class Operations:
             hooks.append(MetricsHooks(metrics))
         hooks.append(CallLog())
         hooks.append(ConnectionLimits(settings.max_streams_per_connection, settings.max_inflight_appends))
+        budget = settings.max_inflight_request_bytes
+        hooks.append(RequestBudget(budget, per_stream=max(settings.limits.max_message_bytes, budget // 8)))
         interceptors: list[grpc.aio.ServerInterceptor] = [HooksInterceptor(hooks)]  # type: ignore[type-arg]
         if tokens is not None:
             interceptors.append(AuthInterceptor(tokens))
