@@ -12,16 +12,21 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc, run_ledger_pb2_grpc
 from aivcs.ledger.v1 import event_stream_pb2 as es
+from aivcs.ledger.v1 import release_registry_pb2 as rr
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from google.protobuf import struct_pb2
 
 from aivcs_ledgerd.app import StartupError
 from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.ledger.events import ENGINE_KINDS, MAX_CONCURRENT_READS, MAX_KINDS
+from aivcs_ledgerd.readback import MAX_READ_MESSAGE_BYTES, MESSAGE_FRAMING
+from aivcs_ledgerd.transport.run_ledger import MAX_TAGS_BYTES
 from bench.servers import RssSampler, rss_mb
 from tests.daemon import DaemonProcess, start_daemon
 from tests.inprocess import Fault, Stubs, running
@@ -217,15 +222,15 @@ def test_ingest_flood_to_a_cancelled_run_stays_within_the_budget(tmp_path: Path)
 
 
 async def test_unary_requests_over_the_daemon_budget_are_resource_exhausted() -> None:
-    limits = Limits(max_message_bytes=1 << 20)
+    limits = Limits(max_message_bytes=1 << 20, max_payload_bytes=1 << 19)
     async with (
-        running(limits=limits, max_inflight_request_bytes=2 << 20, db_timeout=5) as daemon,
+        running(limits=limits, max_inflight_request_bytes=1 << 20, db_timeout=5) as daemon,
         aio_channel(daemon) as ch,
     ):
         stubs = Stubs(ch)
         runs = [await stubs.create() for _ in range(3)]
         payload = struct_pb2.Struct()
-        payload.update({"blob": "z" * 900_000})
+        payload.update({"blob": "z" * 500_000})
 
         def big(run_id: str) -> es.AppendEventsRequest:
             return es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="k", payload=payload)])
@@ -249,3 +254,256 @@ async def test_a_budget_smaller_than_a_message_is_refused_at_start() -> None:
     with pytest.raises(StartupError, match="--max-inflight-request-bytes"):
         async with running(max_inflight_request_bytes=1 << 20):
             pass
+
+
+# --- readers ---------------------------------------------------------------------------------------
+
+
+async def _read_all(stubs: Stubs, request: es.ReadEventsRequest) -> list[event_pb2.Event]:
+    return [event async for reply in stubs.events.ReadEvents(request, timeout=30) for event in reply.events]
+
+
+async def test_a_kinds_filter_is_bounded_and_a_long_one_never_reaches_the_engine() -> None:
+    async with running() as daemon, aio_channel(daemon) as ch:
+        stubs = Stubs(ch)
+        run_id = await stubs.create()
+        await stubs.append(run_id, *[f"kind-{n % 7}" for n in range(300)])
+
+        too_many = es.ReadEventsRequest(run_id=run_id, kinds=[f"k{n}" for n in range(MAX_KINDS + 1)])
+        too_big = es.ReadEventsRequest(run_id=run_id, kinds=["x" * 250 + str(n) for n in range(70)])
+        for request in (too_many, too_big):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await _read_all(stubs, request)
+            assert info.value.code() == Code.INVALID_ARGUMENT
+            assert "kinds" in (info.value.details() or ""), info.value.details()
+
+        sent: list[dict[str, Any]] = []
+        real = daemon.db.send
+
+        async def recorded(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            sent.append(variables)
+            return await real(sql, variables)
+
+        daemon.db.send = recorded
+        long_filter = ["kind-3", "kind-5", *[f"absent-{n}" for n in range(200)]]
+        found = await _read_all(stubs, es.ReadEventsRequest(run_id=run_id, kinds=long_filter))
+        assert [e.seq for e in found] == [n + 1 for n in range(300) if n % 7 in (3, 5)]
+        assert max(len(v.get("kinds") or []) for v in sent) <= ENGINE_KINDS, "the long filter went to the engine"
+        short = await _read_all(stubs, es.ReadEventsRequest(run_id=run_id, kinds=["kind-3", "kind-5"], limit=5))
+        assert [e.seq for e in short] == [e.seq for e in found][:5]
+
+
+async def test_idle_subscribers_do_not_read_storage() -> None:
+    async with running() as daemon, aio_channel(daemon) as ch:
+        stubs = Stubs(ch)
+        run_id = await stubs.create()
+        await stubs.append(run_id)
+        streams = [stubs.events.SubscribeEvents(es.SubscribeEventsRequest(run_id=run_id)) for _ in range(50)]
+        for stream in streams:
+            assert len((await stream.read()).events) == 1
+        reads = 0
+        real = daemon.db.send
+
+        async def counted(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            nonlocal reads
+            reads += 1
+            return await real(sql, variables)
+
+        daemon.db.send = counted
+        await asyncio.sleep(2.5)
+        idle_reads = reads
+        # A write still reaches every subscriber at once.
+        await stubs.append(run_id, "woken")
+        for stream in streams:
+            assert [e.kind for e in (await asyncio.wait_for(stream.read(), 10)).events] == ["woken"]
+        for stream in streams:
+            stream.cancel()
+        assert idle_reads <= 5, f"50 idle subscribers made {idle_reads} database round trips in 2.5 s"
+
+
+async def test_storage_scans_run_a_bounded_number_at_a_time() -> None:
+    async with running() as daemon, aio_channel(daemon) as ch:
+        stubs = Stubs(ch)
+        run_id = await stubs.create()
+        for _ in range(6):
+            await stubs.append(run_id, *["step"] * 500)
+        running_now = peak = 0
+        real = daemon.db.send
+
+        async def slowed(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            nonlocal running_now, peak
+            if "FROM run_events:[" not in sql or "encoding::json::encode" not in sql:
+                return await real(sql, variables)
+            running_now += 1
+            peak = max(peak, running_now)
+            try:
+                await asyncio.sleep(0.02)
+                return await real(sql, variables)
+            finally:
+                running_now -= 1
+
+        daemon.db.send = slowed
+        verdicts = await asyncio.gather(
+            *[stubs.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=60) for _ in range(12)]
+        )
+        assert all(v.ok and v.verified_events == 3000 for v in verdicts)
+        assert peak <= MAX_CONCURRENT_READS, f"{peak} storage scans at once"
+
+
+# --- what is accepted can be read back by a client with gRPC's default limits -------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "words"),
+    [
+        (Limits(max_message_bytes=1 << 20), ["--max-payload-bytes", "--max-message-bytes"]),
+        (Limits(max_payload_bytes=8 << 20), ["--max-payload-bytes", "4194304"]),
+    ],
+)
+async def test_settings_that_would_accept_unreadable_events_are_refused_at_start(
+    limits: Limits, words: list[str]
+) -> None:
+    with pytest.raises(StartupError) as info:
+        async with running(limits=limits):
+            pass
+    for word in words:
+        assert word in str(info.value)
+
+
+def _payload(size: int) -> struct_pb2.Struct:
+    payload = struct_pb2.Struct()
+    payload.update({"blob": "p" * size})
+    return payload
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        Limits(max_message_bytes=1 << 20, max_payload_bytes=(1 << 20) - MESSAGE_FRAMING),
+        Limits(max_payload_bytes=MAX_READ_MESSAGE_BYTES - MESSAGE_FRAMING),
+    ],
+)
+async def test_the_largest_acceptable_events_are_read_back_with_default_client_limits(limits: Limits) -> None:
+    async with running(limits=limits) as daemon, aio_channel(daemon) as ch:  # a default client: 4 MiB receive
+        stubs = Stubs(ch)
+        run_id = await stubs.create()
+        largest = _payload(limits.max_payload_bytes - 32)
+        assert largest.ByteSize() <= limits.max_payload_bytes
+        for _ in range(3):
+            await stubs.events.AppendEvents(
+                es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="big", payload=largest)]),
+                timeout=30,
+            )
+            await stubs.append(run_id, "small", "small")
+        replies = [reply async for reply in stubs.events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=30)]
+        assert [e.seq for r in replies for e in r.events] == list(range(1, 10))
+        assert max(r.ByteSize() for r in replies) <= min(limits.max_message_bytes, MAX_READ_MESSAGE_BYTES)
+        subscription = stubs.events.SubscribeEvents(es.SubscribeEventsRequest(run_id=run_id), timeout=30)
+        seen: list[int] = []
+        while len(seen) < 9:
+            seen += [e.seq for e in (await subscription.read()).events]
+        subscription.cancel()
+        assert seen == list(range(1, 10))
+
+
+async def test_tags_are_bounded_and_run_pages_fit_a_default_client() -> None:
+    async with running() as daemon, aio_channel(daemon) as ch:
+        stubs = Stubs(ch)
+        agent = "budgets-big-tags"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stubs.create(agent=agent, tags=_payload(MAX_TAGS_BYTES))
+        assert info.value.code() == Code.INVALID_ARGUMENT and "tags" in (info.value.details() or "")
+        tags = _payload(MAX_TAGS_BYTES - 64)
+        created = {await stubs.create(agent=agent, tags=tags) for _ in range(300)}  # about 5 MB of tags
+        listed: list[str] = []
+        token = ""
+        pages = 0
+        while True:
+            reply = await stubs.runs.ListRuns(
+                rl.ListRunsRequest(agent_name=agent, page_size=1000, page_token=token), timeout=30
+            )
+            assert reply.ByteSize() < 4 << 20
+            listed += [run.run_id for run in reply.runs]
+            pages += 1
+            token = reply.next_page_token
+            if not token:
+                break
+        assert sorted(listed) == sorted(created) and len(listed) == 300
+        assert pages > 1
+
+
+async def test_release_history_pages_fit_a_default_client() -> None:
+    async with running() as daemon, aio_channel(daemon) as ch:
+        stubs = Stubs(ch)
+        agent = "budgets-long-notes"
+        notes = "n" * (64 * 1024)
+        for _ in range(80):  # about 5 MB of notes
+            await stubs.releases.Promote(
+                rr.PromoteRequest(agent_name=agent, spec_digest=SPEC, promoted_by="t", notes=notes), timeout=30
+            )
+        sequences: list[int] = []
+        token = ""
+        while True:
+            reply = await stubs.releases.GetHistory(
+                rr.GetHistoryRequest(agent_name=agent, page_size=300, page_token=token), timeout=30
+            )
+            assert reply.ByteSize() < 4 << 20
+            sequences += [release.sequence for release in reply.releases]
+            token = reply.next_page_token
+            if not token:
+                break
+        assert sequences == list(range(80, 0, -1))
+
+
+# --- logs ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("log_json", [False, True])
+def test_refused_calls_with_a_huge_run_id_write_a_bounded_log(tmp_path: Path, log_json: bool) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"read-write {WRITE_TOKEN}\n")
+    extra = ["--auth-token-file", str(tokens), *(["--log-json"] if log_json else [])]
+    daemon = start_daemon(tmp_path, extra=extra)
+    try:
+        huge = "r" * (4 << 20)
+        before = daemon.log_path.stat().st_size
+        with daemon.channel() as channel:
+            runs = run_ledger_pb2_grpc.RunLedgerStub(channel)
+            events = event_stream_pb2_grpc.EventStreamStub(channel)
+            calls = [
+                lambda metadata: events.AppendEvents(
+                    es.AppendEventsRequest(run_id=huge, events=[event_pb2.EventInput(kind="k")]),
+                    metadata=metadata,
+                    timeout=30,
+                ),
+                lambda metadata: runs.CreateRun(
+                    rl.CreateRunRequest(spec_digest=SPEC, agent_name=huge, run_id=huge), metadata=metadata, timeout=30
+                ),
+                lambda metadata: runs.CancelRun(
+                    rl.CancelRunRequest(run_id=huge, reason=huge), metadata=metadata, timeout=30
+                ),
+                lambda metadata: list(
+                    events.IngestEvents(
+                        iter(
+                            [es.IngestEventsRequest(batch_id=1, run_id=huge, events=[event_pb2.EventInput(kind="k")])]
+                        ),
+                        metadata=metadata,
+                        timeout=30,
+                    )
+                ),
+            ]
+            refused = 0
+            for call in calls:
+                for metadata in (bearer(), None, bearer("not-a-token")):
+                    try:
+                        call(metadata)
+                    except grpc.RpcError as error:
+                        assert error.code() in (Code.INVALID_ARGUMENT, Code.UNAUTHENTICATED), error
+                        refused += 1
+        assert refused >= 11  # IngestEvents refuses its batch inside the stream
+        time.sleep(0.5)  # the daemon's log lines reach the file
+        written = daemon.log_path.stat().st_size - before
+        assert written < 12 * 2048, f"{written} bytes of log for 12 refused calls"
+        assert "rrrrrrrr" in daemon.log()[before:], "the refusals were logged (with a prefix of the id)"
+    finally:
+        daemon.stop()

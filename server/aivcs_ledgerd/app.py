@@ -19,6 +19,7 @@ from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.operations import Operations, OperationsError
+from aivcs_ledgerd.readback import check_settings as check_readback
 from aivcs_ledgerd.store import Credentials, Database, init_schema
 from aivcs_ledgerd.transport import register_services
 
@@ -70,6 +71,7 @@ async def start(settings: Settings) -> Daemon:
     """Open the database, define the schema, and start serving."""
     try:
         check_settings(settings)
+        check_readback(settings.limits)
     except ValueError as error:
         raise StartupError(str(error)) from error
     credentials = None

@@ -11,10 +11,12 @@ import grpc
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc
 from aivcs.ledger.v1 import event_stream_pb2 as pb
 
+from aivcs_ledgerd.calllog import cut
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.model import Event
+from aivcs_ledgerd.readback import MESSAGE_FRAMING
 from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
@@ -22,22 +24,27 @@ from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger(__name__)
 
-# Read chunks stay well under gRPC's default 4 MiB receive limit. One event
-# may carry up to --max-payload-bytes; a chunk closes once it passes this.
+# Read chunks stay well under gRPC's default 4 MiB receive limit: a chunk
+# takes events while they fit in CHUNK_BYTES (and the daemon's own
+# --max-message-bytes); an event larger than that goes alone, and the start
+# check (readback.py) keeps every acceptable event within a default client's
+# limit.
 CHUNK_BYTES = 1 << 20
 CHUNK_EVENTS = 500
+FIELD_FRAMING = 6  # tag and length of one event inside the repeated field
 
 
-def chunks(events: Iterable[Event]) -> Iterable[list[event_pb2.Event]]:
+def chunks(events: Iterable[Event], limit: int = CHUNK_BYTES) -> Iterable[list[event_pb2.Event]]:
     chunk: list[event_pb2.Event] = []
     size = 0
     for event in events:
         message = event_to_proto(event)
-        chunk.append(message)
-        size += message.ByteSize()
-        if size >= CHUNK_BYTES or len(chunk) >= CHUNK_EVENTS:
+        framed = message.ByteSize() + FIELD_FRAMING
+        if chunk and (size + framed > limit or len(chunk) >= CHUNK_EVENTS):
             yield chunk
             chunk, size = [], 0
+        chunk.append(message)
+        size += framed
     if chunk:
         yield chunk
 
@@ -53,6 +60,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         self._events = ledger.events
         self._limits = limits
         self._draining = ledger.draining
+        self._chunk_bytes = min(CHUNK_BYTES, limits.max_message_bytes - MESSAGE_FRAMING)
 
     @guarded
     async def AppendEvents(self, request: pb.AppendEventsRequest, context: Context) -> pb.AppendEventsResponse:
@@ -114,7 +122,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         except Exception as error:
             code, message = status_of(error)
             if not isinstance(error, LedgerError | StoreError):
-                log.exception("unexpected error in IngestEvents", extra={"run_id": request.run_id})
+                log.exception("unexpected error in IngestEvents", extra={"run_id": cut(request.run_id)})
             return pb.IngestEventsResponse(
                 batch_id=request.batch_id, error=event_pb2.IngestError(code=code.value[0], message=message)
             )
@@ -128,7 +136,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
             request.run_id, request.from_seq, request.to_seq, list(request.kinds) or None, request.limit
         )
         async for window in windows:
-            for chunk in chunks(window):
+            for chunk in chunks(window, self._chunk_bytes):
                 yield pb.ReadEventsResponse(events=chunk)
 
     @guarded_stream
@@ -136,5 +144,5 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         self, request: pb.SubscribeEventsRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeEventsResponse]:
         async for window in self._events.follow(request.run_id, request.from_seq):
-            for chunk in chunks(window):
+            for chunk in chunks(window, self._chunk_bytes):
                 yield pb.SubscribeEventsResponse(events=chunk)
