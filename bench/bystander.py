@@ -122,11 +122,17 @@ def measure(daemon: DaemonProcess, calls: int, filter_run_events: int, subscribe
     channels = [_channel(target) for _ in range(-(-subscribers // STREAMS_PER_CONNECTION))]
     streams = []
     try:
-        for index in range(subscribers):
-            stub = event_stream_pb2_grpc.EventStreamStub(channels[index // STREAMS_PER_CONNECTION])
-            streams.append(stub.SubscribeEvents(es.SubscribeEventsRequest(run_id=quiet_run), timeout=600))
-        for stream in streams:
-            next(stream)  # the one stored event: the subscription is open and caught up
+        # Opened a connection's worth at a time: gRPC's server cancels calls beyond its queue of
+        # calls not yet taken up by the application (1,000 by default) when thousands arrive at once.
+        for first in range(0, subscribers, STREAMS_PER_CONNECTION):
+            stub = event_stream_pb2_grpc.EventStreamStub(channels[first // STREAMS_PER_CONNECTION])
+            group = [
+                stub.SubscribeEvents(es.SubscribeEventsRequest(run_id=quiet_run), timeout=600)
+                for _ in range(min(STREAMS_PER_CONNECTION, subscribers - first))
+            ]
+            for stream in group:
+                next(stream)  # the one stored event: the subscription is open and caught up
+            streams += group
         with_subscribers = _bystander(target, bystander_run, calls)
     finally:
         for stream in streams:

@@ -8,6 +8,7 @@ daemon without its budgets grows by hundreds of MB; RSS is read from /proc
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,14 +22,16 @@ from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import release_registry_pb2 as rr
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from google.protobuf import struct_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.app import StartupError
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import ENGINE_KINDS, MAX_CONCURRENT_READS, MAX_KINDS
+from aivcs_ledgerd.operations import HEALTH_MAX_STREAMS_PER_CONNECTION
 from aivcs_ledgerd.readback import MAX_READ_MESSAGE_BYTES, MESSAGE_FRAMING
 from aivcs_ledgerd.transport.run_ledger import MAX_TAGS_BYTES
 from bench.servers import RssSampler, rss_mb
-from tests.daemon import DaemonProcess, start_daemon
+from tests.daemon import DaemonProcess, free_port, start_daemon
 from tests.inprocess import Fault, Stubs, running
 from tests.inprocess import channel as aio_channel
 
@@ -505,5 +508,118 @@ def test_refused_calls_with_a_huge_run_id_write_a_bounded_log(tmp_path: Path, lo
         written = daemon.log_path.stat().st_size - before
         assert written < 12 * 2048, f"{written} bytes of log for 12 refused calls"
         assert "rrrrrrrr" in daemon.log()[before:], "the refusals were logged (with a prefix of the id)"
+    finally:
+        daemon.stop()
+
+
+# --- side ports ----------------------------------------------------------------------------------
+
+
+def _threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise RuntimeError("no thread count")
+
+
+def _scrape(port: int) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks).decode()
+
+
+def test_half_sent_metrics_requests_do_not_spawn_threads(tmp_path: Path) -> None:
+    port = free_port()
+    daemon = start_daemon(tmp_path, extra=["--metrics-listen", f"127.0.0.1:{port}"])
+    try:
+        assert "grpc_server_started_total" in _scrape(port)
+        before = _threads(daemon.process.pid)
+        sockets = []
+        try:
+            for _ in range(1000):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+                sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never the blank line
+                sockets.append(sock)
+            time.sleep(1.0)
+            during = _threads(daemon.process.pid)
+        finally:
+            for sock in sockets:
+                sock.close()
+        assert during - before < 20, f"{during - before} more threads with 1,000 half-sent requests"
+        assert "aivcs_ledger_serving 1.0" in _scrape(port)
+    finally:
+        daemon.stop()
+
+
+async def test_watch_streams_on_the_health_port_are_bounded() -> None:
+    async with running(health_listen="127.0.0.1:0") as daemon:
+        assert daemon.ops is not None and daemon.ops.health_port is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{daemon.ops.health_port}") as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            watches = [stub.Watch(health_pb2.HealthCheckRequest(service="")) for _ in range(200)]
+
+            async def first(watch: Any) -> bool:
+                try:
+                    await asyncio.wait_for(watch.read(), 3)
+                    return True
+                except TimeoutError:
+                    return False
+
+            answered = await asyncio.gather(*[first(watch) for watch in watches])
+            for watch in watches:
+                watch.cancel()
+        assert 0 < sum(answered) <= HEALTH_MAX_STREAMS_PER_CONNECTION, f"{sum(answered)} Watch streams open at once"
+
+
+# --- file descriptors ------------------------------------------------------------------------------
+
+
+def _open_files_limit(pid: int) -> tuple[int, int]:
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max open files"):
+            soft, hard = line.split()[3:5]
+            return int(soft), int(hard)
+    raise RuntimeError("no open-file limit")
+
+
+def test_the_open_file_soft_limit_is_raised_to_the_hard_limit(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, launcher=["prlimit", "--nofile=256:4096"])
+    try:
+        assert _open_files_limit(daemon.process.pid) == (4096, 4096)
+        assert "raised the open-file limit (RLIMIT_NOFILE) from 256 to 4096" in daemon.log()
+    finally:
+        daemon.stop()
+
+
+def _health(channel: grpc.Channel) -> int:
+    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
+    return int(reply.status)
+
+
+def _wait_health(channel: grpc.Channel, status: int, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while _health(channel) != status:
+        assert time.monotonic() < deadline, f"health never became {status}"
+        time.sleep(0.1)
+
+
+def test_health_is_not_serving_while_file_descriptors_run_out(tmp_path: Path) -> None:
+    limit = 160
+    daemon = start_daemon(tmp_path, extra=["--health-interval", "0.2"], launcher=["prlimit", f"--nofile={limit}"])
+    try:
+        with daemon.channel() as channel:
+            assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
+            host, port = daemon.target.rsplit(":", 1)
+            sockets = [socket.create_connection((host, int(port)), timeout=10) for _ in range(limit)]
+            try:
+                _wait_health(channel, health_pb2.HealthCheckResponse.NOT_SERVING)
+                assert "file descriptors in use" in daemon.log()
+            finally:
+                for sock in sockets:
+                    sock.close()
+            _wait_health(channel, health_pb2.HealthCheckResponse.SERVING)
     finally:
         daemon.stop()

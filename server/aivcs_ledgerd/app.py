@@ -15,6 +15,8 @@ from grpc_reflection.v1alpha import reflection
 from aivcs_ledgerd.budget import check_settings, transport_options
 from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.fdlimit import exhaustion as fd_exhaustion
+from aivcs_ledgerd.fdlimit import raise_soft_limit
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.ledger import Ledger
@@ -91,7 +93,7 @@ async def start(settings: Settings) -> Daemon:
             raise StartupError(str(error)) from error
         await init_schema(db)
         ledger = Ledger(db, settings.limits)
-        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)
+        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
             interceptors=ops.interceptors,
@@ -146,6 +148,7 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    raise_soft_limit()
     daemon = await start(settings)
     await stop.wait()
     await daemon.stop()

@@ -28,7 +28,8 @@ from aivcs_ledgerd.calllog import CallLog
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.interceptors import Hooks, HooksInterceptor
 from aivcs_ledgerd.limits import ConnectionLimits
-from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsHooks
+from aivcs_ledgerd.metrics import Metrics, MetricsHooks, parse_listen
+from aivcs_ledgerd.metrics_http import MetricsServer
 from aivcs_ledgerd.reconnect import DatabaseProbe
 from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
 from aivcs_ledgerd.store import Database
@@ -37,6 +38,21 @@ log = logging.getLogger(__name__)
 
 # The health service name a liveness probe asks for (readiness asks for "").
 LIVENESS = "liveness"
+
+
+# The plaintext health port serves probes: a few short calls and Watch streams. It gets the same
+# kinds of bounds as the main port, smaller: connections, streams per connection, message size.
+HEALTH_MAX_CONNECTIONS = 64
+HEALTH_MAX_STREAMS_PER_CONNECTION = 16
+HEALTH_MAX_MESSAGE_BYTES = 4096
+
+
+def health_port_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_allowed_incoming_connections", HEALTH_MAX_CONNECTIONS),
+        ("grpc.max_concurrent_streams", HEALTH_MAX_STREAMS_PER_CONNECTION),
+        ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+    ]
 
 
 class OperationsError(ValueError):
@@ -51,7 +67,7 @@ class Operations:
     credentials: grpc.ServerCredentials | None
     probe: DatabaseProbe
     metrics: Metrics | None = None
-    metrics_endpoint: MetricsEndpoint | None = None
+    metrics_endpoint: MetricsServer | None = None
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
 
@@ -100,11 +116,17 @@ class Operations:
         try:
             if self.metrics is not None and settings.metrics_listen is not None:
                 self.metrics.watch(active_runs, serving)
-                self.metrics_endpoint = MetricsEndpoint(self.metrics, settings.metrics_listen)
+                host, port = parse_listen(settings.metrics_listen)
+                try:
+                    self.metrics_endpoint = await MetricsServer.start(self.metrics.registry, host, port)
+                except OSError as error:
+                    raise ValueError(
+                        f"cannot serve metrics on --metrics-listen {settings.metrics_listen!r}: {error}"
+                    ) from error
                 host = settings.metrics_listen.rpartition(":")[0]
                 log.info("metrics on http://%s:%d/metrics", host, self.metrics_endpoint.port)
             if settings.health_listen is not None:
-                server = grpc.aio.server()
+                server = grpc.aio.server(options=health_port_options())
                 health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
                 try:
                     port = server.add_insecure_port(settings.health_listen)
@@ -129,5 +151,5 @@ class Operations:
             self.health_server = None
         if self.metrics_endpoint is not None:
             with contextlib.suppress(Exception):
-                self.metrics_endpoint.close()
+                await self.metrics_endpoint.close()
             self.metrics_endpoint = None
