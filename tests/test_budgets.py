@@ -8,6 +8,7 @@ daemon without its budgets grows by hundreds of MB; RSS is read from /proc
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
 import threading
 import time
@@ -623,3 +624,54 @@ def test_health_is_not_serving_while_file_descriptors_run_out(tmp_path: Path) ->
             _wait_health(channel, health_pb2.HealthCheckResponse.SERVING)
     finally:
         daemon.stop()
+
+
+# --- SIGTERM ---------------------------------------------------------------------------------------
+
+
+def test_sigterm_ends_ingest_streams_still_writing_with_unavailable(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, extra=["--grace-period", "5"])
+    with daemon.channel() as channel:
+        run_id = create_run_open(channel)
+    endings: list[str] = []
+    lock = threading.Lock()
+    started = threading.Barrier(51)
+
+    def writer() -> None:
+        def batches() -> Iterator[es.IngestEventsRequest]:
+            for n in range(1, 1_000_000):
+                if n == 2:
+                    started.wait(timeout=30)
+                yield es.IngestEventsRequest(batch_id=n, run_id=run_id, events=[event_pb2.EventInput(kind="k")] * 5)
+                time.sleep(0.002)
+
+        with separate_channel(daemon.target) as channel:
+            stream = event_stream_pb2_grpc.EventStreamStub(channel).IngestEvents(batches(), timeout=60)
+            try:
+                for _ in stream:
+                    pass
+                ending = "OK"
+            except grpc.RpcError as error:
+                ending = f"{error.code().name}: {error.details()}"
+        with lock:
+            endings.append(ending)
+
+    threads = [threading.Thread(target=writer) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=30)
+    time.sleep(0.5)
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=30) == 0
+    for thread in threads:
+        thread.join(timeout=30)
+    assert len(endings) == 50
+    wrong = [ending for ending in endings if not ending.startswith("UNAVAILABLE")]
+    assert not wrong, f"{len(wrong)} of 50 streams ended otherwise: {sorted(set(wrong))}"
+
+
+def create_run_open(channel: grpc.Channel) -> str:
+    reply = run_ledger_pb2_grpc.RunLedgerStub(channel).CreateRun(
+        rl.CreateRunRequest(spec_digest=SPEC, agent_name="budgets"), timeout=10
+    )
+    return str(reply.run.run_id)

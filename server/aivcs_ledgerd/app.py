@@ -57,7 +57,13 @@ class Daemon:
         log.info("draining (grace period %.1fs)", self.settings.grace_period)
         await self.health.drain()
         self.ledger.begin_drain()
-        await self.server.stop(self.settings.grace_period)
+        # Streams end on their own once draining (answering what they took, then UNAVAILABLE); the
+        # server stops only after that, because stopping it first made streams whose client was still
+        # writing end CANCELLED or INTERNAL instead.
+        began = asyncio.get_running_loop().time()
+        await self.ledger.streams_ended(self.settings.grace_period)
+        remaining = max(0.0, self.settings.grace_period - (asyncio.get_running_loop().time() - began))
+        await self.server.stop(remaining)
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()

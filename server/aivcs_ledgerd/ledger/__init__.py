@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import Events
@@ -10,6 +12,9 @@ from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.releases import Releases
 from aivcs_ledgerd.ledger.runs import Runs
 from aivcs_ledgerd.store import Database
+
+# After the last stream's handler has ended, the time given to gRPC to send its status.
+STATUS_SECONDS = 0.05
 
 
 class Ledger:
@@ -30,6 +35,27 @@ class Ledger:
         # (after answering what they already took) instead of holding shutdown
         # for the whole grace period.
         self.draining = asyncio.Event()
+        self._streams = 0  # IngestEvents and SubscribeEvents calls in progress
+        self._no_streams = asyncio.Event()
+        self._no_streams.set()
+
+    @contextlib.contextmanager
+    def stream(self) -> Iterator[None]:
+        """Counts a long-lived stream while it runs (see `streams_ended`)."""
+        self._streams += 1
+        self._no_streams.clear()
+        try:
+            yield
+        finally:
+            self._streams -= 1
+            if self._streams == 0:
+                self._no_streams.set()
+
+    async def streams_ended(self, seconds: float) -> None:
+        """Wait (at most `seconds`) until no stream is in progress, and a moment for their status to go out."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._no_streams.wait(), seconds)
+        await asyncio.sleep(STATUS_SECONDS)
 
     def begin_drain(self) -> None:
         """End subscriptions and stop reading ingest streams; queued appends still commit."""

@@ -48,7 +48,7 @@ SAFETY_POLL_SECONDS = 30.0
 # unfiltered and filtered here, so the filter is never re-sent and costs O(1) per event.
 MAX_KINDS = 256
 MAX_KINDS_BYTES = 16 << 10
-ENGINE_KINDS = 16
+ENGINE_KINDS = MAX_KINDS
 # Storage scans (ReadEvents, SubscribeEvents catch-up, VerifyRun) that may run in the engine at
 # once, daemon-wide; more wait their turn per window, so heavy readers leave room for appends.
 MAX_CONCURRENT_READS = 4

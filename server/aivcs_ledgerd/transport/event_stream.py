@@ -13,6 +13,7 @@ from aivcs.ledger.v1 import event_stream_pb2 as pb
 
 from aivcs_ledgerd.calllog import cut
 from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.model import Event
@@ -60,6 +61,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         self._events = ledger.events
         self._limits = limits
         self._draining = ledger.draining
+        self._ledger = ledger
         self._chunk_bytes = min(CHUNK_BYTES, limits.max_message_bytes - MESSAGE_FRAMING)
 
     @guarded
@@ -83,28 +85,40 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         """
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
         answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue()
+        stopped = False  # the call is ending: the reader takes no more batches
 
         async def read_requests() -> None:
             try:
                 async for request in request_iterator:
+                    if stopped or self._draining.is_set():
+                        return  # taken after the drain began: not processed, not answered
                     answers.put_nowait(asyncio.create_task(self._ingest(request)))
                     await room.acquire()
             finally:
                 answers.put_nowait(None)
 
+        # On a drain the reader is not cancelled: cancelling gRPC's pending receive of a stream the
+        # client still writes to made the core end the call with CANCELLED or INTERNAL instead of
+        # the status below. The pending receive ends by itself once the call has its status.
+        counted = self._ledger.stream()
+        counted.__enter__()
         reader = asyncio.create_task(read_requests())
+        reader.add_done_callback(retrieve_exception)
         drained = asyncio.create_task(self._draining.wait())
-        drained.add_done_callback(lambda _: reader.cancel())
+        drained.add_done_callback(lambda _: answers.put_nowait(None))
         try:
             while (answer := await answers.get()) is not None:
                 yield await answer
                 room.release()
-            if reader.cancelled():
+            if self._draining.is_set():
                 raise Unavailable("the daemon is shutting down; batches after the last answer were not read")
             await reader  # re-raises a failure of the request stream
         finally:
-            reader.cancel()
+            counted.__exit__(None, None, None)
+            stopped = True
             drained.cancel()
+            for _ in range(STREAM_IN_FLIGHT):
+                room.release()  # a reader waiting for room goes back to its (last) read
             while not answers.empty():
                 leftover = answers.get_nowait()
                 if leftover is not None:
@@ -143,6 +157,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
     async def SubscribeEvents(
         self, request: pb.SubscribeEventsRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeEventsResponse]:
-        async for window in self._events.follow(request.run_id, request.from_seq):
-            for chunk in chunks(window, self._chunk_bytes):
-                yield pb.SubscribeEventsResponse(events=chunk)
+        with self._ledger.stream():
+            async for window in self._events.follow(request.run_id, request.from_seq):
+                for chunk in chunks(window, self._chunk_bytes):
+                    yield pb.SubscribeEventsResponse(events=chunk)
