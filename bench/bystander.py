@@ -26,6 +26,7 @@ from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
 from aivcs_ledgerd.ledger.events import MAX_KINDS
+from bench.report import Row
 from tests.daemon import DaemonProcess
 
 SPEC = "ab" * 32
@@ -156,7 +157,7 @@ def main() -> None:
         tmp = Path(folder)
         daemon = start_daemon(tmp, db=f"surrealkv://{tmp / 'data'}", timeout=60)
         try:
-            figures = measure(daemon, *((50, 2_000, 100) if args.smoke else (300, 20_000, 3_000)))
+            figures = measure(daemon, *SIZES["smoke" if args.smoke else "full"])
         finally:
             daemon.stop()
     for name, value in figures.as_dict().items():
@@ -164,6 +165,39 @@ def main() -> None:
     for name in ("filtered_readers", "idle_subscribers"):
         ratio = getattr(figures, f"{name}_p99_ms") / figures.unloaded_p99_ms
         print(f"{name} p99 / unloaded p99: {ratio:.2f}")
+
+
+# Bystander calls, filtered run length and idle subscribers per benchmark mode (bench.sizes).
+SIZES = {"smoke": (50, 2_000, 100), "quick": (200, 20_000, 3_000), "full": (300, 20_000, 3_000)}
+
+
+def rows(figures: BystanderFigures) -> list[Row]:
+    """The two figures as rows of `python -m bench`'s table: loaded p99 over unloaded p99."""
+    unloaded = figures.unloaded_p99_ms
+    return [
+        Row(
+            "bystander_filtered_readers",
+            f"bystander append p99, {figures.readers} readers with {figures.filter_kinds}-kind filters",
+            figures.filtered_readers_p99_ms,
+            "ms",
+            unloaded,
+            "unloaded p99, ms",
+            figures.filtered_readers_p99_ms / unloaded,
+            "(none)",
+            None,
+        ),
+        Row(
+            "bystander_idle_subscribers",
+            f"bystander append p99, {figures.subscribers:,} idle subscribers",
+            figures.idle_subscribers_p99_ms,
+            "ms",
+            unloaded,
+            "unloaded p99, ms",
+            figures.idle_subscribers_p99_ms / unloaded,
+            "(none)",
+            None,
+        ),
+    ]
 
 
 if __name__ == "__main__":

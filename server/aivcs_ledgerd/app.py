@@ -98,7 +98,7 @@ async def start(settings: Settings) -> Daemon:
         except OperationsError as error:
             raise StartupError(str(error)) from error
         await init_schema(db)
-        ledger = Ledger(db, settings.limits)
+        ledger = Ledger(db, settings.limits, settings.max_concurrent_reads)
         health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(

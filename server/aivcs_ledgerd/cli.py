@@ -109,6 +109,10 @@ def check_listen(address: str, flag: str = "--listen") -> None:
 @click.option("--max-connections", envvar=ENV + "MAX_CONNECTIONS", default=Settings().max_connections,
               show_envvar=True, type=click.IntRange(min=0),
               help="Connections the gRPC port accepts at once; more wait to be accepted. 0: no limit.")
+@click.option("--max-concurrent-reads", envvar=ENV + "MAX_CONCURRENT_READS",
+              default=Settings().max_concurrent_reads, show_envvar=True, type=click.IntRange(min=1),
+              help="Storage scans (ReadEvents, VerifyRun, subscription catch-up) run in the engine at once; "
+                   "more wait their turn. Higher favours readers, lower keeps appends responsive.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -121,6 +125,7 @@ def command(
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
     max_inflight_request_bytes: int = Settings().max_inflight_request_bytes,
     max_connections: int = Settings().max_connections,
+    max_concurrent_reads: int = Settings().max_concurrent_reads,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
@@ -151,6 +156,7 @@ def command(
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
         checkpoint_wal_mb=checkpoint_wal_mb,
         max_inflight_request_bytes=max_inflight_request_bytes, max_connections=max_connections,
+        max_concurrent_reads=max_concurrent_reads,
     )
     try:
         asyncio.run(run(settings))

@@ -47,6 +47,7 @@ class Settings:
     # Budgets (budget.py, README "Limits and budgets").
     max_inflight_request_bytes: int = 128 << 20  # request bytes received and not yet answered, daemon-wide
     max_connections: int = 1024  # accepted connections at once on the gRPC port; 0: no limit
+    max_concurrent_reads: int = 1  # storage scans in the engine at once (ledger/events.py)
 
 
 def read_secret(path: Path) -> str:

@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator
 
 from aivcs_ledgerd.config import Limits
-from aivcs_ledgerd.ledger.events import Events
+from aivcs_ledgerd.ledger.events import MAX_CONCURRENT_READS, Events
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.releases import Releases
 from aivcs_ledgerd.ledger.runs import Runs
@@ -24,12 +24,14 @@ class Ledger:
     belongs to the handle, not to this object.
     """
 
-    def __init__(self, db: Database, limits: Limits | None = None) -> None:
+    def __init__(
+        self, db: Database, limits: Limits | None = None, max_concurrent_reads: int = MAX_CONCURRENT_READS
+    ) -> None:
         self.db = db
         self.limits = limits or Limits()
         self.hub = Hub()
         self.runs = Runs(db, self.hub)
-        self.events = Events(db, self.hub, self.limits)
+        self.events = Events(db, self.hub, self.limits, max_concurrent_reads)
         self.releases = Releases(db)
         # Set when the daemon starts draining: long-lived streams end promptly
         # (after answering what they already took) instead of holding shutdown

@@ -50,8 +50,10 @@ MAX_KINDS = 256
 MAX_KINDS_BYTES = 16 << 10
 ENGINE_KINDS = MAX_KINDS
 # Storage scans (ReadEvents, SubscribeEvents catch-up, VerifyRun) that may run in the engine at
-# once, daemon-wide; more wait their turn per window, so heavy readers leave room for appends.
-MAX_CONCURRENT_READS = 4
+# once, daemon-wide (--max-concurrent-reads); more wait their turn window by window. A scan keeps
+# an engine worker busy for a whole window, and an append waits for a free one: with one scan at a
+# time, readers however many leave the appends a worker.
+MAX_CONCURRENT_READS = 1
 READ_AHEAD_TURNS = 2  # loop turns until a read-ahead query is with the engine (see _scan)
 
 
