@@ -27,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.app import StartupError
 from aivcs_ledgerd.config import Limits
-from aivcs_ledgerd.ledger.events import ENGINE_KINDS, MAX_CONCURRENT_READS, MAX_KINDS
+from aivcs_ledgerd.ledger.events import MAX_CONCURRENT_READS, MAX_KINDS
 from aivcs_ledgerd.operations import HEALTH_MAX_STREAMS_PER_CONNECTION
 from aivcs_ledgerd.readback import MAX_READ_MESSAGE_BYTES, MESSAGE_FRAMING
 from aivcs_ledgerd.transport.run_ledger import MAX_TAGS_BYTES
@@ -267,7 +267,7 @@ async def _read_all(stubs: Stubs, request: es.ReadEventsRequest) -> list[event_p
     return [event async for reply in stubs.events.ReadEvents(request, timeout=30) for event in reply.events]
 
 
-async def test_a_kinds_filter_is_bounded_and_a_long_one_never_reaches_the_engine() -> None:
+async def test_a_kinds_filter_is_bounded_and_deduplicated() -> None:
     async with running() as daemon, aio_channel(daemon) as ch:
         stubs = Stubs(ch)
         run_id = await stubs.create()
@@ -289,10 +289,10 @@ async def test_a_kinds_filter_is_bounded_and_a_long_one_never_reaches_the_engine
             return await real(sql, variables)
 
         daemon.db.send = recorded
-        long_filter = ["kind-3", "kind-5", *[f"absent-{n}" for n in range(200)]]
-        found = await _read_all(stubs, es.ReadEventsRequest(run_id=run_id, kinds=long_filter))
+        long_filter = ["kind-3", "kind-5", *[f"absent-{n}" for n in range(200)]] * 2  # 404 kinds, 202 distinct
+        found = await _read_all(stubs, es.ReadEventsRequest(run_id=run_id, kinds=long_filter[:MAX_KINDS]))
         assert [e.seq for e in found] == [n + 1 for n in range(300) if n % 7 in (3, 5)]
-        assert max(len(v.get("kinds") or []) for v in sent) <= ENGINE_KINDS, "the long filter went to the engine"
+        assert max(len(v.get("kinds") or []) for v in sent) <= 202, "the filter reached the engine with duplicates"
         short = await _read_all(stubs, es.ReadEventsRequest(run_id=run_id, kinds=["kind-3", "kind-5"], limit=5))
         assert [e.seq for e in short] == [e.seq for e in found][:5]
 
@@ -675,3 +675,26 @@ def create_run_open(channel: grpc.Channel) -> str:
         rl.CreateRunRequest(spec_digest=SPEC, agent_name="budgets"), timeout=10
     )
     return str(reply.run.run_id)
+
+
+def test_connections_beyond_the_limit_are_not_served(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, extra=["--max-connections", "3"])
+    held = [separate_channel(daemon.target) for _ in range(2)]  # and `third` below: the limit
+    try:
+        for channel in held:
+            assert _health(channel) == health_pb2.HealthCheckResponse.SERVING
+        with separate_channel(daemon.target) as third:
+            assert _health(third) == health_pb2.HealthCheckResponse.SERVING
+            with separate_channel(daemon.target) as extra, pytest.raises(grpc.RpcError) as info:
+                health_pb2_grpc.HealthStub(extra).Check(health_pb2.HealthCheckRequest(service=""), timeout=3)
+            assert info.value.code() in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED), info.value
+        # Once a connection goes, a new one is served.
+        with separate_channel(daemon.target) as later:
+            reply = health_pb2_grpc.HealthStub(later).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=20, wait_for_ready=True
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        for channel in held:
+            channel.close()
+        daemon.stop()
