@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import daemon_figures, engine, report
+from bench import bystander, daemon_figures, engine, report
 from bench.clients import ClientPool
 from bench.daemon_figures import say
 from bench.profile import Profiler
@@ -111,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.profile:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
             figures = daemon_figures.measure(pool, daemon, sizes, processes, profiler)
+            say("daemon: bystander append p99, unloaded, with filtered readers, with idle subscribers")
+            others = bystander.measure(daemon, *bystander.SIZES[sizes.mode])
+            say(f"  {others.unloaded_p99_ms:.1f} / {others.filtered_readers_p99_ms:.1f} / "
+                f"{others.idle_subscribers_p99_ms:.1f} ms")
         except BaseException:
             # The log lives in the temporary folder, which goes with the exception: keep its end.
             print(f"daemon log, last lines:\n{daemon.log()[-4000:]}", file=sys.stderr)
@@ -125,11 +129,12 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"the daemon exited with {code} on SIGTERM:\n{daemon.log()[-2000:]}")
     info |= {"db": "surrealkv:// (temporary folder)", "seconds": round(time.monotonic() - began, 1),
              "load_average_at_end": os.getloadavg()}
-    result_rows = report.rows(sizes, ceilings, figures)
+    result_rows = report.rows(sizes, ceilings, figures) + bystander.rows(others)
     print(report.table(sizes, ceilings, figures, result_rows, processes))
     if profiler.hot:
         print(_hot_text(profiler.hot))
-    report.write(args.out, report.document(sizes, ceilings, figures, result_rows, processes, info, profiler.hot))
+    document = report.document(sizes, ceilings, figures, result_rows, processes, info, profiler.hot)
+    report.write(args.out, document | {"bystander": others.as_dict()})
     print(f"\n{info['seconds']:.0f} s; load average {info['load_average_at_start'][0]:.2f} at start, "
           f"{info['load_average_at_end'][0]:.2f} at end; JSON: {args.out}")
     missed = [row.figure for row in result_rows if row.passed is False]

@@ -293,7 +293,7 @@ def test_token_file_format(tmp_path: Path) -> None:
 
 
 async def test_oversized_message_is_resource_exhausted() -> None:
-    limits = Limits(max_batch_events=1000, max_payload_bytes=1 << 20, max_message_bytes=64 * 1024)
+    limits = Limits(max_batch_events=1000, max_payload_bytes=32 * 1024, max_message_bytes=64 * 1024)
     async with running(limits=limits) as daemon, channel(daemon) as ch:
         stubs = Stubs(ch)
         run_id = await stubs.create()

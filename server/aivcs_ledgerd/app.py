@@ -12,13 +12,18 @@ from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_p
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from aivcs_ledgerd.budget import check_settings, transport_options
 from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.fdlimit import exhaustion as fd_exhaustion
+from aivcs_ledgerd.fdlimit import raise_soft_limit
 from aivcs_ledgerd.health import HealthMonitor
+from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.ports import PortUnavailable, server_options
+from aivcs_ledgerd.readback import check_settings as check_readback
 from aivcs_ledgerd.store import Credentials, Database, StoreError, init_schema
 from aivcs_ledgerd.transport import register_services
 
@@ -52,6 +57,7 @@ class Daemon:
     ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
     checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
     sweeper: Sweeper | None = None  # fails runs past their inactivity timeout (ledger/inactivity.py)
+    trimmer: Trimmer | None = None  # heap trims where no checkpointer does them (heap.py)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
@@ -60,10 +66,18 @@ class Daemon:
         if self.sweeper is not None:
             await self.sweeper.stop()
         self.ledger.begin_drain()
-        await self.server.stop(self.settings.grace_period)
+        # Streams end on their own once draining (answering what they took, then UNAVAILABLE); the
+        # server stops only after that, because stopping it first made streams whose client was still
+        # writing end CANCELLED or INTERNAL instead.
+        began = asyncio.get_running_loop().time()
+        await self.ledger.streams_ended(self.settings.grace_period)
+        remaining = max(0.0, self.settings.grace_period - (asyncio.get_running_loop().time() - began))
+        await self.server.stop(remaining)
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
+        if self.trimmer is not None:
+            await self.trimmer.stop()
         if self.ops is not None:
             await self.ops.stop()
         try:
@@ -76,6 +90,11 @@ class Daemon:
 
 async def start(settings: Settings) -> Daemon:
     """Open the database, define the schema, and start serving."""
+    try:
+        check_settings(settings)
+        check_readback(settings.limits)
+    except ValueError as error:
+        raise StartupError(str(error)) from error
     credentials = None
     if settings.db_user is not None:
         credentials = Credentials(settings.db_user, settings.db_password or "", settings.db_access_level)
@@ -92,14 +111,15 @@ async def start(settings: Settings) -> Daemon:
         except OperationsError as error:
             raise StartupError(str(error)) from error
         await init_schema(db)
-        ledger = Ledger(db, settings.limits, settings.run_inactivity_timeout_ms)
-        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)
+        ledger = Ledger(db, settings.limits, settings.run_inactivity_timeout_ms, settings.max_concurrent_reads)
+        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
             interceptors=ops.interceptors,
             options=server_options(
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
+                *transport_options(settings),
             ),
         )
         register_services(server, ledger)
@@ -127,11 +147,15 @@ async def start(settings: Settings) -> Daemon:
         sweeper = Sweeper(db, ledger.events.writers,
                           observe=ops.metrics.observe_inactive_run_failed if ops.metrics is not None else None)
         sweeper.start()
+        trimmer = None
+        if checkpointer is None:
+            trimmer = Trimmer()
+            trimmer.start()
     except BaseException:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper, trimmer)
 
 
 async def run(settings: Settings) -> None:
@@ -144,6 +168,7 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    raise_soft_limit()
     daemon = await start(settings)
     await stop.wait()
     await daemon.stop()

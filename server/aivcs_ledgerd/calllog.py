@@ -69,9 +69,23 @@ class CallLog(Hooks):
         return None if method.service in OPEN_SERVICES else _Logged
 
 
+# Every logged value is bounded: a request field is logged before the ledger has validated it,
+# so a caller could otherwise write megabytes of log per refused call.
+MAX_LOGGED_ID = 128  # characters of an id or name
+MAX_LOGGED_REASON = 1024  # characters of a status message
+
+
+def cut(value: str, limit: int = MAX_LOGGED_ID) -> str:
+    """`value`, or its first `limit` characters and its length in bytes when it is longer."""
+    if len(value) <= limit:
+        return value
+    size = len(value.encode("utf-8", "surrogatepass"))
+    return f"{value[:limit]}... ({size} bytes)"
+
+
 def _field(message: Any, name: str) -> str | None:
     value = getattr(message, name, None)
-    return value if isinstance(value, str) and value else None
+    return cut(value) if isinstance(value, str) and value else None
 
 
 class _Logged(CallHooks):
@@ -100,18 +114,18 @@ class _Logged(CallHooks):
                 code = CODES_BY_NUMBER.get(message.error.code, grpc.StatusCode.UNKNOWN)
                 extra = {"method": self.method.name, "code": code.name, "run_id": run_id}
                 _emit(code, "%s batch %d of run %r refused: %s %s", self.method.name, message.batch_id,
-                      run_id, code.name, message.error.message, extra=extra)
+                      run_id, code.name, cut(message.error.message, MAX_LOGGED_REASON), extra=extra)
             return
         run = getattr(message, "run", None)
         if run is not None and run.run_id:
-            self._ids["run_id"] = run.run_id
+            self._ids["run_id"] = cut(run.run_id)
             if self.method.name in RUN_ENDS:
-                self._ids["agent_name"] = run.agent_name
+                self._ids["agent_name"] = cut(run.agent_name)
                 self._end = (run.total_events, run.status_reason)
         release = getattr(message, "release", None)
         if release is not None and release.agent_name:
-            self._ids["agent_name"] = release.agent_name
-            self._ids["spec_digest"] = release.spec_digest
+            self._ids["agent_name"] = cut(release.agent_name)
+            self._ids["spec_digest"] = cut(release.spec_digest)
 
     def finished(self, code: grpc.StatusCode) -> None:
         ids = self._ids
@@ -136,6 +150,7 @@ class _Logged(CallHooks):
         details = self.context.details() or ""
         if isinstance(details, bytes):
             details = details.decode("utf-8", "replace")
+        details = cut(details, MAX_LOGGED_REASON)
         if code in ACCESS_CODES:
             extra["peer"] = peer_of(self.context)
             log.warning("%s refused from %s: %s %s", self.method.name, extra["peer"], code.name, details,

@@ -125,6 +125,18 @@ class Duration(click.ParamType[int, object]):
               type=Duration(),
               help="Fail a RUNNING run that has had no append and no Heartbeat for this long (seconds, or "
                    "250ms, 30s, 5m, 1h30m), for runs created without their own inactivity_timeout_ms. 0: never.")
+@click.option("--max-inflight-request-bytes", envvar=ENV + "MAX_INFLIGHT_REQUEST_BYTES",
+              default=Settings().max_inflight_request_bytes, show_envvar=True, type=click.IntRange(min=1024),
+              help="Request bytes the daemon holds at once (received, not yet answered), over all calls; "
+                   "beyond it AppendEvents and other unary calls are RESOURCE_EXHAUSTED and streams are slowed. "
+                   "At least --max-message-bytes.")
+@click.option("--max-connections", envvar=ENV + "MAX_CONNECTIONS", default=Settings().max_connections,
+              show_envvar=True, type=click.IntRange(min=0),
+              help="Connections the gRPC port accepts at once; more wait to be accepted. 0: no limit.")
+@click.option("--max-concurrent-reads", envvar=ENV + "MAX_CONCURRENT_READS",
+              default=Settings().max_concurrent_reads, show_envvar=True, type=click.IntRange(min=1),
+              help="Storage scans (ReadEvents, VerifyRun, subscription catch-up) run in the engine at once; "
+                   "more wait their turn. Higher favours readers, lower keeps appends responsive.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -136,6 +148,9 @@ def command(
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
     run_inactivity_timeout: int = 0,
+    max_inflight_request_bytes: int = Settings().max_inflight_request_bytes,
+    max_connections: int = Settings().max_connections,
+    max_concurrent_reads: int = Settings().max_concurrent_reads,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB.
 
@@ -170,6 +185,8 @@ def command(
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
         checkpoint_wal_mb=checkpoint_wal_mb, run_inactivity_timeout_ms=run_inactivity_timeout,
+        max_inflight_request_bytes=max_inflight_request_bytes, max_connections=max_connections,
+        max_concurrent_reads=max_concurrent_reads,
     )
     try:
         asyncio.run(run(settings))

@@ -46,6 +46,10 @@ class Settings:
     checkpoint_wal_mb: int = 48  # durable embedded engines: flush the memtable at this much log; 0: never
     # Inactivity timeout of runs created without one (ledger/inactivity.py); 0: none.
     run_inactivity_timeout_ms: int = 0
+    # Budgets (budget.py, README "Limits and budgets").
+    max_inflight_request_bytes: int = 128 << 20  # request bytes received and not yet answered, daemon-wide
+    max_connections: int = 1024  # accepted connections at once on the gRPC port; 0: no limit
+    max_concurrent_reads: int = 1  # storage scans in the engine at once (ledger/events.py)
 
 
 def read_secret(path: Path) -> str:

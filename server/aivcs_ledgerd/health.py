@@ -50,8 +50,12 @@ class HealthMonitor:
         services: list[str],
         interval: float = 2.0,
         probe: Callable[[], Awaitable[None]] | None = None,
+        condition: Callable[[], str | None] | None = None,
     ) -> None:
         self.servicer = ListingHealthServicer()
+        # A problem of the process itself (e.g. out of file descriptors, fdlimit.py): its reason, or None.
+        self._condition = condition
+        self._problem: str | None = None
         self._db = db
         # What a check asks; raises StoreError when the database is not usable (reconnect.DatabaseProbe).
         self._probe = probe or db.ping
@@ -90,6 +94,12 @@ class HealthMonitor:
             healthy = False
             if self._serving is not False:
                 log.exception("database check failed unexpectedly")
+        if healthy and self._condition is not None:
+            problem = self._condition()
+            if problem is not None and problem != self._problem:
+                log.warning("not serving: %s", problem)
+            self._problem = problem
+            healthy = problem is None
         await self._publish(healthy)
         return healthy
 

@@ -10,6 +10,8 @@ measured, +262 MB over 300,000 events with a checkpoint every 50,000, and
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 from collections.abc import Callable
@@ -39,3 +41,31 @@ def trim() -> bool:
     GIL for the call, so run it in a worker thread.
     """
     return _TRIM is not None and _TRIM(0) == 1
+
+
+class Trimmer:
+    """Trims the heap every `interval` seconds, for daemons without a Checkpointer (which trims itself).
+
+    A flood of large requests leaves its freed buffers in glibc's arenas;
+    without a trim the daemon would keep its high-water mark after the flood.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if available():
+            self._task = asyncio.create_task(self._loop(), name="heap-trim")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await asyncio.to_thread(trim)

@@ -18,7 +18,7 @@ import contextlib
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import grpc
 
@@ -57,7 +57,10 @@ class Method:
     @classmethod
     def of(cls, path: str, handler: Handler) -> Method:
         service, _, name = path.lstrip("/").rpartition("/")
-        return cls(path, service, name, _TYPES[handler.request_streaming, handler.response_streaming])
+        kind = getattr(handler, "method_type", None)  # a Refusal keeps its method's own kind
+        if not isinstance(kind, str):
+            kind = _TYPES[handler.request_streaming, handler.response_streaming]
+        return cls(path, service, name, kind)
 
     @property
     def streaming(self) -> bool:
@@ -77,6 +80,10 @@ class CallHooks:
         self.context = context
 
     async def start(self) -> None:
+        return None
+
+    async def arrived(self, size: int) -> None:
+        """A request message of `size` bytes came in (before `received` sees it parsed)."""
         return None
 
     async def received(self, message: Any) -> None:
@@ -110,6 +117,10 @@ class _AllHooks(CallHooks):
     async def start(self) -> None:
         for part in self._parts:
             await part.start()
+
+    async def arrived(self, size: int) -> None:
+        for part in self._parts:
+            await part.arrived(size)
 
     async def received(self, message: Any) -> None:
         for part in self._parts:
@@ -183,15 +194,27 @@ def with_behavior(handler: Handler, behavior: Callable[..., Any]) -> Handler:
 class Undecodable:
     """Stands for a request message that did not parse (see `tolerant`)."""
 
-    def __init__(self, problem: str) -> None:
+    def __init__(self, problem: str, size: int = 0) -> None:
         self.problem = problem
+        self.size = size
+
+
+class Received:
+    """A parsed request message and its size on the wire (see `tolerant`)."""
+
+    __slots__ = ("message", "size")
+
+    def __init__(self, message: Any, size: int) -> None:
+        self.message = message
+        self.size = size
 
 
 def tolerant(handler: Handler) -> Handler:
     """`handler` with a deserializer that hands over bytes it cannot parse as Undecodable.
 
     gRPC answers a deserializer's exception with UNKNOWN; this lets `wrap`
-    answer INVALID_ARGUMENT instead, naming what was wrong.
+    answer INVALID_ARGUMENT instead, naming what was wrong. Messages that
+    parse come as `Received`, with their size, for `CallHooks.arrived`.
     """
     deserialize = handler.request_deserializer
     if deserialize is None:
@@ -199,21 +222,58 @@ def tolerant(handler: Handler) -> Handler:
 
     def parse(data: bytes) -> Any:
         try:
-            return deserialize(data)
+            return Received(deserialize(data), len(data))
         except Exception as error:
-            return Undecodable(f"not a valid request message ({type(error).__name__}: {error})")
+            return Undecodable(f"not a valid request message ({type(error).__name__}: {error})", len(data))
 
     factory = _FACTORIES[handler.request_streaming, handler.response_streaming]
     return factory(behavior_of(handler), request_deserializer=parse, response_serializer=handler.response_serializer)
 
 
-def refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
-    """A handler that answers `code` without running the method (nor reading the request stream)."""
+class Refusal(NamedTuple):
+    """A handler that answers a status without reading the request: see `refuse`.
 
-    async def abort(request: Any, context: Context) -> None:
+    It has the attributes gRPC reads from an `RpcMethodHandler`, plus the
+    kind of the method it stands for, so metrics keep the method's labels.
+    """
+
+    request_streaming: bool
+    response_streaming: bool
+    request_deserializer: Callable[[bytes], Any] | None
+    response_serializer: Callable[[Any], bytes] | None
+    unary_unary: Callable[..., Any] | None
+    unary_stream: Callable[..., Any] | None
+    stream_unary: Callable[..., Any] | None
+    stream_stream: Callable[..., Any] | None
+    method_type: str
+
+
+def refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
+    """A handler that answers `code` without running the method, and without receiving the request.
+
+    gRPC receives (and parses) a unary request before the handler runs, so
+    a refusal by a handler of the method's own kind would still take in
+    every byte the caller sends. This one is request-streaming whatever the
+    method is: gRPC asks for no message, the status goes out at once, and
+    HTTP/2 flow control stops the caller's body after its first window.
+    """
+
+    async def abort(requests: Any, context: Context) -> None:
         await context.abort(code, message)
 
-    return with_behavior(handler, abort)
+    streaming = handler.response_streaming
+    refusal = Refusal(
+        request_streaming=True,
+        response_streaming=streaming,
+        request_deserializer=None,
+        response_serializer=handler.response_serializer,
+        unary_unary=None,
+        unary_stream=None,
+        stream_unary=None if streaming else abort,
+        stream_stream=abort if streaming else None,
+        method_type=_TYPES[handler.request_streaming, handler.response_streaming],
+    )
+    return cast(Handler, refusal)
 
 
 def final_code(context: Context, error: BaseException | None) -> grpc.StatusCode:
@@ -244,6 +304,9 @@ def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], Ca
         async for message in requests:
             if isinstance(message, Undecodable):
                 raise InvalidArgument("request", message.problem)  # the servicer answers INVALID_ARGUMENT
+            if isinstance(message, Received):
+                await call.arrived(message.size)
+                message = message.message
             await call.received(message)
             yield message
 
@@ -252,6 +315,9 @@ def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], Ca
             return observed(request, call)
         if isinstance(request, Undecodable):
             await call.context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
+        if isinstance(request, Received):
+            await call.arrived(request.size)
+            request = request.message
         await call.received(request)
         return request
 

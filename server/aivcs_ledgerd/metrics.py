@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,14 +27,12 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    start_http_server,
 )
 from prometheus_client.gc_collector import GCCollector
 
 from aivcs_ledgerd import __version__
 from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 from aivcs_ledgerd.limits import STREAM_APPEND, UNARY_APPEND
-from aivcs_ledgerd.ports import PortUnavailable, bind_error, check_exclusive
 from aivcs_ledgerd.store import Database
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -230,28 +227,3 @@ class _Measured(CallHooks):
         self._metrics.handled.labels(method.service, method.name, method.type, code.name).inc()
         if self._children.streams is not None:
             self._children.streams.dec()
-
-
-class MetricsEndpoint:
-    """The HTTP endpoint Prometheus scrapes, on a thread of its own."""
-
-    def __init__(self, metrics: Metrics, listen: str) -> None:
-        host, port = parse_listen(listen)
-        try:
-            self._server, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
-        except OSError as error:
-            raise bind_error("--metrics-listen", listen, error) from error
-        self.port: int = self._server.server_port
-        self._closed = threading.Event()
-        try:
-            check_exclusive(self._server.socket, "--metrics-listen", listen)
-        except PortUnavailable:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if not self._closed.is_set():
-            self._closed.set()
-            self._server.shutdown()
-            self._server.server_close()
-            self._thread.join(timeout=5)

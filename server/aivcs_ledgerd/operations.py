@@ -23,12 +23,14 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from aivcs_ledgerd.budget import RequestBudget
 from aivcs_ledgerd.calllog import CallLog
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.interceptors import Hooks, HooksInterceptor
 from aivcs_ledgerd.limits import ConnectionLimits
-from aivcs_ledgerd.metrics import Metrics, MetricsEndpoint, MetricsHooks
-from aivcs_ledgerd.ports import add_grpc_port, server_options
+from aivcs_ledgerd.metrics import Metrics, MetricsHooks, parse_listen
+from aivcs_ledgerd.metrics_http import MetricsServer
+from aivcs_ledgerd.ports import add_grpc_port, bind_error, check_exclusive, server_options
 from aivcs_ledgerd.reconnect import DatabaseProbe
 from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
 from aivcs_ledgerd.store import Database
@@ -37,6 +39,21 @@ log = logging.getLogger(__name__)
 
 # The health service name a liveness probe asks for (readiness asks for "").
 LIVENESS = "liveness"
+
+
+# The plaintext health port serves probes: a few short calls and Watch streams. It gets the same
+# kinds of bounds as the main port, smaller: connections, streams per connection, message size.
+HEALTH_MAX_CONNECTIONS = 64
+HEALTH_MAX_STREAMS_PER_CONNECTION = 16
+HEALTH_MAX_MESSAGE_BYTES = 4096
+
+
+def health_port_options() -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_allowed_incoming_connections", HEALTH_MAX_CONNECTIONS),
+        ("grpc.max_concurrent_streams", HEALTH_MAX_STREAMS_PER_CONNECTION),
+        ("grpc.max_receive_message_length", HEALTH_MAX_MESSAGE_BYTES),
+    ]
 
 
 class OperationsError(ValueError):
@@ -51,7 +68,7 @@ class Operations:
     credentials: grpc.ServerCredentials | None
     probe: DatabaseProbe
     metrics: Metrics | None = None
-    metrics_endpoint: MetricsEndpoint | None = None
+    metrics_endpoint: MetricsServer | None = None
     health_server: grpc.aio.Server | None = None
     health_port: int | None = None
 
@@ -77,6 +94,8 @@ class Operations:
             hooks.append(MetricsHooks(metrics))
         hooks.append(CallLog())
         hooks.append(ConnectionLimits(settings.max_streams_per_connection, settings.max_inflight_appends))
+        budget = settings.max_inflight_request_bytes
+        hooks.append(RequestBudget(budget, per_stream=max(settings.limits.max_message_bytes, budget // 8)))
         interceptors: list[grpc.aio.ServerInterceptor] = [HooksInterceptor(hooks)]  # type: ignore[type-arg]
         if tokens is not None:
             interceptors.append(AuthInterceptor(tokens))
@@ -96,11 +115,17 @@ class Operations:
         try:
             if self.metrics is not None and settings.metrics_listen is not None:
                 self.metrics.watch(active_runs, serving)
-                self.metrics_endpoint = MetricsEndpoint(self.metrics, settings.metrics_listen)
+                host, port = parse_listen(settings.metrics_listen)
+                try:
+                    self.metrics_endpoint = await MetricsServer.start(self.metrics.registry, host, port)
+                except OSError as error:
+                    raise bind_error("--metrics-listen", settings.metrics_listen, error) from error
+                for sock in self.metrics_endpoint.sockets:
+                    check_exclusive(sock, "--metrics-listen", settings.metrics_listen)
                 host = settings.metrics_listen.rpartition(":")[0]
                 log.info("metrics on http://%s:%d/metrics", host, self.metrics_endpoint.port)
             if settings.health_listen is not None:
-                server = grpc.aio.server(options=server_options())
+                server = grpc.aio.server(options=server_options(*health_port_options()))
                 health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
                 port = add_grpc_port(server, settings.health_listen, "--health-listen")
                 await server.start()
@@ -118,5 +143,5 @@ class Operations:
             self.health_server = None
         if self.metrics_endpoint is not None:
             with contextlib.suppress(Exception):
-                self.metrics_endpoint.close()
+                await self.metrics_endpoint.close()
             self.metrics_endpoint = None

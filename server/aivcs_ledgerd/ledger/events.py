@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -38,7 +38,21 @@ class _Window:
     def observe(self, count: int, size: int) -> None:
         fitting = self.span * WINDOW_BYTES // max(size, 1) if count else MAX_WINDOW
         self.span = max(1, min(fitting, self.span * 4, MAX_WINDOW))
-POLL_SECONDS = 1.0  # a live follower re-checks storage this often when idle
+# An idle follower waits on the hub (writes of this daemon wake it at once) and re-reads storage
+# only this often, with jitter, for writers the hub does not hear of (another daemon on a shared
+# database), so thousands of idle subscribers cost no storage reads.
+SAFETY_POLL_SECONDS = 30.0
+# A `kinds` filter is bounded (count and bytes), so one request cannot make every window's query
+# costly, and deduplicated. The engine applies it to each window (it then skips the payloads of
+# other events): measured with 8 readers of 256 kinds each, cheaper for a bystander's appends than
+# reading every event and filtering in the daemon.
+MAX_KINDS = 256
+MAX_KINDS_BYTES = 16 << 10
+# Storage scans (ReadEvents, SubscribeEvents catch-up, VerifyRun) that may run in the engine at
+# once, daemon-wide (--max-concurrent-reads); more wait their turn window by window. A scan keeps
+# an engine worker busy for a whole window, and an append waits for a free one: with one scan at a
+# time, readers however many leave the appends a worker.
+MAX_CONCURRENT_READS = 1
 READ_AHEAD_TURNS = 2  # loop turns until a read-ahead query is with the engine (see _scan)
 
 
@@ -52,11 +66,14 @@ class Verdict:
 
 
 class Events:
-    def __init__(self, db: Database, hub: Hub, limits: Limits) -> None:
+    def __init__(
+        self, db: Database, hub: Hub, limits: Limits, max_concurrent_reads: int = MAX_CONCURRENT_READS
+    ) -> None:
         self._db = db
         self._hub = hub
         self._limits = limits
         self.writers = Writers(db, hub)
+        self._reads = asyncio.Semaphore(max_concurrent_reads)
 
     async def append(
         self,
@@ -89,12 +106,14 @@ class Events:
         validation.identifier("run_id", run_id)
         if to_seq and from_seq > to_seq:
             raise InvalidArgument("to_seq", f"must be 0 or at least from_seq ({from_seq}), got {to_seq}")
+        wanted = _kinds_filter(kinds)
         run = await get_run(self._db, run_id)
         if run is None:
             raise NotFound(f"run_id: no run {run_id!r}")
         last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
         remaining = limit or None
-        async for window in self._scan(run_id, max(from_seq, 1), last, self._window(), kinds):
+        engine_kinds = sorted(wanted) if wanted is not None else None
+        async for window in self._scan(run_id, max(from_seq, 1), last, self._window(), engine_kinds):
             if remaining is not None:
                 window = window[:remaining]
                 remaining -= len(window)
@@ -144,9 +163,15 @@ class Events:
     ) -> tuple[asyncio.Future[tuple[list[Event], int]], int]:
         """Start reading the next window from `first` now; a failure nobody waits for is not logged."""
         end = min(first + span.span - 1, last)
-        future = asyncio.ensure_future(read_events(self._db, run_id, first, end, kinds))
+        future = asyncio.ensure_future(self._read_window(run_id, first, end, kinds))
         future.add_done_callback(retrieve_exception)
         return future, end
+
+    async def _read_window(
+        self, run_id: str, first: int, last: int, kinds: list[str] | None
+    ) -> tuple[list[Event], int]:
+        async with self._reads:
+            return await read_events(self._db, run_id, first, last, kinds)
 
     async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:
         """Stored events from from_seq, then live ones, until the run is terminal.
@@ -173,13 +198,17 @@ class Events:
                     if run.status.terminal and next_seq > run.total_events:
                         return
                     catch_up = False
-                notice = None
-                with contextlib.suppress(TimeoutError):
-                    notice = await asyncio.wait_for(listener.mailbox.get(), POLL_SECONDS)
+                try:
+                    notice = await asyncio.wait_for(
+                        listener.mailbox.get(), SAFETY_POLL_SECONDS * random.uniform(0.75, 1.25)
+                    )
+                except TimeoutError:
+                    catch_up = True  # idle for long: storage may have writes the hub did not carry
+                    continue
                 if listener.closed:
                     raise Unavailable(f"the daemon is shutting down; subscribe again from seq {next_seq}")
                 if notice is None or listener.overflowed:
-                    catch_up = True  # idle, terminal, or fell behind: storage has the truth
+                    catch_up = True  # terminal, or fell behind: storage has the truth
                     continue
                 fresh = [event for event in notice if event.seq >= next_seq]
                 if fresh and fresh[0].seq != next_seq:
@@ -230,3 +259,15 @@ class Events:
 
     async def close(self) -> None:
         await self.writers.close()
+
+
+def _kinds_filter(kinds: list[str] | None) -> frozenset[str] | None:
+    """The distinct kinds a read asks for, bounded; InvalidArgument names `kinds`."""
+    if not kinds:
+        return None
+    if len(kinds) > MAX_KINDS:
+        raise InvalidArgument("kinds", f"at most {MAX_KINDS} kinds per read, got {len(kinds)}")
+    size = sum(len(kind.encode("utf-8", "surrogatepass")) for kind in kinds)
+    if size > MAX_KINDS_BYTES:
+        raise InvalidArgument("kinds", f"at most {MAX_KINDS_BYTES} bytes of kinds per read, got {size}")
+    return frozenset(kinds)

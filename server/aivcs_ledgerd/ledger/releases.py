@@ -17,8 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from aivcs_ledgerd.ledger.pages import within_bytes
 from aivcs_ledgerd.model import Page, Release
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict
 from aivcs_ledgerd.store import releases as store
@@ -110,7 +112,10 @@ class Releases:
             raise NotFound(f"agent_name: agent {agent_name!r} has no release")
         return release
 
-    async def history(self, agent_name: str, page_size: int = 0, page_token: str = "") -> Page:
+    async def history(
+        self, agent_name: str, page_size: int = 0, page_token: str = "",
+        size_of: Callable[[Release], int] | None = None,
+    ) -> Page:
         """A keyset page of the history, newest first.
 
         `next_cursor` is the token of the next page, None on the last. The
@@ -122,6 +127,8 @@ class Releases:
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
         before = decode_token(page_token, agent_name) if page_token else None
         items = await store.history(self.db, agent_name, before, size)
+        if size_of is not None:
+            items = within_bytes(items, size_of)  # at most PAGE_BYTES; the rest is on the next page
         more = bool(items) and items[-1].sequence > 1
         return Page(items, encode_token(items[-1].sequence, agent_name) if more else None)
 

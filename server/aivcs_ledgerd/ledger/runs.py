@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from aivcs_ledgerd.ledger.errors import (
     NotFound,
 )
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.pages import within_bytes
 from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
 from aivcs_ledgerd.store.errors import StoreUnavailable
@@ -136,12 +138,16 @@ class Runs:
                 f"run {run_id!r} is {status}; only a RUNNING run takes heartbeats"
             ) from None
 
-    async def list(self, where: RunFilter, page_size: int, page_token: str) -> Page:
+    async def list(
+        self, where: RunFilter, page_size: int, page_token: str, size_of: Callable[[Run], int] | None = None
+    ) -> Page:
+        """A page of runs, newest first: at most `page_size`, and (with `size_of`) at most PAGE_BYTES."""
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
         scope = _filter_scope(where)
         before = _decode_token(page_token, scope) if page_token else None
         found = await runs.list_runs(self._db, where, before, size + 1)
-        items, more = found[:size], len(found) > size
+        items = found[:size] if size_of is None else within_bytes(found[:size], size_of)
+        more = len(found) > len(items)
         return Page(items, _encode_token(items[-1].created_ns, scope) if more else None)
 
     async def finish(self, run_id: str, finish: Finish) -> Run:

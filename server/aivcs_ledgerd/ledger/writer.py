@@ -165,7 +165,13 @@ class Writers:
                 queue.pending.append(Batch(events, expected_last_seq, idempotency_key, answer))
                 if queue.task is None:
                     queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
-                return await answer  # cancelling the caller cancels only its answer, not the write
+                try:
+                    return await answer  # cancelling the caller cancels only its answer, not the write
+                finally:
+                    # A refusal raised here has this frame in its traceback, and the future holds the
+                    # refusal: a cycle that would keep the batch's events (megabytes) until the cyclic
+                    # collector runs, which a flood of refused batches outpaces.
+                    del answer
         finally:
             queue.callers -= 1
             self._drop_if_idle(run_id, queue)

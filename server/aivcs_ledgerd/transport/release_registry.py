@@ -60,7 +60,8 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
 
     @guarded
     async def GetHistory(self, request: pb.GetHistoryRequest, context: Context) -> pb.GetHistoryResponse:
-        page = await self._releases.history(_agent_name(request.agent_name), request.page_size, request.page_token)
+        page = await self._releases.history(_agent_name(request.agent_name), request.page_size, request.page_token,
+                                            size_of=lambda release: release_to_proto(release).ByteSize())
         return pb.GetHistoryResponse(
             releases=[release_to_proto(release) for release in page.items], next_page_token=page.next_cursor or ""
         )

@@ -7,6 +7,7 @@ from typing import Any
 import grpc
 from aivcs.ledger.v1 import run_ledger_pb2 as pb
 from aivcs.ledger.v1 import run_ledger_pb2_grpc, run_pb2
+from google.protobuf import struct_pb2
 
 from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.ledger.errors import InvalidArgument
@@ -29,6 +30,17 @@ def duration_ms(value: int) -> int:
     return value
 
 
+# Tags are kept with the run and sent with it in every GetRun and ListRuns answer.
+MAX_TAGS_BYTES = 16 << 10
+
+
+def _bounded_tags(tags: struct_pb2.Struct) -> struct_pb2.Struct:
+    size = tags.ByteSize()
+    if size > MAX_TAGS_BYTES:
+        raise InvalidArgument("tags", f"must be at most {MAX_TAGS_BYTES} bytes serialized, got {size}")
+    return tags
+
+
 class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
     def __init__(self, ledger: Ledger) -> None:
         self._runs = ledger.runs
@@ -41,7 +53,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             agent_name=validation.identifier("agent_name", request.agent_name),
             git_sha=validation.text("git_sha", request.git_sha, validation.MAX_ID_BYTES)
             if request.HasField("git_sha") else None,
-            tags=struct_to_dict("tags", request.tags),
+            tags=struct_to_dict("tags", _bounded_tags(request.tags)),
             evaluation=Evaluation(
                 rubric_path=validation.text("evaluation.rubric_path", request.evaluation.rubric_path),
                 is_promotion_gate=request.evaluation.is_promotion_gate,
@@ -72,7 +84,8 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             created_before_ns=checked_timestamp_ns("created_before", request.created_before)
             if request.HasField("created_before") else None,
         )
-        page = await self._runs.list(where, request.page_size, request.page_token)
+        page = await self._runs.list(where, request.page_size, request.page_token,
+                                     size_of=lambda run: run_to_proto(run).ByteSize())
         return pb.ListRunsResponse(
             runs=[run_to_proto(run) for run in page.items], next_page_token=page.next_cursor or ""
         )
