@@ -17,6 +17,8 @@ from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.operations import Operations, OperationsError
+from aivcs_ledgerd.otlp import SERVICE_NAME as TRACE_SERVICE
+from aivcs_ledgerd.otlp import register_trace_service
 from aivcs_ledgerd.store import Credentials, Database, init_schema
 from aivcs_ledgerd.transport import register_services
 
@@ -26,6 +28,7 @@ SERVICE_NAMES = [
     run_ledger_pb2.DESCRIPTOR.services_by_name["RunLedger"].full_name,
     event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name,
     release_registry_pb2.DESCRIPTOR.services_by_name["ReleaseRegistry"].full_name,
+    TRACE_SERVICE,  # OTLP trace ingestion (otlp/)
 ]
 
 
@@ -90,6 +93,7 @@ async def start(settings: Settings) -> Daemon:
             ]
         )
         register_services(server, ledger)
+        register_trace_service(server, ledger)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if settings.reflection:
             names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]

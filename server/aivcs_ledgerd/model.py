@@ -53,6 +53,9 @@ class Run:
     status_reason: str
     # Strictly increasing creation key (nanoseconds) that orders ListRuns.
     created_ns: int
+    # Summed token usage of the run's events that carry one (OTLP spans); see Run.input_tokens.
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,9 @@ class NewEvent:
     kind: str
     payload: JsonObject
     timestamp_ns: int | None
+    # Token usage this event adds to its run's totals (OTLP spans' gen_ai.usage.*); 0 for most events.
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

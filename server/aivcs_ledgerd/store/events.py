@@ -70,8 +70,13 @@ async def append(
     base_seq: int,
     events: list[EventRow],
     appends: dict[str, StoredAppend],
+    tokens: tuple[int, int] = (0, 0),
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
+
+    `tokens` (input, output) is added to the run's input_tokens and
+    output_tokens in the same transaction, so the sums always match the
+    stored events.
 
     `session` must hold the run's lock (`run_key`).
 
@@ -107,6 +112,10 @@ async def append(
     }) RETURN NONE;
     INSERT INTO run_appends $appends RETURN NONE;
     UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;
+    IF $input_tokens != 0 OR $output_tokens != 0 {
+        UPDATE ONLY type::record('runs', $run_id) SET input_tokens = (input_tokens ?? 0) + $input_tokens,
+            output_tokens = (output_tokens ?? 0) + $output_tokens RETURN NONE
+    };
     COMMIT TRANSACTION;
     """
     variables = {
@@ -126,6 +135,8 @@ async def append(
         ],
         "last": events[-1].seq,
         "digest": events[-1].digest,
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
     }
     await session.query(sql, variables)
 

@@ -160,4 +160,6 @@ def run_from_row(row: dict[str, Any]) -> Run:
         events_digest=row.get("events_digest", ""),
         status_reason=row.get("status_reason", ""),
         created_ns=row["created_ns"],
+        input_tokens=row.get("input_tokens") or 0,
+        output_tokens=row.get("output_tokens") or 0,
     )

@@ -96,6 +96,8 @@ def run_to_proto(run: Run) -> run_pb2.Run:
         created_at=to_timestamp(run.created_ns),
         events_digest=run.events_digest,
         status_reason=run.status_reason,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
     )
     message.tags.update(run.tags)
     if run.git_sha is not None:
