@@ -8,6 +8,7 @@ exporter's own encoder and sent by a raw TraceService stub.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode, set_span_in_context
 
 from tests.daemon import DaemonProcess, free_port, start_daemon
+from tests.inprocess import Fault, channel, running
 from tests.test_security import _issue
 
 Code = grpc.StatusCode
@@ -451,3 +453,28 @@ def test_requests_that_do_not_parse_are_invalid_argument(ch: grpc.Channel) -> No
     with pytest.raises(grpc.RpcError) as missing:
         get_run(ch, span.trace_id.hex())
     assert missing.value.code() == Code.NOT_FOUND
+
+
+# --- retryable failures -------------------------------------------------------------------------------
+
+
+async def test_unavailable_only_while_the_database_is_down_and_a_retry_stores_each_span_once() -> None:
+    tracer, memory = record()
+    agent_trace(tracer)
+    spans = memory.get_finished_spans()
+    request = encode_spans(spans)
+    async with running() as daemon, channel(daemon) as ch:
+        stub = TraceServiceStub(ch)
+        fault = Fault(daemon)
+        fault.fail()
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Export(request, timeout=10)
+        assert refused.value.code() == Code.UNAVAILABLE, refused.value.details()
+        assert "export the request again" in (refused.value.details() or "")
+        fault.recover()
+        # Two exporters resending the same request at once: still one event per span.
+        replies = await asyncio.gather(*(stub.Export(request, timeout=30) for _ in range(3)))
+        assert not any(reply.HasField("partial_success") for reply in replies), replies
+        runs = RunLedgerStub(ch)
+        run = (await runs.GetRun(rl.GetRunRequest(run_id=run_id_of(spans)), timeout=10)).run
+        assert (run.status, run.total_events, run.input_tokens) == (run_pb2.RUN_STATUS_COMPLETED, 3, 125)

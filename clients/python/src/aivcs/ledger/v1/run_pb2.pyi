@@ -85,7 +85,18 @@ Global___EvaluationMetadata: _TypeAlias = EvaluationMetadata  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
-    """One execution of an agent, as recorded by the ledger."""
+    """One execution of an agent, as recorded by the ledger.
+
+    A run may also be recorded from an OpenTelemetry trace sent to the daemon's
+    OTLP/gRPC `opentelemetry.proto.collector.trace.v1.TraceService/Export` (same
+    port, tokens and write role): run_id is the trace id as 32 lowercase hex
+    characters; agent_name the root span's `gen_ai.agent.name`, else the
+    resource's `service.name`; one event per span, in arrival order, kind
+    `gen_ai.operation.name` (else "span"), timestamp the span's end; a span sent
+    twice is stored once; the root span (no parent) ends the run, FAILED with
+    its status message when its status is ERROR, else COMPLETED, with its
+    duration. The whole mapping is in the README ("OpenTelemetry in").
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
