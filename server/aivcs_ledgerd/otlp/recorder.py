@@ -41,10 +41,13 @@ from aivcs_ledgerd.store import StoreError
 log = logging.getLogger(__name__)
 
 # Spans of one trace appended at once: each is its own batch, and the run's
-# writer commits whatever is queued in one transaction. Below the writer's
-# queue room (256 batches), so the queue keeps their order.
-WINDOW = 128
+# writer commits whatever is queued in one transaction. They enter the run's
+# queue in the order they are submitted (its room is a FIFO semaphore).
+WINDOW = 1024
 KNOWN_RUNS = 10_000  # trace ids whose run this daemon knows exists: no CreateRun for them
+# Traces of one request stored at once: a request of thousands of one-span traces
+# must not start thousands of run creations together.
+TRACES_IN_FLIGHT = 64
 
 
 @dataclass(slots=True)
@@ -78,8 +81,14 @@ class TraceRecorder:
         traces: dict[str, list[SpanRecord]] = {}
         for span in spans:
             traces.setdefault(span.run_id, []).append(span)
+        room = asyncio.Semaphore(TRACES_IN_FLIGHT)
+
+        async def one(run_id: str, group: list[SpanRecord]) -> Outcome:
+            async with room:
+                return await self._trace(run_id, group)
+
         outcome = Outcome()
-        for result in await asyncio.gather(*(self._trace(run_id, group) for run_id, group in traces.items())):
+        for result in await asyncio.gather(*(one(run_id, group) for run_id, group in traces.items())):
             outcome.merge(result)
         return outcome
 
@@ -195,3 +204,10 @@ class TraceRecorder:
         except FailedPrecondition:
             if not appended.replayed:
                 raise
+            return
+        log.info(
+            "run %s: run %r (root span of its OTLP trace)",
+            "failed" if ending.failed else "completed",
+            root.run_id,
+            extra={"run_id": root.run_id, "agent_name": agent, "method": "Export"},
+        )

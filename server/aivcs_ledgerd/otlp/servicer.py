@@ -81,4 +81,5 @@ class TraceServiceServicer:
             response.partial_success.error_message = f"{len(refusals)} of {total} spans rejected: {shown}" + (
                 f" (and {more} more)" if more > 0 else ""
             )
+            log.info("Export: %s", response.partial_success.error_message, extra={"method": "Export"})
         return response

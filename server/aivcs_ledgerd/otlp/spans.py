@@ -23,6 +23,7 @@ The mapping (README, "OpenTelemetry in"):
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +33,6 @@ from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
 
 from aivcs_ledgerd.ledger import validation
-from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.model import NewEvent
 from aivcs_ledgerd.otlp.values import Bounds, any_value, attributes, bounded_text, find_count, find_text, json_int
@@ -57,6 +57,10 @@ _STATUS = {
     trace_pb2.Status.STATUS_CODE_OK: "OK",
     trace_pb2.Status.STATUS_CODE_ERROR: "ERROR",
 }
+
+
+# The payload's size as compact JSON: what the stored canonical form takes, give or take number formatting.
+_size_estimate = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 class SpanRefused(ValueError):
@@ -227,7 +231,7 @@ def map_span(
         payload["dropped_events_count"] = span.dropped_events_count
     if bounds.truncated:
         payload["truncated_values"] = bounds.truncated
-    size = len(canonical_json("payload", payload))
+    size = len(_size_estimate(payload))
     if size > max_payload_bytes:
         raise SpanRefused(f"span {span_hex}: its payload would be {size} bytes; the limit is {max_payload_bytes}")
     operation = find_text(span.attributes, "gen_ai.operation.name")
