@@ -182,3 +182,33 @@ def rows(ingest: Rate, export: Rate) -> list[Row]:
             None,
         )
     ]
+
+
+def main() -> None:
+    """`python -m bench.otlp_figures [--spans N]`: this figure alone, on a fresh daemon."""
+    import argparse
+    import tempfile
+    from pathlib import Path
+
+    from bench.servers import start_ledger_daemon
+
+    parser = argparse.ArgumentParser(prog="python -m bench.otlp_figures", description=main.__doc__)
+    parser.add_argument("--spans", type=int, default=20 * SPANS_PER_EXPORT, help="spans per load (whole requests)")
+    spans = max(1, parser.parse_args().spans // SPANS_PER_EXPORT) * SPANS_PER_EXPORT
+    with tempfile.TemporaryDirectory(prefix="aivcs-bench-otlp-") as folder:
+        daemon = start_ledger_daemon(Path(folder))
+        try:
+            ingest, export = asyncio.run(_measure(daemon.target, daemon.process.pid, spans))
+        finally:
+            daemon.stop(timeout=120)
+    for row in rows(ingest, export):
+        print(
+            f"{row.figure}: {row.value:,.0f} {row.unit}; {row.reference_name}: {row.reference:,.0f}; "
+            f"ratio {row.ratio:.2f}"
+        )
+    for name, rate in (("IngestEvents", ingest), ("Export", export)):
+        print(f"  {name}: server {rate.server_cpu:.2f} cores, client {rate.client_cpu:.2f} cores busy")
+
+
+if __name__ == "__main__":
+    main()

@@ -478,3 +478,21 @@ async def test_unavailable_only_while_the_database_is_down_and_a_retry_stores_ea
         runs = RunLedgerStub(ch)
         run = (await runs.GetRun(rl.GetRunRequest(run_id=run_id_of(spans)), timeout=10)).run
         assert (run.status, run.total_events, run.input_tokens) == (run_pb2.RUN_STATUS_COMPLETED, 3, 125)
+
+
+def test_one_request_keeps_its_spans_order_and_ends_the_run_with_its_root_last(ch: grpc.Channel) -> None:
+    tracer, memory = record()
+    request = one_span_request(tracer, memory)  # the root comes first in this request
+    spans = request.resource_spans[0].scope_spans[0].spans
+    root = spans[0]
+    for i in range(300):  # more than a run's writer queues at once (256 batches)
+        child = spans.add()
+        child.CopyFrom(root)
+        child.span_id = (1000 + i).to_bytes(8, "big")
+        child.parent_span_id = root.span_id
+        child.name = f"step {i}"
+    assert not raw_export(ch, request).HasField("partial_success")
+    run = get_run(ch, root.trace_id.hex())
+    assert (run.status, run.total_events) == (run_pb2.RUN_STATUS_COMPLETED, 301)
+    names = [json_format.MessageToDict(e.payload)["name"] for e in read_events(ch, run.run_id)]
+    assert names == [f"step {i}" for i in range(300)] + ["invoke_agent hostile"]
