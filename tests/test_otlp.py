@@ -33,6 +33,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode, set_span_in_context
 
+from aivcs_ledgerd.store import StoreUnavailable
 from tests.daemon import DaemonProcess, free_port, start_daemon
 from tests.inprocess import Fault, channel, running
 from tests.test_security import _issue
@@ -496,3 +497,32 @@ def test_one_request_keeps_its_spans_order_and_ends_the_run_with_its_root_last(c
     assert (run.status, run.total_events) == (run_pb2.RUN_STATUS_COMPLETED, 301)
     names = [json_format.MessageToDict(e.payload)["name"] for e in read_events(ch, run.run_id)]
     assert names == [f"step {i}" for i in range(300)] + ["invoke_agent hostile"]
+
+
+async def test_a_root_span_waits_for_a_retry_when_its_children_could_not_be_stored() -> None:
+    tracer, memory = record()
+    agent_trace(tracer)
+    spans = memory.get_finished_spans()
+    request = encode_spans(spans)
+    async with running() as daemon, channel(daemon) as ch:
+        real = daemon.db.send
+        failures = [1]  # the first append transaction (the children's) fails, as in a database hiccup
+
+        async def flaky(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            if "INSERT INTO run_events" in sql and failures:
+                failures.pop()
+                raise StoreUnavailable("injected: the append was lost")
+            return await real(sql, variables)
+
+        daemon.db.send = flaky  # type: ignore[method-assign]
+        stub = TraceServiceStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Export(request, timeout=10)
+        assert refused.value.code() == Code.UNAVAILABLE
+        runs = RunLedgerStub(ch)
+        run = (await runs.GetRun(rl.GetRunRequest(run_id=run_id_of(spans)), timeout=10)).run
+        assert run.status == run_pb2.RUN_STATUS_RUNNING  # not ended: the retry would find it terminal
+        reply = await stub.Export(request, timeout=30)  # what the exporter does next
+        assert not reply.HasField("partial_success"), reply
+        run = (await runs.GetRun(rl.GetRunRequest(run_id=run.run_id), timeout=10)).run
+        assert (run.status, run.total_events) == (run_pb2.RUN_STATUS_COMPLETED, 3)

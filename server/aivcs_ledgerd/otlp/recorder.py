@@ -106,6 +106,9 @@ class TraceRecorder:
             answers = await asyncio.gather(*(self._append(span) for span in window), return_exceptions=True)
             for span, answer in zip(window, answers, strict=True):
                 self._count(outcome, span, answer)
+        if outcome.retryable is not None:
+            # Ending the run now would refuse the children a retry brings: leave the roots to the retry.
+            return outcome
         for root in roots:
             try:
                 appended = await self._append(root)
