@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bystander, daemon_figures, engine, report
+from bench import bystander, daemon_figures, engine, otlp_figures, report
 from bench.clients import ClientPool
 from bench.daemon_figures import say
 from bench.profile import Profiler
@@ -115,6 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             others = bystander.measure(daemon, *bystander.SIZES[sizes.mode])
             say(f"  {others.unloaded_p99_ms:.1f} / {others.filtered_readers_p99_ms:.1f} / "
                 f"{others.idle_subscribers_p99_ms:.1f} ms")
+            spans = otlp_figures.span_count(sizes)
+            say(f"daemon: OTLP Export against IngestEvents, the same {spans:,} spans, "
+                f"{otlp_figures.SPANS_PER_EXPORT} per request")
+            with profiler.phase("otlp"):
+                otlp = otlp_figures.measure(daemon.target, daemon.process.pid, sizes)
+            for name, rate in zip(("IngestEvents", "Export"), otlp, strict=True):
+                say(f"  {name}: {rate.per_second:,.0f} spans/s, server {rate.server_cpu:.2f} cores, "
+                    f"client {rate.client_cpu:.2f}")
         except BaseException:
             # The log lives in the temporary folder, which goes with the exception: keep its end.
             print(f"daemon log, last lines:\n{daemon.log()[-4000:]}", file=sys.stderr)
@@ -129,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"the daemon exited with {code} on SIGTERM:\n{daemon.log()[-2000:]}")
     info |= {"db": "surrealkv:// (temporary folder)", "seconds": round(time.monotonic() - began, 1),
              "load_average_at_end": os.getloadavg()}
-    result_rows = report.rows(sizes, ceilings, figures) + bystander.rows(others)
+    result_rows = report.rows(sizes, ceilings, figures) + bystander.rows(others) + otlp_figures.rows(*otlp)
     print(report.table(sizes, ceilings, figures, result_rows, processes))
     if profiler.hot:
         print(_hot_text(profiler.hot))

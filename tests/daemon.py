@@ -55,11 +55,14 @@ def start_daemon(
     env: dict[str, str] | None = None,
     timeout: float = 30,
     launcher: Sequence[str] = (),
+    health_port: int | None = None,
 ) -> DaemonProcess:
     """Start the daemon and wait until its health check says SERVING.
 
     `launcher` is a command line the daemon's is appended to, and which must
     exec it in the same process (e.g. `unshare` around a mount).
+    `health_port`: ask the plaintext health port given with `--health-listen`
+    instead of the gRPC port (for a daemon with `--tls-cert`).
     """
     log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
     args = [*launcher, sys.executable, "-m", "aivcs_ledgerd", "--listen", "127.0.0.1:0", "--db", db, *extra]
@@ -80,7 +83,8 @@ def start_daemon(
         else:
             time.sleep(0.05)
     daemon = DaemonProcess(process, f"127.0.0.1:{port}", log_path, args)
-    wait_serving(daemon.target, deadline - time.monotonic())
+    probe = daemon.target if health_port is None else f"127.0.0.1:{health_port}"
+    wait_serving(probe, deadline - time.monotonic())
     return daemon
 
 

@@ -208,7 +208,7 @@ async def _drain(call: Any) -> list[Any]:
 def test_every_write_rpc_is_known_as_one() -> None:
     assert {path.rpartition("/")[2] for path in WRITE_METHODS} == {
         "CreateRun", "CompleteRun", "FailRun", "CancelRun", "Heartbeat", "AppendEvents", "IngestEvents", "Promote",
-        "Rollback",
+        "Rollback", "Export",
     }
 
 

@@ -22,6 +22,8 @@ from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
 from aivcs_ledgerd.operations import Operations, OperationsError
+from aivcs_ledgerd.otlp import SERVICE_NAME as TRACE_SERVICE
+from aivcs_ledgerd.otlp import register_trace_service
 from aivcs_ledgerd.ports import PortUnavailable, server_options
 from aivcs_ledgerd.readback import check_settings as check_readback
 from aivcs_ledgerd.store import Credentials, Database, StoreError, init_schema
@@ -33,6 +35,7 @@ SERVICE_NAMES = [
     run_ledger_pb2.DESCRIPTOR.services_by_name["RunLedger"].full_name,
     event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name,
     release_registry_pb2.DESCRIPTOR.services_by_name["ReleaseRegistry"].full_name,
+    TRACE_SERVICE,  # OTLP trace ingestion (otlp/)
 ]
 
 
@@ -123,6 +126,7 @@ async def start(settings: Settings) -> Daemon:
             ),
         )
         register_services(server, ledger)
+        register_trace_service(server, ledger)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if settings.reflection:
             names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]

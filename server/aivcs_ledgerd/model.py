@@ -57,6 +57,9 @@ class Run:
     inactivity_timeout_ms: int = 0
     # The last append or Heartbeat; None: none yet (read as created_at).
     last_activity_at: datetime | None = None
+    # Summed token usage of the run's events that carry one (OTLP spans); see Run.input_tokens.
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,9 @@ class NewEvent:
     kind: str
     payload: JsonObject
     timestamp_ns: int | None
+    # Token usage this event adds to its run's totals (OTLP spans' gen_ai.usage.*); 0 for most events.
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

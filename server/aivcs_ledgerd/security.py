@@ -27,6 +27,7 @@ import grpc
 from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
 
 from aivcs_ledgerd.interceptors import Handler, refuse
+from aivcs_ledgerd.otlp.servicer import EXPORT_METHOD
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ WRITE_METHODS = frozenset(
                                                         "Heartbeat"])
     | _paths(event_stream_pb2.DESCRIPTOR, "EventStream", ["AppendEvents", "IngestEvents"])
     | _paths(release_registry_pb2.DESCRIPTOR, "ReleaseRegistry", ["Promote", "Rollback"])
+    | {EXPORT_METHOD}  # OTLP spans become runs and events
 )
 
 

@@ -66,6 +66,9 @@ class Finish:
     final_state_digest: str | None = None
     reason: str = ""
     expected_total_events: int | None = None
+    # Set only by OTLP ingestion: the root span, which arrives last, names the agent (otlp/spans.py).
+    agent_name: str | None = None
+    spec_digest: str | None = None
 
 
 class Runs:
@@ -161,6 +164,10 @@ class Runs:
         }
         if finish.final_state_digest is not None:
             changes["final_state_digest"] = finish.final_state_digest
+        if finish.agent_name is not None:
+            changes["agent_name"] = finish.agent_name
+        if finish.spec_digest is not None:
+            changes["spec_digest"] = finish.spec_digest
         expected = finish.expected_total_events
         if expected is not None and expected >= 2**63:
             expected = -1  # no run holds that many events: refused as a mismatch

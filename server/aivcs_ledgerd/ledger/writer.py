@@ -121,6 +121,7 @@ class _Plan:
     rows: list[EventRow] = field(default_factory=list)
     appends: dict[str, StoredAppend] = field(default_factory=dict)
     answers: list[tuple[Batch, AppendResult | LedgerError]] = field(default_factory=list)
+    tokens: tuple[int, int] = (0, 0)  # token usage the new events add to the run
 
 
 class Writers:
@@ -243,7 +244,7 @@ class Writers:
                         break
                     try:
                         await append(session, run_id, plan.head.last_seq, plan.rows, plan.appends, plan.now_ns,
-                                     plan.head.inactivity_timeout_ms)
+                                     plan.head.inactivity_timeout_ms, plan.tokens)
                     except (Rejected, StoreConflict, DuplicateRecord) as moved:
                         log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
                                  extra={"run_id": run_id})
@@ -321,6 +322,8 @@ class Writers:
                 digest = event_digest(digest, last_seq, pending.kind_json, pending.payload_json, timestamp_ns)
                 plan.events.append(Event(run_id, last_seq, new.kind, new.payload, timestamp_ns, digest))
                 plan.rows.append(EventRow(last_seq, new.kind, new.payload, timestamp_ns, digest))
+                if new.input_tokens or new.output_tokens:
+                    plan.tokens = (plan.tokens[0] + new.input_tokens, plan.tokens[1] + new.output_tokens)
             if key is not None:
                 plan.appends[key] = StoredAppend(first, last_seq, batch.fingerprint)
             plan.answers.append((batch, AppendResult(first, last_seq)))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
@@ -61,9 +60,16 @@ async def run_head(db: Queries, run_id: str) -> RunHead | None:
 
 
 async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
-    """The stored appends among `keys` for this run, by key."""
-    ids = [RecordID("run_appends", [run_id, key]) for key in keys]
-    [rows] = await db.query("SELECT key, first_seq, last_seq, fingerprint FROM $ids;", {"ids": ids})
+    """The stored appends among `keys` for this run, by key.
+
+    The keys travel as one cbor2 byte string, as append's rows do: the SDK's
+    Python encoder cost more than the lookup for a group of many keyed batches.
+    """
+    [rows] = await db.query(
+        "SELECT key, first_seq, last_seq, fingerprint FROM "
+        "encoding::cbor::decode($keys).map(|$k| type::record('run_appends', [$run_id, $k]));",
+        {"run_id": run_id, "keys": cbor2.dumps(keys)},
+    )
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
@@ -83,15 +89,29 @@ _APPEND = """
         timestamp_ns: $e[3],
         digest: $e[4],
     }) RETURN NONE;
-    INSERT INTO run_appends $appends RETURN NONE;
+    INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
+        id: type::record('run_appends', [$run_id, $a[0]]),
+        run_id: $run_id,
+        key: $a[0],
+        first_seq: $a[1],
+        last_seq: $a[2],
+        fingerprint: $a[3],
+    }) RETURN NONE;
     UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
-        last_activity_at = time::from_nanos($now) RETURN NONE;
+        last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
     COMMIT TRANSACTION;
 """
-_APPEND_WITH_DEADLINE = _APPEND.replace(
-    "last_activity_at = time::from_nanos($now)",
-    "last_activity_at = time::from_nanos($now), inactivity_deadline_ns = $deadline",
-)
+_DEADLINE = ", inactivity_deadline_ns = $deadline"
+_TOKENS = (", input_tokens = (input_tokens ?? 0) + $input_tokens,"
+           " output_tokens = (output_tokens ?? 0) + $output_tokens")
+# The head update names only the fields this append changes: one statement, the same round trip.
+_APPENDS = {
+    (deadline, tokens): _APPEND.replace("{deadline}", _DEADLINE if deadline else "").replace(
+        "{tokens}", _TOKENS if tokens else ""
+    )
+    for deadline in (False, True)
+    for tokens in (False, True)
+}
 
 
 async def append(
@@ -102,13 +122,16 @@ async def append(
     appends: dict[str, StoredAppend],
     now_ns: int,
     inactivity_timeout_ms: int = 0,
+    tokens: tuple[int, int] = (0, 0),
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
 
     The same statement that advances the run's head moves its last activity
     to `now_ns`, and with a timeout its inactivity deadline: no extra round
     trip, and the sweeper's transaction, which re-checks that deadline,
-    can never fail a run whose append committed first.
+    can never fail a run whose append committed first. `tokens` (input,
+    output) is added to the run's input_tokens and output_tokens in that
+    statement too, so the sums always match the stored events.
 
     `session` must hold the run's lock (`run_key`).
 
@@ -126,25 +149,19 @@ async def append(
     Rejected("not_found" | "terminal" | "moved") and writes nothing when that
     does not hold. A seq or key stored meanwhile fails it with DuplicateRecord.
     """
-    sql = _APPEND_WITH_DEADLINE if inactivity_timeout_ms > 0 else _APPEND
+    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0)]
     variables = {
         "run_id": run_id,
         "base": base_seq,
         "events": cbor2.dumps([[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in events]),
-        "appends": [
-            {
-                "id": RecordID("run_appends", [run_id, key]),
-                "run_id": run_id,
-                "key": key,
-                "first_seq": stored.first_seq,
-                "last_seq": stored.last_seq,
-                "fingerprint": stored.fingerprint,
-            }
-            for key, stored in appends.items()
-        ],
+        "appends": cbor2.dumps(
+            [[key, stored.first_seq, stored.last_seq, stored.fingerprint] for key, stored in appends.items()]
+        ),
         "last": events[-1].seq,
         "digest": events[-1].digest,
         "now": now_ns,
+        "input_tokens": tokens[0],
+        "output_tokens": tokens[1],
     }
     if inactivity_timeout_ms > 0:
         variables["deadline"] = now_ns + inactivity_timeout_ms * 1_000_000

@@ -265,4 +265,6 @@ def run_from_row(row: dict[str, Any]) -> Run:
         created_ns=row["created_ns"],
         inactivity_timeout_ms=row.get("inactivity_timeout_ms", 0),
         last_activity_at=row.get("last_activity_at"),
+        input_tokens=row.get("input_tokens") or 0,
+        output_tokens=row.get("output_tokens") or 0,
     )

@@ -98,6 +98,8 @@ def run_to_proto(run: Run) -> run_pb2.Run:
         events_digest=run.events_digest,
         status_reason=run.status_reason,
         inactivity_timeout_ms=run.inactivity_timeout_ms,
+        input_tokens=run.input_tokens,
+        output_tokens=run.output_tokens,
     )
     # Stored datetimes keep microseconds; never show the last activity before the creation's nanoseconds.
     last_ns = run.created_ns if run.last_activity_at is None else max(

@@ -26,17 +26,17 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61ivcs/ledger/v1/run.proto\x12\x0f\x61ivcs.ledger.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x12\x45valuationMetadata\x12\x13\n\x0brubric_path\x18\x01 \x01(\t\x12\x19\n\x11is_promotion_gate\x18\x02 \x01(\x08\x12\x13\n\x0b\x61gent_phase\x18\x03 \x01(\r\"\xc5\x04\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bspec_digest\x18\x02 \x01(\t\x12\x12\n\nagent_name\x18\x03 \x01(\t\x12\x14\n\x07git_sha\x18\x04 \x01(\tH\x00\x88\x01\x01\x12%\n\x04tags\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x37\n\nevaluation\x18\x06 \x01(\x0b\x32#.aivcs.ledger.v1.EvaluationMetadata\x12*\n\x06status\x18\x07 \x01(\x0e\x32\x1a.aivcs.ledger.v1.RunStatus\x12\x14\n\x0ctotal_events\x18\x08 \x01(\x04\x12\x1f\n\x12\x66inal_state_digest\x18\t \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0b\x64uration_ms\x18\n \x01(\x04\x12\x0f\n\x07success\x18\x0b \x01(\x08\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\revents_digest\x18\x0e \x01(\t\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x1d\n\x15inactivity_timeout_ms\x18\x10 \x01(\x04\x12\x34\n\x10last_activity_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\n\n\x08_git_shaB\x15\n\x13_final_state_digest*\x8a\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x61ivcs/ledger/v1/run.proto\x12\x0f\x61ivcs.ledger.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"Y\n\x12\x45valuationMetadata\x12\x13\n\x0brubric_path\x18\x01 \x01(\t\x12\x19\n\x11is_promotion_gate\x18\x02 \x01(\x08\x12\x13\n\x0b\x61gent_phase\x18\x03 \x01(\r\"\xf2\x04\n\x03Run\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x13\n\x0bspec_digest\x18\x02 \x01(\t\x12\x12\n\nagent_name\x18\x03 \x01(\t\x12\x14\n\x07git_sha\x18\x04 \x01(\tH\x00\x88\x01\x01\x12%\n\x04tags\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x37\n\nevaluation\x18\x06 \x01(\x0b\x32#.aivcs.ledger.v1.EvaluationMetadata\x12*\n\x06status\x18\x07 \x01(\x0e\x32\x1a.aivcs.ledger.v1.RunStatus\x12\x14\n\x0ctotal_events\x18\x08 \x01(\x04\x12\x1f\n\x12\x66inal_state_digest\x18\t \x01(\tH\x01\x88\x01\x01\x12\x13\n\x0b\x64uration_ms\x18\n \x01(\x04\x12\x0f\n\x07success\x18\x0b \x01(\x08\x12.\n\ncreated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\revents_digest\x18\x0e \x01(\t\x12\x15\n\rstatus_reason\x18\x0f \x01(\t\x12\x1d\n\x15inactivity_timeout_ms\x18\x10 \x01(\x04\x12\x34\n\x10last_activity_at\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinput_tokens\x18\x1e \x01(\x04\x12\x15\n\routput_tokens\x18\x1f \x01(\x04\x42\n\n\x08_git_shaB\x15\n\x13_final_state_digest*\x8a\x01\n\tRunStatus\x12\x1a\n\x16RUN_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12RUN_STATUS_RUNNING\x10\x01\x12\x18\n\x14RUN_STATUS_COMPLETED\x10\x02\x12\x15\n\x11RUN_STATUS_FAILED\x10\x03\x12\x18\n\x14RUN_STATUS_CANCELLED\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aivcs.ledger.v1.run_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RUNSTATUS']._serialized_start=785
-  _globals['_RUNSTATUS']._serialized_end=923
+  _globals['_RUNSTATUS']._serialized_start=830
+  _globals['_RUNSTATUS']._serialized_end=968
   _globals['_EVALUATIONMETADATA']._serialized_start=109
   _globals['_EVALUATIONMETADATA']._serialized_end=198
   _globals['_RUN']._serialized_start=201
-  _globals['_RUN']._serialized_end=782
+  _globals['_RUN']._serialized_end=827
 # @@protoc_insertion_point(module_scope)

@@ -85,7 +85,18 @@ Global___EvaluationMetadata: _TypeAlias = EvaluationMetadata  # noqa: Y015
 
 @_typing.final
 class Run(_message.Message):
-    """One execution of an agent, as recorded by the ledger."""
+    """One execution of an agent, as recorded by the ledger.
+
+    A run may also be recorded from an OpenTelemetry trace sent to the daemon's
+    OTLP/gRPC `opentelemetry.proto.collector.trace.v1.TraceService/Export` (same
+    port, tokens and write role): run_id is the trace id as 32 lowercase hex
+    characters; agent_name the root span's `gen_ai.agent.name`, else the
+    resource's `service.name`; one event per span, in arrival order, kind
+    `gen_ai.operation.name` (else "span"), timestamp the span's end; a span sent
+    twice is stored once; the root span (no parent) ends the run, FAILED with
+    its status message when its status is ERROR, else COMPLETED, with its
+    duration. The whole mapping is in the README ("OpenTelemetry in").
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -106,6 +117,8 @@ class Run(_message.Message):
     STATUS_REASON_FIELD_NUMBER: _builtins.int
     INACTIVITY_TIMEOUT_MS_FIELD_NUMBER: _builtins.int
     LAST_ACTIVITY_AT_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
     run_id: _builtins.str
     """Unique id: the client's choice at creation, or a server-made UUID.
     Non-empty UTF-8, at most 256 bytes, returned exactly as stored.
@@ -142,6 +155,15 @@ class Run(_message.Message):
     """The run's inactivity timeout in milliseconds; 0 means none. See
     CreateRunRequest.inactivity_timeout_ms.
     """
+    input_tokens: _builtins.int
+    """Sum of the `gen_ai.usage.input_tokens` attributes of the spans stored as
+    this run's events through OTLP (TraceService/Export), kept in the same
+    transaction as the append that stores them, so it always matches the
+    stored events; a span sent twice counts once. 0 for runs written only
+    through EventStream.
+    """
+    output_tokens: _builtins.int
+    """The same for `gen_ai.usage.output_tokens`."""
     @_builtins.property
     def tags(self) -> _struct_pb2.Struct:
         """Free-form labels, stored verbatim."""
@@ -187,10 +209,12 @@ class Run(_message.Message):
         status_reason: _builtins.str = ...,
         inactivity_timeout_ms: _builtins.int = ...,
         last_activity_at: _timestamp_pb2.Timestamp | None = ...,
+        input_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_final_state_digest", b"_final_state_digest", "_git_sha", b"_git_sha", "completed_at", b"completed_at", "created_at", b"created_at", "evaluation", b"evaluation", "final_state_digest", b"final_state_digest", "git_sha", b"git_sha", "last_activity_at", b"last_activity_at", "tags", b"tags"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_final_state_digest", b"_final_state_digest", "_git_sha", b"_git_sha", "agent_name", b"agent_name", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "evaluation", b"evaluation", "events_digest", b"events_digest", "final_state_digest", b"final_state_digest", "git_sha", b"git_sha", "inactivity_timeout_ms", b"inactivity_timeout_ms", "last_activity_at", b"last_activity_at", "run_id", b"run_id", "spec_digest", b"spec_digest", "status", b"status", "status_reason", b"status_reason", "success", b"success", "tags", b"tags", "total_events", b"total_events"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_final_state_digest", b"_final_state_digest", "_git_sha", b"_git_sha", "agent_name", b"agent_name", "completed_at", b"completed_at", "created_at", b"created_at", "duration_ms", b"duration_ms", "evaluation", b"evaluation", "events_digest", b"events_digest", "final_state_digest", b"final_state_digest", "git_sha", b"git_sha", "inactivity_timeout_ms", b"inactivity_timeout_ms", "input_tokens", b"input_tokens", "last_activity_at", b"last_activity_at", "output_tokens", b"output_tokens", "run_id", b"run_id", "spec_digest", b"spec_digest", "status", b"status", "status_reason", b"status_reason", "success", b"success", "tags", b"tags", "total_events", b"total_events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__final_state_digest: _TypeAlias = _typing.Literal["final_state_digest"]  # noqa: Y015
     _WhichOneofArgType__final_state_digest: _TypeAlias = _typing.Literal["_final_state_digest", b"_final_state_digest"]  # noqa: Y015
