@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
+import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import grpc
+from aivcs.ledger.v1 import event_pb2
+from aivcs.ledger.v1 import event_stream_pb2 as es
+from aivcs.ledger.v1 import run_ledger_pb2 as rl
+from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
+from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
 from tests.daemon import DaemonProcess, start_daemon
 
@@ -29,3 +40,122 @@ def start_replicas(
 def stop_replicas(replicas: Sequence[DaemonProcess]) -> None:
     for replica in replicas:
         replica.stop()
+
+
+SPEC = "d" * 64
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+
+
+@dataclass
+class Tally:
+    """What writers were told: every acknowledged append, and every retryable refusal."""
+
+    acknowledged: dict[tuple[str, str], int] = field(default_factory=dict)  # (run_id, key) -> seq
+    attempts: int = 0
+    refused: int = 0
+    replayed: int = 0
+    failures: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def create_runs(target: str, count: int, prefix: str = "shared") -> list[str]:
+    ids = [f"{prefix}-{uuid.uuid4()}" for _ in range(count)]
+    with grpc.insecure_channel(target) as channel:
+        stub = RunLedgerStub(channel)
+        for run_id in ids:
+            stub.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="replicas", run_id=run_id), timeout=30)
+    return ids
+
+
+def write(
+    targets: Sequence[str],
+    run_ids: Sequence[str],
+    writers: int,
+    appends_each: int | None = None,
+    until: threading.Event | None = None,
+    tally: Tally | None = None,
+    retry_for: float = 30.0,
+) -> Tally:
+    """`writers` threads, writer w on targets[w % len] and run_ids[w % len], appending one event at a time.
+
+    Each append carries an idempotency key and is retried on a retryable
+    refusal (on the next target, as a client fails over) for up to
+    `retry_for` seconds. Stops after `appends_each` appends per writer or
+    when `until` is set.
+    """
+    tally = tally or Tally()
+
+    def writer(w: int) -> None:
+        channels = [grpc.insecure_channel(t) for t in targets]
+        stubs = [EventStreamStub(c) for c in channels]
+        run_id = run_ids[w % len(run_ids)]
+        home = w % len(targets)
+        i = 0
+        try:
+            while (appends_each is None or i < appends_each) and not (until is not None and until.is_set()):
+                key = f"w{w}-{i}"
+                request = es.AppendEventsRequest(
+                    run_id=run_id, idempotency_key=key, events=[event_pb2.EventInput(kind="step")]
+                )
+                request.events[0].payload.update({"writer": w, "i": i})
+                deadline = time.monotonic() + retry_for
+                target = home
+                while True:
+                    with tally.lock:
+                        tally.attempts += 1
+                    try:
+                        reply = stubs[target].AppendEvents(request, timeout=10)
+                        break
+                    except grpc.RpcError as error:
+                        code = error.code()  # type: ignore[attr-defined]
+                        if code not in RETRYABLE or time.monotonic() > deadline:
+                            with tally.lock:
+                                tally.failures.append(f"{key}: {code} {error.details()}")  # type: ignore[attr-defined]
+                            return
+                        with tally.lock:
+                            tally.refused += 1
+                        target = (target + 1) % len(targets)
+                        time.sleep(0.05)
+                assert reply.first_seq == reply.last_seq, reply
+                with tally.lock:
+                    tally.acknowledged[(run_id, key)] = reply.first_seq
+                    tally.replayed += reply.replayed
+                i += 1
+        finally:
+            for channel in channels:
+                channel.close()
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return tally
+
+
+def check_stored(target: str, run_ids: Sequence[str], tally: Tally) -> list[str]:
+    """Problems with what is stored: gaps, doubles, acknowledged appends missing or elsewhere, chain breaks."""
+    problems: list[str] = []
+    with grpc.insecure_channel(target) as channel:
+        events, runs = EventStreamStub(channel), RunLedgerStub(channel)
+        for run_id in run_ids:
+            stored = [
+                e for m in events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=60) for e in m.events
+            ]
+            seqs = [e.seq for e in stored]
+            if seqs != list(range(1, len(seqs) + 1)):
+                problems.append(f"{run_id}: seqs not contiguous")
+            total = runs.GetRun(rl.GetRunRequest(run_id=run_id), timeout=30).run.total_events
+            if total != len(stored):
+                problems.append(f"{run_id}: total_events {total} but {len(stored)} stored")
+            keys = [f"w{int(e.payload['writer'])}-{int(e.payload['i'])}" for e in stored]
+            if len(set(keys)) != len(keys):
+                problems.append(f"{run_id}: {len(keys) - len(set(keys))} appends stored twice")
+            where = dict(zip(keys, seqs, strict=True))
+            for (acked_run, key), seq in tally.acknowledged.items():
+                if acked_run == run_id and where.get(key) != seq:
+                    problems.append(f"{run_id}: {key} acknowledged at seq {seq}, stored at {where.get(key)}")
+            verdict = runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=60)
+            if not verdict.ok:
+                problems.append(f"{run_id}: VerifyRun: {verdict.reason}")
+    return problems

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -16,9 +17,12 @@ from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.ledger.ownership import Leases, SoleOwner
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.store import Credentials, Database, init_schema
+from aivcs_ledgerd.store.database import REMOTE_SCHEMES, check_url
 from aivcs_ledgerd.transport import register_services
+from aivcs_ledgerd.transport.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +49,24 @@ class Daemon:
     port: int
     ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
     checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
+    peers: Peers | None = None  # several replicas: channels to the owners of runs
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
         log.info("draining (grace period %.1fs)", self.settings.grace_period)
         await self.health.drain()
         self.ledger.begin_drain()
-        await self.server.stop(self.settings.grace_period)
+        if self.ledger.ownership.enabled:
+            # Hand runs over at once: answer what is queued, then release every lease, so
+            # other replicas take the runs over now, not after the lease time or the grace period.
+            stopping = asyncio.ensure_future(self.server.stop(self.settings.grace_period))
+            await self.ledger.close()
+            await self.ledger.ownership.release_all()
+            await stopping
+            if self.peers is not None:
+                await self.peers.close()
+        else:
+            await self.server.stop(self.settings.grace_period)
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
@@ -79,8 +94,8 @@ async def start(settings: Settings) -> Daemon:
         except OperationsError as error:
             raise StartupError(str(error)) from error
         await init_schema(db)
-        ledger = Ledger(db, settings.limits)
-        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)
+        ownership = SoleOwner()
+        remote = check_url(settings.db) in REMOTE_SCHEMES
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
             interceptors=ops.interceptors,
@@ -89,18 +104,31 @@ async def start(settings: Settings) -> Daemon:
                 ("grpc.max_send_message_length", limit),
             ]
         )
-        register_services(server, ledger)
-        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
-        if settings.reflection:
-            names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
-            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         try:
             port = ops.bind(server)
         except RuntimeError as error:
             raise StartupError(f"cannot listen on --listen {settings.listen!r}: {error}") from error
         if port == 0:
             raise StartupError(f"cannot listen on --listen {settings.listen!r}")
+        peers = None
+        if remote:
+            ownership = Leases(
+                db, advertised(settings, port), settings.lease_seconds,
+                observe=ops.metrics.observe_ownership if ops.metrics is not None else None,
+            )
+            peers = Peers(
+                peer_credentials(settings),
+                observe=ops.metrics.observe_forwarded if ops.metrics is not None else None,
+            )
+        ledger = Ledger(db, settings.limits, ownership)
+        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)
+        register_services(server, ledger, peers)
+        health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+        if settings.reflection:
+            names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+            reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         await server.start()
+        ownership.start()
         await health.start()
         try:
             await ops.start(health.servicer, lambda: ledger.events.writers.active_runs, lambda: health.serving)
@@ -117,7 +145,40 @@ async def start(settings: Settings) -> Daemon:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer)
+    if ownership.enabled:
+        log.info("replica %s: runs are owned through leases, peers reach this one at %s",
+                 ownership.replica_id, ownership.address)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, peers)
+
+
+def advertised(settings: Settings, port: int) -> str:
+    """The address other replicas reach this one at: --advertise-address, else derived from --listen."""
+    if settings.advertise_address is not None:
+        return settings.advertise_address
+    host = settings.listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::", "*"):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """How a replica calls another: as clients do, over TLS when the daemon serves TLS.
+
+    The peer's certificate is checked against --tls-cert (replicas share one
+    certificate or one CA chain), and with --tls-client-ca this replica
+    presents its own certificate and key.
+    """
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    chain = settings.tls_cert.read_bytes()
+    if settings.tls_client_ca is None:
+        return grpc.ssl_channel_credentials(root_certificates=chain)
+    return grpc.ssl_channel_credentials(
+        root_certificates=chain, private_key=settings.tls_key.read_bytes(), certificate_chain=chain
+    )
 
 
 async def run(settings: Settings) -> None:

@@ -101,6 +101,14 @@ def check_listen(address: str, flag: str = "--listen") -> None:
               help="surrealkv:// and file:// only: close and reopen the engine, which writes its memtable to "
                    "disk, once its write-ahead log holds this many MB or has rotated. Keeps the engine from "
                    "stalling and bounds memory and restart time (see README). 0: never.")
+@click.option("--advertise-address", envvar=ENV + "ADVERTISE_ADDRESS", default=None, show_envvar=True,
+              help="HOST:PORT other replicas forward a run's writes to (remote --db only). Default: the "
+                   "--listen host, or this host's address when listening on all interfaces, with the bound port. "
+                   "In Kubernetes: the pod IP from the downward API.")
+@click.option("--lease-seconds", envvar=ENV + "LEASE_SECONDS", default=3.0, show_envvar=True,
+              type=click.FloatRange(min=0.5, max=60),
+              help="How long a replica's ownership of a run lasts without renewal (remote --db only): "
+                   "another replica takes over a dead owner's runs after this long.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -111,6 +119,7 @@ def command(
     metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
+    advertise_address: str | None = None, lease_seconds: float = 3.0,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
@@ -122,6 +131,8 @@ def command(
         check_url(db)
     except UnsupportedScheme as error:
         raise click.BadParameter(str(error), param_hint="--db") from error
+    if advertise_address is not None:
+        check_listen(advertise_address, "--advertise-address")
     if db_password_file is not None:
         db_password = read_secret(db_password_file)
     if db_user_file is not None:
@@ -139,7 +150,7 @@ def command(
         health_interval=health_interval, health_listen=health_listen, metrics_listen=metrics_listen,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
-        checkpoint_wal_mb=checkpoint_wal_mb,
+        checkpoint_wal_mb=checkpoint_wal_mb, advertise_address=advertise_address, lease_seconds=lease_seconds,
     )
     try:
         asyncio.run(run(settings))

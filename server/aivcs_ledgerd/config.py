@@ -44,6 +44,10 @@ class Settings:
     max_streams_per_connection: int = 256  # 0: no limit
     max_inflight_appends: int = 1024  # per connection; 0: no limit
     checkpoint_wal_mb: int = 48  # durable embedded engines: flush the memtable at this much log; 0: never
+    # Several replicas on one remote database (ledger/ownership.py): the gRPC address other
+    # replicas reach this one at (None: derived from --listen), and how long a run's lease lasts.
+    advertise_address: str | None = None
+    lease_seconds: float = 3.0
 
 
 def read_secret(path: Path) -> str:

@@ -7,6 +7,7 @@ import asyncio
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import Events
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.releases import Releases
 from aivcs_ledgerd.ledger.runs import Runs
 from aivcs_ledgerd.store import Database
@@ -19,12 +20,13 @@ class Ledger:
     belongs to the handle, not to this object.
     """
 
-    def __init__(self, db: Database, limits: Limits | None = None) -> None:
+    def __init__(self, db: Database, limits: Limits | None = None, ownership: SoleOwner | None = None) -> None:
         self.db = db
         self.limits = limits or Limits()
         self.hub = Hub()
-        self.runs = Runs(db, self.hub)
-        self.events = Events(db, self.hub, self.limits)
+        self.ownership = ownership or SoleOwner()
+        self.runs = Runs(db, self.hub, self.ownership)
+        self.events = Events(db, self.hub, self.limits, self.ownership)
         self.releases = Releases(db)
         # Set when the daemon starts draining: long-lived streams end promptly
         # (after answering what they already took) instead of holding shutdown

@@ -14,6 +14,7 @@ from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
@@ -52,11 +53,12 @@ class Verdict:
 
 
 class Events:
-    def __init__(self, db: Database, hub: Hub, limits: Limits) -> None:
+    def __init__(self, db: Database, hub: Hub, limits: Limits, ownership: SoleOwner | None = None) -> None:
         self._db = db
         self._hub = hub
         self._limits = limits
-        self.writers = Writers(db, hub)
+        self.ownership = ownership or SoleOwner()
+        self.writers = Writers(db, hub, self.ownership)
 
     async def append(
         self,

@@ -18,9 +18,11 @@ from aivcs_ledgerd.ledger.errors import (
     NotFound,
 )
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
 from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
 from aivcs_ledgerd.store.errors import StoreUnavailable
+from aivcs_ledgerd.store.leases import FENCED
 from aivcs_ledgerd.timeutil import ns_to_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -64,9 +66,10 @@ class Finish:
 
 
 class Runs:
-    def __init__(self, db: Database, hub: Hub) -> None:
+    def __init__(self, db: Database, hub: Hub, ownership: SoleOwner | None = None) -> None:
         self._db = db
         self._hub = hub
+        self._ownership = ownership or SoleOwner()
 
     async def create(self, new: NewRun) -> Run:
         """A new RUNNING run, or the existing one when a client id is retried."""
@@ -132,9 +135,18 @@ class Runs:
         expected = finish.expected_total_events
         if expected is not None and expected >= 2**63:
             expected = -1  # no run holds that many events: refused as a mismatch
+        key = runs.run_key(run_id)
+        owner = self._ownership.remote_owner(key)
+        if owner is not None:
+            raise NotOwner(key, owner)
         try:
-            run = await runs.finish_run(self._db, run_id, changes, expected)
+            async with self._db.exclusive(key) as session:
+                fence, _ = await self._ownership.hold(session, key)
+                run = await runs.finish_run(session, run_id, changes, expected, fence)
         except Rejected as rejected:
+            if rejected.reason == FENCED:
+                self._ownership.lost(key)
+                raise NotOwner(key, None) from None
             raise _refusal(run_id, rejected.reason, finish) from None
         self._hub.publish(run_id, None)
         return run

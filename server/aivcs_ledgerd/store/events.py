@@ -15,6 +15,7 @@ from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
+from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 
 MAX_SEQ = 2**63 - 1  # SurrealDB's largest integer
 
@@ -64,12 +65,35 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
+_APPEND_BODY = """
+    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
+    IF $run = NONE { THROW 'aivcs:not_found' };
+    IF $run.status != 'running' { THROW 'aivcs:terminal' };
+    IF $run.total_events != $base { THROW 'aivcs:moved' };
+    INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
+        id: type::record('run_events', [$run_id, $e[0]]),
+        run_id: $run_id,
+        seq: $e[0],
+        kind: $e[1],
+        payload: $e[2],
+        timestamp: time::from_nanos($e[3]),
+        timestamp_ns: $e[3],
+        digest: $e[4],
+    }) RETURN NONE;
+    INSERT INTO run_appends $appends RETURN NONE;
+    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;
+"""
+_APPEND = "BEGIN TRANSACTION;" + _APPEND_BODY + "COMMIT TRANSACTION;"
+_FENCED_APPEND = "BEGIN TRANSACTION;" + FENCE_CHECK + _APPEND_BODY + FENCE_RENEW + "COMMIT TRANSACTION;"
+
+
 async def append(
     session: Exclusive,
     run_id: str,
     base_seq: int,
     events: list[EventRow],
     appends: dict[str, StoredAppend],
+    fence: Fence | None = None,
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
 
@@ -88,27 +112,10 @@ async def append(
     `base_seq`, for daemons sharing a remote database; it raises
     Rejected("not_found" | "terminal" | "moved") and writes nothing when that
     does not hold. A seq or key stored meanwhile fails it with DuplicateRecord.
+    With a `fence` (several replicas), it also checks that this replica still
+    holds the run's lease at that epoch, else Rejected("fenced"), and renews it.
     """
-    sql = """
-    BEGIN TRANSACTION;
-    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
-    IF $run = NONE { THROW 'aivcs:not_found' };
-    IF $run.status != 'running' { THROW 'aivcs:terminal' };
-    IF $run.total_events != $base { THROW 'aivcs:moved' };
-    INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
-        id: type::record('run_events', [$run_id, $e[0]]),
-        run_id: $run_id,
-        seq: $e[0],
-        kind: $e[1],
-        payload: $e[2],
-        timestamp: time::from_nanos($e[3]),
-        timestamp_ns: $e[3],
-        digest: $e[4],
-    }) RETURN NONE;
-    INSERT INTO run_appends $appends RETURN NONE;
-    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;
-    COMMIT TRANSACTION;
-    """
+    sql = _FENCED_APPEND if fence is not None else _APPEND
     variables = {
         "run_id": run_id,
         "base": base_seq,
@@ -127,6 +134,8 @@ async def append(
         "last": events[-1].seq,
         "digest": events[-1].digest,
     }
+    if fence is not None:
+        variables |= fence.variables()
     await session.query(sql, variables)
 
 

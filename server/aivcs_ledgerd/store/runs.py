@@ -12,7 +12,8 @@ from typing import Any
 from surrealdb import Null, NullType
 
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
-from aivcs_ledgerd.store.database import Database
+from aivcs_ledgerd.store.database import Database, Queries
+from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 
 
 def run_key(run_id: str) -> str:
@@ -63,15 +64,18 @@ async def list_runs(db: Database, where: RunFilter, before_ns: int | None, limit
 
 
 async def finish_run(
-    db: Database, run_id: str, changes: dict[str, Any], expected_total_events: int | None
+    session: Queries, run_id: str, changes: dict[str, Any], expected_total_events: int | None,
+    fence: Fence | None = None,
 ) -> Run:
     """Move a RUNNING run to a terminal state in one checked transaction.
 
-    Raises Rejected("not_found"), Rejected("terminal:<status>") or
-    Rejected("count:<total_events>"); nothing is written then.
+    `session` must hold the run's lock (`run_key`). Raises Rejected("not_found"),
+    Rejected("terminal:<status>"), Rejected("count:<total_events>") or, with a
+    `fence`, Rejected("fenced"); nothing is written then.
     """
     sql = """
     BEGIN TRANSACTION;
+""" + (FENCE_CHECK if fence is not None else "") + """
     LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
@@ -79,11 +83,14 @@ async def finish_run(
         THROW 'aivcs:count:' + <string> $run.total_events
     };
     UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
+    """ + (FENCE_RENEW if fence is not None else "") + """
     COMMIT TRANSACTION;
     """
     variables = {"run_id": run_id, "changes": changes, "expected": expected_total_events}
-    results = await db.write(run_key(run_id), sql, variables)
-    return run_from_row(results[-2])  # the UPDATE; COMMIT is last
+    if fence is not None:
+        variables |= fence.variables()
+    results = await session.query(sql, variables)
+    return run_from_row(results[-3 if fence is not None else -2])  # the UPDATE; COMMIT (and renewal) follow
 
 
 def _nulls_to_surreal(value: Any) -> Any:

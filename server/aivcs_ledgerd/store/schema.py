@@ -14,6 +14,7 @@ import random
 
 from aivcs_ledgerd.store.database import Database
 from aivcs_ledgerd.store.errors import StoreConflict
+from aivcs_ledgerd.store.leases import SCHEMA as LEASES
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ async def init_schema(db: Database) -> None:
     """Define every table and index; safe to run on every start, and by several replicas at once."""
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
-            await db.query("BEGIN TRANSACTION;" + SEED + LEDGER + "COMMIT TRANSACTION;")
+            await db.query("BEGIN TRANSACTION;" + SEED + LEDGER + LEASES + "COMMIT TRANSACTION;")
             return
         except StoreConflict:
             if attempt == SCHEMA_ATTEMPTS:

@@ -16,7 +16,9 @@ from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import StoreError
+from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
+from aivcs_ledgerd.transport.peers import Peers, routed
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -49,20 +51,48 @@ STREAM_IN_FLIGHT = 64
 
 
 class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
-    def __init__(self, ledger: Ledger, limits: Limits) -> None:
+    def __init__(self, ledger: Ledger, limits: Limits, peers: Peers | None = None) -> None:
         self._events = ledger.events
+        self._ownership = ledger.ownership
         self._limits = limits
         self._draining = ledger.draining
+        self._peers = peers or Peers()
 
     @guarded
     async def AppendEvents(self, request: pb.AppendEventsRequest, context: Context) -> pb.AppendEventsResponse:
-        result = await self._events.append(
-            request.run_id,
-            new_events("events", request.events, self._limits.max_payload_bytes),
-            request.expected_last_seq if request.HasField("expected_last_seq") else None,
-            request.idempotency_key if request.HasField("idempotency_key") else None,
-        )
-        return pb.AppendEventsResponse(first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed)
+        return await self._append(request, context)
+
+    async def _append(
+        self, request: pb.AppendEventsRequest | pb.IngestEventsRequest, context: Context
+    ) -> pb.AppendEventsResponse:
+        """Append here, or on the replica that owns the run (several replicas on one database)."""
+
+        async def local() -> pb.AppendEventsResponse:
+            result = await self._events.append(
+                request.run_id,
+                new_events("events", request.events, self._limits.max_payload_bytes),
+                request.expected_last_seq if request.HasField("expected_last_seq") else None,
+                request.idempotency_key if request.HasField("idempotency_key") else None,
+            )
+            return pb.AppendEventsResponse(
+                first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed
+            )
+
+        if not self._ownership.enabled:
+            return await local()
+
+        async def remote(address: str) -> pb.AppendEventsResponse:
+            forward = pb.AppendEventsRequest(run_id=request.run_id, events=request.events)
+            if request.HasField("expected_last_seq"):
+                forward.expected_last_seq = request.expected_last_seq
+            if request.HasField("idempotency_key"):
+                forward.idempotency_key = request.idempotency_key
+            answer: pb.AppendEventsResponse = await self._peers.unary(
+                address, "EventStream", "AppendEvents", forward, context
+            )
+            return answer
+
+        return await routed(self._ownership, run_key(request.run_id), f"run {request.run_id!r}", context, local, remote)
 
     @guarded_stream
     async def IngestEvents(
@@ -79,7 +109,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         async def read_requests() -> None:
             try:
                 async for request in request_iterator:
-                    answers.put_nowait(asyncio.create_task(self._ingest(request)))
+                    answers.put_nowait(asyncio.create_task(self._ingest(request, context)))
                     await room.acquire()
             finally:
                 answers.put_nowait(None)
@@ -102,15 +132,10 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 if leftover is not None:
                     leftover.cancel()
 
-    async def _ingest(self, request: pb.IngestEventsRequest) -> pb.IngestEventsResponse:
+    async def _ingest(self, request: pb.IngestEventsRequest, context: Context) -> pb.IngestEventsResponse:
         """One batch of a stream; a refusal becomes the batch's `error`, never the stream's."""
         try:
-            result = await self._events.append(
-                request.run_id,
-                new_events("events", request.events, self._limits.max_payload_bytes),
-                request.expected_last_seq if request.HasField("expected_last_seq") else None,
-                request.idempotency_key if request.HasField("idempotency_key") else None,
-            )
+            result = await self._append(request, context)
         except Exception as error:
             code, message = status_of(error)
             if not isinstance(error, LedgerError | StoreError):
