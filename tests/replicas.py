@@ -43,7 +43,8 @@ def stop_replicas(replicas: Sequence[DaemonProcess]) -> None:
 
 
 SPEC = "d" * 64
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+# As the Python client retries: a refusal saying "try again", or a call the transport cut (drain, kill).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
 @dataclass
@@ -54,6 +55,7 @@ class Tally:
     attempts: int = 0
     refused: int = 0
     replayed: int = 0
+    ack_times: list[float] = field(default_factory=list)  # monotonic, one per acknowledgement
     failures: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -120,6 +122,7 @@ def write(
                 with tally.lock:
                     tally.acknowledged[(run_id, key)] = reply.first_seq
                     tally.replayed += reply.replayed
+                    tally.ack_times.append(time.monotonic())
                 i += 1
         finally:
             for channel in channels:
@@ -133,15 +136,32 @@ def write(
     return tally
 
 
+def longest_pause(tally: Tally, after: float) -> float:
+    """The longest time without any acknowledgement, from monotonic `after` to the last one."""
+    times = sorted(t for t in tally.ack_times if t >= after)
+    if not times:
+        return float("inf")
+    return max(b - a for a, b in zip([after, *times], times, strict=False))
+
+
+def owner_of(replicas: Sequence[DaemonProcess], run_id: str) -> DaemonProcess:
+    """The replica that took ownership of `run_id` last (from the replicas' logs)."""
+    best: tuple[str, DaemonProcess] | None = None
+    for replica in replicas:
+        for line in replica.log().splitlines():
+            if f"took ownership of run:{run_id} " in line and (best is None or line[:23] > best[0]):
+                best = (line[:23], replica)
+    assert best is not None, f"no replica owns {run_id}"
+    return best[1]
+
+
 def check_stored(target: str, run_ids: Sequence[str], tally: Tally) -> list[str]:
     """Problems with what is stored: gaps, doubles, acknowledged appends missing or elsewhere, chain breaks."""
     problems: list[str] = []
     with grpc.insecure_channel(target) as channel:
         events, runs = EventStreamStub(channel), RunLedgerStub(channel)
         for run_id in run_ids:
-            stored = [
-                e for m in events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=60) for e in m.events
-            ]
+            stored = [e for m in events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=60) for e in m.events]
             seqs = [e.seq for e in stored]
             if seqs != list(range(1, len(seqs) + 1)):
                 problems.append(f"{run_id}: seqs not contiguous")

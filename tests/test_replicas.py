@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.daemon import assert_serving
-from tests.replicas import check_stored, create_runs, start_replicas, stop_replicas, write
+from tests.replicas import (
+    Tally,
+    check_stored,
+    create_runs,
+    longest_pause,
+    owner_of,
+    start_replicas,
+    stop_replicas,
+    write,
+)
 from tests.surrealdb_stand_in import stand_in_server
 
 
@@ -39,5 +51,90 @@ def test_writers_on_shared_runs_through_three_replicas_lose_and_misplace_nothing
             assert len(tally.acknowledged) == 12 * 40
             assert check_stored(targets[1], run_ids, tally) == []
             assert tally.refused <= 0.01 * tally.attempts, (tally.refused, tally.attempts)
+        finally:
+            stop_replicas(replicas)
+
+
+def _background_writers(
+    targets: list[str], run_ids: list[str], writers: int = 6
+) -> tuple[threading.Thread, threading.Event, Tally]:
+    stop, tally = threading.Event(), Tally()
+    thread = threading.Thread(target=write, args=(targets, run_ids, writers), kwargs={"until": stop, "tally": tally})
+    thread.start()
+    return thread, stop, tally
+
+
+def _wait_for_acks(tally: Tally, count: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    start = len(tally.ack_times)
+    while len(tally.ack_times) < start + count:
+        assert time.monotonic() < deadline, f"writers made no progress: {tally.failures[:3]}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm", "sigstop"])
+def test_owner_lost_to_a_signal_hands_its_runs_over_without_losing_or_doubling(tmp_path: Path, how: str) -> None:
+    """SIGKILL: another replica takes over once the lease expires. SIGTERM: at once, the leases are released.
+
+    SIGSTOP past the lease, then SIGCONT: the paused owner is fenced and writes nothing for the run it lost.
+    """
+    lease = 10.0 if how == "sigterm" else 3.0  # a long lease shows that SIGTERM does not wait for it
+    with stand_in_server(tmp_path) as server:
+        replicas = start_replicas(tmp_path, server.url, 3, extra=["--lease-seconds", str(lease)])
+        try:
+            targets = [r.target for r in replicas]
+            run_ids = create_runs(targets[0], 1)
+            thread, stop, tally = _background_writers(targets, run_ids)
+            try:
+                _wait_for_acks(tally, 60)
+                owner = owner_of(replicas, run_ids[0])
+                hit = time.monotonic()
+                if how == "sigkill":
+                    owner.process.send_signal(signal.SIGKILL)
+                elif how == "sigterm":
+                    owner.process.send_signal(signal.SIGTERM)
+                else:
+                    owner.process.send_signal(signal.SIGSTOP)
+                    time.sleep(lease + 2)
+                    _wait_for_acks(tally, 30)  # the others took over while it was stopped
+                    owner.process.send_signal(signal.SIGCONT)
+                    _wait_for_acks(tally, 60)  # it resumed and forwards to the new owner
+                _wait_for_acks(tally, 60)
+            finally:
+                stop.set()
+                thread.join()
+            assert not tally.failures, tally.failures[:5]
+            pause = longest_pause(tally, hit)
+            print(f"{how}: longest pause without an acknowledgement {pause:.2f}s (lease {lease}s)")
+            if how == "sigterm":
+                assert pause < lease / 2, f"handoff took {pause:.2f}s"
+            elif how == "sigkill":
+                assert pause < lease + 3, f"takeover took {pause:.2f}s (lease {lease}s)"
+            survivor = next(r for r in replicas if r is not owner)
+            assert check_stored(survivor.target, run_ids, tally) == []
+            if how == "sigstop":
+                assert "lost ownership of run:" in owner.log() or "is owned by another replica" in owner.log()
+        finally:
+            stop_replicas([r for r in replicas if r.process.poll() is None])
+
+
+def test_restart_of_the_database_server_loses_and_doubles_nothing(tmp_path: Path) -> None:
+    with stand_in_server(tmp_path, f"surrealkv://{tmp_path / 'kv'}") as server:
+        replicas = start_replicas(tmp_path, server.url, 3, extra=["--health-interval", "0.5"])
+        try:
+            targets = [r.target for r in replicas]
+            run_ids = create_runs(targets[0], 2)
+            thread, stop, tally = _background_writers(targets, run_ids)
+            try:
+                _wait_for_acks(tally, 60)
+                restarted = time.monotonic()
+                server.restart()
+                _wait_for_acks(tally, 60, timeout=90)
+            finally:
+                stop.set()
+                thread.join()
+            assert not tally.failures, tally.failures[:5]
+            assert check_stored(targets[0], run_ids, tally) == []
+            print(f"longest pause after the restart: {longest_pause(tally, restarted):.2f}s")
         finally:
             stop_replicas(replicas)

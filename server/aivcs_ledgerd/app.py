@@ -119,6 +119,7 @@ async def start(settings: Settings) -> Daemon:
             peers = Peers(
                 peer_credentials(settings),
                 observe=ops.metrics.observe_forwarded if ops.metrics is not None else None,
+                timeout=settings.lease_seconds,
             )
         ledger = Ledger(db, settings.limits, ownership)
         health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe)

@@ -65,8 +65,10 @@ class Peers:
         self,
         credentials: grpc.ChannelCredentials | None = None,
         observe: Callable[[str, str], None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
     ) -> None:
         self._credentials = credentials
+        self._timeout_seconds = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._observe = observe
 
@@ -86,10 +88,12 @@ class Peers:
         passed = [(k, v) for k, v in context.invocation_metadata() or () if k.lower() == "authorization"]
         return [*passed, (FORWARDED, "1")]
 
-    @staticmethod
-    def _timeout(context: Context) -> float:
+    def _timeout(self, context: Context) -> float:
+        """The caller's deadline, but no longer than `timeout`: an owner that does not answer
+        within it (stopped, partitioned) is reported unreachable, and by the time the caller
+        retries its lease has expired and another replica takes the run over."""
         remaining = context.time_remaining()
-        return DEFAULT_TIMEOUT_SECONDS if remaining is None else max(remaining, 0.001)
+        return self._timeout_seconds if remaining is None else max(min(remaining, self._timeout_seconds), 0.001)
 
     def _count(self, method: str, outcome: str) -> None:
         if self._observe is not None:
