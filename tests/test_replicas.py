@@ -5,9 +5,13 @@ from __future__ import annotations
 import signal
 import threading
 import time
+import uuid
 from pathlib import Path
 
+import grpc
 import pytest
+from aivcs.ledger.v1 import release_registry_pb2 as rr
+from aivcs.ledger.v1.release_registry_pb2_grpc import ReleaseRegistryStub
 
 from tests.daemon import assert_serving
 from tests.replicas import (
@@ -136,5 +140,68 @@ def test_restart_of_the_database_server_loses_and_doubles_nothing(tmp_path: Path
             assert not tally.failures, tally.failures[:5]
             assert check_stored(targets[0], run_ids, tally) == []
             print(f"longest pause after the restart: {longest_pause(tally, restarted):.2f}s")
+        finally:
+            stop_replicas(replicas)
+
+
+def test_promotions_and_rollbacks_of_one_agent_through_three_replicas_form_one_history(tmp_path: Path) -> None:
+    """Concurrent promotes and rollbacks through every replica: sequences 1..n, each at the place it was told."""
+    with stand_in_server(tmp_path) as server:
+        replicas = start_replicas(tmp_path, server.url, 3)
+        try:
+            agent = f"agent-{uuid.uuid4().hex[:8]}"
+            told: dict[int, tuple[str, int | None]] = {}
+            lock = threading.Lock()
+            errors: list[str] = []
+
+            def release_writer(w: int) -> None:
+                with grpc.insecure_channel(replicas[w % 3].target) as channel:
+                    stub = ReleaseRegistryStub(channel)
+                    for i in range(8):
+                        label = f"w{w}-{i}"
+                        try:
+                            if i % 4 == 3:
+                                answer = stub.Rollback(
+                                    rr.RollbackRequest(agent_name=agent, promoted_by="ci", notes=label), timeout=30
+                                ).release
+                            else:
+                                answer = stub.Promote(
+                                    rr.PromoteRequest(
+                                        agent_name=agent,
+                                        spec_digest=f"{w:032x}{i:032x}",
+                                        promoted_by="ci",
+                                        version_label=label,
+                                        notes=label,
+                                    ),
+                                    timeout=30,
+                                ).release
+                        except grpc.RpcError as error:
+                            if error.code() == grpc.StatusCode.FAILED_PRECONDITION:  # rollback with nothing before
+                                continue
+                            with lock:
+                                errors.append(f"{label}: {error.code()} {error.details()}")
+                            continue
+                        with lock:
+                            assert answer.sequence not in told, f"sequence {answer.sequence} acknowledged twice"
+                            told[answer.sequence] = (
+                                label,
+                                answer.rollback_of if answer.HasField("rollback_of") else None,
+                            )
+
+            threads = [threading.Thread(target=release_writer, args=(w,)) for w in range(9)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert not errors, errors[:5]
+            with grpc.insecure_channel(replicas[1].target) as channel:
+                history = list(
+                    ReleaseRegistryStub(channel)
+                    .GetHistory(rr.GetHistoryRequest(agent_name=agent, page_size=1000), timeout=30)
+                    .releases
+                )
+            stored = {r.sequence: (r.notes, r.rollback_of if r.HasField("rollback_of") else None) for r in history}
+            assert sorted(stored) == list(range(1, len(stored) + 1))
+            assert stored == told
         finally:
             stop_replicas(replicas)

@@ -27,7 +27,7 @@ class Ledger:
         self.ownership = ownership or SoleOwner()
         self.runs = Runs(db, self.hub, self.ownership)
         self.events = Events(db, self.hub, self.limits, self.ownership)
-        self.releases = Releases(db)
+        self.releases = Releases(db, self.ownership)
         # Set when the daemon starts draining: long-lived streams end promptly
         # (after answering what they already took) instead of holding shutdown
         # for the whole grace period.

@@ -17,4 +17,4 @@ def register_services(server: grpc.aio.Server, ledger: Ledger, peers: Peers | No
     peers = peers or Peers()
     run_ledger_pb2_grpc.add_RunLedgerServicer_to_server(RunLedgerServicer(ledger, peers), server)
     event_stream_pb2_grpc.add_EventStreamServicer_to_server(EventStreamServicer(ledger, ledger.limits, peers), server)
-    release_registry_pb2_grpc.add_ReleaseRegistryServicer_to_server(ReleaseRegistryServicer(ledger), server)
+    release_registry_pb2_grpc.add_ReleaseRegistryServicer_to_server(ReleaseRegistryServicer(ledger, peers), server)
