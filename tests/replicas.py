@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import uuid
@@ -179,3 +180,63 @@ def check_stored(target: str, run_ids: Sequence[str], tally: Tally) -> list[str]
             if not verdict.ok:
                 problems.append(f"{run_id}: VerifyRun: {verdict.reason}")
     return problems
+
+
+@dataclass
+class Lag:
+    """Seconds from an append's acknowledgement until each subscriber had it (0 when it came first)."""
+
+    seconds: list[float]
+    detail: list[tuple[int, int, float]] = field(default_factory=list)  # (subscriber, seq, seconds)
+
+    def slowest(self, count: int = 5) -> list[tuple[int, int, float]]:
+        return sorted(self.detail, key=lambda item: -item[2])[:count]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    @property
+    def worst(self) -> float:
+        return max(self.seconds)
+
+
+def subscription_lag(
+    write_target: str, subscribe_targets: Sequence[str], events: int = 100, interval: float = 0.02
+) -> Lag:
+    """A steady trickle of single-event appends through `write_target`, subscribed to on every other target."""
+    [run_id] = create_runs(write_target, 1, prefix="lag")
+    acknowledged: dict[int, float] = {}
+    received: list[dict[int, float]] = [{} for _ in subscribe_targets]
+    ready = threading.Barrier(len(subscribe_targets) + 1)
+
+    def subscriber(index: int) -> None:
+        with grpc.insecure_channel(subscribe_targets[index]) as channel:
+            stream = EventStreamStub(channel).SubscribeEvents(es.SubscribeEventsRequest(run_id=run_id), timeout=120)
+            ready.wait()
+            for message in stream:
+                now = time.monotonic()
+                for event in message.events:
+                    received[index][event.seq] = now
+                if message.events and message.events[-1].seq >= events:
+                    stream.cancel()
+                    return
+
+    threads = [threading.Thread(target=subscriber, args=(i,)) for i in range(len(subscribe_targets))]
+    for thread in threads:
+        thread.start()
+    ready.wait()
+    time.sleep(0.5)  # the subscriptions are open at their replicas
+    with grpc.insecure_channel(write_target) as channel:
+        stub = EventStreamStub(channel)
+        for _ in range(events):
+            reply = stub.AppendEvents(
+                es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="tick")]), timeout=30
+            )
+            acknowledged[reply.first_seq] = time.monotonic()
+            time.sleep(interval)
+    for thread in threads:
+        thread.join(timeout=60)
+    assert all(len(got) == events for got in received), [len(got) for got in received]
+    lags = [max(0.0, got[seq] - at) for got in received for seq, at in acknowledged.items()]
+    return Lag(lags, [(i, seq, got[seq] - at) for i, got in enumerate(received) for seq, at in acknowledged.items()])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aivcs_ledgerd.config import Limits
@@ -150,8 +150,15 @@ class Events:
         future.add_done_callback(retrieve_exception)
         return future, end
 
-    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:
+    async def follow(
+        self, run_id: str, from_seq: int = 0, elsewhere: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[list[Event]]:
         """Stored events from from_seq, then live ones, until the run is terminal.
+
+        With several replicas, live events reach this replica's feed only when
+        it writes the run: `elsewhere` is asked whenever the feed was idle for
+        a poll interval, and when it says another replica owns the run, this
+        ends early (not terminal) so that the caller follows that replica.
 
         The listener is registered before the first storage read, so nothing
         committed in between is missed; events already sent are skipped, so
@@ -180,6 +187,8 @@ class Events:
                     notice = await asyncio.wait_for(listener.mailbox.get(), POLL_SECONDS)
                 if listener.closed:
                     raise Unavailable(f"the daemon is shutting down; subscribe again from seq {next_seq}")
+                if notice is None and elsewhere is not None and await elsewhere():
+                    return
                 if notice is None or listener.overflowed:
                     catch_up = True  # idle, terminal, or fell behind: storage has the truth
                     continue

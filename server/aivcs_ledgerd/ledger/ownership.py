@@ -101,6 +101,10 @@ class SoleOwner:
     def renewed(self, key: str, sent: float) -> None:
         """A fenced write sent at monotonic time `sent` committed, renewing the lease."""
 
+    async def claim(self, key: str) -> str | None:
+        """Own `key` unless another replica does; returns that replica's address, or None when this one owns it."""
+        return None
+
     def lost(self, key: str) -> None:
         """A fenced write was refused: this replica no longer owns `key`."""
 
@@ -220,6 +224,14 @@ class Leases(SoleOwner):
             return None
         self._remote[key] = (held.address, time.monotonic() + REMOTE_CACHE_SECONDS)
         return held.address
+
+    async def claim(self, key: str) -> str | None:
+        try:
+            async with self._db.exclusive(key) as session:
+                await self.hold(session, key)
+        except NotOwner as owned:
+            return owned.address
+        return None
 
     def lost(self, key: str) -> None:
         self._drop(key, lost=True)

@@ -18,7 +18,7 @@ from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
-from aivcs_ledgerd.transport.peers import Peers, routed
+from aivcs_ledgerd.transport.peers import OwnerMoved, OwnerUnreachable, Peers, Relayed, is_forwarded, not_owner, routed
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -48,6 +48,8 @@ def chunks(events: Iterable[Event]) -> Iterable[list[event_pb2.Event]]:
 # their commit, the stream stops reading, and gRPC flow control pushes back
 # on the client instead of the daemon buffering without bound.
 STREAM_IN_FLIGHT = 64
+# A relayed subscription whose owner went away looks the owner up again after this pause.
+RELAY_PAUSE_SECONDS = 0.1
 
 
 class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
@@ -160,6 +162,62 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
     async def SubscribeEvents(
         self, request: pb.SubscribeEventsRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeEventsResponse]:
-        async for window in self._events.follow(request.run_id, request.from_seq):
-            for chunk in chunks(window):
-                yield pb.SubscribeEventsResponse(events=chunk)
+        if not self._ownership.enabled:
+            async for window in self._events.follow(request.run_id, request.from_seq):
+                for chunk in chunks(window):
+                    yield pb.SubscribeEventsResponse(events=chunk)
+            return
+        async for message in self._follow_owner(request, context):
+            yield message
+
+    async def _follow_owner(
+        self, request: pb.SubscribeEventsRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+        """Several replicas: live events come from the replica writing the run, so follow that one.
+
+        When this replica owns the run (or nobody does), it serves the
+        subscription from its own feed, and leaves it when another replica
+        takes the run over; otherwise it relays the owner's subscription,
+        from the next seq it has not sent, and looks the owner up again when
+        that stream breaks. A forwarded subscription is served only here and
+        ends with `not_owner` when the run moved.
+        """
+        key = run_key(request.run_id)
+        forwarded = is_forwarded(context)
+        next_seq = max(request.from_seq, 1)
+        moved = False
+
+        async def elsewhere() -> bool:
+            nonlocal moved
+            moved = await self._ownership.locate(key) is not None
+            return moved
+
+        while True:
+            address = None
+            if not forwarded:
+                # Taken when nobody holds it, so that writes arriving anywhere come to the
+                # feed this subscription listens to, instead of a replica it would poll.
+                address = await self._ownership.locate(key) or await self._ownership.claim(key)
+            if address is None:
+                moved = False
+                async for window in self._events.follow(request.run_id, next_seq, elsewhere):
+                    next_seq = window[-1].seq + 1
+                    for chunk in chunks(window):
+                        yield pb.SubscribeEventsResponse(events=chunk)
+                if not moved:
+                    return  # the run is terminal and every event was sent
+                if forwarded:
+                    raise not_owner(f"run {request.run_id!r}")
+                continue
+            relay = pb.SubscribeEventsRequest(run_id=request.run_id, from_seq=next_seq)
+            try:
+                async for message in self._peers.subscribe(address, relay, context):
+                    if message.events:
+                        next_seq = message.events[-1].seq + 1
+                    yield message
+                return  # the owner ended the stream: the run is terminal
+            except (OwnerMoved, OwnerUnreachable, Relayed) as broken:
+                if isinstance(broken, Relayed) and broken.relayed_code != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                self._ownership.forget_remote(key)
+                await asyncio.sleep(RELAY_PAUSE_SECONDS)
