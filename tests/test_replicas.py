@@ -10,6 +10,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import yaml
 from aivcs.ledger.v1 import release_registry_pb2 as rr
 from aivcs.ledger.v1.release_registry_pb2_grpc import ReleaseRegistryStub
 
@@ -225,3 +226,33 @@ def test_subscribers_on_every_replica_get_events_appended_through_another_prompt
             assert lag.worst <= 1.0
         finally:
             stop_replicas(replicas)
+
+
+def test_remote_deployment_manifest_advertises_the_pod_ip_to_the_other_replicas() -> None:
+    """Replicas forward to each other's advertised address: in Kubernetes, the pod IP from the downward API."""
+    root = Path(__file__).resolve().parent.parent
+    documents = [
+        doc
+        for path in sorted((root / "deploy" / "kubernetes").rglob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+    remote = [
+        doc
+        for doc in documents
+        if doc["kind"] == "Deployment"
+        and any(
+            arg.startswith(("ws://", "wss://"))
+            for c in doc["spec"]["template"]["spec"]["containers"]
+            for arg in c["args"]
+        )
+    ]
+    assert remote, "no remote-database Deployment found"
+    for deployment in remote:
+        [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "ledgerd"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+        names = [e["name"] for e in container["env"]]
+        assert names.index("POD_IP") < names.index("AIVCS_LEDGER_ADVERTISE_ADDRESS")  # $(POD_IP) expands
+        port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
+        assert env["AIVCS_LEDGER_ADVERTISE_ADDRESS"]["value"] == f"$(POD_IP):{port}"
