@@ -11,10 +11,13 @@ from pathlib import Path
 import grpc
 import pytest
 import yaml
+from aivcs.ledger.v1 import event_pb2
+from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import release_registry_pb2 as rr
+from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.release_registry_pb2_grpc import ReleaseRegistryStub
 
-from tests.daemon import assert_serving
+from tests.daemon import assert_serving, free_port, start_daemon
 from tests.replicas import (
     Tally,
     check_stored,
@@ -27,6 +30,7 @@ from tests.replicas import (
     write,
 )
 from tests.surrealdb_stand_in import stand_in_server
+from tests.test_operations import sample, scrape
 
 
 @pytest.mark.parametrize("engine", ["mem://", "surrealkv"])
@@ -256,3 +260,33 @@ def test_remote_deployment_manifest_advertises_the_pod_ip_to_the_other_replicas(
         assert names.index("POD_IP") < names.index("AIVCS_LEDGER_ADVERTISE_ADDRESS")  # $(POD_IP) expands
         port = next(p["containerPort"] for p in container["ports"] if p["name"] == "grpc")
         assert env["AIVCS_LEDGER_ADVERTISE_ADDRESS"]["value"] == f"$(POD_IP):{port}"
+
+
+def test_metrics_count_ownership_changes_and_forwarded_calls(tmp_path: Path) -> None:
+    with stand_in_server(tmp_path) as server:
+        ports = [free_port(), free_port()]
+        first, second = (
+            start_daemon(tmp_path, server.url, env={"AIVCS_LEDGER_METRICS_LISTEN": f"127.0.0.1:{port}"})
+            for port in ports
+        )
+        try:
+            [run_id] = create_runs(first.target, 1)
+            for target, count in ((first.target, 1), (second.target, 5)):
+                with grpc.insecure_channel(target) as channel:
+                    stub = EventStreamStub(channel)
+                    for _ in range(count):
+                        request = es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="m")])
+                        stub.AppendEvents(request, timeout=10)
+            assert sample(scrape(ports[0]), "aivcs_ledger_ownership_changes_total", change="acquired") == 1
+            forwarded = scrape(ports[1])
+            assert sample(forwarded, "aivcs_ledger_forwarded_calls_total", method="AppendEvents", outcome="ok") == 5
+            assert sample(forwarded, "aivcs_ledger_ownership_changes_total", change="acquired") == 0
+            assert first.stop() == 0  # drains: releases the lease, so the second takes it over at once
+            with grpc.insecure_channel(second.target) as channel:
+                request = es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="m")])
+                assert EventStreamStub(channel).AppendEvents(request, timeout=10).first_seq == 7
+            taken = scrape(ports[1])
+            assert sample(taken, "aivcs_ledger_ownership_changes_total", change="taken_over") == 1
+        finally:
+            first.stop()
+            second.stop()
