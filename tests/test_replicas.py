@@ -14,8 +14,10 @@ import yaml
 from aivcs.ledger.v1 import event_pb2
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import release_registry_pb2 as rr
+from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.release_registry_pb2_grpc import ReleaseRegistryStub
+from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
 from tests.daemon import assert_serving, free_port, start_daemon
 from tests.replicas import (
@@ -290,3 +292,42 @@ def test_metrics_count_ownership_changes_and_forwarded_calls(tmp_path: Path) -> 
         finally:
             first.stop()
             second.stop()
+
+
+def test_forwarded_writes_carry_the_callers_token_to_the_owner(tmp_path: Path) -> None:
+    """The owner checks the caller's token: one only the forwarding replica knows is refused by the owner."""
+    owner_tokens, other_tokens = tmp_path / "owner-tokens", tmp_path / "other-tokens"
+    owner_tokens.write_text("read-write shared-token\n")
+    other_tokens.write_text("read-write shared-token\nread-write only-other-knows\n")
+    with stand_in_server(tmp_path) as server:
+        owner = start_daemon(tmp_path, server.url, extra=["--auth-token-file", str(owner_tokens)])
+        other = start_daemon(tmp_path, server.url, extra=["--auth-token-file", str(other_tokens)])
+        try:
+
+            def append(target: str, token: str, run_id: str) -> int:
+                with grpc.insecure_channel(target) as channel:
+                    request = es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="t")])
+                    reply = EventStreamStub(channel).AppendEvents(
+                        request, metadata=[("authorization", f"Bearer {token}")], timeout=10
+                    )
+                    return reply.first_seq
+
+            with grpc.insecure_channel(owner.target) as channel:
+                run_id = (
+                    RunLedgerStub(channel)
+                    .CreateRun(
+                        rl.CreateRunRequest(spec_digest="e" * 64, agent_name="tokens"),
+                        metadata=[("authorization", "Bearer shared-token")],
+                        timeout=10,
+                    )
+                    .run.run_id
+                )
+            assert append(owner.target, "shared-token", run_id) == 1  # the owner takes the lease
+            assert append(other.target, "shared-token", run_id) == 2  # forwarded with the caller's token
+            with pytest.raises(grpc.RpcError) as refused:
+                append(other.target, "only-other-knows", run_id)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert append(owner.target, "shared-token", run_id) == 3  # nothing was written for the refused call
+        finally:
+            owner.stop()
+            other.stop()
