@@ -11,7 +11,7 @@ stored where its acknowledgement said; then the lag of subscribers on every
 replica behind a steady trickle appended through one (targets: median
 100 ms, worst 500 ms).
 
-    python -m bench.replicas [--seconds 15] [--writers 12] [--runs 2] [--engines mem,surrealkv]
+    python -m bench.replicas [--seconds 15] [--rounds 2] [--writers 12] [--runs 2] [--engines mem,surrealkv]
 
 All processes share this machine's cores, so the figures are relative; the
 ratio is what is measured in one run.
@@ -61,6 +61,17 @@ def through(tmp: Path, engine: str, replicas: int, writers: int, runs: int, seco
     }
 
 
+def _combined(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    seconds = sum(r["appends"] / r["appends_per_second"] for r in rounds)
+    attempts, refused = sum(r["attempts"] for r in rounds), sum(r["refused"] for r in rounds)
+    return {
+        "appends_per_second": sum(r["appends"] for r in rounds) / seconds,
+        "refused_share": refused / max(attempts, 1),
+        "problems": [p for r in rounds for p in r["problems"]],
+        "failures": sum(r["failures"] for r in rounds),
+    }
+
+
 def lag(tmp: Path, events: int) -> dict[str, float]:
     folder = Path(tempfile.mkdtemp(dir=tmp))
     with stand_in_server(folder) as server:
@@ -74,12 +85,14 @@ def lag(tmp: Path, events: int) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.replicas", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.replicas", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="writing time per configuration")
     parser.add_argument("--writers", type=int, default=12)
     parser.add_argument("--runs", type=int, default=2, help="shared runs the writers append to")
     parser.add_argument("--engines", default="mem,surrealkv")
+    parser.add_argument("--rounds", type=int, default=2, help="alternations of one replica and three")
     parser.add_argument("--lag-events", type=int, default=300)
     parser.add_argument("--out", type=Path, default=Path("bench-results") / "replicas.json")
     options = parser.parse_args(argv)
@@ -87,17 +100,31 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as scratch:
         tmp = Path(scratch)
         for engine in options.engines.split(","):
-            one = through(tmp, engine, 1, options.writers, options.runs, options.seconds)
-            three = through(tmp, engine, 3, options.writers, options.runs, options.seconds)
+            # Alternated, so that the load of a shared machine drifting weighs on both sides alike.
+            rounds = [
+                through(tmp, engine, replicas, options.writers, options.runs, options.seconds)
+                for _ in range(options.rounds)
+                for replicas in (1, 3)
+            ]
+            one, three = (
+                _combined([r for r in rounds if r["replicas"] == 1]),
+                _combined([r for r in rounds if r["replicas"] == 3]),
+            )
             ratio = three["appends_per_second"] / one["appends_per_second"]
-            results[engine] = {"one": one, "three": three, "ratio": ratio}
-            print(f"{engine}: one replica {one['appends_per_second']:.0f} appends/s, three "
-                  f"{three['appends_per_second']:.0f} appends/s: ratio {ratio:.2f} (target >= 0.8); refused "
-                  f"{three['refused_share']:.2%} (target <= 1 %); stored as acknowledged: "
-                  f"{'yes' if not one['problems'] and not three['problems'] else 'NO'}", flush=True)
+            results[engine] = {"one": one, "three": three, "ratio": ratio, "rounds": rounds}
+            print(
+                f"{engine}: one replica {one['appends_per_second']:.0f} appends/s, three "
+                f"{three['appends_per_second']:.0f} appends/s: ratio {ratio:.2f} (target >= 0.8); refused "
+                f"{three['refused_share']:.2%} (target <= 1 %); stored as acknowledged: "
+                f"{'yes' if not one['problems'] and not three['problems'] else 'NO'}",
+                flush=True,
+            )
         results["lag"] = lag(tmp, options.lag_events)
-        print(f"subscription lag, subscribers on three replicas: median {results['lag']['median_ms']:.1f} ms "
-              f"(target <= 100), worst {results['lag']['worst_ms']:.1f} ms (target <= 500)", flush=True)
+        print(
+            f"subscription lag, subscribers on three replicas: median {results['lag']['median_ms']:.1f} ms "
+            f"(target <= 100), worst {results['lag']['worst_ms']:.1f} ms (target <= 500)",
+            flush=True,
+        )
     options.out.parent.mkdir(parents=True, exist_ok=True)
     options.out.write_text(json.dumps(results, indent=2))
 
