@@ -331,3 +331,45 @@ def test_forwarded_writes_carry_the_callers_token_to_the_owner(tmp_path: Path) -
         finally:
             owner.stop()
             other.stop()
+
+
+def test_ingest_batches_and_finishing_a_run_through_a_replica_that_does_not_own_it(tmp_path: Path) -> None:
+    with stand_in_server(tmp_path) as server:
+        owner, other = start_replicas(tmp_path, server.url, 2)
+        try:
+            [run_id] = create_runs(owner.target, 1)
+            with grpc.insecure_channel(owner.target) as channel:
+                request = es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="first")])
+                assert EventStreamStub(channel).AppendEvents(request, timeout=10).first_seq == 1
+            with grpc.insecure_channel(other.target) as channel:
+                events, runs = EventStreamStub(channel), RunLedgerStub(channel)
+                batches = [
+                    es.IngestEventsRequest(
+                        batch_id=b,
+                        run_id=run_id,
+                        events=[event_pb2.EventInput(kind=f"b{b}")] * 3,
+                        idempotency_key=f"ingest-{b}",
+                    )
+                    for b in range(20)
+                ]
+                answers = list(events.IngestEvents(iter(batches), timeout=30))
+                assert [(a.batch_id, a.first_seq, a.last_seq) for a in answers] == [
+                    (b, 2 + 3 * b, 4 + 3 * b) for b in range(20)
+                ]
+                assert not any(a.HasField("error") for a in answers)
+                # The owner's refusal comes back with its own code: a wrong expected count.
+                with pytest.raises(grpc.RpcError) as refused:
+                    runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id, expected_total_events=5), timeout=10)
+                assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert "61" in (refused.value.details() or "")
+                done = runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id, expected_total_events=61), timeout=10)
+                assert done.run.total_events == 61
+                with pytest.raises(grpc.RpcError) as terminal:
+                    events.AppendEvents(
+                        es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="late")]), timeout=10
+                    )
+                assert terminal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=30).ok
+            assert "took ownership of run:" not in other.log()  # every write was the owner's
+        finally:
+            stop_replicas([owner, other])

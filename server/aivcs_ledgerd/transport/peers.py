@@ -75,7 +75,14 @@ class Peers:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            options = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+            options = [
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", -1),
+                # A replica restarted at the same address is reached again within seconds,
+                # not after gRPC's default reconnect backoff of up to two minutes.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
             if self._credentials is None:
                 channel = grpc.aio.insecure_channel(address, options=options)
             else:
