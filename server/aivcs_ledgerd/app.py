@@ -168,17 +168,19 @@ def advertised(settings: Settings, port: int) -> str:
 def peer_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
     """How a replica calls another: as clients do, over TLS when the daemon serves TLS.
 
-    The peer's certificate is checked against --tls-cert (replicas share one
-    certificate or one CA chain), and with --tls-client-ca this replica
-    presents its own certificate and key.
+    The peer's certificate is checked against --peer-ca (else the system's
+    roots); with --tls-client-ca (mutual TLS) this replica presents its own
+    certificate and key, which the peer checks like any client's.
     """
     if settings.tls_cert is None or settings.tls_key is None:
         return None
-    chain = settings.tls_cert.read_bytes()
+    roots = settings.peer_ca.read_bytes() if settings.peer_ca is not None else None
     if settings.tls_client_ca is None:
-        return grpc.ssl_channel_credentials(root_certificates=chain)
+        return grpc.ssl_channel_credentials(root_certificates=roots)
     return grpc.ssl_channel_credentials(
-        root_certificates=chain, private_key=settings.tls_key.read_bytes(), certificate_chain=chain
+        root_certificates=roots,
+        private_key=settings.tls_key.read_bytes(),
+        certificate_chain=settings.tls_cert.read_bytes(),
     )
 
 

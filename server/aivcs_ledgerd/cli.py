@@ -109,6 +109,11 @@ def check_listen(address: str, flag: str = "--listen") -> None:
               type=click.FloatRange(min=0.5, max=60),
               help="How long a replica's ownership of a run lasts without renewal (remote --db only): "
                    "another replica takes over a dead owner's runs after this long.")
+@click.option("--peer-ca", envvar=ENV + "PEER_CA", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --tls-cert and a remote --db: PEM file of the CA that signed the replicas' "
+                   "certificates, which replicas check when they forward to each other (default: the "
+                   "system's roots). The certificates must name the --advertise-address.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -119,7 +124,7 @@ def command(
     metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
-    advertise_address: str | None = None, lease_seconds: float = 3.0,
+    advertise_address: str | None = None, lease_seconds: float = 3.0, peer_ca: Path | None = None,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     configure_logging(log_level.upper(), log_json)
@@ -151,6 +156,7 @@ def command(
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
         checkpoint_wal_mb=checkpoint_wal_mb, advertise_address=advertise_address, lease_seconds=lease_seconds,
+        peer_ca=peer_ca,
     )
     try:
         asyncio.run(run(settings))

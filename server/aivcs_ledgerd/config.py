@@ -48,6 +48,7 @@ class Settings:
     # replicas reach this one at (None: derived from --listen), and how long a run's lease lasts.
     advertise_address: str | None = None
     lease_seconds: float = 3.0
+    peer_ca: Path | None = None  # with --tls-cert: the CA that signed the replicas' certificates
 
 
 def read_secret(path: Path) -> str:
