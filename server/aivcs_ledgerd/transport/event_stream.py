@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -108,10 +109,24 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
         answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue()
 
+        # Several replicas: a batch may be forwarded, and forwarded calls can overtake each
+        # other, so a run's batches in this stream go one after another (the previous one
+        # answered first) to keep the stream's order as seq order. Other runs still overlap.
+        previous: dict[str, asyncio.Task[pb.IngestEventsResponse]] = {}
+
+        def forget(run_id: str, done: asyncio.Task[pb.IngestEventsResponse]) -> None:
+            if previous.get(run_id) is done:
+                del previous[run_id]
+
         async def read_requests() -> None:
             try:
                 async for request in request_iterator:
-                    answers.put_nowait(asyncio.create_task(self._ingest(request, context)))
+                    after = previous.get(request.run_id) if self._ownership.enabled else None
+                    task = asyncio.create_task(self._ingest(request, context, after))
+                    if self._ownership.enabled:
+                        previous[request.run_id] = task
+                        task.add_done_callback(functools.partial(forget, request.run_id))
+                    answers.put_nowait(task)
                     await room.acquire()
             finally:
                 answers.put_nowait(None)
@@ -134,8 +149,15 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 if leftover is not None:
                     leftover.cancel()
 
-    async def _ingest(self, request: pb.IngestEventsRequest, context: Context) -> pb.IngestEventsResponse:
+    async def _ingest(
+        self,
+        request: pb.IngestEventsRequest,
+        context: Context,
+        after: asyncio.Task[pb.IngestEventsResponse] | None = None,
+    ) -> pb.IngestEventsResponse:
         """One batch of a stream; a refusal becomes the batch's `error`, never the stream's."""
+        if after is not None:
+            await asyncio.wait({after})
         try:
             result = await self._append(request, context)
         except Exception as error:
