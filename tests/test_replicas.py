@@ -71,7 +71,11 @@ def _background_writers(
     targets: list[str], run_ids: list[str], writers: int = 6
 ) -> tuple[threading.Thread, threading.Event, Tally]:
     stop, tally = threading.Event(), Tally()
-    thread = threading.Thread(target=write, args=(targets, run_ids, writers), kwargs={"until": stop, "tally": tally})
+    # Writers retry for up to 90 s, as a patient client: on a loaded machine a restart of the
+    # database server alone (a new process opening SurrealKV twice) can take tens of seconds.
+    thread = threading.Thread(
+        target=write, args=(targets, run_ids, writers), kwargs={"until": stop, "tally": tally, "retry_for": 90.0}
+    )
     thread.start()
     return thread, stop, tally
 
