@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -21,13 +22,16 @@ from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
+from aivcs_ledgerd.ledger.ownership import Leases, SoleOwner
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.otlp import SERVICE_NAME as TRACE_SERVICE
 from aivcs_ledgerd.otlp import register_trace_service
 from aivcs_ledgerd.ports import PortUnavailable, server_options
 from aivcs_ledgerd.readback import check_settings as check_readback
 from aivcs_ledgerd.store import Credentials, Database, StoreError, init_schema
+from aivcs_ledgerd.store.database import REMOTE_SCHEMES, check_url
 from aivcs_ledgerd.transport import register_services
+from aivcs_ledgerd.transport.peers import Peers
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +65,7 @@ class Daemon:
     checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
     sweeper: Sweeper | None = None  # fails runs past their inactivity timeout (ledger/inactivity.py)
     trimmer: Trimmer | None = None  # heap trims where no checkpointer does them (heap.py)
+    peers: Peers | None = None  # several replicas: channels to the owners of runs
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
@@ -75,7 +80,17 @@ class Daemon:
         began = asyncio.get_running_loop().time()
         await self.ledger.streams_ended(self.settings.grace_period)
         remaining = max(0.0, self.settings.grace_period - (asyncio.get_running_loop().time() - began))
-        await self.server.stop(remaining)
+        if self.ledger.ownership.enabled:
+            # Hand runs over at once: answer what is queued, then release every lease, so
+            # other replicas take the runs over now, not after the lease time or the grace period.
+            stopping = asyncio.ensure_future(self.server.stop(remaining))
+            await self.ledger.close()
+            await self.ledger.ownership.release_all()
+            await stopping
+            if self.peers is not None:
+                await self.peers.close()
+        else:
+            await self.server.stop(remaining)
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
@@ -114,8 +129,8 @@ async def start(settings: Settings) -> Daemon:
         except OperationsError as error:
             raise StartupError(str(error)) from error
         await init_schema(db)
-        ledger = Ledger(db, settings.limits, settings.run_inactivity_timeout_ms, settings.max_concurrent_reads)
-        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
+        ownership = SoleOwner()
+        remote = check_url(settings.db) in REMOTE_SCHEMES
         limit = settings.limits.max_message_bytes
         server = grpc.aio.server(
             interceptors=ops.interceptors,
@@ -125,17 +140,32 @@ async def start(settings: Settings) -> Daemon:
                 *transport_options(settings),
             ),
         )
-        register_services(server, ledger)
+        try:
+            port = ops.bind(server)
+        except PortUnavailable as error:
+            raise StartupError(str(error)) from error
+        peers = None
+        if remote:
+            ownership = Leases(
+                db, advertised(settings, port), settings.lease_seconds,
+                observe=ops.metrics.observe_ownership if ops.metrics is not None else None,
+            )
+            peers = Peers(
+                peer_credentials(settings),
+                observe=ops.metrics.observe_forwarded if ops.metrics is not None else None,
+                timeout=settings.lease_seconds,
+            )
+        ledger = Ledger(db, settings.limits, ownership, settings.run_inactivity_timeout_ms,
+                        settings.max_concurrent_reads)
+        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
+        register_services(server, ledger, peers)
         register_trace_service(server, ledger)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if settings.reflection:
             names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
             reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-        try:
-            port = ops.bind(server)
-        except PortUnavailable as error:
-            raise StartupError(str(error)) from error
         await server.start()
+        ownership.start()
         await health.start()
         try:
             await ops.start(health.servicer, lambda: ledger.events.writers.active_runs, lambda: health.serving)
@@ -159,7 +189,42 @@ async def start(settings: Settings) -> Daemon:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper, trimmer)
+    if ownership.enabled:
+        log.info("replica %s: runs are owned through leases, peers reach this one at %s",
+                 ownership.replica_id, ownership.address)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper, trimmer, peers)
+
+
+def advertised(settings: Settings, port: int) -> str:
+    """The address other replicas reach this one at: --advertise-address, else derived from --listen."""
+    if settings.advertise_address is not None:
+        return settings.advertise_address
+    host = settings.listen.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::", "*"):
+        try:
+            host = socket.gethostbyname(socket.gethostname())
+        except OSError:
+            host = "127.0.0.1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def peer_credentials(settings: Settings) -> grpc.ChannelCredentials | None:
+    """How a replica calls another: as clients do, over TLS when the daemon serves TLS.
+
+    The peer's certificate is checked against --peer-ca (else the system's
+    roots); with --tls-client-ca (mutual TLS) this replica presents its own
+    certificate and key, which the peer checks like any client's.
+    """
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    roots = settings.peer_ca.read_bytes() if settings.peer_ca is not None else None
+    if settings.tls_client_ca is None:
+        return grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.ssl_channel_credentials(
+        root_certificates=roots,
+        private_key=settings.tls_key.read_bytes(),
+        certificate_chain=settings.tls_cert.read_bytes(),
+    )
 
 
 async def run(settings: Settings) -> None:

@@ -137,6 +137,19 @@ class Duration(click.ParamType[int, object]):
               default=Settings().max_concurrent_reads, show_envvar=True, type=click.IntRange(min=1),
               help="Storage scans (ReadEvents, VerifyRun, subscription catch-up) run in the engine at once; "
                    "more wait their turn. Higher favours readers, lower keeps appends responsive.")
+@click.option("--advertise-address", envvar=ENV + "ADVERTISE_ADDRESS", default=None, show_envvar=True,
+              help="HOST:PORT other replicas forward a run's writes to (remote --db only). Default: the "
+                   "--listen host, or this host's address when listening on all interfaces, with the bound port. "
+                   "In Kubernetes: the pod IP from the downward API.")
+@click.option("--lease-seconds", envvar=ENV + "LEASE_SECONDS", default=3.0, show_envvar=True,
+              type=click.FloatRange(min=0.5, max=60),
+              help="How long a replica's ownership of a run lasts without renewal (remote --db only): "
+                   "another replica takes over a dead owner's runs after this long.")
+@click.option("--peer-ca", envvar=ENV + "PEER_CA", default=None, show_envvar=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="With --tls-cert and a remote --db: PEM file of the CA that signed the replicas' "
+                   "certificates, which replicas check when they forward to each other (default: the "
+                   "system's roots). The certificates must name the --advertise-address.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -151,6 +164,7 @@ def command(
     max_inflight_request_bytes: int = Settings().max_inflight_request_bytes,
     max_connections: int = Settings().max_connections,
     max_concurrent_reads: int = Settings().max_concurrent_reads,
+    advertise_address: str | None = None, lease_seconds: float = 3.0, peer_ca: Path | None = None,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB.
 
@@ -167,6 +181,8 @@ def command(
         db = resolve_db(db)  # a durable folder made absolute, so the log says where the data is
     except UnsupportedScheme as error:
         raise click.BadParameter(str(error), param_hint="--db") from error
+    if advertise_address is not None:
+        check_listen(advertise_address, "--advertise-address")
     if db_password_file is not None:
         db_password = read_secret(db_password_file)
     if db_user_file is not None:
@@ -186,7 +202,8 @@ def command(
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
         checkpoint_wal_mb=checkpoint_wal_mb, run_inactivity_timeout_ms=run_inactivity_timeout,
         max_inflight_request_bytes=max_inflight_request_bytes, max_connections=max_connections,
-        max_concurrent_reads=max_concurrent_reads,
+        max_concurrent_reads=max_concurrent_reads, advertise_address=advertise_address, lease_seconds=lease_seconds,
+        peer_ca=peer_ca,
     )
     try:
         asyncio.run(run(settings))

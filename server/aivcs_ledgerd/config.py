@@ -50,6 +50,11 @@ class Settings:
     max_inflight_request_bytes: int = 128 << 20  # request bytes received and not yet answered, daemon-wide
     max_connections: int = 1024  # accepted connections at once on the gRPC port; 0: no limit
     max_concurrent_reads: int = 1  # storage scans in the engine at once (ledger/events.py)
+    # Several replicas on one remote database (ledger/ownership.py): the gRPC address other
+    # replicas reach this one at (None: derived from --listen), and how long a run's lease lasts.
+    advertise_address: str | None = None
+    lease_seconds: float = 3.0
+    peer_ca: Path | None = None  # with --tls-cert: the CA that signed the replicas' certificates
 
 
 def read_secret(path: Path) -> str:

@@ -106,6 +106,14 @@ class Metrics:
                                    "(disk_full, io_error, damaged: cannot be reopened); 0 once it was proven sound "
                                    "again.",
                                    ["reason"], registry=registry)
+        self.ownership = Counter("aivcs_ledger_ownership_changes",
+                                 "Run and agent leases this replica acquired (taken_over: one held before, by any "
+                                 "replica), lost to another replica, or released on drain.", ["change"],
+                                 registry=registry)
+        self.forwarded = Counter("aivcs_ledger_forwarded_calls",
+                                 "Calls forwarded to the replica owning their run, by method and outcome "
+                                 "(ok, refused by the owner, moved, unreachable).", ["method", "outcome"],
+                                 registry=registry)
         info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -115,6 +123,12 @@ class Metrics:
         """Read these gauges from the daemon whenever Prometheus scrapes."""
         self.active_runs.set_function(lambda: float(active_runs()))
         self.serving.set_function(lambda: 1.0 if serving() else 0.0)
+
+    def observe_ownership(self, change: str, count: int = 1) -> None:
+        self.ownership.labels(change).inc(count)
+
+    def observe_forwarded(self, method: str, outcome: str) -> None:
+        self.forwarded.labels(method, outcome).inc()
 
     def observe_checkpoint(self, outcome: str, seconds: float) -> None:
         self.checkpoints.labels(outcome).inc()

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import MAX_CONCURRENT_READS, Events
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.releases import Releases
 from aivcs_ledgerd.ledger.runs import Runs
 from aivcs_ledgerd.store import Database
@@ -28,15 +29,17 @@ class Ledger:
         self,
         db: Database,
         limits: Limits | None = None,
+        ownership: SoleOwner | None = None,
         run_inactivity_timeout_ms: int = 0,
         max_concurrent_reads: int = MAX_CONCURRENT_READS,
     ) -> None:
         self.db = db
         self.limits = limits or Limits()
         self.hub = Hub()
-        self.runs = Runs(db, self.hub, run_inactivity_timeout_ms)
-        self.events = Events(db, self.hub, self.limits, max_concurrent_reads)
-        self.releases = Releases(db)
+        self.ownership = ownership or SoleOwner()
+        self.runs = Runs(db, self.hub, self.ownership, run_inactivity_timeout_ms)
+        self.events = Events(db, self.hub, self.limits, self.ownership, max_concurrent_reads)
+        self.releases = Releases(db, self.ownership)
         # Set when the daemon starts draining: long-lived streams end promptly
         # (after answering what they already took) instead of holding shutdown
         # for the whole grace period.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aivcs_ledgerd.config import Limits
@@ -14,6 +14,7 @@ from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
@@ -42,6 +43,7 @@ class _Window:
 # only this often, with jitter, for writers the hub does not hear of (another daemon on a shared
 # database), so thousands of idle subscribers cost no storage reads.
 SAFETY_POLL_SECONDS = 30.0
+OWNER_POLL_SECONDS = 1.0  # several replicas: how often an idle follower checks who owns the run
 # A `kinds` filter is bounded (count and bytes), so one request cannot make every window's query
 # costly, and deduplicated. The engine applies it to each window (it then skips the payloads of
 # other events): measured with 8 readers of 256 kinds each, cheaper for a bystander's appends than
@@ -67,12 +69,18 @@ class Verdict:
 
 class Events:
     def __init__(
-        self, db: Database, hub: Hub, limits: Limits, max_concurrent_reads: int = MAX_CONCURRENT_READS
+        self,
+        db: Database,
+        hub: Hub,
+        limits: Limits,
+        ownership: SoleOwner | None = None,
+        max_concurrent_reads: int = MAX_CONCURRENT_READS,
     ) -> None:
         self._db = db
         self._hub = hub
         self._limits = limits
-        self.writers = Writers(db, hub)
+        self.ownership = ownership or SoleOwner()
+        self.writers = Writers(db, hub, self.ownership)
         self._reads = asyncio.Semaphore(max_concurrent_reads)
 
     async def append(
@@ -173,8 +181,15 @@ class Events:
         async with self._reads:
             return await read_events(self._db, run_id, first, last, kinds)
 
-    async def follow(self, run_id: str, from_seq: int = 0) -> AsyncIterator[list[Event]]:
+    async def follow(
+        self, run_id: str, from_seq: int = 0, elsewhere: Callable[[], Awaitable[bool]] | None = None
+    ) -> AsyncIterator[list[Event]]:
         """Stored events from from_seq, then live ones, until the run is terminal.
+
+        With several replicas, live events reach this replica's feed only when
+        it writes the run: `elsewhere` is asked whenever the feed was idle for
+        a poll interval, and when it says another replica owns the run, this
+        ends early (not terminal) so that the caller follows that replica.
 
         The listener is registered before the first storage read, so nothing
         committed in between is missed; events already sent are skipped, so
@@ -198,15 +213,19 @@ class Events:
                     if run.status.terminal and next_seq > run.total_events:
                         return
                     catch_up = False
+                # With replicas, ownership can move while the feed is idle: ask often.
+                idle = OWNER_POLL_SECONDS if elsewhere is not None else SAFETY_POLL_SECONDS * random.uniform(0.75, 1.25)
                 try:
-                    notice = await asyncio.wait_for(
-                        listener.mailbox.get(), SAFETY_POLL_SECONDS * random.uniform(0.75, 1.25)
-                    )
+                    notice = await asyncio.wait_for(listener.mailbox.get(), idle)
                 except TimeoutError:
-                    catch_up = True  # idle for long: storage may have writes the hub did not carry
+                    if elsewhere is not None and await elsewhere():
+                        return
+                    catch_up = True  # idle: storage may have writes the hub did not carry
                     continue
                 if listener.closed:
                     raise Unavailable(f"the daemon is shutting down; subscribe again from seq {next_seq}")
+                if notice is None and elsewhere is not None and await elsewhere():
+                    return
                 if notice is None or listener.overflowed:
                     catch_up = True  # terminal, or fell behind: storage has the truth
                     continue

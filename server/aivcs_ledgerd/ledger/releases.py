@@ -10,6 +10,9 @@ concurrent rollbacks never both pick the same "previous". When daemons share
 a SurrealDB server the record id `releases:[agent, sequence]` is the guard:
 the slower of two appends on the same head fails on the existing record and
 is retried here against the new head, with its expectations checked again.
+Several replicas on one server go further: an agent's appends are made by the
+replica holding the agent's lease (ledger/ownership.py), fenced by its epoch,
+so they never overlap across replicas either; the others forward them.
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
+from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
 from aivcs_ledgerd.model import Page, Release
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict
 from aivcs_ledgerd.store import releases as store
+from aivcs_ledgerd.store.database import Queries
+from aivcs_ledgerd.store.leases import FENCED, Fence
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -41,8 +47,24 @@ class Releases:
     non-empty agent_name and promoted_by (the servicer checks them).
     """
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, ownership: SoleOwner | None = None) -> None:
         self.db = db
+        self._ownership = ownership or SoleOwner()
+
+    async def _fenced(self, agent_name: str, append: Callable[[Queries, Fence | None], Awaitable[Release]]) -> Release:
+        key = store.lock_key(agent_name)
+        owner = self._ownership.remote_owner(key)
+        if owner is not None:
+            raise NotOwner(key, owner)
+        try:
+            async with self.db.exclusive(key) as session:
+                fence, _ = await self._ownership.hold(session, key)
+                return await append(session, fence)
+        except Rejected as rejected:
+            if rejected.reason == FENCED:
+                self._ownership.lost(key)
+                raise NotOwner(key, None) from None
+            raise
 
     async def promote(
         self,
@@ -64,15 +86,19 @@ class Releases:
         """
         for _ in range(ATTEMPTS):
             try:
-                return await store.promote(
-                    self.db,
+                return await self._fenced(
                     agent_name,
-                    spec_digest,
-                    version_label,
-                    promoted_by,
-                    notes,
-                    expected_current_spec_digest,
-                    require_successful_run,
+                    lambda session, fence: store.promote(
+                        session,
+                        agent_name,
+                        spec_digest,
+                        version_label,
+                        promoted_by,
+                        notes,
+                        expected_current_spec_digest,
+                        require_successful_run,
+                        fence,
+                    ),
                 )
             except Rejected as rejected:
                 raise _refusal(rejected.reason, agent_name, spec_digest, expected_current_spec_digest) from None
@@ -96,8 +122,11 @@ class Releases:
         """
         for _ in range(ATTEMPTS):
             try:
-                return await store.rollback(
-                    self.db, agent_name, promoted_by, to_spec_digest, expected_current_spec_digest, notes
+                return await self._fenced(
+                    agent_name,
+                    lambda session, fence: store.rollback(
+                        session, agent_name, promoted_by, to_spec_digest, expected_current_spec_digest, notes, fence
+                    ),
                 )
             except Rejected as rejected:
                 raise _refusal(rejected.reason, agent_name, to_spec_digest, expected_current_spec_digest) from None

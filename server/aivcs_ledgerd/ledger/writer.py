@@ -39,6 +39,7 @@ from aivcs_ledgerd.ledger.errors import (
     Unavailable,
 )
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
 from aivcs_ledgerd.model import Event, NewEvent, Run
 from aivcs_ledgerd.store import (
     Database,
@@ -51,6 +52,7 @@ from aivcs_ledgerd.store import (
 )
 from aivcs_ledgerd.store.database import Exclusive
 from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
+from aivcs_ledgerd.store.leases import FENCED
 from aivcs_ledgerd.store.runs import expire_run, run_key
 
 log = logging.getLogger(__name__)
@@ -127,9 +129,12 @@ class _Plan:
 class Writers:
     """The serial writers of all runs, over one database handle."""
 
-    def __init__(self, db: Database, hub: Hub, max_pending_batches: int = 256) -> None:
+    def __init__(
+        self, db: Database, hub: Hub, ownership: SoleOwner | None = None, max_pending_batches: int = 256
+    ) -> None:
         self._db = db
         self._hub = hub
+        self._ownership = ownership or SoleOwner()
         self._queues: dict[str, _RunQueue] = {}
         self._heads: OrderedDict[str, RunHead] = OrderedDict()
         self._max_pending = max_pending_batches
@@ -155,6 +160,9 @@ class Writers:
         """
         if self._closing:
             raise Unavailable("the daemon is shutting down")
+        owner = self._ownership.remote_owner(run_key(run_id))
+        if owner is not None:
+            raise NotOwner(run_key(run_id), owner)
         queue = self._queues.get(run_id)
         if queue is None:
             queue = self._queues[run_id] = _RunQueue(asyncio.Semaphore(self._max_pending))
@@ -193,13 +201,21 @@ class Writers:
         Heartbeat committed first, by any daemon, keeps the run alive, and of
         several sweepers at most one fails it. Live subscribers are told.
         """
-        if self._closing or run_id in self._queues:
+        key = run_key(run_id)
+        if self._closing or run_id in self._queues or self._ownership.remote_owner(key) is not None:
             return None
         try:
-            async with self._db.exclusive(run_key(run_id)) as session:
-                run = await expire_run(session, run_id, seen_deadline_ns, time.time_ns(), changes)
-        except (Rejected, StoreConflict):
-            return None  # alive, already ended, or another daemon's transaction came first
+            async with self._db.exclusive(key) as session:
+                # With replicas, only the run's owner fails it (taking the lease when nobody holds it),
+                # fenced like an append: never overlapping a write another replica makes.
+                fence, _ = await self._ownership.hold(session, key)
+                run = await expire_run(session, run_id, seen_deadline_ns, time.time_ns(), changes, fence)
+        except NotOwner:
+            return None  # another replica owns the run: it sweeps it
+        except (Rejected, StoreConflict) as refused:
+            if isinstance(refused, Rejected) and refused.reason == FENCED:
+                self._ownership.lost(key)
+            return None  # alive, already ended, lost to another replica, or another daemon came first
         finally:
             self.forget(run_id)
         self._hub.publish(run_id, None)
@@ -234,22 +250,33 @@ class Writers:
         plan that met a concurrent change (another ledger on this handle, or
         another daemon) is redone before anyone else can move the run again.
         """
+        key = run_key(run_id)
         try:
-            async with self._db.exclusive(run_key(run_id)) as session:
+            async with self._db.exclusive(key) as session:
+                fence, fresh = await self._ownership.hold(session, key)
+                if fresh:
+                    self.forget(run_id)  # another replica may have written since this one last did
                 for _attempt in range(MAX_ATTEMPTS):
                     plan = await self._plan(session, run_id, group)
                     if plan is None:
                         return
                     if not plan.events:
                         break
+                    sent = time.monotonic()
                     try:
                         await append(session, run_id, plan.head.last_seq, plan.rows, plan.appends, plan.now_ns,
-                                     plan.head.inactivity_timeout_ms, plan.tokens)
+                                     plan.head.inactivity_timeout_ms, plan.tokens, fence)
                     except (Rejected, StoreConflict, DuplicateRecord) as moved:
+                        if isinstance(moved, Rejected) and moved.reason == FENCED:
+                            # Another replica took the run over: nothing of this group was written.
+                            self._ownership.lost(key)
+                            raise NotOwner(key, None) from None
                         log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
                                  extra={"run_id": run_id})
                         self.forget(run_id)
                         continue
+                    if fence is not None:
+                        self._ownership.renewed(key, sent)
                     last = plan.events[-1]
                     self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest,
                                                    plan.head.inactivity_timeout_ms))

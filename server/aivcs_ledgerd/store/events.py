@@ -6,6 +6,7 @@ stored, and the events of a run from seq a to b are one record-id range scan.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ import cbor2
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
+from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 
 MAX_SEQ = 2**63 - 1  # SurrealDB's largest integer
 
@@ -73,8 +75,7 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
-_APPEND = """
-    BEGIN TRANSACTION;
+_APPEND_BODY = """
     LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal' };
@@ -99,19 +100,23 @@ _APPEND = """
     }) RETURN NONE;
     UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
         last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
-    COMMIT TRANSACTION;
 """
 _DEADLINE = ", inactivity_deadline_ns = $deadline"
 _TOKENS = (", input_tokens = (input_tokens ?? 0) + $input_tokens,"
            " output_tokens = (output_tokens ?? 0) + $output_tokens")
-# The head update names only the fields this append changes: one statement, the same round trip.
-_APPENDS = {
-    (deadline, tokens): _APPEND.replace("{deadline}", _DEADLINE if deadline else "").replace(
+
+
+def _append_sql(deadline: bool, tokens: bool, fenced: bool) -> str:
+    # The head update names only the fields this append changes: one statement, the same round trip.
+    body = _APPEND_BODY.replace("{deadline}", _DEADLINE if deadline else "").replace(
         "{tokens}", _TOKENS if tokens else ""
     )
-    for deadline in (False, True)
-    for tokens in (False, True)
-}
+    if fenced:
+        body = FENCE_CHECK + body + FENCE_RENEW
+    return "BEGIN TRANSACTION;" + body + "COMMIT TRANSACTION;"
+
+
+_APPENDS = {flags: _append_sql(*flags) for flags in itertools.product((False, True), repeat=3)}
 
 
 async def append(
@@ -123,6 +128,7 @@ async def append(
     now_ns: int,
     inactivity_timeout_ms: int = 0,
     tokens: tuple[int, int] = (0, 0),
+    fence: Fence | None = None,
 ) -> None:
     """Write `events` (seqs base_seq+1 ...) and their idempotency keys atomically.
 
@@ -148,8 +154,10 @@ async def append(
     `base_seq`, for daemons sharing a remote database; it raises
     Rejected("not_found" | "terminal" | "moved") and writes nothing when that
     does not hold. A seq or key stored meanwhile fails it with DuplicateRecord.
+    With a `fence` (several replicas), it also checks that this replica still
+    holds the run's lease at that epoch, else Rejected("fenced"), and renews it.
     """
-    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0)]
+    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0), fence is not None]
     variables = {
         "run_id": run_id,
         "base": base_seq,
@@ -165,6 +173,8 @@ async def append(
     }
     if inactivity_timeout_ms > 0:
         variables["deadline"] = now_ns + inactivity_timeout_ms * 1_000_000
+    if fence is not None:
+        variables |= fence.variables()
     await session.query(sql, variables)
 
 

@@ -22,8 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from aivcs_ledgerd.model import Release
-from aivcs_ledgerd.store.database import THROW_PREFIX, Database
+from aivcs_ledgerd.store.database import THROW_PREFIX, Database, Queries
 from aivcs_ledgerd.store.errors import QueryFailed
+from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 
 # Reasons of Rejected raised by the transactions below.
 NOT_FOUND = "release_not_found"
@@ -113,6 +114,16 @@ LET $entry = {{
     + "COMMIT TRANSACTION;"
 )
 
+
+def _fenced(transaction: str) -> str:
+    """The transaction, checking and renewing this replica's lease on the agent first (several replicas)."""
+    begin, commit = "BEGIN TRANSACTION;", "COMMIT TRANSACTION;"
+    return transaction.replace(begin, begin + FENCE_CHECK, 1).replace(commit, FENCE_RENEW + commit, 1)
+
+
+FENCED_PROMOTE = _fenced(PROMOTE)
+FENCED_ROLLBACK = _fenced(ROLLBACK)
+
 CURRENT = _HEAD + "RETURN $current;"
 
 # $before: the page holds the entries just below this sequence (None: from
@@ -134,7 +145,7 @@ def lock_key(agent_name: str) -> str:
 
 
 async def promote(
-    db: Database,
+    db: Queries,
     agent_name: str,
     spec_digest: str,
     version_label: str | None,
@@ -142,48 +153,48 @@ async def promote(
     notes: str | None,
     expected_current_spec_digest: str | None,
     require_successful_run: bool,
+    fence: Fence | None = None,
 ) -> Release:
-    """Append a release; Rejected, DuplicateRecord or StoreConflict otherwise."""
-    results = await db.write(
-        lock_key(agent_name),
-        PROMOTE,
-        {
-            "agent_name": agent_name,
-            "spec_digest": spec_digest,
-            "version_label": version_label,
-            "promoted_by": promoted_by,
-            "notes": notes,
-            "check_expected": expected_current_spec_digest is not None,
-            "expected_current_spec_digest": expected_current_spec_digest or "",
-            "require_successful_run": require_successful_run,
-        },
-    )
-    return _created(results)
+    """Append a release; Rejected, DuplicateRecord or StoreConflict otherwise.
+
+    `db` must hold the agent's lock (`lock_key`); with a `fence`, Rejected("fenced")
+    when this replica no longer holds the agent's lease.
+    """
+    variables = {
+        "agent_name": agent_name,
+        "spec_digest": spec_digest,
+        "version_label": version_label,
+        "promoted_by": promoted_by,
+        "notes": notes,
+        "check_expected": expected_current_spec_digest is not None,
+        "expected_current_spec_digest": expected_current_spec_digest or "",
+        "require_successful_run": require_successful_run,
+    } | (fence.variables() if fence is not None else {})
+    results = await db.query(FENCED_PROMOTE if fence is not None else PROMOTE, variables)
+    return _created(results, fence)
 
 
 async def rollback(
-    db: Database,
+    db: Queries,
     agent_name: str,
     promoted_by: str,
     to_spec_digest: str | None,
     expected_current_spec_digest: str | None,
     notes: str | None,
+    fence: Fence | None = None,
 ) -> Release:
-    """Re-append an earlier entry; Rejected, DuplicateRecord or StoreConflict otherwise."""
-    results = await db.write(
-        lock_key(agent_name),
-        ROLLBACK,
-        {
-            "agent_name": agent_name,
-            "promoted_by": promoted_by,
-            "to_spec_digest": to_spec_digest,
-            "check_expected": expected_current_spec_digest is not None,
-            "expected_current_spec_digest": expected_current_spec_digest or "",
-            "notes_set": notes is not None,
-            "notes": notes,
-        },
-    )
-    return _created(results)
+    """Re-append an earlier entry; Rejected, DuplicateRecord or StoreConflict otherwise (see promote)."""
+    variables = {
+        "agent_name": agent_name,
+        "promoted_by": promoted_by,
+        "to_spec_digest": to_spec_digest,
+        "check_expected": expected_current_spec_digest is not None,
+        "expected_current_spec_digest": expected_current_spec_digest or "",
+        "notes_set": notes is not None,
+        "notes": notes,
+    } | (fence.variables() if fence is not None else {})
+    results = await db.query(FENCED_ROLLBACK if fence is not None else ROLLBACK, variables)
+    return _created(results, fence)
 
 
 async def current(db: Database, agent_name: str) -> Release | None:
@@ -202,9 +213,9 @@ async def history(db: Database, agent_name: str, before: int | None, limit: int)
     return [to_release(row) for row in rows]
 
 
-def _created(results: list[Any]) -> Release:
-    # The CREATE is the statement before COMMIT; it returns a one-row list.
-    rows = results[-2]
+def _created(results: list[Any], fence: Fence | None) -> Release:
+    # The CREATE is the statement before COMMIT (and the lease's renewal); it returns a one-row list.
+    rows = results[-3 if fence is not None else -2]
     if not isinstance(rows, list) or len(rows) != 1:
         raise QueryFailed(f"release append returned {rows!r}")
     return to_release(rows[0])

@@ -19,6 +19,7 @@ from surrealdb import Null, NullType
 
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store.database import Database, Queries
+from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 from aivcs_ledgerd.timeutil import datetime_to_ns
 
 NS_PER_MS = 1_000_000
@@ -74,15 +75,18 @@ async def list_runs(db: Database, where: RunFilter, before_ns: int | None, limit
 
 
 async def finish_run(
-    db: Database, run_id: str, changes: dict[str, Any], expected_total_events: int | None
+    session: Queries, run_id: str, changes: dict[str, Any], expected_total_events: int | None,
+    fence: Fence | None = None,
 ) -> Run:
     """Move a RUNNING run to a terminal state in one checked transaction.
 
-    Raises Rejected("not_found"), Rejected("terminal:<status>") or
-    Rejected("count:<total_events>"); nothing is written then.
+    `session` must hold the run's lock (`run_key`). Raises Rejected("not_found"),
+    Rejected("terminal:<status>"), Rejected("count:<total_events>") or, with a
+    `fence`, Rejected("fenced"); nothing is written then.
     """
     sql = """
     BEGIN TRANSACTION;
+""" + (FENCE_CHECK if fence is not None else "") + """
     LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
@@ -90,20 +94,26 @@ async def finish_run(
         THROW 'aivcs:count:' + <string> $run.total_events
     };
     UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
+    """ + (FENCE_RENEW if fence is not None else "") + """
     COMMIT TRANSACTION;
     """
     variables = {"run_id": run_id, "changes": changes | CLEAR_DEADLINE, "expected": expected_total_events}
-    results = await db.write(run_key(run_id), sql, variables)
-    return run_from_row(results[-2])  # the UPDATE; COMMIT is last
+    if fence is not None:
+        variables |= fence.variables()
+    results = await session.query(sql, variables)
+    return run_from_row(results[-3 if fence is not None else -2])  # the UPDATE; COMMIT (and renewal) follow
 
 
-async def heartbeat(db: Database, run_id: str, now_ns: int) -> Run:
+async def heartbeat(session: Queries, run_id: str, now_ns: int, fence: Fence | None = None) -> Run:
     """Move a RUNNING run's last activity (and deadline) to `now_ns`.
 
-    Raises Rejected("not_found") or Rejected("terminal:<status>"); nothing is written then.
+    `session` must hold the run's lock (`run_key`). Raises Rejected("not_found"),
+    Rejected("terminal:<status>") or, with a `fence`, Rejected("fenced");
+    nothing is written then.
     """
     sql = """
     BEGIN TRANSACTION;
+""" + (FENCE_CHECK if fence is not None else "") + """
     LET $run = (SELECT status, inactivity_timeout_ms FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
@@ -112,10 +122,14 @@ async def heartbeat(db: Database, run_id: str, now_ns: int) -> Run:
         inactivity_deadline_ns = IF $run.inactivity_timeout_ms > 0 THEN
             $now + $run.inactivity_timeout_ms * $ns_per_ms ELSE NONE END
         RETURN AFTER;
+    """ + (FENCE_RENEW if fence is not None else "") + """
     COMMIT TRANSACTION;
     """
-    results = await db.write(run_key(run_id), sql, {"run_id": run_id, "now": now_ns, "ns_per_ms": NS_PER_MS})
-    return run_from_row(results[-2])
+    variables: dict[str, Any] = {"run_id": run_id, "now": now_ns, "ns_per_ms": NS_PER_MS}
+    if fence is not None:
+        variables |= fence.variables()
+    results = await session.query(sql, variables)
+    return run_from_row(results[-3 if fence is not None else -2])
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +175,7 @@ def _idle_run(row: dict[str, Any]) -> IdleRun:
 
 
 async def expire_run(session: Queries, run_id: str, seen_deadline_ns: int, now_ns: int,
-                     changes: dict[str, Any]) -> Run:
+                     changes: dict[str, Any], fence: Fence | None = None) -> Run:
     """Fail a run the sweeper found idle, if it still is: one checked transaction.
 
     `session` must hold the run's lock. The transaction re-reads the run and
@@ -173,16 +187,20 @@ async def expire_run(session: Queries, run_id: str, seen_deadline_ns: int, now_n
     """
     sql = """
     BEGIN TRANSACTION;
+""" + (FENCE_CHECK if fence is not None else "") + """
     LET $run = (SELECT status, inactivity_deadline_ns FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
     IF $run.inactivity_deadline_ns != $seen OR $seen > $now { THROW 'aivcs:active' };
     UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
+    """ + (FENCE_RENEW if fence is not None else "") + """
     COMMIT TRANSACTION;
     """
     variables = {"run_id": run_id, "seen": seen_deadline_ns, "now": now_ns, "changes": changes | CLEAR_DEADLINE}
+    if fence is not None:
+        variables |= fence.variables()
     results = await session.query(sql, variables)
-    return run_from_row(results[-2])
+    return run_from_row(results[-3 if fence is not None else -2])
 
 
 def _nulls_to_surreal(value: Any) -> Any:

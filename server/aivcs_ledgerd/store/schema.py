@@ -8,7 +8,22 @@ added here say which query they serve.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
+
 from aivcs_ledgerd.store.database import Database
+from aivcs_ledgerd.store.errors import StoreConflict
+from aivcs_ledgerd.store.leases import SCHEMA as LEASES
+
+log = logging.getLogger(__name__)
+
+# Replicas started together on an empty database define the same tables at
+# once, and all but one transaction fail with a retryable conflict. A retry
+# finds the definitions in place (IF NOT EXISTS) and commits; the attempts are
+# bounded so that a conflict that never clears still fails the start.
+SCHEMA_ATTEMPTS = 20
+SCHEMA_BACKOFF_SECONDS = 0.05
 
 SEED = """
 DEFINE TABLE IF NOT EXISTS runs SCHEMALESS
@@ -78,5 +93,13 @@ DEFINE TABLE IF NOT EXISTS run_appends SCHEMALESS
 
 
 async def init_schema(db: Database) -> None:
-    """Define every table and index; safe to run on every start."""
-    await db.query("BEGIN TRANSACTION;" + SEED + LEDGER + "COMMIT TRANSACTION;")
+    """Define every table and index; safe to run on every start, and by several replicas at once."""
+    for attempt in range(1, SCHEMA_ATTEMPTS + 1):
+        try:
+            await db.query("BEGIN TRANSACTION;" + SEED + LEDGER + LEASES + "COMMIT TRANSACTION;")
+            return
+        except StoreConflict:
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            log.info("schema definition conflicted with another starter (attempt %d); retrying", attempt)
+            await asyncio.sleep(random.uniform(0.5, 1.5) * SCHEMA_BACKOFF_SECONDS * min(attempt, 10))

@@ -7,12 +7,14 @@ from aivcs.ledger.v1 import event_stream_pb2_grpc, release_registry_pb2_grpc, ru
 
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.transport.event_stream import EventStreamServicer
+from aivcs_ledgerd.transport.peers import Peers
 from aivcs_ledgerd.transport.release_registry import ReleaseRegistryServicer
 from aivcs_ledgerd.transport.run_ledger import RunLedgerServicer
 
 
-def register_services(server: grpc.aio.Server, ledger: Ledger) -> None:
-    """Add the three ledger services to `server`."""
-    run_ledger_pb2_grpc.add_RunLedgerServicer_to_server(RunLedgerServicer(ledger), server)
-    event_stream_pb2_grpc.add_EventStreamServicer_to_server(EventStreamServicer(ledger, ledger.limits), server)
-    release_registry_pb2_grpc.add_ReleaseRegistryServicer_to_server(ReleaseRegistryServicer(ledger), server)
+def register_services(server: grpc.aio.Server, ledger: Ledger, peers: Peers | None = None) -> None:
+    """Add the three ledger services to `server`; `peers` forwards writes to other replicas."""
+    peers = peers or Peers()
+    run_ledger_pb2_grpc.add_RunLedgerServicer_to_server(RunLedgerServicer(ledger, peers), server)
+    event_stream_pb2_grpc.add_EventStreamServicer_to_server(EventStreamServicer(ledger, ledger.limits, peers), server)
+    release_registry_pb2_grpc.add_ReleaseRegistryServicer_to_server(ReleaseRegistryServicer(ledger, peers), server)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -19,7 +20,9 @@ from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.readback import MESSAGE_FRAMING
 from aivcs_ledgerd.store import StoreError
+from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
+from aivcs_ledgerd.transport.peers import OwnerMoved, OwnerUnreachable, Peers, Relayed, is_forwarded, not_owner, routed
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -54,25 +57,55 @@ def chunks(events: Iterable[Event], limit: int = CHUNK_BYTES) -> Iterable[list[e
 # their commit, the stream stops reading, and gRPC flow control pushes back
 # on the client instead of the daemon buffering without bound.
 STREAM_IN_FLIGHT = 64
+# A relayed subscription whose owner went away looks the owner up again after this pause.
+RELAY_PAUSE_SECONDS = 0.1
 
 
 class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
-    def __init__(self, ledger: Ledger, limits: Limits) -> None:
+    def __init__(self, ledger: Ledger, limits: Limits, peers: Peers | None = None) -> None:
         self._events = ledger.events
+        self._ownership = ledger.ownership
         self._limits = limits
         self._draining = ledger.draining
         self._ledger = ledger
         self._chunk_bytes = min(CHUNK_BYTES, limits.max_message_bytes - MESSAGE_FRAMING)
+        self._peers = peers or Peers()
 
     @guarded
     async def AppendEvents(self, request: pb.AppendEventsRequest, context: Context) -> pb.AppendEventsResponse:
-        result = await self._events.append(
-            request.run_id,
-            new_events("events", request.events, self._limits.max_payload_bytes),
-            request.expected_last_seq if request.HasField("expected_last_seq") else None,
-            request.idempotency_key if request.HasField("idempotency_key") else None,
-        )
-        return pb.AppendEventsResponse(first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed)
+        return await self._append(request, context)
+
+    async def _append(
+        self, request: pb.AppendEventsRequest | pb.IngestEventsRequest, context: Context
+    ) -> pb.AppendEventsResponse:
+        """Append here, or on the replica that owns the run (several replicas on one database)."""
+
+        async def local() -> pb.AppendEventsResponse:
+            result = await self._events.append(
+                request.run_id,
+                new_events("events", request.events, self._limits.max_payload_bytes),
+                request.expected_last_seq if request.HasField("expected_last_seq") else None,
+                request.idempotency_key if request.HasField("idempotency_key") else None,
+            )
+            return pb.AppendEventsResponse(
+                first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed
+            )
+
+        if not self._ownership.enabled:
+            return await local()
+
+        async def remote(address: str) -> pb.AppendEventsResponse:
+            forward = pb.AppendEventsRequest(run_id=request.run_id, events=request.events)
+            if request.HasField("expected_last_seq"):
+                forward.expected_last_seq = request.expected_last_seq
+            if request.HasField("idempotency_key"):
+                forward.idempotency_key = request.idempotency_key
+            answer: pb.AppendEventsResponse = await self._peers.unary(
+                address, "EventStream", "AppendEvents", forward, context
+            )
+            return answer
+
+        return await routed(self._ownership, run_key(request.run_id), f"run {request.run_id!r}", context, local, remote)
 
     @guarded_stream
     async def IngestEvents(
@@ -87,12 +120,26 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue()
         stopped = False  # the call is ending: the reader takes no more batches
 
+        # Several replicas: a batch may be forwarded, and forwarded calls can overtake each
+        # other, so a run's batches in this stream go one after another (the previous one
+        # answered first) to keep the stream's order as seq order. Other runs still overlap.
+        previous: dict[str, asyncio.Task[pb.IngestEventsResponse]] = {}
+
+        def forget(run_id: str, done: asyncio.Task[pb.IngestEventsResponse]) -> None:
+            if previous.get(run_id) is done:
+                del previous[run_id]
+
         async def read_requests() -> None:
             try:
                 async for request in request_iterator:
                     if stopped or self._draining.is_set():
                         return  # taken after the drain began: not processed, not answered
-                    answers.put_nowait(asyncio.create_task(self._ingest(request)))
+                    after = previous.get(request.run_id) if self._ownership.enabled else None
+                    task = asyncio.create_task(self._ingest(request, context, after))
+                    if self._ownership.enabled:
+                        previous[request.run_id] = task
+                        task.add_done_callback(functools.partial(forget, request.run_id))
+                    answers.put_nowait(task)
                     await room.acquire()
             finally:
                 answers.put_nowait(None)
@@ -124,15 +171,17 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 if leftover is not None:
                     leftover.cancel()
 
-    async def _ingest(self, request: pb.IngestEventsRequest) -> pb.IngestEventsResponse:
+    async def _ingest(
+        self,
+        request: pb.IngestEventsRequest,
+        context: Context,
+        after: asyncio.Task[pb.IngestEventsResponse] | None = None,
+    ) -> pb.IngestEventsResponse:
         """One batch of a stream; a refusal becomes the batch's `error`, never the stream's."""
+        if after is not None:
+            await asyncio.wait({after})
         try:
-            result = await self._events.append(
-                request.run_id,
-                new_events("events", request.events, self._limits.max_payload_bytes),
-                request.expected_last_seq if request.HasField("expected_last_seq") else None,
-                request.idempotency_key if request.HasField("idempotency_key") else None,
-            )
+            result = await self._append(request, context)
         except Exception as error:
             code, message = status_of(error)
             if not isinstance(error, LedgerError | StoreError):
@@ -158,6 +207,62 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         self, request: pb.SubscribeEventsRequest, context: Context
     ) -> AsyncIterator[pb.SubscribeEventsResponse]:
         with self._ledger.stream():
-            async for window in self._events.follow(request.run_id, request.from_seq):
-                for chunk in chunks(window, self._chunk_bytes):
-                    yield pb.SubscribeEventsResponse(events=chunk)
+            if not self._ownership.enabled:
+                async for window in self._events.follow(request.run_id, request.from_seq):
+                    for chunk in chunks(window, self._chunk_bytes):
+                        yield pb.SubscribeEventsResponse(events=chunk)
+                return
+            async for message in self._follow_owner(request, context):
+                yield message
+
+    async def _follow_owner(
+        self, request: pb.SubscribeEventsRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeEventsResponse]:
+        """Several replicas: live events come from the replica writing the run, so follow that one.
+
+        When this replica owns the run (or nobody does), it serves the
+        subscription from its own feed, and leaves it when another replica
+        takes the run over; otherwise it relays the owner's subscription,
+        from the next seq it has not sent, and looks the owner up again when
+        that stream breaks. A forwarded subscription is served only here and
+        ends with `not_owner` when the run moved.
+        """
+        key = run_key(request.run_id)
+        forwarded = is_forwarded(context)
+        next_seq = max(request.from_seq, 1)
+        moved = False
+
+        async def elsewhere() -> bool:
+            nonlocal moved
+            moved = await self._ownership.locate(key) is not None
+            return moved
+
+        while True:
+            address = None
+            if not forwarded:
+                # Taken when nobody holds it, so that writes arriving anywhere come to the
+                # feed this subscription listens to, instead of a replica it would poll.
+                address = await self._ownership.locate(key) or await self._ownership.claim(key)
+            if address is None:
+                moved = False
+                async for window in self._events.follow(request.run_id, next_seq, elsewhere):
+                    next_seq = window[-1].seq + 1
+                    for chunk in chunks(window, self._chunk_bytes):
+                        yield pb.SubscribeEventsResponse(events=chunk)
+                if not moved:
+                    return  # the run is terminal and every event was sent
+                if forwarded:
+                    raise not_owner(f"run {request.run_id!r}")
+                continue
+            relay = pb.SubscribeEventsRequest(run_id=request.run_id, from_seq=next_seq)
+            try:
+                async for message in self._peers.subscribe(address, relay, context):
+                    if message.events:
+                        next_seq = message.events[-1].seq + 1
+                    yield message
+                return  # the owner ended the stream: the run is terminal
+            except (OwnerMoved, OwnerUnreachable, Relayed) as broken:
+                if isinstance(broken, Relayed) and broken.relayed_code != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                self._ownership.forget_remote(key)
+                await asyncio.sleep(RELAY_PAUSE_SECONDS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -12,7 +13,9 @@ from google.protobuf import timestamp_pb2
 
 from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.model import Release
+from aivcs_ledgerd.store.releases import lock_key
 from aivcs_ledgerd.transport.convert import datetime_to_timestamp
+from aivcs_ledgerd.transport.peers import Peers, routed
 from aivcs_ledgerd.transport.status import guarded
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -22,12 +25,42 @@ MAX_NOTES_BYTES = 64 * 1024
 
 
 class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, peers: Peers | None = None) -> None:
         self._releases = ledger.releases
+        self._ownership = ledger.ownership
+        self._peers = peers or Peers()
+
+    async def _routed(
+        self,
+        method: str,
+        request: pb.PromoteRequest | pb.RollbackRequest,
+        context: Context,
+        local: Callable[[], Awaitable[Release]],
+    ) -> release_pb2.Release:
+        """Append here, or on the replica that owns the agent's history (several replicas on one database)."""
+
+        async def here() -> release_pb2.Release:
+            return release_to_proto(await local())
+
+        if not self._ownership.enabled:
+            return await here()
+
+        async def remote(address: str) -> release_pb2.Release:
+            answer = await self._peers.unary(address, "ReleaseRegistry", method, request, context)
+            forwarded: release_pb2.Release = answer.release
+            return forwarded
+
+        agent = _agent_name(request.agent_name)
+        return await routed(self._ownership, lock_key(agent), f"agent {agent!r}", context, here, remote)
 
     @guarded
     async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.PromoteResponse:
-        release = await self._releases.promote(
+        return pb.PromoteResponse(
+            release=await self._routed("Promote", request, context, lambda: self._promote(request))
+        )
+
+    async def _promote(self, request: pb.PromoteRequest) -> Release:
+        return await self._releases.promote(
             _agent_name(request.agent_name),
             validation.digest("spec_digest", request.spec_digest),
             validation.identifier("promoted_by", request.promoted_by),
@@ -38,11 +71,15 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
             expected_current_spec_digest=_expected(request),
             require_successful_run=request.require_successful_run,
         )
-        return pb.PromoteResponse(release=release_to_proto(release))
 
     @guarded
     async def Rollback(self, request: pb.RollbackRequest, context: Context) -> pb.RollbackResponse:
-        release = await self._releases.rollback(
+        return pb.RollbackResponse(
+            release=await self._routed("Rollback", request, context, lambda: self._rollback(request))
+        )
+
+    async def _rollback(self, request: pb.RollbackRequest) -> Release:
+        return await self._releases.rollback(
             _agent_name(request.agent_name),
             validation.identifier("promoted_by", request.promoted_by),
             to_spec_digest=validation.digest("to_spec_digest", request.to_spec_digest)
@@ -51,7 +88,6 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
             expected_current_spec_digest=_expected(request),
             notes=validation.text("notes", request.notes, MAX_NOTES_BYTES) if request.HasField("notes") else None,
         )
-        return pb.RollbackResponse(release=release_to_proto(release))
 
     @guarded
     async def GetCurrent(self, request: pb.GetCurrentRequest, context: Context) -> pb.GetCurrentResponse:

@@ -12,13 +12,15 @@ from google.protobuf import struct_pb2
 from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.ledger.runs import Finish, NewRun
-from aivcs_ledgerd.model import Evaluation, RunFilter, RunStatus
+from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
+from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import (
     RUN_STATUS_FROM_PROTO,
     checked_timestamp_ns,
     run_to_proto,
     struct_to_dict,
 )
+from aivcs_ledgerd.transport.peers import Peers, routed
 from aivcs_ledgerd.transport.status import guarded
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -42,9 +44,29 @@ def _bounded_tags(tags: struct_pb2.Struct) -> struct_pb2.Struct:
 
 
 class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, peers: Peers | None = None) -> None:
         self._runs = ledger.runs
         self._events = ledger.events
+        self._ownership = ledger.ownership
+        self._peers = peers or Peers()
+
+    async def _finish(self, method: str, request: Any, finish: Finish, context: Context) -> run_pb2.Run:
+        """Finish the run here, or on the replica that owns it (several replicas on one database)."""
+        run_id = validation.identifier("run_id", request.run_id)
+
+        async def local() -> run_pb2.Run:
+            run: Run = await self._runs.finish(run_id, finish)
+            return run_to_proto(run)
+
+        if not self._ownership.enabled:
+            return await local()
+
+        async def remote(address: str) -> run_pb2.Run:
+            answer = await self._peers.unary(address, "RunLedger", method, request, context)
+            forwarded: run_pb2.Run = answer.run
+            return forwarded
+
+        return await routed(self._ownership, run_key(run_id), f"run {run_id!r}", context, local, remote)
 
     @guarded
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
@@ -99,8 +121,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             if request.HasField("final_state_digest") else None,
             expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
         )
-        run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
-        return pb.CompleteRunResponse(run=run_to_proto(run))
+        return pb.CompleteRunResponse(run=await self._finish("CompleteRun", request, finish, context))
 
     @guarded
     async def FailRun(self, request: pb.FailRunRequest, context: Context) -> pb.FailRunResponse:
@@ -110,21 +131,32 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             reason=validation.text("reason", request.reason),
             expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
         )
-        run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
-        return pb.FailRunResponse(run=run_to_proto(run))
+        return pb.FailRunResponse(run=await self._finish("FailRun", request, finish, context))
 
     @guarded
     async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.CancelRunResponse:
         finish = Finish(
             RunStatus.CANCELLED, duration_ms(request.duration_ms), reason=validation.text("reason", request.reason)
         )
-        run = await self._runs.finish(validation.identifier("run_id", request.run_id), finish)
-        return pb.CancelRunResponse(run=run_to_proto(run))
+        return pb.CancelRunResponse(run=await self._finish("CancelRun", request, finish, context))
 
     @guarded
     async def Heartbeat(self, request: pb.HeartbeatRequest, context: Context) -> pb.HeartbeatResponse:
-        run = await self._runs.heartbeat(validation.identifier("run_id", request.run_id))
-        return pb.HeartbeatResponse(run=run_to_proto(run))
+        run_id = validation.identifier("run_id", request.run_id)
+
+        async def local() -> run_pb2.Run:
+            return run_to_proto(await self._runs.heartbeat(run_id))
+
+        if not self._ownership.enabled:
+            return pb.HeartbeatResponse(run=await local())
+
+        async def remote(address: str) -> run_pb2.Run:
+            answer = await self._peers.unary(address, "RunLedger", "Heartbeat", request, context)
+            forwarded: run_pb2.Run = answer.run
+            return forwarded
+
+        key = run_key(run_id)
+        return pb.HeartbeatResponse(run=await routed(self._ownership, key, f"run {run_id!r}", context, local, remote))
 
     @guarded
     async def VerifyRun(self, request: pb.VerifyRunRequest, context: Context) -> pb.VerifyRunResponse:

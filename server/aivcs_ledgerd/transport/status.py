@@ -37,6 +37,9 @@ Response = TypeVar("Response")
 
 def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     """The status code and message a caller gets for `error`."""
+    code = getattr(error, "relayed_code", None)
+    if isinstance(code, grpc.StatusCode):
+        return code, str(error)  # the owning replica's own answer (transport/peers.py)
     for kind, code in CODES.items():
         if isinstance(error, kind):
             return code, str(error)

@@ -29,7 +29,14 @@ class EventStreamStub:
     """Appends events to runs and reads them back. Within a run, the server
     assigns seq 1, 2, 3, ... with no gap and no duplicate, whatever the number
     of concurrent writers, streams or daemon replicas. A batch is atomic: all
-    its events get consecutive seqs, or none is written.
+    its events get consecutive seqs, or none is written. With several daemon
+    replicas on one SurrealDB server, one replica at a time writes a given run
+    (it holds the run's lease in the database); the others forward that run's
+    appends, ingest batches and Complete/Fail/CancelRun to it, and every write
+    checks the lease's epoch, so a replica that lost the lease (stopped,
+    partitioned) writes nothing. A forwarded call answers as if made on the
+    owner; while ownership moves (an owner stopped or killed: at most the lease
+    time, --lease-seconds) calls may fail with UNAVAILABLE and are retried.
     """
 
     def __init__(self, channel):
@@ -64,7 +71,14 @@ class EventStreamServicer:
     """Appends events to runs and reads them back. Within a run, the server
     assigns seq 1, 2, 3, ... with no gap and no duplicate, whatever the number
     of concurrent writers, streams or daemon replicas. A batch is atomic: all
-    its events get consecutive seqs, or none is written.
+    its events get consecutive seqs, or none is written. With several daemon
+    replicas on one SurrealDB server, one replica at a time writes a given run
+    (it holds the run's lease in the database); the others forward that run's
+    appends, ingest batches and Complete/Fail/CancelRun to it, and every write
+    checks the lease's epoch, so a replica that lost the lease (stopped,
+    partitioned) writes nothing. A forwarded call answers as if made on the
+    owner; while ownership moves (an owner stopped or killed: at most the lease
+    time, --lease-seconds) calls may fail with UNAVAILABLE and are retried.
     """
 
     def AppendEvents(self, request, context):
@@ -96,7 +110,9 @@ class EventStreamServicer:
     def SubscribeEvents(self, request, context):
         """Streams the run's stored events from from_seq, then new events live as
         they commit, with no gap and no duplicate between the two. Ends with OK
-        once the run is terminal and all its events have been sent.
+        once the run is terminal and all its events have been sent. On any
+        replica: a replica that does not write the run relays the live events of
+        the one that does.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,7 +153,14 @@ class EventStream:
     """Appends events to runs and reads them back. Within a run, the server
     assigns seq 1, 2, 3, ... with no gap and no duplicate, whatever the number
     of concurrent writers, streams or daemon replicas. A batch is atomic: all
-    its events get consecutive seqs, or none is written.
+    its events get consecutive seqs, or none is written. With several daemon
+    replicas on one SurrealDB server, one replica at a time writes a given run
+    (it holds the run's lease in the database); the others forward that run's
+    appends, ingest batches and Complete/Fail/CancelRun to it, and every write
+    checks the lease's epoch, so a replica that lost the lease (stopped,
+    partitioned) writes nothing. A forwarded call answers as if made on the
+    owner; while ownership moves (an owner stopped or killed: at most the lease
+    time, --lease-seconds) calls may fail with UNAVAILABLE and are retried.
     """
 
     @staticmethod

@@ -30,7 +30,14 @@ class EventStreamStub:
     """Appends events to runs and reads them back. Within a run, the server
     assigns seq 1, 2, 3, ... with no gap and no duplicate, whatever the number
     of concurrent writers, streams or daemon replicas. A batch is atomic: all
-    its events get consecutive seqs, or none is written.
+    its events get consecutive seqs, or none is written. With several daemon
+    replicas on one SurrealDB server, one replica at a time writes a given run
+    (it holds the run's lease in the database); the others forward that run's
+    appends, ingest batches and Complete/Fail/CancelRun to it, and every write
+    checks the lease's epoch, so a replica that lost the lease (stopped,
+    partitioned) writes nothing. A forwarded call answers as if made on the
+    owner; while ownership moves (an owner stopped or killed: at most the lease
+    time, --lease-seconds) calls may fail with UNAVAILABLE and are retried.
     """
 
     @_typing.overload
@@ -54,7 +61,9 @@ class EventStreamStub:
     SubscribeEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]
     """Streams the run's stored events from from_seq, then new events live as
     they commit, with no gap and no duplicate between the two. Ends with OK
-    once the run is terminal and all its events have been sent.
+    once the run is terminal and all its events have been sent. On any
+    replica: a replica that does not write the run relays the live events of
+    the one that does.
     """
 
 @_typing.type_check_only
@@ -62,7 +71,14 @@ class EventStreamAsyncStub(EventStreamStub):
     """Appends events to runs and reads them back. Within a run, the server
     assigns seq 1, 2, 3, ... with no gap and no duplicate, whatever the number
     of concurrent writers, streams or daemon replicas. A batch is atomic: all
-    its events get consecutive seqs, or none is written.
+    its events get consecutive seqs, or none is written. With several daemon
+    replicas on one SurrealDB server, one replica at a time writes a given run
+    (it holds the run's lease in the database); the others forward that run's
+    appends, ingest batches and Complete/Fail/CancelRun to it, and every write
+    checks the lease's epoch, so a replica that lost the lease (stopped,
+    partitioned) writes nothing. A forwarded call answers as if made on the
+    owner; while ownership moves (an owner stopped or killed: at most the lease
+    time, --lease-seconds) calls may fail with UNAVAILABLE and are retried.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -83,14 +99,23 @@ class EventStreamAsyncStub(EventStreamStub):
     SubscribeEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]  # type: ignore[assignment]
     """Streams the run's stored events from from_seq, then new events live as
     they commit, with no gap and no duplicate between the two. Ends with OK
-    once the run is terminal and all its events have been sent.
+    once the run is terminal and all its events have been sent. On any
+    replica: a replica that does not write the run relays the live events of
+    the one that does.
     """
 
 class EventStreamServicer(metaclass=_abc_1.ABCMeta):
     """Appends events to runs and reads them back. Within a run, the server
     assigns seq 1, 2, 3, ... with no gap and no duplicate, whatever the number
     of concurrent writers, streams or daemon replicas. A batch is atomic: all
-    its events get consecutive seqs, or none is written.
+    its events get consecutive seqs, or none is written. With several daemon
+    replicas on one SurrealDB server, one replica at a time writes a given run
+    (it holds the run's lease in the database); the others forward that run's
+    appends, ingest batches and Complete/Fail/CancelRun to it, and every write
+    checks the lease's epoch, so a replica that lost the lease (stopped,
+    partitioned) writes nothing. A forwarded call answers as if made on the
+    owner; while ownership moves (an owner stopped or killed: at most the lease
+    time, --lease-seconds) calls may fail with UNAVAILABLE and are retried.
     """
 
     @_abc_1.abstractmethod
@@ -133,7 +158,9 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_event_stream_pb2.SubscribeEventsResponse], _abc.AsyncIterator[_event_stream_pb2.SubscribeEventsResponse]]:
         """Streams the run's stored events from from_seq, then new events live as
         they commit, with no gap and no duplicate between the two. Ends with OK
-        once the run is terminal and all its events have been sent.
+        once the run is terminal and all its events have been sent. On any
+        replica: a replica that does not write the run relays the live events of
+        the one that does.
         """
 
 def add_EventStreamServicer_to_server(servicer: EventStreamServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

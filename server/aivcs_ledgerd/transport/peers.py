@@ -1,0 +1,199 @@
+"""Calls forwarded to the replica that owns a run (see ledger/ownership.py).
+
+A replica that receives a write for a run another replica owns sends the
+same request to the owner over gRPC, with the caller's `authorization`
+metadata (so the owner checks the caller's token, not a replica's) and a
+`aivcs-forwarded` marker: a forwarded call is never forwarded again, so a
+stale view of ownership costs one refusal, not a loop. The owner's answer,
+or its refusal with its status code and message, goes back to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from aivcs.ledger.v1 import event_stream_pb2 as es
+from aivcs.ledger.v1 import event_stream_pb2_grpc, release_registry_pb2_grpc, run_ledger_pb2_grpc
+
+from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
+from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "aivcs-forwarded"
+# The first words of the refusal a replica gives to a forwarded call for a key it does not own.
+NOT_OWNER = "not the owner of"
+DEFAULT_TIMEOUT_SECONDS = 30.0
+
+Context = grpc.aio.ServicerContext[Any, Any]
+T = TypeVar("T")
+
+
+class Relayed(LedgerError):
+    """The owner's refusal, passed on with its own status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.relayed_code = code
+
+
+class OwnerMoved(Exception):
+    """The replica called does not own the key (any more): look the owner up again."""
+
+
+class OwnerUnreachable(Unavailable):
+    """The owner did not answer; after its lease expires another replica takes over."""
+
+
+def is_forwarded(context: Context) -> bool:
+    return any(key == FORWARDED for key, _ in context.invocation_metadata() or ())
+
+
+def not_owner(what: str) -> Unavailable:
+    """What a replica answers to a forwarded call for a key it does not own."""
+    return Unavailable(f"{NOT_OWNER} {what} (ownership moved); retry")
+
+
+class Peers:
+    """gRPC channels to the other replicas, one per address, opened on first use."""
+
+    def __init__(
+        self,
+        credentials: grpc.ChannelCredentials | None = None,
+        observe: Callable[[str, str], None] | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        self._credentials = credentials
+        self._timeout_seconds = timeout
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._observe = observe
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            options = [
+                ("grpc.max_receive_message_length", -1),
+                ("grpc.max_send_message_length", -1),
+                # A replica restarted at the same address is reached again within seconds,
+                # not after gRPC's default reconnect backoff of up to two minutes.
+                ("grpc.initial_reconnect_backoff_ms", 200),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
+            if self._credentials is None:
+                channel = grpc.aio.insecure_channel(address, options=options)
+            else:
+                channel = grpc.aio.secure_channel(address, self._credentials, options=options)
+            self._channels[address] = channel
+        return channel
+
+    @staticmethod
+    def _metadata(context: Context) -> list[tuple[str, str | bytes]]:
+        passed = [(k, v) for k, v in context.invocation_metadata() or () if k.lower() == "authorization"]
+        return [*passed, (FORWARDED, "1")]
+
+    def _timeout(self, context: Context) -> float:
+        """The caller's deadline, but no longer than `timeout`: an owner that does not answer
+        within it (stopped, partitioned) is reported unreachable, and by the time the caller
+        retries its lease has expired and another replica takes the run over."""
+        remaining = context.time_remaining()
+        return self._timeout_seconds if remaining is None else max(min(remaining, self._timeout_seconds), 0.001)
+
+    def _count(self, method: str, outcome: str) -> None:
+        if self._observe is not None:
+            self._observe(method, outcome)
+
+    def _failure(self, method: str, address: str, error: grpc.aio.AioRpcError) -> Exception:
+        details = error.details() or ""
+        if error.code() == grpc.StatusCode.UNAVAILABLE and details.startswith(NOT_OWNER):
+            self._count(method, "moved")
+            return OwnerMoved(details)
+        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not details.startswith(
+            ("database", "the daemon")
+        ):
+            self._count(method, "unreachable")
+            log.info("owner at %s did not answer %s: %s", address, method, details)
+            return OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry")
+        self._count(method, "refused")
+        return Relayed(error.code(), details)
+
+    async def unary(self, address: str, service: str, method: str, request: Any, context: Context) -> Any:
+        """Call `service.method` on the replica at `address`; raise Relayed, OwnerMoved or OwnerUnreachable."""
+        channel = self._channel(address)
+        stubs: dict[str, Any] = {
+            "EventStream": event_stream_pb2_grpc.EventStreamStub,
+            "RunLedger": run_ledger_pb2_grpc.RunLedgerStub,
+            "ReleaseRegistry": release_registry_pb2_grpc.ReleaseRegistryStub,
+        }
+        call = getattr(stubs[service](channel), method)
+        try:
+            answer = await call(request, metadata=self._metadata(context), timeout=self._timeout(context))
+        except grpc.aio.AioRpcError as error:
+            raise self._failure(method, address, error) from None
+        self._count(method, "ok")
+        return answer
+
+    async def subscribe(
+        self, address: str, request: es.SubscribeEventsRequest, context: Context
+    ) -> AsyncIterator[es.SubscribeEventsResponse]:
+        """The owner's SubscribeEvents stream, message by message."""
+        stub = event_stream_pb2_grpc.EventStreamStub(self._channel(address))
+        call = stub.SubscribeEvents(request, metadata=self._metadata(context), timeout=context.time_remaining())
+        self._count("SubscribeEvents", "ok")
+        try:
+            async for message in call:
+                yield message
+        except grpc.aio.AioRpcError as error:
+            raise self._failure("SubscribeEvents", address, error) from None
+        finally:
+            call.cancel()
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close(None)
+        self._channels.clear()
+
+
+ATTEMPTS = 4
+UNREACHABLE_PAUSE_SECONDS = 0.2
+
+
+async def routed(
+    ownership: SoleOwner,
+    key: str,
+    what: str,
+    context: Context,
+    local: Callable[[], Awaitable[T]],
+    remote: Callable[[str], Awaitable[T]],
+) -> T:
+    """Run a write on this replica when it owns `key` (or can take it), else on the owner.
+
+    A forwarded call is only ever served here: if this replica does not own
+    `key`, it is refused with `not_owner`, and the forwarding replica looks
+    the owner up again.
+    """
+    forwarded = is_forwarded(context)
+    for attempt in range(ATTEMPTS):
+        address = None if forwarded else ownership.remote_owner(key)
+        if address is None:
+            try:
+                return await local()
+            except NotOwner as moved:
+                if forwarded:
+                    raise not_owner(what) from None
+                if moved.address is None:
+                    continue  # lost it just now: ask the database who holds it
+                address = moved.address
+        try:
+            return await remote(address)
+        except OwnerMoved:
+            ownership.forget_remote(key)
+        except OwnerUnreachable:
+            ownership.forget_remote(key)
+            if attempt == ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(UNREACHABLE_PAUSE_SECONDS)
+    raise Unavailable(f"ownership of {what} kept moving between replicas; retry")
