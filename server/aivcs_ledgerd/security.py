@@ -25,9 +25,9 @@ from typing import Any
 
 import grpc
 from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 from aivcs_ledgerd.interceptors import Handler, refuse
-from aivcs_ledgerd.otlp.servicer import EXPORT_METHOD
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,9 @@ def _paths(descriptor: Any, service: str, names: Iterable[str]) -> set[str]:
     methods = descriptor.services_by_name[service].methods_by_name
     return {f"/{full}/{name}" for name in names if name in methods}
 
+
+# OTLP's trace export, served on the gRPC port (otlp/).
+EXPORT_METHOD = f"/{trace_service_pb2.DESCRIPTOR.services_by_name['TraceService'].full_name}/Export"
 
 # Every RPC that changes the ledger; a read-only token may call all the others.
 WRITE_METHODS = frozenset(

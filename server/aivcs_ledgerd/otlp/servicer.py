@@ -33,7 +33,6 @@ Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TraceService"].full_name
-EXPORT_METHOD = f"/{SERVICE_NAME}/Export"
 MAX_EXPORT_SPANS = 8192  # sixteen times the OTel SDKs' default export batch (512)
 MAX_MESSAGES_SHOWN = 3  # refusals quoted in partial_success.error_message
 
