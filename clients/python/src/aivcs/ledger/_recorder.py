@@ -116,9 +116,9 @@ class Recorder:
             self._starts[key] = time.monotonic()
             self._put(_Start(key, create))
 
-    def emit(self, key: str, kind: str, payload: dict[str, JSON]) -> bool:
-        """Queue one event of `key`'s run, stamped now; False if it was dropped."""
-        stamp = time.time_ns()
+    def emit(self, key: str, kind: str, payload: dict[str, JSON], timestamp_ns: int | None = None) -> bool:
+        """Queue one event of `key`'s run, stamped `timestamp_ns` (default: now); False if it was dropped."""
+        stamp = time.time_ns() if timestamp_ns is None else timestamp_ns
         with self._cond:
             while self._queued_events >= self._settings.max_buffered_events and not self._closed:
                 if self._settings.when_full == "drop":
