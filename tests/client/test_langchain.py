@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from aivcs.ledger import Client, Event, RunStatus
+from aivcs.ledger import Client, Event, RunStatus, Unavailable
 from aivcs.ledger.langchain import LedgerCallbackHandler, graph_spec, graph_spec_digest
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -37,8 +37,14 @@ class State(TypedDict, total=False):
 
 def fake_model(replies: int = 10) -> GenericFakeChatModel:
     usage = {"input_tokens": 11, "output_tokens": 7, "total_tokens": 18}
-    return GenericFakeChatModel(messages=iter([AIMessage(content=f"reply {i}", usage_metadata=usage)  # type: ignore[arg-type]
-                                               for i in range(replies)]))
+    return GenericFakeChatModel(
+        messages=iter(
+            [
+                AIMessage(content=f"reply {i}", usage_metadata=usage)  # type: ignore[arg-type]
+                for i in range(replies)
+            ]
+        )
+    )
 
 
 @tool
@@ -84,11 +90,15 @@ def outline(events: list[Event]) -> list[tuple[str, str | None]]:
 
 EXPECTED = [
     ("chain_start", "LangGraph"),
-    ("chain_start", "plan"), ("chain_end", "plan"),
+    ("chain_start", "plan"),
+    ("chain_end", "plan"),
     ("chain_start", "answer"),
-    ("llm_start", "GenericFakeChatModel"), ("llm_end", "GenericFakeChatModel"),
-    ("tool_start", "lookup"), ("tool_end", "lookup"),
-    ("retriever_start", "Shelf"), ("retriever_end", "Shelf"),
+    ("llm_start", "GenericFakeChatModel"),
+    ("llm_end", "GenericFakeChatModel"),
+    ("tool_start", "lookup"),
+    ("tool_end", "lookup"),
+    ("retriever_start", "Shelf"),
+    ("retriever_end", "Shelf"),
     ("chain_end", "answer"),
     ("chain_end", "LangGraph"),
 ]
@@ -194,8 +204,9 @@ async def test_async_invocation_and_astream(client: Client) -> None:
     app = planner_graph(fake_model())
     handler = LedgerCallbackHandler(client, agent_name=unique("lc-async"))
     await app.ainvoke({"question": "q"}, config={"callbacks": [handler]})
-    chunks = [chunk async for chunk in app.astream({"question": "q"}, config={"callbacks": [handler]},
-                                                   stream_mode="updates")]
+    chunks = [
+        chunk async for chunk in app.astream({"question": "q"}, config={"callbacks": [handler]}, stream_mode="updates")
+    ]
     assert [next(iter(c)) for c in chunks] == ["plan", "answer"]
     assert await handler.aflush(timeout=30)
     assert len(handler.run_ids) == 2
@@ -221,8 +232,10 @@ async def test_concurrent_async_invocations_are_separate_runs(client: Client) ->
 def test_parallel_invocations_from_threads_are_separate_runs(client: Client) -> None:
     app = planner_graph(fake_model(20))
     handler = LedgerCallbackHandler(client, agent_name=unique("lc-threads"))
-    threads = [threading.Thread(target=app.invoke, args=({"question": "q"},), kwargs={"config": {"callbacks": [handler]}})
-               for _ in range(4)]
+    config: Any = {"callbacks": [handler]}
+    threads = [
+        threading.Thread(target=app.invoke, args=({"question": "q"},), kwargs={"config": config}) for _ in range(4)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -270,7 +283,7 @@ def test_an_interrupted_graph_resumed_is_two_runs_on_one_thread(client: Client) 
     assert paused.status is RunStatus.COMPLETED and "resumed" not in paused.tags
     kinds = [e.kind for e in events_of(client, paused.run_id)]
     assert kinds == ["chain_start", "chain_start", "chain_end", "chain_start", "interrupt", "chain_end"]
-    interrupt_event = [e for e in events_of(client, paused.run_id) if e.kind == "interrupt"][0]
+    interrupt_event = next(e for e in events_of(client, paused.run_id) if e.kind == "interrupt")
     assert interrupt_event.payload["node"] == "ask"
     assert interrupt_event.payload["interrupts"][0]["value"] == {"question": "go ahead?"}  # type: ignore[index]
 
@@ -281,7 +294,9 @@ def test_an_interrupted_graph_resumed_is_two_runs_on_one_thread(client: Client) 
     assert resumed.tags["resumed"] is True
     assert resumed.tags["thread_id"] == paused.tags["thread_id"] == config["configurable"]["thread_id"]
     assert [e.payload.get("name") for e in events_of(client, resumed.run_id) if e.kind == "chain_start"] == [
-        "LangGraph", "ask"]
+        "LangGraph",
+        "ask",
+    ]
 
 
 def free_port() -> int:
@@ -293,15 +308,21 @@ def free_port() -> int:
 def test_with_the_ledger_away_a_dropping_handler_never_stops_the_agent() -> None:
     app = planner_graph(fake_model())
     with Client(f"127.0.0.1:{free_port()}", timeout=2) as nowhere:
-        handler = LedgerCallbackHandler(nowhere, agent_name="lc-away", when_full="drop", retry_timeout=0.5,
-                                        max_buffered_events=200, max_batch_events=200)
+        handler = LedgerCallbackHandler(
+            nowhere,
+            agent_name="lc-away",
+            when_full="drop",
+            retry_timeout=0.5,
+            max_buffered_events=200,
+            max_batch_events=200,
+        )
         started = time.monotonic()
         for _ in range(3):
             assert app.invoke({"question": "q"}, config={"callbacks": [handler]})["answer"].startswith("reply")
         assert time.monotonic() - started < 10  # generous: nothing waited on the ledger's retries
         assert handler.flush(timeout=60)
         assert handler.dropped == 3 * len(EXPECTED)  # nothing could be stored, and all of it is counted
-        with pytest.raises(Exception, match="failed to connect|Unavailable|unavailable|connect"):
+        with pytest.raises(Unavailable):
             handler.wait(timeout=10)
         handler.close()
 
@@ -310,6 +331,6 @@ def test_with_the_ledger_away_a_blocking_handler_raises_at_the_end() -> None:
     app = planner_graph(fake_model())
     with Client(f"127.0.0.1:{free_port()}", timeout=2) as nowhere:
         handler = LedgerCallbackHandler(nowhere, agent_name="lc-away", retry_timeout=0.5)
-        with pytest.raises(Exception, match="connect|navailable"):
+        with pytest.raises(Unavailable):
             app.invoke({"question": "q"}, config={"callbacks": [handler]})
         handler.close()

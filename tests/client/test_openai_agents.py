@@ -40,13 +40,20 @@ async def polite(context: Any, agent: Any, user_input: Any) -> GuardrailFunction
 
 def agents_for(name: str) -> tuple[Agent[Any], Agent[Any]]:
     name = name.replace("-", "_")  # handoff tool names allow letters, digits and underscores
-    weather = Agent(name=f"{name}_weather", instructions="Report the weather.",
-                    model=ScriptedModel([[say("It is sunny in Oslo.")]], usage=(20, 8)))
+    weather = Agent(
+        name=f"{name}_weather",
+        instructions="Report the weather.",
+        model=ScriptedModel([[say("It is sunny in Oslo.")]], usage=(20, 8)),
+    )
     triage = Agent(
-        name=name, instructions="Find the city, then hand off.", tools=[lookup], handoffs=[weather],
+        name=name,
+        instructions="Find the city, then hand off.",
+        tools=[lookup],
+        handoffs=[weather],
         input_guardrails=[polite],
-        model=ScriptedModel([[call("lookup", {"city": "Oslo"}, "call-1")],
-                             [call(f"transfer_to_{weather.name}", {}, "call-2")]]),
+        model=ScriptedModel(
+            [[call("lookup", {"city": "Oslo"}, "call-1")], [call(f"transfer_to_{weather.name}", {}, "call-2")]]
+        ),
     )
     return triage, weather
 
@@ -104,7 +111,8 @@ async def test_a_traced_agent_run_is_one_run_with_a_span_per_event(client: Clien
     generations = [e.payload for e in events if e.kind == "generation"]
     assert [g["model"] for g in generations] == ["scripted-model-1"] * 3
     assert [g["usage"] for g in generations] == [{"input_tokens": 13, "output_tokens": 5}] * 2 + [
-        {"input_tokens": 20, "output_tokens": 8}]
+        {"input_tokens": 20, "output_tokens": 8}
+    ]
     function = next(e.payload for e in events if e.kind == "function")
     assert function["data"]["name"] == "lookup" and "sunny in Oslo" in str(function["data"]["output"])  # type: ignore[index]
     handoff = next(e.payload for e in events if e.kind == "handoff")
@@ -122,8 +130,9 @@ async def test_a_traced_agent_run_is_one_run_with_a_span_per_event(client: Clien
     assert agent_of_function["data"]["name"] == name  # type: ignore[index]
 
 
-async def test_a_tripped_guardrail_fails_the_run_with_the_reason(client: Client,
-                                                                 processor: LedgerTracingProcessor) -> None:
+async def test_a_tripped_guardrail_fails_the_run_with_the_reason(
+    client: Client, processor: LedgerTracingProcessor
+) -> None:
     triage, _ = agents_for(unique("triage"))
     with pytest.raises(InputGuardrailTripwireTriggered):
         await Runner.run(triage, "you stupid bot")
@@ -135,8 +144,9 @@ async def test_a_tripped_guardrail_fails_the_run_with_the_reason(client: Client,
     assert guardrail.payload["data"]["triggered"] is True  # type: ignore[index]
 
 
-async def test_a_named_trace_of_two_runs_is_one_run_named_after_it(client: Client,
-                                                                   processor: LedgerTracingProcessor) -> None:
+async def test_a_named_trace_of_two_runs_is_one_run_named_after_it(
+    client: Client, processor: LedgerTracingProcessor
+) -> None:
     workflow = unique("support-desk")
     first, _ = agents_for(unique("triage"))
     second, _ = agents_for(unique("triage"))

@@ -124,8 +124,11 @@ class Recorder:
                 if self._settings.when_full == "drop":
                     self._queue_drops += 1
                     if self._drop_throttle.due():
-                        LOGGER.warning("ledger adapter: %d events waiting, dropped %d events so far",
-                                       self._queued_events, self._queue_drops)
+                        LOGGER.warning(
+                            "ledger adapter: %d events waiting, dropped %d events so far",
+                            self._queued_events,
+                            self._queue_drops,
+                        )
                     return False
                 self._cond.wait()
             self._queued_events += 1
@@ -190,9 +193,9 @@ class Recorder:
 
     def _handle(self, command: _Command) -> None:
         if isinstance(command, _Start):
-            recording = self._create(command.create)
+            created = self._create(command.create)
             with self._cond:
-                self._recordings[command.key] = recording
+                self._recordings[command.key] = created
         elif isinstance(command, _Emit):
             recording = self._recordings.get(command.key)
             if recording is None or recording.writer is None:
@@ -205,9 +208,9 @@ class Recorder:
                 self._lost += 1
         else:
             with self._cond:
-                recording = self._recordings.pop(command.key, None)
+                ended = self._recordings.pop(command.key, None)
             try:
-                command.done.set_result(self._finish(recording, command))
+                command.done.set_result(self._finish(ended, command))
             except LedgerError as error:
                 command.done.set_exception(error)
 
@@ -222,8 +225,11 @@ class Recorder:
             except LedgerError as error:
                 delay = backoff.next_delay() if error.code in _RETRY_CREATE else None
                 if delay is None:
-                    LOGGER.error("ledger adapter: run %s could not be created, its events are dropped: %s",
-                                 recording.run_id, error)
+                    LOGGER.error(
+                        "ledger adapter: run %s could not be created, its events are dropped: %s",
+                        recording.run_id,
+                        error,
+                    )
                     recording.error = error
                     return recording
                 if not warned:
@@ -232,8 +238,9 @@ class Recorder:
                 time.sleep(delay)
         settings = self._settings
         if settings.heartbeat_interval == "auto":  # the run is known: no first heartbeat needed to learn it
-            settings = dataclasses.replace(settings,
-                                           heartbeat_interval=heartbeat_interval_for(run.inactivity_timeout_ms))
+            settings = dataclasses.replace(
+                settings, heartbeat_interval=heartbeat_interval_for(run.inactivity_timeout_ms)
+            )
         recording.writer = self._client.events.writer(run.run_id, settings=settings)
         return recording
 

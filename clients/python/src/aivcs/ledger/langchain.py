@@ -62,8 +62,9 @@ def graph_spec(graph: Any) -> dict[str, JSON]:
     its node names, sorted, and its edges as sorted `[source, target, conditional]`."""
     drawn = graph.get_graph()
     nodes: list[JSON] = sorted(str(node) for node in drawn.nodes)
-    edges: list[JSON] = [[s, t, c] for s, t, c in sorted((str(e.source), str(e.target), bool(e.conditional))
-                                                      for e in drawn.edges)]
+    edges: list[JSON] = [
+        [s, t, c] for s, t, c in sorted((str(e.source), str(e.target), bool(e.conditional)) for e in drawn.edges)
+    ]
     return {"nodes": nodes, "edges": edges}
 
 
@@ -110,15 +111,21 @@ def _usage(response: LLMResult) -> dict[str, JSON] | None:
         return dict(total)
     output = response.llm_output or {}
     found = output.get("token_usage") or output.get("usage")
-    return jsonable(found) if isinstance(found, Mapping) else None  # type: ignore[return-value]
+    return jsonable(found) if isinstance(found, Mapping) else None
 
 
 def _model_of(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str | None:
     params = kwargs.get("invocation_params") or {}
     metadata = kwargs.get("metadata") or {}
     init = (serialized or {}).get("kwargs") or {}
-    for candidate in (params.get("model"), params.get("model_name"), metadata.get("ls_model_name"),
-                      init.get("model"), init.get("model_name"), params.get("_type")):
+    for candidate in (
+        params.get("model"),
+        params.get("model_name"),
+        metadata.get("ls_model_name"),
+        init.get("model"),
+        init.get("model_name"),
+        params.get("_type"),
+    ):
         if isinstance(candidate, str) and candidate:
             return candidate
     return None
@@ -173,8 +180,9 @@ class LedgerCallbackHandler(BaseCallbackHandler):
     ) -> None:
         super().__init__()
         self.agent_name = agent_name
-        self.spec_digest = spec_digest if spec_digest is not None else (
-            graph_spec_digest(graph) if graph is not None else None)
+        self.spec_digest = (
+            spec_digest if spec_digest is not None else (graph_spec_digest(graph) if graph is not None else None)
+        )
         self.tags = dict(tags or {})
         self.capture_io = capture_io
         self._inactivity_timeout = inactivity_timeout
@@ -214,7 +222,7 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         """Wait until everything recorded so far is in the ledger (runs ended included); False on timeout."""
         return self._recorder.flush(timeout)
 
-    async def aflush(self, timeout: float | None = None) -> bool:
+    async def aflush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - the bound of the thread's wait
         """`flush` for asyncio code: waits in a thread, so the event loop goes on."""
         return await asyncio.to_thread(self._recorder.flush, timeout)
 
@@ -224,8 +232,9 @@ class LedgerCallbackHandler(BaseCallbackHandler):
 
     # -- the tree ------------------------------------------------------------------
 
-    def _enter(self, run_id: UUID, parent_run_id: UUID | None, name: str, inputs: Any,
-               metadata: Mapping[str, Any] | None) -> UUID:
+    def _enter(
+        self, run_id: UUID, parent_run_id: UUID | None, name: str, inputs: Any, metadata: Mapping[str, Any] | None
+    ) -> UUID:
         """The top-level run `run_id` belongs to, starting a ledger run when it is one."""
         node = (metadata or {}).get("langgraph_node")
         with self._lock:
@@ -244,19 +253,34 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         if type(inputs).__name__ == "Command" and getattr(inputs, "resume", None) is not None:
             tags["resumed"] = True
         digest = self.spec_digest or digest_of({"agent_name": self.agent_name, "runnable": name})
-        self._recorder.start(str(run_id), run_id=ledger_run, spec_digest=digest, agent_name=self.agent_name,
-                             tags=tags, inactivity_timeout=self._inactivity_timeout)
+        self._recorder.start(
+            str(run_id),
+            run_id=ledger_run,
+            spec_digest=digest,
+            agent_name=self.agent_name,
+            tags=tags,
+            inactivity_timeout=self._inactivity_timeout,
+        )
         return run_id
 
     def _root(self, run_id: UUID) -> UUID | None:
         entry = self._open.get(run_id)
         return None if entry is None else entry.root
 
-    def _emit(self, root: UUID, kind: str, run_id: UUID, parent_run_id: UUID | None,
-              fields: dict[str, JSON], metadata: Mapping[str, Any] | None = None,
-              tags: Sequence[str] | None = None) -> None:
-        payload: dict[str, JSON] = {"lc_run_id": str(run_id),
-                                    "lc_parent_run_id": str(parent_run_id) if parent_run_id else None}
+    def _emit(
+        self,
+        root: UUID,
+        kind: str,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        fields: dict[str, JSON],
+        metadata: Mapping[str, Any] | None = None,
+        tags: Sequence[str] | None = None,
+    ) -> None:
+        payload: dict[str, JSON] = {
+            "lc_run_id": str(run_id),
+            "lc_parent_run_id": str(parent_run_id) if parent_run_id else None,
+        }
         entry = self._open.get(run_id)
         if entry is not None:
             payload["name"] = entry.name
@@ -289,24 +313,31 @@ class LedgerCallbackHandler(BaseCallbackHandler):
 
     # -- chains and graph nodes ------------------------------------------------------
 
-    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
-                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "chain")
         root = self._enter(run_id, parent_run_id, name, inputs, metadata)
-        self._emit(root, "chain_start", run_id, parent_run_id, {"inputs": self._io(inputs)},
-                   metadata, tags)
+        self._emit(root, "chain_start", run_id, parent_run_id, {"inputs": self._io(inputs)}, metadata, tags)
 
-    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None,
-                     **kwargs: Any) -> None:
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         root = self._root(run_id)
         if root is None:
             return
         self._emit(root, "chain_end", run_id, parent_run_id, {"outputs": self._io(outputs)})
         self._leave(run_id, Ending("complete"))
 
-    def on_chain_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                       **kwargs: Any) -> None:
+    def on_chain_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         root = self._root(run_id)
         if root is None:
             return
@@ -316,55 +347,107 @@ class LedgerCallbackHandler(BaseCallbackHandler):
             self._leave(run_id, Ending("complete"))
             return
         ending = ending_for(error)
-        self._emit(root, "chain_error", run_id, parent_run_id,
-                   {"error": ending.reason, "error_type": type(error).__name__})
+        self._emit(
+            root, "chain_error", run_id, parent_run_id, {"error": ending.reason, "error_type": type(error).__name__}
+        )
         self._leave(run_id, ending)
 
     # -- models --------------------------------------------------------------------
 
-    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[BaseMessage]], *,
-                            run_id: UUID, parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_chat_model_start(
+        self,
+        serialized: dict[str, Any],
+        messages: list[list[BaseMessage]],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._llm_start(serialized, self._io(messages), run_id, parent_run_id, tags, metadata, kwargs)
 
-    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *, run_id: UUID,
-                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_llm_start(
+        self,
+        serialized: dict[str, Any],
+        prompts: list[str],
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         self._llm_start(serialized, self._io(prompts), run_id, parent_run_id, tags, metadata, kwargs)
 
-    def _llm_start(self, serialized: dict[str, Any] | None, prompts: JSON, run_id: UUID,
-                   parent_run_id: UUID | None, tags: list[str] | None, metadata: dict[str, Any] | None,
-                   kwargs: dict[str, Any]) -> None:
+    def _llm_start(
+        self,
+        serialized: dict[str, Any] | None,
+        prompts: JSON,
+        run_id: UUID,
+        parent_run_id: UUID | None,
+        tags: list[str] | None,
+        metadata: dict[str, Any] | None,
+        kwargs: dict[str, Any],
+    ) -> None:
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "llm")
         root = self._enter(run_id, parent_run_id, name, None, metadata)
-        self._emit(root, "llm_start", run_id, parent_run_id,
-                   {"model": _model_of(serialized, {**kwargs, "metadata": metadata}),
-                    "prompts": prompts}, metadata, tags)
+        self._emit(
+            root,
+            "llm_start",
+            run_id,
+            parent_run_id,
+            {"model": _model_of(serialized, {**kwargs, "metadata": metadata}), "prompts": prompts},
+            metadata,
+            tags,
+        )
 
-    def on_llm_end(self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None,
-                   **kwargs: Any) -> None:
+    def on_llm_end(
+        self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         root = self._root(run_id)
         if root is None:
             return
         outputs = [[generation.text for generation in generations] for generations in response.generations]
-        self._emit(root, "llm_end", run_id, parent_run_id,
-                   {"model": _response_model(response), "usage": _usage(response), "outputs": self._io(outputs)})
+        self._emit(
+            root,
+            "llm_end",
+            run_id,
+            parent_run_id,
+            {"model": _response_model(response), "usage": _usage(response), "outputs": self._io(outputs)},
+        )
         self._leave(run_id, Ending("complete"))
 
-    def on_llm_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                     **kwargs: Any) -> None:
+    def on_llm_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         self._error("llm_error", error, run_id, parent_run_id)
 
     # -- tools and retrievers --------------------------------------------------------
 
-    def on_tool_start(self, serialized: dict[str, Any], input_str: str, *, run_id: UUID,
-                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                      metadata: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None,
-                      **kwargs: Any) -> None:
+    def on_tool_start(
+        self,
+        serialized: dict[str, Any],
+        input_str: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        inputs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "tool")
         root = self._enter(run_id, parent_run_id, name, inputs, metadata)
-        self._emit(root, "tool_start", run_id, parent_run_id,
-                   {"input": self._io(inputs if inputs is not None else input_str)}, metadata, tags)
+        self._emit(
+            root,
+            "tool_start",
+            run_id,
+            parent_run_id,
+            {"input": self._io(inputs if inputs is not None else input_str)},
+            metadata,
+            tags,
+        )
 
     def on_tool_end(self, output: Any, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any) -> None:
         root = self._root(run_id)
@@ -373,30 +456,39 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         self._emit(root, "tool_end", run_id, parent_run_id, {"output": self._io(output)})
         self._leave(run_id, Ending("complete"))
 
-    def on_tool_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                      **kwargs: Any) -> None:
+    def on_tool_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         self._error("tool_error", error, run_id, parent_run_id)
 
-    def on_retriever_start(self, serialized: dict[str, Any], query: str, *, run_id: UUID,
-                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
-                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+    def on_retriever_start(
+        self,
+        serialized: dict[str, Any],
+        query: str,
+        *,
+        run_id: UUID,
+        parent_run_id: UUID | None = None,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
         name = str(kwargs.get("name") or (serialized or {}).get("name") or "retriever")
         root = self._enter(run_id, parent_run_id, name, query, metadata)
-        self._emit(root, "retriever_start", run_id, parent_run_id, {"query": self._io(query)},
-                   metadata, tags)
+        self._emit(root, "retriever_start", run_id, parent_run_id, {"query": self._io(query)}, metadata, tags)
 
-    def on_retriever_end(self, documents: Sequence[Document], *, run_id: UUID,
-                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+    def on_retriever_end(
+        self, documents: Sequence[Document], *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         root = self._root(run_id)
         if root is None:
             return
         docs = [{"page_content": d.page_content, "metadata": d.metadata} for d in documents]
-        self._emit(root, "retriever_end", run_id, parent_run_id,
-                   {"documents": len(docs), "results": self._io(docs)})
+        self._emit(root, "retriever_end", run_id, parent_run_id, {"documents": len(docs), "results": self._io(docs)})
         self._leave(run_id, Ending("complete"))
 
-    def on_retriever_error(self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None,
-                           **kwargs: Any) -> None:
+    def on_retriever_error(
+        self, error: BaseException, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
+    ) -> None:
         self._error("retriever_error", error, run_id, parent_run_id)
 
     def _error(self, kind: str, error: BaseException, run_id: UUID, parent_run_id: UUID | None) -> None:

@@ -68,18 +68,24 @@ def agent_spec(agent: Agent[Any]) -> dict[str, JSON]:
     model = agent.model
     tools: list[JSON] = []
     for tool in agent.tools:
-        tools.append({"name": str(getattr(tool, "name", type(tool).__name__)),
-                      "description": jsonable(getattr(tool, "description", None)),
-                      "parameters": jsonable(getattr(tool, "params_json_schema", None))})
-    handoffs: list[JSON] = sorted(str(getattr(h, "name", None) or getattr(h, "agent_name", None) or h)
-                                  for h in agent.handoffs)
+        tools.append(
+            {
+                "name": str(getattr(tool, "name", type(tool).__name__)),
+                "description": jsonable(getattr(tool, "description", None)),
+                "parameters": jsonable(getattr(tool, "params_json_schema", None)),
+            }
+        )
+    handoffs: list[JSON] = sorted(
+        str(getattr(h, "name", None) or getattr(h, "agent_name", None) or h) for h in agent.handoffs
+    )
     output = agent.output_type
     return {
         "name": agent.name,
-        "instructions": instructions if isinstance(instructions, str) or instructions is None
+        "instructions": instructions
+        if isinstance(instructions, str) or instructions is None
         else getattr(instructions, "__qualname__", repr(instructions)),
         "model": model if isinstance(model, str) or model is None else type(model).__qualname__,
-        "tools": sorted(tools, key=lambda t: str(t["name"])),  # type: ignore[index,call-overload]
+        "tools": sorted(tools, key=lambda t: str(t["name"])),
         "handoffs": handoffs,
         "output_type": None if output is None else getattr(output, "__qualname__", repr(output)),
     }
@@ -162,8 +168,12 @@ class LedgerTracingProcessor(TracingProcessor):
 
     def on_trace_start(self, trace: Trace) -> None:
         exported = trace.export() or {}
-        tags: dict[str, JSON] = {**self.tags, "framework": "openai-agents", "trace_id": trace.trace_id,
-                                 "workflow": trace.name}
+        tags: dict[str, JSON] = {
+            **self.tags,
+            "framework": "openai-agents",
+            "trace_id": trace.trace_id,
+            "workflow": trace.name,
+        }
         if exported.get("group_id"):
             tags["group_id"] = str(exported["group_id"])
         with self._lock:
@@ -179,16 +189,27 @@ class LedgerTracingProcessor(TracingProcessor):
                 return
             if state.run_id is None:
                 self._create(state, data)
-            self._emit(state, "agent_start", {"span_id": span.span_id, "parent_id": span.parent_id,
-                                              "name": data.name, "started_at": span.started_at})
+            self._emit(
+                state,
+                "agent_start",
+                {
+                    "span_id": span.span_id,
+                    "parent_id": span.parent_id,
+                    "name": data.name,
+                    "started_at": span.started_at,
+                },
+            )
 
     def on_span_end(self, span: Span[Any]) -> None:
         data = span.span_data
         exported = span.export() or {}
         payload: dict[str, JSON] = {
-            "span_id": span.span_id, "parent_id": span.parent_id,
-            "started_at": span.started_at, "ended_at": span.ended_at,
-            "error": jsonable(span.error), "data": jsonable(exported.get("span_data")),
+            "span_id": span.span_id,
+            "parent_id": span.parent_id,
+            "started_at": span.started_at,
+            "ended_at": span.ended_at,
+            "error": jsonable(span.error),
+            "data": jsonable(exported.get("span_data")),
         }
         if isinstance(data, GenerationSpanData | ResponseSpanData):
             payload["model"] = _model(data)
@@ -228,13 +249,27 @@ class LedgerTracingProcessor(TracingProcessor):
     def _create(self, state: _Trace, agent: AgentSpanData | None) -> None:
         first = agent.name if agent is not None else None
         name = self.agent_name or (state.name if state.name != DEFAULT_WORKFLOW_NAME or first is None else first)
-        digest = self.spec_digest or self._digests.get(first or name) or digest_of(
-            {"name": first or name, "handoffs": jsonable(agent.handoffs if agent else None),
-             "output_type": agent.output_type if agent else None})
+        digest = (
+            self.spec_digest
+            or self._digests.get(first or name)
+            or digest_of(
+                {
+                    "name": first or name,
+                    "handoffs": jsonable(agent.handoffs if agent else None),
+                    "output_type": agent.output_type if agent else None,
+                }
+            )
+        )
         state.run_id = str(uuid.uuid4())
         self.run_ids[state.trace_id] = state.run_id
-        self._recorder.start(state.trace_id, run_id=state.run_id, spec_digest=digest, agent_name=name,
-                             tags=state.tags, inactivity_timeout=self._inactivity_timeout)
+        self._recorder.start(
+            state.trace_id,
+            run_id=state.run_id,
+            spec_digest=digest,
+            agent_name=name,
+            tags=state.tags,
+            inactivity_timeout=self._inactivity_timeout,
+        )
         for kind, payload, stamp in state.waiting:
             self._recorder.emit(state.trace_id, kind, payload, stamp)
         state.waiting.clear()
