@@ -14,7 +14,7 @@ import pytest
 
 pytest.importorskip("langgraph")
 
-from aivcs.ledger import Client, Event, RunStatus, Unavailable
+from aivcs.ledger import Client, Event, NotFound, RunStatus, Unavailable
 from aivcs.ledger.langchain import LedgerCallbackHandler, graph_spec, graph_spec_digest
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -334,3 +334,15 @@ def test_with_the_ledger_away_a_blocking_handler_raises_at_the_end() -> None:
         with pytest.raises(Unavailable):
             app.invoke({"question": "q"}, config={"callbacks": [handler]})
         handler.close()
+
+
+def test_a_closed_handler_left_attached_does_not_break_the_agent(client: Client) -> None:
+    app = planner_graph(fake_model())
+    handler = LedgerCallbackHandler(client, agent_name=unique("lc-closed"), when_full="drop")
+    app.invoke({"question": "q"}, config={"callbacks": [handler]})
+    assert handler.close(timeout=30)
+    assert client.runs.get(handler.run_id).status is RunStatus.COMPLETED
+    assert app.invoke({"question": "q"}, config={"callbacks": [handler]})["answer"].startswith("reply")
+    assert handler.dropped == len(EXPECTED)  # the second invocation's events, counted, not stored
+    with pytest.raises(NotFound):
+        client.runs.get(handler.run_id)

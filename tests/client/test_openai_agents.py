@@ -67,10 +67,6 @@ def processor(client: Client) -> Iterator[LedgerTracingProcessor]:
     proc.shutdown()
 
 
-def use(proc: LedgerTracingProcessor, agents: list[Agent[Any]]) -> None:
-    proc._digests.update({a.name: agent_spec_digest(a) for a in agents})
-
-
 def events_of(client: Client, run_id: str) -> list[Event]:
     return list(client.events.read(run_id))
 

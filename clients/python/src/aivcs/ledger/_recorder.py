@@ -98,6 +98,7 @@ class Recorder:
         self._lost = 0
         self._writer_drops = 0
         self._drop_throttle = Throttle(settings.log_interval)
+        self._warned_closed = False
 
     @property
     def settings(self) -> WriterSettings:
@@ -160,8 +161,16 @@ class Recorder:
         return drained
 
     def _put(self, command: _Command) -> None:
-        if self._closed:
-            raise RuntimeError("the ledger adapter was closed")
+        if self._closed:  # a handler left attached after close() must not break the agent
+            if not self._warned_closed:
+                LOGGER.warning("ledger adapter: closed, no longer recording")
+                self._warned_closed = True
+            if isinstance(command, _Emit):
+                self._queued_events -= 1
+                self._queue_drops += 1
+            elif isinstance(command, _End):
+                command.done.set_exception(LedgerError("the ledger adapter was closed before the run ended"))
+            return
         self._queue.append(command)
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="aivcs-ledger-recorder", daemon=True)

@@ -227,7 +227,8 @@ class LedgerCallbackHandler(BaseCallbackHandler):
         return await asyncio.to_thread(self._recorder.flush, timeout)
 
     def close(self, timeout: float | None = None) -> bool:
-        """Flush, then stop the background thread; the handler records nothing more."""
+        """Flush, then stop the background thread; the handler records nothing more (its callbacks
+        then do nothing, with one warning, and a blocking handler's invocations raise at their end)."""
         return self._recorder.close(timeout)
 
     # -- the tree ------------------------------------------------------------------
