@@ -346,3 +346,33 @@ def test_a_closed_handler_left_attached_does_not_break_the_agent(client: Client)
     assert handler.dropped == len(EXPECTED)  # the second invocation's events, counted, not stored
     with pytest.raises(NotFound):
         client.runs.get(handler.run_id)
+
+
+def test_parallel_branches_of_one_graph_are_recorded_in_one_run(client: Client) -> None:
+    model = fake_model(20)
+
+    def branch(label: str) -> Any:
+        def node(state: State) -> State:
+            time.sleep(0.01)  # let the branches overlap
+            return {"notes": [f"{label}: {model.invoke(label).content}"]}
+
+        return node
+
+    graph = StateGraph(State)
+    for label in ("left", "right", "middle"):
+        graph.add_node(label, branch(label))
+        graph.add_edge(START, label)
+        graph.add_edge(label, END)
+    app = graph.compile()
+    handler = LedgerCallbackHandler(client, agent_name=unique("lc-fanout"))
+    assert len(app.invoke({"question": "q"}, config={"callbacks": [handler]})["notes"]) == 3
+    assert client.runs.get(handler.run_id).status is RunStatus.COMPLETED
+    events = events_of(client, handler.run_id)
+    assert len(events) == 2 + 3 * 4
+    seen: dict[str, int] = {}
+    for event in events:  # each LangChain run starts before it ends, whatever the interleaving
+        if event.kind.endswith("_start"):
+            seen[event.payload["lc_run_id"]] = event.seq  # type: ignore[index]
+        else:
+            assert seen[event.payload["lc_run_id"]] < event.seq  # type: ignore[index]
+    assert {e.payload["name"] for e in events if e.kind == "chain_end"} == {"left", "right", "middle", "LangGraph"}
