@@ -15,9 +15,11 @@ from grpc_reflection.v1alpha import reflection
 from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.health import HealthMonitor
+from aivcs_ledgerd.http import HttpServer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.operations import Operations, OperationsError
 from aivcs_ledgerd.ports import PortUnavailable, server_options
+from aivcs_ledgerd.security import SecurityError
 from aivcs_ledgerd.store import Credentials, Database, init_schema
 from aivcs_ledgerd.transport import register_services
 
@@ -46,12 +48,15 @@ class Daemon:
     port: int
     ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
     checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
+    http: HttpServer | None = None  # --http-listen: JSON API and console (http/)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
         log.info("draining (grace period %.1fs)", self.settings.grace_period)
         await self.health.drain()
         self.ledger.begin_drain()
+        if self.http is not None:
+            await self.http.stop()  # live feeds ended with begin_drain; calls in flight finish
         await self.server.stop(self.settings.grace_period)
         await self.ledger.close()
         if self.checkpointer is not None:
@@ -107,6 +112,15 @@ async def start(settings: Settings) -> Daemon:
             await health.drain()
             await server.stop(None)
             raise StartupError(str(error)) from error
+        http = None
+        if settings.http_listen is not None:
+            try:
+                http = await HttpServer.start(settings, ledger)
+            except (PortUnavailable, SecurityError) as error:
+                await ops.stop()
+                await health.drain()
+                await server.stop(None)
+                raise StartupError(str(error)) from error
         checkpointer = None
         if settings.checkpoint_wal_mb > 0 and db.wal_folder is not None:
             observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
@@ -116,7 +130,7 @@ async def start(settings: Settings) -> Daemon:
         await db.close()
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, http)
 
 
 async def run(settings: Settings) -> None:

@@ -102,6 +102,9 @@ def check_listen(address: str, flag: str = "--listen") -> None:
               help="surrealkv:// and file:// only: close and reopen the engine, which writes its memtable to "
                    "disk, once its write-ahead log holds this many MB or has rotated. Keeps the engine from "
                    "stalling and bounds memory and restart time (see README). 0: never.")
+@click.option("--http-listen", envvar=ENV + "HTTP_LISTEN", default=None, show_envvar=True,
+              help="HOST:PORT to serve the HTTP/JSON API (/v1/...) and the web console (/) on; "
+                   "same tokens and TLS as gRPC. Off by default.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -112,13 +115,15 @@ def command(
     metrics_listen: str | None = None, tls_cert: Path | None = None, tls_key: Path | None = None,
     tls_client_ca: Path | None = None, auth_token_file: Path | None = None,
     max_streams_per_connection: int = 256, max_inflight_appends: int = 1024, checkpoint_wal_mb: int = 48,
+    http_listen: str | None = None,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB."""
     if log_json:
         stderr_relay.start()  # gRPC core's and the engine's own lines become JSON too
     configure_logging(log_level.upper(), log_json)
     check_listen(listen)
-    for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen")):
+    for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen"),
+                          (http_listen, "--http-listen")):
         if address is not None:
             check_listen(address, flag)
     try:
@@ -142,7 +147,7 @@ def command(
         health_interval=health_interval, health_listen=health_listen, metrics_listen=metrics_listen,
         tls_cert=tls_cert, tls_key=tls_key, tls_client_ca=tls_client_ca, auth_token_file=auth_token_file,
         max_streams_per_connection=max_streams_per_connection, max_inflight_appends=max_inflight_appends,
-        checkpoint_wal_mb=checkpoint_wal_mb,
+        checkpoint_wal_mb=checkpoint_wal_mb, http_listen=http_listen,
     )
     try:
         asyncio.run(run(settings))
