@@ -123,10 +123,10 @@ class HttpServer:
         sock = bind(address)
         # handler_cancellation: a client that goes away cancels its call, as on gRPC; a live feed's
         # follower then leaves at once.
-        runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=settings.grace_period)
         try:
             await runner.setup()
-            site = web.SockSite(runner, sock, ssl_context=context, shutdown_timeout=settings.grace_period)
+            site = web.SockSite(runner, sock, ssl_context=context)
             await site.start()
         except BaseException:
             await runner.cleanup()
