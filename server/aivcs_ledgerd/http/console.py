@@ -31,6 +31,7 @@ FILES = {
     "index.html": "text/html",
     "app.js": "text/javascript",
     "app.css": "text/css",
+    "favicon.svg": "image/svg+xml",
 }
 
 
@@ -47,6 +48,7 @@ class Console:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.index)
         app.router.add_get("/console/{name}", self.asset)
+        app.router.add_get("/favicon.ico", self.icon)
 
     async def index(self, request: web.Request) -> web.Response:
         return self._answer("index.html")
@@ -57,8 +59,12 @@ class Console:
             raise web.HTTPNotFound()
         return self._answer(name)
 
+    async def icon(self, request: web.Request) -> web.Response:
+        return self._answer("favicon.svg")
+
     def _answer(self, name: str) -> web.Response:
-        response = web.Response(body=self._files[name], content_type=FILES[name], charset="utf-8")
+        charset = None if name.endswith(".svg") else "utf-8"
+        response = web.Response(body=self._files[name], content_type=FILES[name], charset=charset)
         response.headers["Cache-Control"] = "no-cache"
         return response
 

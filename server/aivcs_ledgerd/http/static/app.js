@@ -26,7 +26,7 @@ function el(tag, attrs, ...children) {
     else if (key === "checked") node.checked = Boolean(value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child === undefined || child === null || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -468,13 +468,10 @@ const HTTP_OF = { UNAVAILABLE: 503, NOT_FOUND: 404, UNAUTHENTICATED: 401, PERMIS
 async function agentPage(agent, params, generation) {
   const pageToken = params.get("page_token") || "";
   const path = "/v1/agents/" + encodeURIComponent(agent) + "/releases";
-  let current = null;
-  try {
-    current = (await api(path + ":current")).release;
-  } catch (error) {
-    if (!(error instanceof ApiError) || error.httpStatus !== 404) throw error;
-  }
   const history = await api(path + query({ page_size: 50, page_token: pageToken }));
+  // Every promote and rollback appends an entry, so the newest entry is the current release.
+  let current = (history.releases || [])[0] || null;
+  if (pageToken) current = (await api(path + ":current")).release;
   if (generation !== viewGeneration) return;
 
   const currentBox = current
