@@ -31,9 +31,9 @@ class HttpDaemon:
         return int(self.base.rpartition(":")[2])
 
 
-def start_http_daemon(tmp: Path, extra: Sequence[str] = ()) -> HttpDaemon:
-    """A mem:// daemon with --http-listen on a free loopback port, once both ports answer."""
-    daemon = start_daemon(tmp, extra=["--http-listen", "127.0.0.1:0", *extra])
+def start_http_daemon(tmp: Path, extra: Sequence[str] = (), db: str = "mem://") -> HttpDaemon:
+    """A daemon (mem:// unless `db` says otherwise) with --http-listen on a free loopback port, once both answer."""
+    daemon = start_daemon(tmp, db=db, extra=["--http-listen", "127.0.0.1:0", *extra], timeout=60)
     match = HTTP_LINE.search(daemon.log())
     assert match, daemon.log()
     return HttpDaemon(daemon, f"{match.group(1)}://127.0.0.1:{match.group(2)}")
