@@ -88,6 +88,7 @@ class EventStreamServicer:
     def ReadEvents(self, request, context):
         """Streams stored events of one run in ascending seq, in messages well under
         4 MiB. NOT_FOUND for an unknown run.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -97,6 +98,7 @@ class EventStreamServicer:
         """Streams the run's stored events from from_seq, then new events live as
         they commit, with no gap and no duplicate between the two. Ends with OK
         once the run is terminal and all its events have been sent.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

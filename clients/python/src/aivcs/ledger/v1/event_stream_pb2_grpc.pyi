@@ -50,11 +50,13 @@ class EventStreamStub:
     ReadEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.ReadEventsRequest, _event_stream_pb2.ReadEventsResponse]
     """Streams stored events of one run in ascending seq, in messages well under
     4 MiB. NOT_FOUND for an unknown run.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
     """
     SubscribeEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]
     """Streams the run's stored events from from_seq, then new events live as
     they commit, with no gap and no duplicate between the two. Ends with OK
     once the run is terminal and all its events have been sent.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
     """
 
 @_typing.type_check_only
@@ -79,11 +81,13 @@ class EventStreamAsyncStub(EventStreamStub):
     ReadEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.ReadEventsRequest, _event_stream_pb2.ReadEventsResponse]  # type: ignore[assignment]
     """Streams stored events of one run in ascending seq, in messages well under
     4 MiB. NOT_FOUND for an unknown run.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
     """
     SubscribeEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]  # type: ignore[assignment]
     """Streams the run's stored events from from_seq, then new events live as
     they commit, with no gap and no duplicate between the two. Ends with OK
     once the run is terminal and all its events have been sent.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
     """
 
 class EventStreamServicer(metaclass=_abc_1.ABCMeta):
@@ -123,6 +127,7 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_event_stream_pb2.ReadEventsResponse], _abc.AsyncIterator[_event_stream_pb2.ReadEventsResponse]]:
         """Streams stored events of one run in ascending seq, in messages well under
         4 MiB. NOT_FOUND for an unknown run.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
         """
 
     @_abc_1.abstractmethod
@@ -134,6 +139,7 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
         """Streams the run's stored events from from_seq, then new events live as
         they commit, with no gap and no duplicate between the two. Ends with OK
         once the run is terminal and all its events have been sent.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
         """
 
 def add_EventStreamServicer_to_server(servicer: EventStreamServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
