@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -403,3 +404,44 @@ def test_a_second_daemon_on_a_taken_http_port_exits_naming_the_flag(served: Http
     assert f"--http-listen 127.0.0.1:{served.port}" in done.stderr and "in use" in done.stderr, done.stderr
     assert time.monotonic() - began < 60
     assert call(served.base, "/v1/runs").status == 200  # the first one still serves
+
+
+def test_sigterm_ends_open_live_feeds_and_the_daemon_exits(tmp_path: Path) -> None:
+    served = start_http_daemon(tmp_path, ["--grace-period", "20"])
+    with served.daemon.channel() as channel:
+        stubs = Stubs(channel)
+        run_id = create(stubs, "http-drain")
+        append(stubs, run_id, ("a", {}))
+    feed = sse_messages(served, f"/v1/runs/{run_id}/events:subscribe", 2)
+    assert next(feed)[0] == "events"
+    began = time.monotonic()
+    served.daemon.process.terminate()
+    event, _, data = next(feed)
+    assert event == "error" and data["status"] == "UNAVAILABLE", data  # the client is told to come back
+    assert served.daemon.process.wait(timeout=30) == 0, served.daemon.log()
+    assert time.monotonic() - began < 15  # the open feed did not hold shutdown for the grace period
+
+
+def test_the_wheel_ships_the_console(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parent.parent
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(repo),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("aivcs_ledgerd-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("index.html", "app.js", "app.css", "favicon.svg"):
+        assert f"aivcs_ledgerd/http/static/{name}" in names, sorted(names)
