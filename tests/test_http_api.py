@@ -33,7 +33,8 @@ from aivcs.ledger.v1 import (
 )
 from google.protobuf import struct_pb2
 
-from tests.httpd import SPEC_A, SPEC_B, SPEC_C, HttpDaemon, call, start_http_daemon
+from tests.daemon import start_daemon
+from tests.httpd import HTTP_LINE, SPEC_A, SPEC_B, SPEC_C, HttpDaemon, call, start_http_daemon
 from tests.inprocess import running
 from tests.test_security import Pki, pki, tls_settings  # noqa: F401 (pki is a fixture)
 
@@ -445,3 +446,17 @@ def test_the_wheel_ships_the_console(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for name in ("index.html", "app.js", "app.css", "favicon.svg"):
         assert f"aivcs_ledgerd/http/static/{name}" in names, sorted(names)
+
+
+def test_http_listen_from_the_environment_and_bad_addresses(tmp_path: Path) -> None:
+    daemon = start_daemon(tmp_path, env={"AIVCS_LEDGER_HTTP_LISTEN": "127.0.0.1:0"})
+    try:
+        match = HTTP_LINE.search(daemon.log())
+        assert match, daemon.log()
+        assert call(f"http://127.0.0.1:{match.group(2)}", "/v1/runs").status == 200
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+    for bad in ("127.0.0.1:99999", "no-port", "unix:/tmp/aivcs.sock"):
+        command = [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--http-listen", bad]
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "--http-listen" in done.stderr, (bad, done.stderr)

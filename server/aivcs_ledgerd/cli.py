@@ -126,6 +126,8 @@ def command(
                           (http_listen, "--http-listen")):
         if address is not None:
             check_listen(address, flag)
+    if http_listen is not None and http_listen.startswith(("unix:", "unix-abstract:")):
+        raise click.BadParameter("the HTTP side listens on TCP only: give HOST:PORT", param_hint="--http-listen")
     try:
         db = resolve_db(db)  # a durable folder made absolute, so the log says where the data is
     except UnsupportedScheme as error:
