@@ -55,9 +55,11 @@ class Daemon:
         log.info("draining (grace period %.1fs)", self.settings.grace_period)
         await self.health.drain()
         self.ledger.begin_drain()
-        if self.http is not None:
-            await self.http.stop()  # live feeds ended with begin_drain; calls in flight finish
-        await self.server.stop(self.settings.grace_period)
+        # Both ports drain at once, in one grace period; live HTTP feeds ended with begin_drain.
+        await asyncio.gather(
+            self.server.stop(self.settings.grace_period),
+            *([self.http.stop()] if self.http is not None else []),
+        )
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
