@@ -317,6 +317,10 @@ function eventItem(event, fresh) {
 async function runPage(runId, params, generation) {
   const kinds = (params.get("kinds") || "").split(",").map((k) => k.trim()).filter(Boolean);
   const from = Math.max(1, parseInt(params.get("from") || "1", 10) || 1);
+  // The run and its page of events are asked for together: one round trip of waiting, not two.
+  const eventsPath = "/v1/runs/" + encodeURIComponent(runId) + "/events" + query({ from_seq: from, limit: EVENTS_PAGE, kinds });
+  const pageAnswer = api(eventsPath);
+  pageAnswer.catch(() => {}); // a refusal is reported through the run's own answer, or below
   const answer = await api("/v1/runs/" + encodeURIComponent(runId));
   if (generation !== viewGeneration) return;
   let run = answer.run;
@@ -360,7 +364,7 @@ async function runPage(runId, params, generation) {
       el("a", { href: "#/agents/" + encodeURIComponent(run.agentName) + "?spec=" + encodeURIComponent(run.specDigest) }, "Releases of " + run.agentName)),
     el("h2", {}, "Events ", live), filter, pagerTop, list, pagerBottom);
 
-  const page = await api("/v1/runs/" + encodeURIComponent(runId) + "/events" + query({ from_seq: from, limit: EVENTS_PAGE, kinds }));
+  const page = await pageAnswer;
   if (generation !== viewGeneration) return;
   const events = page.events || [];
   list.replaceChildren(...events.map((event) => eventItem(event, false)));
