@@ -55,12 +55,13 @@ def write_run(served: HttpDaemon, events: int) -> str:
     return run_id
 
 
-def open_page(browser: object, url: str, last_seq: int) -> float:
+def open_page(browser: object, url: str, last_seq: int, selector: str = "") -> float:
+    """Seconds from navigating a new tab to `url` until `selector` (default: event `last_seq`) is on screen."""
     page = browser.new_page()  # type: ignore[attr-defined]
     try:
         began = time.perf_counter()
         page.goto(url)
-        page.locator(f'#events li[data-seq="{last_seq}"]').wait_for(timeout=60_000)
+        page.locator(selector or f'#events li[data-seq="{last_seq}"]').wait_for(timeout=60_000)
         return time.perf_counter() - began
     finally:
         page.close()
@@ -100,6 +101,12 @@ def main(argv: list[str] | None = None) -> int:
                 figures[f"API GET events, {name}"] = times
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+                # Baseline: a new tab loading the console's list of one run, the cost every page pays.
+                listed = f'tr[data-run-id="{run_id}"]'
+                open_page(browser, served.base + "/", 0, listed)
+                figures["baseline: console opens the runs list"] = [
+                    open_page(browser, served.base + "/", 0, listed) for _ in range(args.repeats)
+                ]
                 pages = {
                     "first page": (f"/#/runs/{run_id}", min(PAGE, args.events)),
                     "last page": (f"/#/runs/{run_id}?from={tail_from}", args.events),
@@ -113,9 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             served.daemon.stop()
     missed = False
-    print(f"{'measurement':<42} {'median':>8} {'max':>8}  target")
+    print(f"{'measurement':<42} {'median':>8} {'max':>8}  target (the worst of the repeats)")
     for name, times in figures.items():
-        target = name.startswith("console")
+        target = name.startswith("console opens the run")
         median, worst = statistics.median(times), max(times)
         verdict = ("met" if worst < TARGET_SECONDS else "MISSED") if target else ""
         missed = missed or (target and worst >= TARGET_SECONDS)
