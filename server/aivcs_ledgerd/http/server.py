@@ -11,6 +11,7 @@ a client certificate too, like the gRPC port.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 import ssl
@@ -98,6 +99,10 @@ def bind(address: str) -> socket.socket:
     return sock
 
 
+def _loopback(sock: socket.socket) -> bool:
+    return bool(ipaddress.ip_address(sock.getsockname()[0]).is_loopback)
+
+
 class HttpServer:
     """The running HTTP side; `port` is the one bound (useful with port 0)."""
 
@@ -136,6 +141,13 @@ class HttpServer:
         scheme = "https" if context is not None else "http"
         host = address.rpartition(":")[0]
         log.info("HTTP API and console on %s://%s:%d/", scheme, host, port)
+        if tokens is None and not _loopback(sock):
+            log.warning(
+                "%s %s is reachable from other hosts and no --auth-token-file is set: "
+                "anyone who reaches it can promote and roll back releases",
+                FLAG,
+                address,
+            )
         return cls(runner, port, scheme)
 
     async def stop(self) -> None:
