@@ -460,3 +460,10 @@ def test_http_listen_from_the_environment_and_bad_addresses(tmp_path: Path) -> N
         command = [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--http-listen", bad]
         done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and "--http-listen" in done.stderr, (bad, done.stderr)
+
+
+def test_every_grpc_code_has_its_http_status() -> None:
+    from aivcs_ledgerd.http.errors import HTTP_STATUS
+
+    assert set(HTTP_STATUS) == set(grpc.StatusCode)  # no code falls through to a generic 500 by omission
+    assert HTTP_STATUS[grpc.StatusCode.UNAVAILABLE] == 503 and HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED] == 429
