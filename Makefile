@@ -17,6 +17,8 @@ PY_SOURCES = server clients/python tools tests bench
 .PHONY: install generate lint test test-python test-node
 
 install:
+	# The console's browser tests drive Debian's chromium through Playwright (never `playwright install`).
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -e ./clients/python -e '.[dev]'
 	npm ci --no-audit --no-fund

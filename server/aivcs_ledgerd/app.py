@@ -20,6 +20,7 @@ from aivcs_ledgerd.fdlimit import exhaustion as fd_exhaustion
 from aivcs_ledgerd.fdlimit import raise_soft_limit
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.heap import Trimmer
+from aivcs_ledgerd.http import HttpServer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
 from aivcs_ledgerd.ledger.ownership import Leases, SoleOwner
@@ -28,6 +29,7 @@ from aivcs_ledgerd.otlp import SERVICE_NAME as TRACE_SERVICE
 from aivcs_ledgerd.otlp import register_trace_service
 from aivcs_ledgerd.ports import PortUnavailable, server_options
 from aivcs_ledgerd.readback import check_settings as check_readback
+from aivcs_ledgerd.security import SecurityError
 from aivcs_ledgerd.store import Credentials, Database, StoreError, init_schema
 from aivcs_ledgerd.store.database import REMOTE_SCHEMES, check_url
 from aivcs_ledgerd.transport import register_services
@@ -66,6 +68,7 @@ class Daemon:
     sweeper: Sweeper | None = None  # fails runs past their inactivity timeout (ledger/inactivity.py)
     trimmer: Trimmer | None = None  # heap trims where no checkpointer does them (heap.py)
     peers: Peers | None = None  # several replicas: channels to the owners of runs
+    http: HttpServer | None = None  # --http-listen: JSON API and console (http/)
 
     async def stop(self) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
@@ -76,10 +79,12 @@ class Daemon:
         self.ledger.begin_drain()
         # Streams end on their own once draining (answering what they took, then UNAVAILABLE); the
         # server stops only after that, because stopping it first made streams whose client was still
-        # writing end CANCELLED or INTERNAL instead.
+        # writing end CANCELLED or INTERNAL instead. The HTTP port drains beside it (its live feeds
+        # ended with begin_drain), in the same grace period.
         began = asyncio.get_running_loop().time()
         await self.ledger.streams_ended(self.settings.grace_period)
         remaining = max(0.0, self.settings.grace_period - (asyncio.get_running_loop().time() - began))
+        http_stopped = asyncio.ensure_future(self.http.stop() if self.http is not None else asyncio.sleep(0))
         if self.ledger.ownership.enabled:
             # Hand runs over at once: answer what is queued, then release every lease, so
             # other replicas take the runs over now, not after the lease time or the grace period.
@@ -91,6 +96,7 @@ class Daemon:
                 await self.peers.close()
         else:
             await self.server.stop(remaining)
+        await http_stopped
         await self.ledger.close()
         if self.checkpointer is not None:
             await self.checkpointer.stop()
@@ -173,6 +179,15 @@ async def start(settings: Settings) -> Daemon:
             await health.drain()
             await server.stop(None)
             raise StartupError(str(error)) from error
+        http = None
+        if settings.http_listen is not None:
+            try:
+                http = await HttpServer.start(settings, ledger, peers)
+            except (PortUnavailable, SecurityError) as error:
+                await ops.stop()
+                await health.drain()
+                await server.stop(None)
+                raise StartupError(str(error)) from error
         checkpointer = None
         if db.wal_folder is not None:  # also recovers the store after a storage fault
             observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
@@ -192,7 +207,7 @@ async def start(settings: Settings) -> Daemon:
     if ownership.enabled:
         log.info("replica %s: runs are owned through leases, peers reach this one at %s",
                  ownership.replica_id, ownership.address)
-    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper, trimmer, peers)
+    return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper, trimmer, peers, http)
 
 
 def advertised(settings: Settings, port: int) -> str:

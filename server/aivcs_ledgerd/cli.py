@@ -150,6 +150,9 @@ class Duration(click.ParamType[int, object]):
               help="With --tls-cert and a remote --db: PEM file of the CA that signed the replicas' "
                    "certificates, which replicas check when they forward to each other (default: the "
                    "system's roots). The certificates must name the --advertise-address.")
+@click.option("--http-listen", envvar=ENV + "HTTP_LISTEN", default=None, show_envvar=True,
+              help="HOST:PORT to serve the HTTP/JSON API (/v1/...) and the web console (/) on; "
+                   "same tokens and TLS as gRPC. Off by default.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -165,6 +168,7 @@ def command(
     max_connections: int = Settings().max_connections,
     max_concurrent_reads: int = Settings().max_concurrent_reads,
     advertise_address: str | None = None, lease_seconds: float = 3.0, peer_ca: Path | None = None,
+    http_listen: str | None = None,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB.
 
@@ -174,9 +178,12 @@ def command(
         stderr_relay.start()  # gRPC core's and the engine's own lines become JSON too
     configure_logging(log_level.upper(), log_json)
     check_listen(listen)
-    for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen")):
+    for address, flag in ((health_listen, "--health-listen"), (metrics_listen, "--metrics-listen"),
+                          (http_listen, "--http-listen")):
         if address is not None:
             check_listen(address, flag)
+    if http_listen is not None and http_listen.startswith(("unix:", "unix-abstract:")):
+        raise click.BadParameter("the HTTP side listens on TCP only: give HOST:PORT", param_hint="--http-listen")
     try:
         db = resolve_db(db)  # a durable folder made absolute, so the log says where the data is
     except UnsupportedScheme as error:
@@ -204,6 +211,7 @@ def command(
         max_inflight_request_bytes=max_inflight_request_bytes, max_connections=max_connections,
         max_concurrent_reads=max_concurrent_reads, advertise_address=advertise_address, lease_seconds=lease_seconds,
         peer_ca=peer_ca,
+        http_listen=http_listen,
     )
     try:
         asyncio.run(run(settings))

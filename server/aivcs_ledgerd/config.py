@@ -43,6 +43,7 @@ class Settings:
     auth_token_file: Path | None = None
     max_streams_per_connection: int = 256  # 0: no limit
     max_inflight_appends: int = 1024  # per connection; 0: no limit
+    http_listen: str | None = None  # JSON API and web console (http/); off unless set
     checkpoint_wal_mb: int = 48  # durable embedded engines: flush the memtable at this much log; 0: never
     # Inactivity timeout of runs created without one (ledger/inactivity.py); 0: none.
     run_inactivity_timeout_ms: int = 0

@@ -127,6 +127,11 @@ def load_tokens(path: Path) -> dict[bytes, Role]:
     return tokens
 
 
+def role_of(tokens: dict[bytes, Role], token: str) -> Role | None:
+    """The role `token` has in `tokens` (from load_tokens), or None if it is not one of them."""
+    return tokens.get(_digest(token))
+
+
 def bearer_token(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """The token of an `authorization: Bearer ...` header, if there is one."""
     for key, value in metadata or ():

@@ -102,6 +102,7 @@ class EventStreamServicer:
     def ReadEvents(self, request, context):
         """Streams stored events of one run in ascending seq, in messages well under
         4 MiB. NOT_FOUND for an unknown run.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,6 +114,7 @@ class EventStreamServicer:
         once the run is terminal and all its events have been sent. On any
         replica: a replica that does not write the run relays the live events of
         the one that does.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

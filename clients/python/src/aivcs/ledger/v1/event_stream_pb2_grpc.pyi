@@ -57,6 +57,7 @@ class EventStreamStub:
     ReadEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.ReadEventsRequest, _event_stream_pb2.ReadEventsResponse]
     """Streams stored events of one run in ascending seq, in messages well under
     4 MiB. NOT_FOUND for an unknown run.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
     """
     SubscribeEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]
     """Streams the run's stored events from from_seq, then new events live as
@@ -64,6 +65,7 @@ class EventStreamStub:
     once the run is terminal and all its events have been sent. On any
     replica: a replica that does not write the run relays the live events of
     the one that does.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
     """
 
 @_typing.type_check_only
@@ -95,6 +97,7 @@ class EventStreamAsyncStub(EventStreamStub):
     ReadEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.ReadEventsRequest, _event_stream_pb2.ReadEventsResponse]  # type: ignore[assignment]
     """Streams stored events of one run in ascending seq, in messages well under
     4 MiB. NOT_FOUND for an unknown run.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
     """
     SubscribeEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]  # type: ignore[assignment]
     """Streams the run's stored events from from_seq, then new events live as
@@ -102,6 +105,7 @@ class EventStreamAsyncStub(EventStreamStub):
     once the run is terminal and all its events have been sent. On any
     replica: a replica that does not write the run relays the live events of
     the one that does.
+    HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
     """
 
 class EventStreamServicer(metaclass=_abc_1.ABCMeta):
@@ -148,6 +152,7 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_event_stream_pb2.ReadEventsResponse], _abc.AsyncIterator[_event_stream_pb2.ReadEventsResponse]]:
         """Streams stored events of one run in ascending seq, in messages well under
         4 MiB. NOT_FOUND for an unknown run.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
         """
 
     @_abc_1.abstractmethod
@@ -161,6 +166,7 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
         once the run is terminal and all its events have been sent. On any
         replica: a replica that does not write the run relays the live events of
         the one that does.
+        HTTP (--http-listen): GET /v1/runs/{run_id}/events:subscribe (Server-Sent Events).
         """
 
 def add_EventStreamServicer_to_server(servicer: EventStreamServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -67,6 +67,7 @@ class ReleaseRegistryServicer:
 
     def Promote(self, request, context):
         """Appends a release that becomes the agent's current one.
+        HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -78,6 +79,7 @@ class ReleaseRegistryServicer:
         second rollback returns to where the first started. NOT_FOUND for an
         agent with no history, FAILED_PRECONDITION when there is nothing to roll
         back to.
+        HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -85,6 +87,7 @@ class ReleaseRegistryServicer:
 
     def GetCurrent(self, request, context):
         """Returns the agent's current release; NOT_FOUND when it has none.
+        HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +96,7 @@ class ReleaseRegistryServicer:
     def GetHistory(self, request, context):
         """Returns the agent's history newest first, in keyset pages. An agent with
         no releases gets an empty list.
+        HTTP (--http-listen): GET /v1/agents/{agent_name}/releases.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -37,19 +37,25 @@ class ReleaseRegistryStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReleaseRegistryAsyncStub: ...
     Promote: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.PromoteRequest, _release_registry_pb2.PromoteResponse]
-    """Appends a release that becomes the agent's current one."""
+    """Appends a release that becomes the agent's current one.
+    HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
+    """
     Rollback: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.RollbackRequest, _release_registry_pb2.RollbackResponse]
     """Re-appends an earlier release as the new current one, like
     `kubectl rollout undo`: by default the entry before the current one, so a
     second rollback returns to where the first started. NOT_FOUND for an
     agent with no history, FAILED_PRECONDITION when there is nothing to roll
     back to.
+    HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
     """
     GetCurrent: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.GetCurrentRequest, _release_registry_pb2.GetCurrentResponse]
-    """Returns the agent's current release; NOT_FOUND when it has none."""
+    """Returns the agent's current release; NOT_FOUND when it has none.
+    HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
+    """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.GetHistoryRequest, _release_registry_pb2.GetHistoryResponse]
     """Returns the agent's history newest first, in keyset pages. An agent with
     no releases gets an empty list.
+    HTTP (--http-listen): GET /v1/agents/{agent_name}/releases.
     """
 
 @_typing.type_check_only
@@ -61,19 +67,25 @@ class ReleaseRegistryAsyncStub(ReleaseRegistryStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Promote: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.PromoteRequest, _release_registry_pb2.PromoteResponse]  # type: ignore[assignment]
-    """Appends a release that becomes the agent's current one."""
+    """Appends a release that becomes the agent's current one.
+    HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
+    """
     Rollback: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.RollbackRequest, _release_registry_pb2.RollbackResponse]  # type: ignore[assignment]
     """Re-appends an earlier release as the new current one, like
     `kubectl rollout undo`: by default the entry before the current one, so a
     second rollback returns to where the first started. NOT_FOUND for an
     agent with no history, FAILED_PRECONDITION when there is nothing to roll
     back to.
+    HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
     """
     GetCurrent: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.GetCurrentRequest, _release_registry_pb2.GetCurrentResponse]  # type: ignore[assignment]
-    """Returns the agent's current release; NOT_FOUND when it has none."""
+    """Returns the agent's current release; NOT_FOUND when it has none.
+    HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
+    """
     GetHistory: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.GetHistoryRequest, _release_registry_pb2.GetHistoryResponse]  # type: ignore[assignment]
     """Returns the agent's history newest first, in keyset pages. An agent with
     no releases gets an empty list.
+    HTTP (--http-listen): GET /v1/agents/{agent_name}/releases.
     """
 
 class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
@@ -88,7 +100,9 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _release_registry_pb2.PromoteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_release_registry_pb2.PromoteResponse, _abc.Awaitable[_release_registry_pb2.PromoteResponse]]:
-        """Appends a release that becomes the agent's current one."""
+        """Appends a release that becomes the agent's current one.
+        HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
+        """
 
     @_abc_1.abstractmethod
     def Rollback(
@@ -101,6 +115,7 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
         second rollback returns to where the first started. NOT_FOUND for an
         agent with no history, FAILED_PRECONDITION when there is nothing to roll
         back to.
+        HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
         """
 
     @_abc_1.abstractmethod
@@ -109,7 +124,9 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _release_registry_pb2.GetCurrentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_release_registry_pb2.GetCurrentResponse, _abc.Awaitable[_release_registry_pb2.GetCurrentResponse]]:
-        """Returns the agent's current release; NOT_FOUND when it has none."""
+        """Returns the agent's current release; NOT_FOUND when it has none.
+        HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
+        """
 
     @_abc_1.abstractmethod
     def GetHistory(
@@ -119,6 +136,7 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_release_registry_pb2.GetHistoryResponse, _abc.Awaitable[_release_registry_pb2.GetHistoryResponse]]:
         """Returns the agent's history newest first, in keyset pages. An agent with
         no releases gets an empty list.
+        HTTP (--http-listen): GET /v1/agents/{agent_name}/releases.
         """
 
 def add_ReleaseRegistryServicer_to_server(servicer: ReleaseRegistryServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -94,6 +94,7 @@ class RunLedgerServicer:
 
     def GetRun(self, request, context):
         """Returns one run; NOT_FOUND when it does not exist.
+        HTTP (--http-listen): GET /v1/runs/{run_id}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -103,6 +104,7 @@ class RunLedgerServicer:
         """Lists runs newest first (exact creation order), filtered by every set
         filter combined with AND, in keyset pages: a deep page costs the same as
         the first.
+        HTTP (--http-listen): GET /v1/runs (filters and paging as query parameters).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -139,6 +141,7 @@ class RunLedgerServicer:
         Checks the run as of its head when the call starts, so it may be called
         while events are appended; an event stored beyond the head the run
         records is reported as a break.
+        HTTP (--http-listen): GET /v1/runs/{run_id}:verify.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,11 +41,14 @@ class RunLedgerStub:
     match (a safe retry) and ALREADY_EXISTS otherwise.
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.GetRunRequest, _run_ledger_pb2.GetRunResponse]
-    """Returns one run; NOT_FOUND when it does not exist."""
+    """Returns one run; NOT_FOUND when it does not exist.
+    HTTP (--http-listen): GET /v1/runs/{run_id}.
+    """
     ListRuns: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.ListRunsRequest, _run_ledger_pb2.ListRunsResponse]
     """Lists runs newest first (exact creation order), filtered by every set
     filter combined with AND, in keyset pages: a deep page costs the same as
     the first.
+    HTTP (--http-listen): GET /v1/runs (filters and paging as query parameters).
     """
     CompleteRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.CompleteRunRequest, _run_ledger_pb2.CompleteRunResponse]
     """Moves a RUNNING run to COMPLETED with success true. FAILED_PRECONDITION
@@ -65,6 +68,7 @@ class RunLedgerStub:
     Checks the run as of its head when the call starts, so it may be called
     while events are appended; an event stored beyond the head the run
     records is reported as a break.
+    HTTP (--http-listen): GET /v1/runs/{run_id}:verify.
     """
     Heartbeat: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.HeartbeatRequest, _run_ledger_pb2.HeartbeatResponse]
     """Records that a RUNNING run's agent is alive without appending an event,
@@ -87,11 +91,14 @@ class RunLedgerAsyncStub(RunLedgerStub):
     match (a safe retry) and ALREADY_EXISTS otherwise.
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.GetRunRequest, _run_ledger_pb2.GetRunResponse]  # type: ignore[assignment]
-    """Returns one run; NOT_FOUND when it does not exist."""
+    """Returns one run; NOT_FOUND when it does not exist.
+    HTTP (--http-listen): GET /v1/runs/{run_id}.
+    """
     ListRuns: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.ListRunsRequest, _run_ledger_pb2.ListRunsResponse]  # type: ignore[assignment]
     """Lists runs newest first (exact creation order), filtered by every set
     filter combined with AND, in keyset pages: a deep page costs the same as
     the first.
+    HTTP (--http-listen): GET /v1/runs (filters and paging as query parameters).
     """
     CompleteRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.CompleteRunRequest, _run_ledger_pb2.CompleteRunResponse]  # type: ignore[assignment]
     """Moves a RUNNING run to COMPLETED with success true. FAILED_PRECONDITION
@@ -111,6 +118,7 @@ class RunLedgerAsyncStub(RunLedgerStub):
     Checks the run as of its head when the call starts, so it may be called
     while events are appended; an event stored beyond the head the run
     records is reported as a break.
+    HTTP (--http-listen): GET /v1/runs/{run_id}:verify.
     """
     Heartbeat: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.HeartbeatRequest, _run_ledger_pb2.HeartbeatResponse]  # type: ignore[assignment]
     """Records that a RUNNING run's agent is alive without appending an event,
@@ -142,7 +150,9 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         request: _run_ledger_pb2.GetRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_ledger_pb2.GetRunResponse, _abc.Awaitable[_run_ledger_pb2.GetRunResponse]]:
-        """Returns one run; NOT_FOUND when it does not exist."""
+        """Returns one run; NOT_FOUND when it does not exist.
+        HTTP (--http-listen): GET /v1/runs/{run_id}.
+        """
 
     @_abc_1.abstractmethod
     def ListRuns(
@@ -153,6 +163,7 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         """Lists runs newest first (exact creation order), filtered by every set
         filter combined with AND, in keyset pages: a deep page costs the same as
         the first.
+        HTTP (--http-listen): GET /v1/runs (filters and paging as query parameters).
         """
 
     @_abc_1.abstractmethod
@@ -196,6 +207,7 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         Checks the run as of its head when the call starts, so it may be called
         while events are appended; an event stored beyond the head the run
         records is reported as a break.
+        HTTP (--http-listen): GET /v1/runs/{run_id}:verify.
         """
 
     @_abc_1.abstractmethod
