@@ -195,7 +195,10 @@ def test_tokens_asked_kept_for_the_tab_and_roles_enforced(tmp_path: Path, browse
         tab.locator("#alert").filter(has_text="403").wait_for()
         tab.click("#token-button")
         tab.fill("#token-input", "rw-console")
+        # A new token renders the page again; fill the form of the new page, not the one it replaces.
+        tab.evaluate("document.getElementById('promote-form').dataset.stale = '1'")
         tab.click("#token-form button[type=submit]")
+        tab.locator("#promote-form:not([data-stale])").wait_for()
         tab.fill("#promote-form input[name=promoted_by]", "alice")
         tab.click("#promote-form button[type=submit]")
         tab.locator('#history tr[data-sequence="1"]').wait_for()
