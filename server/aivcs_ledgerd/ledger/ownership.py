@@ -27,14 +27,17 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aivcs_ledgerd.ledger.errors import Unavailable
-from aivcs_ledgerd.store import Database, StoreConflict, StoreError
+from aivcs_ledgerd.store import Database, Rejected, StoreConflict, StoreError
 from aivcs_ledgerd.store import leases as store
 from aivcs_ledgerd.store.database import Queries
-from aivcs_ledgerd.store.leases import Fence
+from aivcs_ledgerd.store.leases import FENCED, Fence
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,25 @@ class SoleOwner:
     async def locate(self, key: str) -> str | None:
         """The address of a live owner of `key` other than this replica, asking the database."""
         return None
+
+    async def fenced_write(self, db: Database, key: str, write: Callable[[Queries, Fence | None], Awaitable[T]]) -> T:
+        """Run `write` under `key`'s lock with this replica's fence; NotOwner when another replica owns `key`.
+
+        A write the database refused as fenced (the lease moved meanwhile) wrote
+        nothing: it is NotOwner too, so the caller forwards it. Other refusals pass through.
+        """
+        owner = self.remote_owner(key)
+        if owner is not None:
+            raise NotOwner(key, owner)
+        try:
+            async with db.exclusive(key) as session:
+                fence, _ = await self.hold(session, key)
+                return await write(session, fence)
+        except Rejected as rejected:
+            if rejected.reason == FENCED:
+                self.lost(key)
+                raise NotOwner(key, None) from None
+            raise
 
     def renewed(self, key: str, sent: float) -> None:
         """A fenced write sent at monotonic time `sent` committed, renewing the lease."""

@@ -23,13 +23,13 @@ import json
 from collections.abc import Awaitable, Callable
 
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
-from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
 from aivcs_ledgerd.model import Page, Release
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict
 from aivcs_ledgerd.store import releases as store
 from aivcs_ledgerd.store.database import Queries
-from aivcs_ledgerd.store.leases import FENCED, Fence
+from aivcs_ledgerd.store.leases import Fence
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -52,19 +52,7 @@ class Releases:
         self._ownership = ownership or SoleOwner()
 
     async def _fenced(self, agent_name: str, append: Callable[[Queries, Fence | None], Awaitable[Release]]) -> Release:
-        key = store.lock_key(agent_name)
-        owner = self._ownership.remote_owner(key)
-        if owner is not None:
-            raise NotOwner(key, owner)
-        try:
-            async with self.db.exclusive(key) as session:
-                fence, _ = await self._ownership.hold(session, key)
-                return await append(session, fence)
-        except Rejected as rejected:
-            if rejected.reason == FENCED:
-                self._ownership.lost(key)
-                raise NotOwner(key, None) from None
-            raise
+        return await self._ownership.fenced_write(self.db, store.lock_key(agent_name), append)
 
     async def promote(
         self,

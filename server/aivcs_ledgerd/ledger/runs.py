@@ -19,12 +19,11 @@ from aivcs_ledgerd.ledger.errors import (
     NotFound,
 )
 from aivcs_ledgerd.ledger.hub import Hub
-from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
 from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
 from aivcs_ledgerd.store.errors import StoreUnavailable
-from aivcs_ledgerd.store.leases import FENCED
 from aivcs_ledgerd.timeutil import ns_to_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -136,18 +135,12 @@ class Runs:
 
     async def heartbeat(self, run_id: str) -> Run:
         """Record that a RUNNING run's agent is alive: its last activity (and deadline) move to now."""
-        key = runs.run_key(run_id)
-        owner = self._ownership.remote_owner(key)
-        if owner is not None:
-            raise NotOwner(key, owner)
         try:
-            async with self._db.exclusive(key) as session:
-                fence, _ = await self._ownership.hold(session, key)
-                return await runs.heartbeat(session, run_id, time.time_ns(), fence)
+            return await self._ownership.fenced_write(
+                self._db, runs.run_key(run_id),
+                lambda session, fence: runs.heartbeat(session, run_id, time.time_ns(), fence),
+            )
         except Rejected as rejected:
-            if rejected.reason == FENCED:
-                self._ownership.lost(key)
-                raise NotOwner(key, None) from None
             if rejected.reason == "not_found":
                 raise NotFound(f"run_id: no run {run_id!r}") from None
             status = rejected.reason.partition(":")[2].upper()
@@ -185,18 +178,12 @@ class Runs:
         expected = finish.expected_total_events
         if expected is not None and expected >= 2**63:
             expected = -1  # no run holds that many events: refused as a mismatch
-        key = runs.run_key(run_id)
-        owner = self._ownership.remote_owner(key)
-        if owner is not None:
-            raise NotOwner(key, owner)
         try:
-            async with self._db.exclusive(key) as session:
-                fence, _ = await self._ownership.hold(session, key)
-                run = await runs.finish_run(session, run_id, changes, expected, fence)
+            run = await self._ownership.fenced_write(
+                self._db, runs.run_key(run_id),
+                lambda session, fence: runs.finish_run(session, run_id, changes, expected, fence),
+            )
         except Rejected as rejected:
-            if rejected.reason == FENCED:
-                self._ownership.lost(key)
-                raise NotOwner(key, None) from None
             raise _refusal(run_id, rejected.reason, finish) from None
         self._hub.publish(run_id, None)
         return run
