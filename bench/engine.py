@@ -35,12 +35,12 @@ from typing import Any
 import cbor2
 from surrealdb import AsyncSurreal, RecordID
 
-from aivcs_ledgerd.checkpoint import wal_size
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.model import Evaluation, Run, RunStatus
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import create_run
-from aivcs_ledgerd.timeutil import ns_to_datetime
+from aivcs_ledgerd.upkeep.checkpoint import wal_size
+from aivcs_ledgerd.util.timeutil import ns_to_datetime
 from bench import workload
 from bench.servers import rss_mb
 from bench.stats import Rate
@@ -76,7 +76,7 @@ class EngineCeilings:
     variants: dict[str, tuple[Rate, Rate]]  # encoding -> (insert, read)
     rss_per_event_kb: dict[str, float]  # encoding -> this process's RSS growth per event inserted
     # cbor inserts with the daemon's checkpoints (Database.checkpoint at --checkpoint-wal-mb of log),
-    # which the engine needs to go on taking writes (checkpoint.py) and the ceilings above never pay.
+    # which the engine needs to go on taking writes (upkeep/checkpoint.py) and the ceilings above never pay.
     insert_checkpointed: Rate
 
     @property

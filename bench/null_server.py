@@ -19,7 +19,7 @@ import grpc
 from aivcs.ledger.v1 import event_stream_pb2 as pb
 from aivcs.ledger.v1 import event_stream_pb2_grpc
 
-from aivcs_ledgerd.config import Limits
+from aivcs_ledgerd.ledger.limits import Limits
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

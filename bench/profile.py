@@ -25,7 +25,7 @@ from typing import Any
 
 RATE = 250  # samples per second
 OWN_CODE = ("aivcs_ledgerd/", "surrealdb/", "rfc8785/", "google/protobuf/")
-ENTRY = ("aivcs_ledgerd/__main__.py", "aivcs_ledgerd/cli.py")  # on every stack: says nothing
+ENTRY = ("aivcs_ledgerd/__main__.py", "aivcs_ledgerd/process/cli.py")  # on every stack: says nothing
 WAITING = ("EpollSelector.select (selectors.py)", "Thread.run (threading.py)")
 
 

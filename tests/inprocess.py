@@ -18,8 +18,8 @@ from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc, release_registry_p
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
-from aivcs_ledgerd.app import Daemon, start
 from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.process.app import Daemon, start
 from aivcs_ledgerd.store import StoreUnavailable
 
 SPEC = hashlib.sha256(b"operations").hexdigest()

@@ -25,11 +25,10 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from google.protobuf import struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.app import StartupError
-from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import MAX_CONCURRENT_READS, MAX_KINDS
-from aivcs_ledgerd.operations import HEALTH_MAX_STREAMS_PER_CONNECTION
-from aivcs_ledgerd.readback import MAX_READ_MESSAGE_BYTES, MESSAGE_FRAMING
+from aivcs_ledgerd.ledger.limits import MAX_READ_MESSAGE_BYTES, MESSAGE_FRAMING, Limits
+from aivcs_ledgerd.process.app import StartupError
+from aivcs_ledgerd.process.operations import HEALTH_MAX_STREAMS_PER_CONNECTION
 from aivcs_ledgerd.transport.run_ledger import MAX_TAGS_BYTES
 from bench.servers import RssSampler, rss_mb
 from tests.daemon import DaemonProcess, free_port, start_daemon

@@ -26,11 +26,11 @@ from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc, run_ledger_pb2_grp
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
-from aivcs_ledgerd import heap
-from aivcs_ledgerd.checkpoint import Checkpointer, wal_size
-from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.gate import Gate
+from aivcs_ledgerd.upkeep import heap
+from aivcs_ledgerd.upkeep.checkpoint import Checkpointer, wal_size
+from aivcs_ledgerd.upkeep.health import HealthMonitor
 from bench.servers import rss_mb
 from tests.daemon import start_daemon
 

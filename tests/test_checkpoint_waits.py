@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from aivcs_ledgerd.checkpoint import Checkpointer
-from aivcs_ledgerd.metrics import Metrics
+from aivcs_ledgerd.middleware.metrics import Metrics
 from aivcs_ledgerd.store import Database
 from aivcs_ledgerd.store.gate import Gate, Hold
+from aivcs_ledgerd.upkeep.checkpoint import Checkpointer
 
 CLOSE_SECONDS = 0.8  # a checkpoint with a big memtable to write
 CALLS = 5
@@ -58,7 +58,7 @@ async def test_a_checkpoint_logs_and_measures_how_long_calls_waited(
 
         db._connection.close = slow_close
         checkpointer = Checkpointer(db, wal_bytes=1)
-        caplog.set_level(logging.INFO, logger="aivcs_ledgerd.checkpoint")
+        caplog.set_level(logging.INFO, logger="aivcs_ledgerd.upkeep.checkpoint")
         checkpoint = asyncio.create_task(checkpointer.check())
         await asyncio.wait_for(closing.wait(), 10)
         assert db.checkpointing

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from aivcs_ledgerd.cli import command
+from aivcs_ledgerd.process.cli import command
 from aivcs_ledgerd.store import Database
 from tests.daemon import free_port, start_daemon
 

@@ -33,7 +33,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.cli import command
+from aivcs_ledgerd.process.cli import command
 from tests.daemon import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,7 +335,7 @@ def test_dockerfile_shape(stages: list[Stage]) -> None:
 
 def test_dockerignore_keeps_the_context_small() -> None:
     rules = ignore_rules(DOCKERIGNORE.read_text())
-    for kept in ["pyproject.toml", "README.md", "server/aivcs_ledgerd/cli.py", "clients/python/pyproject.toml"]:
+    for kept in ["pyproject.toml", "README.md", "server/aivcs_ledgerd/process/cli.py", "clients/python/pyproject.toml"]:
         assert not ignored(PurePosixPath(kept), rules), kept
     for left_out in [
         ".git/HEAD",

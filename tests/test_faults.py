@@ -33,8 +33,8 @@ from aivcs.ledger.v1 import release_registry_pb2 as rr
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.app import Daemon, start
 from aivcs_ledgerd.config import Settings
+from aivcs_ledgerd.process.app import Daemon, start
 from aivcs_ledgerd.store import QueryFailed, StoreConflict, StoreUnavailable
 
 Code = grpc.StatusCode

@@ -34,9 +34,9 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
-from aivcs_ledgerd.durations import format_duration_ms, parse_duration_ms
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
+from aivcs_ledgerd.util.durations import format_duration_ms, parse_duration_ms
 from tests.daemon import DaemonProcess, start_daemon
 from tests.inprocess import Stubs, running
 from tests.inprocess import channel as inprocess_channel

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from aivcs_ledgerd.app import SERVICE_NAMES
-from aivcs_ledgerd.operations import LIVENESS
+from aivcs_ledgerd.methods import LEDGER_SERVICES
+from aivcs_ledgerd.process.operations import LIVENESS
 
 ROOT = Path(__file__).resolve().parent.parent
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -77,7 +77,7 @@ def test_manifests_probe_the_grpc_health_service(mode: str) -> None:
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         grpc_probe = container[probe]["grpc"]
         assert grpc_probe["port"] == ports["grpc"], probe
-        assert grpc_probe.get("service", "") in ("", LIVENESS, *SERVICE_NAMES), probe
+        assert grpc_probe.get("service", "") in ("", LIVENESS, *LEDGER_SERVICES), probe
     # Readiness follows the database; liveness does not, so an outage restarts nothing.
     assert container["readinessProbe"]["grpc"].get("service", "") == ""
     assert container["livenessProbe"]["grpc"]["service"] == LIVENESS

@@ -13,8 +13,8 @@ from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc, run_ledger_pb2_grp
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
-from aivcs_ledgerd.calllog import REASON_LOG_BYTES
-from aivcs_ledgerd.stderr_relay import as_json
+from aivcs_ledgerd.middleware.calllog import REASON_LOG_BYTES
+from aivcs_ledgerd.process.stderr_relay import as_json
 from tests.daemon import start_daemon
 from tests.inprocess import SPEC
 
@@ -66,7 +66,7 @@ def test_a_line_written_just_before_a_crash_is_kept(tmp_path: Path) -> None:
     """What native code writes to fd 2 right before the process aborts still arrives, as JSON."""
     script = (
         "import os\n"
-        "from aivcs_ledgerd import stderr_relay\n"
+        "from aivcs_ledgerd.process import stderr_relay\n"
         "stderr_relay.start()\n"
         "os.write(2, b\"thread 'engine' panicked at src/lib.rs:1:1:\\nboom\\n\")\n"
         "os.abort()\n"
@@ -83,7 +83,7 @@ def test_stderr_is_written_directly_again_if_the_relay_ends(tmp_path: Path) -> N
     script = (
         "import os, time\n"
         "real = os.fstat(2).st_ino\n"
-        "from aivcs_ledgerd import stderr_relay\n"
+        "from aivcs_ledgerd.process import stderr_relay\n"
         "relay = stderr_relay.start()\n"
         "os.write(2, b'through the relay\\n')\n"
         "time.sleep(0.5)\n"

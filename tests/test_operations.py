@@ -17,12 +17,12 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from surrealdb import AsyncSurreal
 
-from aivcs_ledgerd.app import SERVICE_NAMES
-from aivcs_ledgerd.metrics import Metrics
-from aivcs_ledgerd.operations import LIVENESS
-from aivcs_ledgerd.reconnect import DatabaseProbe
+from aivcs_ledgerd.methods import LEDGER_SERVICES
+from aivcs_ledgerd.middleware.metrics import Metrics
+from aivcs_ledgerd.process.operations import LIVENESS
 from aivcs_ledgerd.store import Database, StoreError
 from aivcs_ledgerd.store.database import Session
+from aivcs_ledgerd.upkeep.reconnect import DatabaseProbe
 from tests.daemon import free_port, start_daemon
 from tests.inprocess import SPEC, Fault, Stubs, channel, running, unique
 
@@ -49,7 +49,7 @@ async def next_status(statuses: asyncio.Queue[int], within: float) -> int:
 
 
 async def check_all(health: health_pb2_grpc.HealthStub, expected: int) -> None:
-    for name in ["", *SERVICE_NAMES]:
+    for name in ["", *LEDGER_SERVICES]:
         reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
         assert reply.status == expected, name
 
@@ -200,7 +200,7 @@ async def test_metrics_endpoint_counts_the_calls_made() -> None:
         assert daemon.ops is not None and daemon.ops.metrics_endpoint is not None
         samples = await asyncio.to_thread(scrape, daemon.ops.metrics_endpoint.port)
 
-    runs, events = SERVICE_NAMES[0], SERVICE_NAMES[1]
+    runs, events = LEDGER_SERVICES[0], LEDGER_SERVICES[1]
     handled = "grpc_server_handled_total"
     assert sample(samples, handled, grpc_service=runs, grpc_method="CreateRun", grpc_code="OK") == 1
     assert sample(samples, handled, grpc_service=events, grpc_method="AppendEvents", grpc_code="OK") == 2

@@ -15,7 +15,7 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1 import run_ledger_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.ports import PortUnavailable, check_exclusive
+from aivcs_ledgerd.util.ports import PortUnavailable, check_exclusive
 from tests.daemon import DaemonProcess, free_port, start_daemon
 from tests.inprocess import SPEC
 

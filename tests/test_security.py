@@ -23,9 +23,9 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from aivcs_ledgerd.app import SERVICE_NAMES
-from aivcs_ledgerd.config import Limits
-from aivcs_ledgerd.security import WRITE_METHODS, Role, SecurityError, load_tokens
+from aivcs_ledgerd.ledger.limits import Limits
+from aivcs_ledgerd.methods import LEDGER_SERVICES, WRITE_METHODS
+from aivcs_ledgerd.middleware.security import Role, SecurityError, load_tokens
 from tests.inprocess import SPEC, Fault, Stubs, channel, running, unique
 
 Code = grpc.StatusCode
@@ -257,7 +257,7 @@ async def test_tokens_and_roles(token_file: Path) -> None:
 async def test_health_and_reflection_need_no_token(token_file: Path) -> None:
     async with running(auth_token_file=token_file) as daemon, channel(daemon) as ch:
         assert await health_check(ch) == SERVING
-        for name in SERVICE_NAMES:
+        for name in LEDGER_SERVICES:
             reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
@@ -265,7 +265,7 @@ async def test_health_and_reflection_need_no_token(token_file: Path) -> None:
                                             timeout=5)
         [reply] = await _drain(replies)
         listed = {service.name for service in reply.list_services_response.service}
-        assert set(SERVICE_NAMES) <= listed
+        assert set(LEDGER_SERVICES) <= listed
 
 
 def test_token_file_format(tmp_path: Path) -> None:

@@ -1,3 +1,3 @@
-from aivcs_ledgerd.cli import main
+from aivcs_ledgerd.process.cli import main
 
 raise SystemExit(main())

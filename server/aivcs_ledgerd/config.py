@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from aivcs_ledgerd.ledger.limits import Limits
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_DB = "surrealkv://aivcs-ledger-data"
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds on what one request may carry; exceeding one is INVALID_ARGUMENT."""
-
-    max_batch_events: int = 1000
-    max_payload_bytes: int = 1 << 20
-    max_message_bytes: int = 16 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +25,8 @@ class Settings:
     reflection: bool = True
     log_level: str = "INFO"
     log_json: bool = False
-    limits: Limits = Limits()
-    # Operations (operations.py and the modules it wires): health, metrics, TLS, tokens, limits.
+    limits: Limits = field(default_factory=Limits)
+    # Operations (process/operations.py and the modules it wires): health, metrics, TLS, tokens, limits.
     health_interval: float = 2.0
     health_listen: str | None = None  # plaintext health-only port, for probes when --tls-cert is set
     metrics_listen: str | None = None
@@ -47,7 +40,7 @@ class Settings:
     checkpoint_wal_mb: int = 48  # durable embedded engines: flush the memtable at this much log; 0: never
     # Inactivity timeout of runs created without one (ledger/inactivity.py); 0: none.
     run_inactivity_timeout_ms: int = 0
-    # Budgets (budget.py, README "Limits and budgets").
+    # Budgets (middleware/budget.py, README "Limits and budgets").
     max_inflight_request_bytes: int = 128 << 20  # request bytes received and not yet answered, daemon-wide
     max_connections: int = 1024  # accepted connections at once on the gRPC port; 0: no limit
     max_concurrent_reads: int = 1  # storage scans in the engine at once (ledger/events.py)

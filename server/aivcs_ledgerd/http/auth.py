@@ -24,7 +24,7 @@ import grpc
 from aiohttp import web
 
 from aivcs_ledgerd.http.errors import Refusal
-from aivcs_ledgerd.security import Role, role_of
+from aivcs_ledgerd.middleware.security import Role, role_of
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIX = "/v1/"

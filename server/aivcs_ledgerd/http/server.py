@@ -3,7 +3,7 @@
 aiohttp's AppRunner/SockSite is made for serving inside a running loop: no
 thread, no second loop, no signal handlers taken from the daemon, so the
 API's calls reach the ledger exactly as gRPC's do. The socket is bound here,
-without SO_REUSEPORT, and checked like every port of the daemon (ports.py):
+without SO_REUSEPORT, and checked like every port of the daemon (util/ports.py):
 a second daemon on a taken --http-listen stops at start naming the flag.
 With --tls-cert the port speaks only HTTPS, with --tls-client-ca it asks for
 a client certificate too, like the gRPC port.
@@ -28,10 +28,10 @@ from aivcs_ledgerd.http.live import LiveFeed
 from aivcs_ledgerd.http.routes import Api
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError
-from aivcs_ledgerd.ports import PortUnavailable, bind_error, check_every_address_free, check_exclusive
-from aivcs_ledgerd.security import Role, SecurityError, load_tokens
+from aivcs_ledgerd.middleware.security import Role, SecurityError, load_tokens
 from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.transport.peers import Peers
+from aivcs_ledgerd.util.ports import PortUnavailable, bind_error, check_every_address_free, check_exclusive
 
 log = logging.getLogger(__name__)
 FLAG = "--http-listen"

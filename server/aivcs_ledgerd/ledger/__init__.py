@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 
-from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import MAX_CONCURRENT_READS, Events
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.releases import Releases
 from aivcs_ledgerd.ledger.runs import Runs

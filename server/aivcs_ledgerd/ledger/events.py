@@ -7,19 +7,19 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
-from aivcs_ledgerd.config import Limits
-from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
 from aivcs_ledgerd.store.events import first_seq_after, read_events
 from aivcs_ledgerd.store.runs import get_run
+from aivcs_ledgerd.util.futures import retrieve_exception
 
 # A reader holds one window of storage at a time, sized to about WINDOW_BYTES
 # of stored JSON. A window starts as small as the largest allowed payload

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aivcs_ledgerd.durations import format_duration_ms
 from aivcs_ledgerd.ledger.writer import Writers
 from aivcs_ledgerd.model import RunStatus
 from aivcs_ledgerd.store import Database, StoreError
 from aivcs_ledgerd.store.runs import IdleRun, idle_runs
-from aivcs_ledgerd.timeutil import ns_to_datetime
+from aivcs_ledgerd.util.durations import format_duration_ms
+from aivcs_ledgerd.util.timeutil import ns_to_datetime
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from aivcs_ledgerd.ledger.pages import within_bytes
 from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
 from aivcs_ledgerd.store.errors import StoreUnavailable
-from aivcs_ledgerd.timeutil import ns_to_datetime
+from aivcs_ledgerd.util.timeutil import ns_to_datetime
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000

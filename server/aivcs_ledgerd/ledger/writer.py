@@ -26,7 +26,6 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import (
     Aborted,
@@ -54,6 +53,7 @@ from aivcs_ledgerd.store.database import Exclusive
 from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
 from aivcs_ledgerd.store.leases import FENCED
 from aivcs_ledgerd.store.runs import expire_run, run_key
+from aivcs_ledgerd.util.futures import retrieve_exception
 
 log = logging.getLogger(__name__)
 

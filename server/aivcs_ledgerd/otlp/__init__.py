@@ -13,8 +13,8 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 
 from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.methods import EXPORT_METHOD
 from aivcs_ledgerd.otlp.servicer import SERVICE_NAME, TraceServiceServicer
-from aivcs_ledgerd.security import EXPORT_METHOD
 
 __all__ = ["EXPORT_METHOD", "SERVICE_NAME", "TraceServiceServicer", "register_trace_service"]
 

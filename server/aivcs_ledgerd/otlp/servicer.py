@@ -22,9 +22,10 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 
-from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import InvalidArgument, Unavailable
+from aivcs_ledgerd.ledger.limits import Limits
+from aivcs_ledgerd.methods import TRACE_SERVICE
 from aivcs_ledgerd.otlp.recorder import TraceRecorder
 from aivcs_ledgerd.otlp.spans import SpanRecord, SpanRefused, map_span
 from aivcs_ledgerd.transport.status import guarded
@@ -32,7 +33,7 @@ from aivcs_ledgerd.transport.status import guarded
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger(__name__)
 
-SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["TraceService"].full_name
+SERVICE_NAME = TRACE_SERVICE
 MAX_EXPORT_SPANS = 8192  # sixteen times the OTel SDKs' default export batch (512)
 MAX_MESSAGES_SHOWN = 3  # refusals quoted in partial_success.error_message
 

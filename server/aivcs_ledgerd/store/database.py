@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 import surrealdb
 from surrealdb import AsyncSurreal
 
-from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.store import wal
 from aivcs_ledgerd.store.errors import (
     DuplicateRecord,
@@ -38,6 +37,7 @@ from aivcs_ledgerd.store.errors import (
 from aivcs_ledgerd.store.faults import storage_fault
 from aivcs_ledgerd.store.gate import Gate
 from aivcs_ledgerd.store.locks import KeyedLocks
+from aivcs_ledgerd.util.futures import retrieve_exception
 
 log = logging.getLogger(__name__)
 

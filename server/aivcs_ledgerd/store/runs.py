@@ -20,7 +20,7 @@ from surrealdb import Null, NullType
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store.database import Database, Queries
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
-from aivcs_ledgerd.timeutil import datetime_to_ns
+from aivcs_ledgerd.util.timeutil import datetime_to_ns
 
 NS_PER_MS = 1_000_000
 # Fields a terminal transition removes: a finished run is never due.

@@ -11,7 +11,7 @@ from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.model import Event, NewEvent, Run, RunStatus
-from aivcs_ledgerd.timeutil import datetime_to_ns
+from aivcs_ledgerd.util.timeutil import datetime_to_ns
 
 NANOS = 1_000_000_000
 

@@ -12,18 +12,17 @@ import grpc
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc
 from aivcs.ledger.v1 import event_stream_pb2 as pb
 
-from aivcs_ledgerd.calllog import cut
-from aivcs_ledgerd.config import Limits
-from aivcs_ledgerd.futures import retrieve_exception
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
+from aivcs_ledgerd.ledger.limits import MESSAGE_FRAMING, Limits
 from aivcs_ledgerd.model import Event
-from aivcs_ledgerd.readback import MESSAGE_FRAMING
 from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
 from aivcs_ledgerd.transport.peers import OwnerMoved, OwnerUnreachable, Peers, Relayed, is_forwarded, not_owner, routed
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
+from aivcs_ledgerd.util.futures import retrieve_exception
+from aivcs_ledgerd.util.text import cut
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ log = logging.getLogger(__name__)
 # Read chunks stay well under gRPC's default 4 MiB receive limit: a chunk
 # takes events while they fit in CHUNK_BYTES (and the daemon's own
 # --max-message-bytes); an event larger than that goes alone, and the start
-# check (readback.py) keeps every acceptable event within a default client's
+# check (ledger/limits.py) keeps every acceptable event within a default client's
 # limit.
 CHUNK_BYTES = 1 << 20
 CHUNK_EVENTS = 500

@@ -25,7 +25,7 @@ from collections import deque
 import grpc
 
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
+from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 
 
 class RequestBudget(Hooks):
@@ -116,7 +116,7 @@ def transport_options(settings: Settings) -> list[tuple[str, int]]:
 
     `max_concurrent_streams` is a hard cap at twice the per-connection call
     limit: up to the limit calls run, the next ones are refused with a reason
-    (limits.py), and beyond the cap the client's calls wait in the client
+    (connections.py), and beyond the cap the client's calls wait in the client
     instead of being received at all.
     """
     options: list[tuple[str, int]] = []

@@ -23,9 +23,9 @@ from typing import Any
 
 import grpc
 
-from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
-from aivcs_ledgerd.limits import STREAM_APPEND
-from aivcs_ledgerd.security import OPEN_SERVICES, WRITE_METHODS
+from aivcs_ledgerd.methods import OPEN_SERVICES, STREAM_APPEND, WRITE_METHODS
+from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
+from aivcs_ledgerd.util.text import cut
 
 log = logging.getLogger("aivcs_ledgerd.calls")
 
@@ -69,18 +69,7 @@ class CallLog(Hooks):
         return None if method.service in OPEN_SERVICES else _Logged
 
 
-# Every logged value is bounded: a request field is logged before the ledger has validated it,
-# so a caller could otherwise write megabytes of log per refused call.
-MAX_LOGGED_ID = 128  # characters of an id or name
 MAX_LOGGED_REASON = 1024  # characters of a status message
-
-
-def cut(value: str, limit: int = MAX_LOGGED_ID) -> str:
-    """`value`, or its first `limit` characters and its length in bytes when it is longer."""
-    if len(value) <= limit:
-        return value
-    size = len(value.encode("utf-8", "surrogatepass"))
-    return f"{value[:limit]}... ({size} bytes)"
 
 
 def _field(message: Any, name: str) -> str | None:

@@ -31,8 +31,8 @@ from prometheus_client import (
 from prometheus_client.gc_collector import GCCollector
 
 from aivcs_ledgerd import __version__
-from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
-from aivcs_ledgerd.limits import STREAM_APPEND, UNARY_APPEND
+from aivcs_ledgerd.methods import APPEND_METHODS
+from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 from aivcs_ledgerd.store import Database
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -147,7 +147,7 @@ class Metrics:
                 received=self.received.labels(*labels),
                 sent=self.sent.labels(*labels),
                 streams=self.active_streams.labels(method.name) if method.streaming else None,
-                batch=self.batch_events.labels(method.name) if method.path in (UNARY_APPEND, STREAM_APPEND) else None,
+                batch=self.batch_events.labels(method.name) if method.path in APPEND_METHODS else None,
             )
         return found
 

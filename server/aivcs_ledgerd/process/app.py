@@ -9,40 +9,33 @@ import socket
 from dataclasses import dataclass
 
 import grpc
-from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aivcs_ledgerd.budget import check_settings, transport_options
-from aivcs_ledgerd.checkpoint import Checkpointer
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.fdlimit import exhaustion as fd_exhaustion
-from aivcs_ledgerd.fdlimit import raise_soft_limit
-from aivcs_ledgerd.health import HealthMonitor
-from aivcs_ledgerd.heap import Trimmer
 from aivcs_ledgerd.http import HttpServer
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.inactivity import Sweeper
+from aivcs_ledgerd.ledger.limits import check_settings as check_readback
 from aivcs_ledgerd.ledger.ownership import Leases, SoleOwner
-from aivcs_ledgerd.operations import Operations, OperationsError
-from aivcs_ledgerd.otlp import SERVICE_NAME as TRACE_SERVICE
+from aivcs_ledgerd.methods import LEDGER_SERVICES
+from aivcs_ledgerd.middleware.budget import check_settings, transport_options
+from aivcs_ledgerd.middleware.security import SecurityError
 from aivcs_ledgerd.otlp import register_trace_service
-from aivcs_ledgerd.ports import PortUnavailable, server_options
-from aivcs_ledgerd.readback import check_settings as check_readback
-from aivcs_ledgerd.security import SecurityError
+from aivcs_ledgerd.process.fdlimit import exhaustion as fd_exhaustion
+from aivcs_ledgerd.process.fdlimit import raise_soft_limit
+from aivcs_ledgerd.process.operations import Operations, OperationsError
 from aivcs_ledgerd.store import Credentials, Database, StoreError, init_schema
 from aivcs_ledgerd.store.database import REMOTE_SCHEMES, check_url
 from aivcs_ledgerd.transport import register_services
 from aivcs_ledgerd.transport.peers import Peers
+from aivcs_ledgerd.upkeep.checkpoint import Checkpointer
+from aivcs_ledgerd.upkeep.health import HealthMonitor
+from aivcs_ledgerd.upkeep.heap import Trimmer
+from aivcs_ledgerd.util.ports import PortUnavailable, server_options
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = [
-    run_ledger_pb2.DESCRIPTOR.services_by_name["RunLedger"].full_name,
-    event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name,
-    release_registry_pb2.DESCRIPTOR.services_by_name["ReleaseRegistry"].full_name,
-    TRACE_SERVICE,  # OTLP trace ingestion (otlp/)
-]
 
 
 class StartupError(Exception):
@@ -63,10 +56,10 @@ class Daemon:
     ledger: Ledger
     health: HealthMonitor
     port: int
-    ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (operations.py)
-    checkpointer: Checkpointer | None = None  # durable embedded engines only (checkpoint.py)
+    ops: Operations | None = None  # TLS, tokens, limits, metrics, side ports (process/operations.py)
+    checkpointer: Checkpointer | None = None  # durable embedded engines only (upkeep/checkpoint.py)
     sweeper: Sweeper | None = None  # fails runs past their inactivity timeout (ledger/inactivity.py)
-    trimmer: Trimmer | None = None  # heap trims where no checkpointer does them (heap.py)
+    trimmer: Trimmer | None = None  # heap trims where no checkpointer does them (upkeep/heap.py)
     peers: Peers | None = None  # several replicas: channels to the owners of runs
     http: HttpServer | None = None  # --http-listen: JSON API and console (http/)
 
@@ -163,12 +156,12 @@ async def start(settings: Settings) -> Daemon:
             )
         ledger = Ledger(db, settings.limits, ownership, settings.run_inactivity_timeout_ms,
                         settings.max_concurrent_reads)
-        health = HealthMonitor(db, SERVICE_NAMES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
+        health = HealthMonitor(db, LEDGER_SERVICES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
         register_services(server, ledger, peers)
         register_trace_service(server, ledger)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if settings.reflection:
-            names = [*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
+            names = [*LEDGER_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
             reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
         await server.start()
         ownership.start()

@@ -1,4 +1,4 @@
-"""What the daemon accepts must be readable by a client with gRPC's default limits.
+"""Bounds on what one request may carry, and the rule that what is accepted can be read back.
 
 A default gRPC client receives messages of at most 4 MiB. The daemon
 accepts events of up to --max-payload-bytes and sends them back in read
@@ -10,7 +10,17 @@ refuses such settings at start, naming the flags.
 
 from __future__ import annotations
 
-from aivcs_ledgerd.config import Limits
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what one request may carry; exceeding one is INVALID_ARGUMENT."""
+
+    max_batch_events: int = 1000
+    max_payload_bytes: int = 1 << 20
+    max_message_bytes: int = 16 << 20
+
 
 DEFAULT_CLIENT_RECEIVE_BYTES = 4 << 20  # gRPC's default max_receive_message_length
 # The largest read message the daemon lets one event make: well under the default client limit.

@@ -23,17 +23,17 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.budget import RequestBudget
-from aivcs_ledgerd.calllog import CallLog
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.interceptors import Hooks, HooksInterceptor
-from aivcs_ledgerd.limits import ConnectionLimits
-from aivcs_ledgerd.metrics import Metrics, MetricsHooks, parse_listen
-from aivcs_ledgerd.metrics_http import MetricsServer
-from aivcs_ledgerd.ports import add_grpc_port, bind_error, check_exclusive, server_options
-from aivcs_ledgerd.reconnect import DatabaseProbe
-from aivcs_ledgerd.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
+from aivcs_ledgerd.middleware.budget import RequestBudget
+from aivcs_ledgerd.middleware.calllog import CallLog
+from aivcs_ledgerd.middleware.connections import ConnectionLimits
+from aivcs_ledgerd.middleware.interceptors import Hooks, HooksInterceptor
+from aivcs_ledgerd.middleware.metrics import Metrics, MetricsHooks, parse_listen
+from aivcs_ledgerd.middleware.security import AuthInterceptor, SecurityError, TlsFiles, load_tokens, server_credentials
+from aivcs_ledgerd.process.metrics_http import MetricsServer
 from aivcs_ledgerd.store import Database
+from aivcs_ledgerd.upkeep.reconnect import DatabaseProbe
+from aivcs_ledgerd.util.ports import add_grpc_port, bind_error, check_exclusive, server_options
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,16 @@ from pathlib import Path
 
 import click
 
-from aivcs_ledgerd import __version__, stderr_relay
-from aivcs_ledgerd.app import ShutdownError, StartupError, run
-from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Limits, Settings, read_secret
-from aivcs_ledgerd.durations import parse_duration_ms
+from aivcs_ledgerd import __version__
+from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Settings, read_secret
+from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.runs import MAX_INACTIVITY_TIMEOUT_MS
-from aivcs_ledgerd.logs import configure_logging
+from aivcs_ledgerd.process import stderr_relay
+from aivcs_ledgerd.process.app import ShutdownError, StartupError, run
+from aivcs_ledgerd.process.logs import configure_logging
 from aivcs_ledgerd.store import StoreError, UnsupportedScheme
 from aivcs_ledgerd.store.location import resolve as resolve_db
+from aivcs_ledgerd.util.durations import parse_duration_ms
 
 ENV = "AIVCS_LEDGER_"
 
@@ -232,7 +234,7 @@ def main() -> int:
     """
     try:
         if sys.argv[1:2] == ["repair"]:
-            from aivcs_ledgerd.repair import command as repair
+            from aivcs_ledgerd.process.repair import command as repair
 
             repair(args=sys.argv[2:], prog_name="aivcs-ledgerd repair")
         else:

@@ -21,13 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from aivcs.ledger.v1 import event_stream_pb2
 
-from aivcs_ledgerd.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
-
-_EVENT_STREAM = event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name
-UNARY_APPEND = f"/{_EVENT_STREAM}/AppendEvents"
-STREAM_APPEND = f"/{_EVENT_STREAM}/IngestEvents"
+from aivcs_ledgerd.methods import APPEND_METHODS, STREAM_APPEND, UNARY_APPEND
+from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
 
 
 @dataclass(slots=True)
@@ -75,7 +71,7 @@ class _Limited(CallHooks):
         self._state: _Connection | None = None
         self._held = 0  # append slots this call holds
         self._done = False
-        self._appends = limits.max_appends > 0 and method.path in (UNARY_APPEND, STREAM_APPEND)
+        self._appends = limits.max_appends > 0 and method.path in APPEND_METHODS
 
     async def start(self) -> None:
         state = self._limits.connection(self._peer)

@@ -34,10 +34,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from aivcs_ledgerd import heap
 from aivcs_ledgerd.store import Database, StoreDamaged, StoreError
 from aivcs_ledgerd.store.database import free_bytes
 from aivcs_ledgerd.store.wal import size as wal_size
+from aivcs_ledgerd.upkeep import heap
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from grpc_health.v1 import health_pb2
@@ -47,13 +47,13 @@ class HealthMonitor:
     def __init__(
         self,
         db: Database,
-        services: list[str],
+        services: Sequence[str],
         interval: float = 2.0,
         probe: Callable[[], Awaitable[None]] | None = None,
         condition: Callable[[], str | None] | None = None,
     ) -> None:
         self.servicer = ListingHealthServicer()
-        # A problem of the process itself (e.g. out of file descriptors, fdlimit.py): its reason, or None.
+        # A problem of the process itself (e.g. out of file descriptors, process/fdlimit.py): its reason, or None.
         self._condition = condition
         self._problem: str | None = None
         self._db = db

@@ -92,7 +92,7 @@ def start() -> Relay:
     real_stderr = os.dup(2)
     reader, writer = os.pipe()
     process = subprocess.Popen(
-        [sys.executable, "-P", "-m", "aivcs_ledgerd.stderr_relay"],  # -P: not from the working directory
+        [sys.executable, "-P", "-m", "aivcs_ledgerd.process.stderr_relay"],  # -P: not from the working directory
         stdin=reader,
         stdout=real_stderr,
         stderr=real_stderr,

@@ -21,42 +21,13 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import grpc
-from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
-from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
-from aivcs_ledgerd.interceptors import Handler, refuse
+from aivcs_ledgerd.methods import OPEN_SERVICES, WRITE_METHODS
+from aivcs_ledgerd.middleware.interceptors import Handler, refuse
 
 log = logging.getLogger(__name__)
-
-# Services reachable without a token: probes and discovery.
-OPEN_SERVICES = frozenset({
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-})
-
-
-def _paths(descriptor: Any, service: str, names: Iterable[str]) -> set[str]:
-    full = descriptor.services_by_name[service].full_name
-    methods = descriptor.services_by_name[service].methods_by_name
-    return {f"/{full}/{name}" for name in names if name in methods}
-
-
-# OTLP's trace export, served on the gRPC port (otlp/).
-EXPORT_METHOD = f"/{trace_service_pb2.DESCRIPTOR.services_by_name['TraceService'].full_name}/Export"
-
-# Every RPC that changes the ledger; a read-only token may call all the others.
-WRITE_METHODS = frozenset(
-    _paths(run_ledger_pb2.DESCRIPTOR, "RunLedger", ["CreateRun", "CompleteRun", "FailRun", "CancelRun",
-                                                        "Heartbeat"])
-    | _paths(event_stream_pb2.DESCRIPTOR, "EventStream", ["AppendEvents", "IngestEvents"])
-    | _paths(release_registry_pb2.DESCRIPTOR, "ReleaseRegistry", ["Promote", "Rollback"])
-    | {EXPORT_METHOD}  # OTLP spans become runs and events
-)
-
 
 class SecurityError(ValueError):
     """A TLS or token setting cannot be used; the message names the flag."""
