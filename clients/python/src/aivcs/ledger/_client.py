@@ -43,7 +43,6 @@ from aivcs.ledger.v1 import (
 
 __all__ = ["Client", "Events", "Releases", "RunSession", "Runs"]
 
-Request = TypeVar("Request")
 Response = TypeVar("Response")
 
 # Codes after which a subscription resumes where it stopped.

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -74,7 +74,6 @@ class _Recording:
     run_id: str
     writer: EventWriter | None = None  # None: the run could not be created
     error: LedgerError | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 _Command = _Start | _Emit | _End
