@@ -29,7 +29,7 @@ from aivcs.ledger._models import (
     Verification,
 )
 from aivcs.ledger._paging import Paging
-from aivcs.ledger._session import SessionState, ending_for
+from aivcs.ledger._session import SessionState
 from aivcs.ledger._settings import WriterOptions, WriterSettings, resolve_settings
 from aivcs.ledger._writer import EventWriter
 from aivcs.ledger.v1 import (
@@ -332,25 +332,19 @@ class RunSession(SessionState):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        writer, ending = self.writer, ending_for(exc)
+        writer = self.writer
         if exc is None:
             writer.close()
-            self.run = self._client.runs.complete(self.run_id, final_state_digest=self.final_state_digest,
-                                                  duration_ms=self._elapsed_ms(),
-                                                  expected_total_events=writer.acknowledged)
+            self.run = self._end(None, writer.acknowledged).apply(self.run_id, self._client.runs)
             return
-        expected: int | None = None
+        acknowledged: int | None = None
         try:
             writer.close()
-            expected = writer.acknowledged
+            acknowledged = writer.acknowledged
         except LedgerError as error:
             exc.add_note(f"the run's last events could not be stored: {error}")
         try:
-            if ending.action == "fail":
-                self.run = self._client.runs.fail(self.run_id, ending.reason, duration_ms=self._elapsed_ms(),
-                                                  expected_total_events=expected)
-            else:
-                self.run = self._client.runs.cancel(self.run_id, ending.reason, duration_ms=self._elapsed_ms())
+            self.run = self._end(exc, acknowledged).apply(self.run_id, self._client.runs)
         except LedgerError as error:
             exc.add_note(f"run {self.run_id} could not be marked failed: {error}")
 
