@@ -114,6 +114,7 @@ class SessionState:
 
     @property
     def run_id(self) -> str:
+        """The run's id, once the block is entered."""
         if self.run is None:
             raise RuntimeError("the run starts when its `with` block is entered")
         return self.run.run_id

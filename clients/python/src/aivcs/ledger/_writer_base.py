@@ -66,6 +66,7 @@ class WriterBase(abc.ABC):
 
     @property
     def run_id(self) -> str:
+        """The run this writer appends to."""
         return self._book.run_id
 
     @property
