@@ -96,8 +96,15 @@ class BaseClient(abc.ABC, Generic[Session]):
         connection: Connection | None = None,
     ) -> None:
         self.connection = connection or Connection.resolve(
-            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, cert_file=cert_file,
-            key_file=key_file, timeout=timeout, options=options,
+            target,
+            token=token,
+            token_file=token_file,
+            tls=tls,
+            ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
+            timeout=timeout,
+            options=options,
         )
         self._open()
 
@@ -137,8 +144,15 @@ class BaseClient(abc.ABC, Generic[Session]):
         unless `heartbeat_interval` is given. Nothing is sent before the block
         is entered.
         """
-        create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
+        create = {
+            "spec_digest": spec_digest,
+            "agent_name": agent_name,
+            "git_sha": git_sha,
+            "tags": tags,
+            "evaluation": evaluation,
+            "run_id": run_id,
+            "inactivity_timeout": inactivity_timeout,
+        }
         return self._session(create, resolve_settings(writer_settings, writer_options))
 
     def __repr__(self) -> str:

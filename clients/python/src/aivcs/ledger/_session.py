@@ -71,12 +71,17 @@ class RunEnd:
     def apply(self, run_id: str, runs: _RunEnders[Result]) -> Result:
         """Make the call on `runs`: its answer, or (async) the awaitable of it."""
         if self.action == "complete":
-            return runs.complete(run_id, final_state_digest=self.final_state_digest, duration_ms=self.duration_ms,
-                                 expected_total_events=self.expected_total_events)
+            return runs.complete(
+                run_id,
+                final_state_digest=self.final_state_digest,
+                duration_ms=self.duration_ms,
+                expected_total_events=self.expected_total_events,
+            )
         if self.action == "cancel":
             return runs.cancel(run_id, self.reason, duration_ms=self.duration_ms)
-        return runs.fail(run_id, self.reason, duration_ms=self.duration_ms,
-                         expected_total_events=self.expected_total_events)
+        return runs.fail(
+            run_id, self.reason, duration_ms=self.duration_ms, expected_total_events=self.expected_total_events
+        )
 
 
 def run_end(
@@ -127,5 +132,9 @@ class SessionState:
 
     def _end(self, exc: BaseException | None, acknowledged: int | None) -> RunEnd:
         """The call that ends the run after its block ended with `exc` (None: normally)."""
-        return run_end(ending_for(exc), duration_ms=int((time.monotonic() - self._started) * 1000),
-                       acknowledged=acknowledged, final_state_digest=self.final_state_digest)
+        return run_end(
+            ending_for(exc),
+            duration_ms=int((time.monotonic() - self._started) * 1000),
+            acknowledged=acknowledged,
+            final_state_digest=self.final_state_digest,
+        )

@@ -42,8 +42,9 @@ class WriterBase(abc.ABC):
         self._book = BatchBook(run_id, self.writer_id, settings.max_batch_events, settings.max_batch_bytes)
         self._retries = RetryReport(run_id, settings.log_interval)
         self._drops = DropReport(run_id, settings.log_interval)
-        self._heartbeats = HeartbeatPlan(run_id, settings.heartbeat_interval if heartbeats else None,
-                                         settings.log_interval)
+        self._heartbeats = HeartbeatPlan(
+            run_id, settings.heartbeat_interval if heartbeats else None, settings.log_interval
+        )
         self._backoff = Backoff(settings.retry_timeout)
         self._close_clock_started = False
         self._closed = False
@@ -144,8 +145,10 @@ class WriterBase(abc.ABC):
         if delay is None and dropping and not self._closing:
             delay = MAX_BACKOFF  # while open, a dropping writer never gives up
         if delay is None:
-            gave_up = Unavailable(f"gave up after {self._settings.retry_timeout:g}s without progress, "
-                                  f"{self.pending} events unacknowledged: {failure.message}")
+            gave_up = Unavailable(
+                f"gave up after {self._settings.retry_timeout:g}s without progress, "
+                f"{self.pending} events unacknowledged: {failure.message}"
+            )
             self._retries.gave_up(gave_up)
             self._fail(gave_up)
             return None
