@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 import pytest
-from aivcs.ledger import Client
+from aivcs.ledger import Client, Event
 from aivcs.ledger.cli import cli as command
 from aivcs.ledger.v1 import run_ledger_pb2, run_ledger_pb2_grpc, run_pb2
 from click.testing import CliRunner
@@ -28,6 +28,11 @@ def digest(text: str = "") -> str:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def events_of(client: Client, run_id: str) -> list[Event]:
+    """Every stored event of the run, in seq order."""
+    return list(client.events.read(run_id))
 
 
 @pytest.fixture(scope="package")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import operator
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from langgraph.checkpoint.memory import MemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from tests.client.conftest import unique
+from tests.client.conftest import events_of, unique
+from tests.daemon import free_port
 
 
 class State(TypedDict, total=False):
@@ -77,10 +77,6 @@ def planner_graph(model: GenericFakeChatModel, *, fail_in: str | None = None) ->
     graph.add_edge("plan", "answer")
     graph.add_edge("answer", END)
     return graph.compile()
-
-
-def events_of(client: Client, run_id: str) -> list[Event]:
-    return list(client.events.read(run_id))
 
 
 def outline(events: list[Event]) -> list[tuple[str, str | None]]:
@@ -297,12 +293,6 @@ def test_an_interrupted_graph_resumed_is_two_runs_on_one_thread(client: Client) 
         "LangGraph",
         "ask",
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_with_the_ledger_away_a_dropping_handler_never_stops_the_agent() -> None:

@@ -19,11 +19,11 @@ from agents import (
     set_trace_processors,
     trace,
 )
-from aivcs.ledger import Client, Event, RunStatus
+from aivcs.ledger import Client, RunStatus
 from aivcs.ledger.openai_agents import LedgerTracingProcessor, agent_spec, agent_spec_digest
 
 from tests.client.agents_fakes import ScriptedModel, call, say
-from tests.client.conftest import unique
+from tests.client.conftest import events_of, unique
 
 
 @function_tool
@@ -65,10 +65,6 @@ def processor(client: Client) -> Iterator[LedgerTracingProcessor]:
     yield proc
     set_trace_processors([])
     proc.shutdown()
-
-
-def events_of(client: Client, run_id: str) -> list[Event]:
-    return list(client.events.read(run_id))
 
 
 def only_run(proc: LedgerTracingProcessor) -> str:

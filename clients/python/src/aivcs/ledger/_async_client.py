@@ -1,12 +1,13 @@
 """The asyncio client: `AsyncClient`, its `runs`, `events` and `releases`, and the run helper.
 
-Method for method the same as `Client`, awaited; see `_client` for the docs.
+Method for method the same as `Client` (`_client`), awaited; listings and
+reads are async iterators. What both decide alike is in `_base`,
+`_requests`, `_paging` and `_session`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
@@ -18,8 +19,7 @@ from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from aivcs.ledger import _requests as build
 from aivcs.ledger._async_writer import AsyncEventWriter
-from aivcs.ledger._batching import Backoff
-from aivcs.ledger._client import RESUMABLE, health_status
+from aivcs.ledger._base import BaseClient, Resumption, health_status
 from aivcs.ledger._connection import Connection
 from aivcs.ledger._errors import LedgerError, error_from_rpc
 from aivcs.ledger._models import (
@@ -33,11 +33,10 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._paging import Paging
-from aivcs.ledger._session import SessionState, ending_for
+from aivcs.ledger._paging import PageReply, PageRequest, async_pages
+from aivcs.ledger._session import SessionState
 from aivcs.ledger._settings import WriterOptions, WriterSettings, resolve_settings
 from aivcs.ledger.v1 import (
-    event_stream_pb2,
     event_stream_pb2_grpc,
     release_registry_pb2,
     release_registry_pb2_grpc,
@@ -48,9 +47,14 @@ from aivcs.ledger.v1 import (
 __all__ = ["AsyncClient", "AsyncEvents", "AsyncReleases", "AsyncRunSession", "AsyncRuns"]
 
 Response = TypeVar("Response")
+Item = TypeVar("Item")
+Request = TypeVar("Request", bound=PageRequest)
+Reply = TypeVar("Reply", bound=PageReply)
 
 
 class _AsyncTransport:
+    """Stubs over one asyncio channel, plus what every call carries."""
+
     def __init__(self, connection: Connection, channel: grpc.aio.Channel) -> None:
         self.connection = connection
         self.channel = channel
@@ -64,6 +68,17 @@ class _AsyncTransport:
             return await method(request, metadata=self.metadata, timeout=self.connection.timeout)
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
+
+    def pages(
+        self,
+        method: Callable[..., Awaitable[Reply]],
+        request: Request,
+        items: Callable[[Reply], Sequence[Item]],
+        *,
+        limit: int | None,
+        page_size: int,
+    ) -> AsyncIterator[Item]:
+        return async_pages(lambda page: self.unary(method, page), request, items, limit=limit, page_size=page_size)
 
 
 class AsyncRuns:
@@ -83,11 +98,18 @@ class AsyncRuns:
         run_id: str | None = None,
         inactivity_timeout: float | timedelta | None = None,
     ) -> Run:
+        """Create a RUNNING run; with `run_id` (client-chosen), a retry returns the same run.
+
+        `inactivity_timeout` (seconds or a timedelta; 0 or None: none) has the
+        daemon fail the run once it has had no append and no heartbeat for
+        that long. InvalidArgument names the field a bad argument is in.
+        """
         request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
                                    run_id=run_id, inactivity_timeout=inactivity_timeout)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CreateRun, request)).run)
 
     async def get(self, run_id: str) -> Run:
+        """The run `run_id`; NotFound when there is none."""
         request = run_ledger_pb2.GetRunRequest(run_id=run_id)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.GetRun, request)).run)
 
@@ -103,14 +125,12 @@ class AsyncRuns:
         limit: int | None = None,
         page_size: int = 100,
     ) -> AsyncIterator[Run]:
-        paging = Paging(limit, page_size)
-        while not paging.done:
-            request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha,
-                                      status=status, created_after=created_after, created_before=created_before,
-                                      page_size=paging.size, page_token=paging.token)
-            page = await self._t.unary(self._t.run_ledger.ListRuns, request)
-            for run in paging.take(page.runs, page.next_page_token):
-                yield Run.from_proto(run)
+        """Runs newest first, every filter given combined with AND, fetched a page at a time; at most `limit`."""
+        request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha, status=status,
+                                  created_after=created_after, created_before=created_before)
+        async for run in self._t.pages(self._t.run_ledger.ListRuns, request, lambda page: page.runs, limit=limit,
+                                       page_size=page_size):
+            yield Run.from_proto(run)
 
     async def complete(
         self,
@@ -120,6 +140,13 @@ class AsyncRuns:
         duration_ms: int = 0,
         expected_total_events: int | None = None,
     ) -> Run:
+        """Move a RUNNING run to COMPLETED.
+
+        With `expected_total_events`, only if the run holds exactly that many
+        events, so a run whose last events were lost cannot be completed:
+        otherwise FailedPrecondition and the run is unchanged (as on a run
+        that is already terminal).
+        """
         request = build.complete_run(run_id, final_state_digest=final_state_digest, duration_ms=duration_ms,
                                      expected_total_events=expected_total_events)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CompleteRun, request)).run)
@@ -127,22 +154,29 @@ class AsyncRuns:
     async def fail(
         self, run_id: str, reason: str, *, duration_ms: int = 0, expected_total_events: int | None = None
     ) -> Run:
+        """Move a RUNNING run to FAILED with `reason` (cut to 4096 bytes); FailedPrecondition as for `complete`."""
         request = build.fail_run(run_id, reason=reason, duration_ms=duration_ms,
                                  expected_total_events=expected_total_events)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.FailRun, request)).run)
 
     async def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
+        """Move a RUNNING run to CANCELLED; FailedPrecondition on a terminal run."""
         request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CancelRun, request)).run)
 
     async def heartbeat(self, run_id: str) -> Run:
+        """Tell the daemon the run's agent is alive, so its inactivity timeout does not strike.
+
+        An open writer does this by itself; call it for a run without one.
+        FailedPrecondition once the run is terminal (e.g. failed for inactivity).
+        """
         request = run_ledger_pb2.HeartbeatRequest(run_id=run_id)
         return Run.from_proto((await self._t.unary(self._t.run_ledger.Heartbeat, request)).run)
 
     async def verify(self, run_id: str) -> Verification:
-        reply = await self._t.unary(self._t.run_ledger.VerifyRun, run_ledger_pb2.VerifyRunRequest(run_id=run_id))
-        return Verification(reply.ok, reply.verified_events, reply.events_digest,
-                            reply.first_broken_seq if reply.HasField("first_broken_seq") else None, reply.reason)
+        """Have the daemon recompute the run's hash chain: whether it holds, and where it breaks if not."""
+        request = run_ledger_pb2.VerifyRunRequest(run_id=run_id)
+        return Verification.from_proto(await self._t.unary(self._t.run_ledger.VerifyRun, request))
 
 
 class AsyncEvents:
@@ -159,10 +193,15 @@ class AsyncEvents:
         expected_last_seq: int | None = None,
         idempotency_key: str | None = None,
     ) -> AppendResult:
+        """Append one atomic batch of `NewEvent`s or `(kind, payload)` pairs; the seqs it got.
+
+        With `expected_last_seq`, only if the run's last seq is that (else
+        Aborted); with `idempotency_key`, a retry of the same batch returns
+        the seqs of the first attempt, `replayed` set.
+        """
         request = build.append_events(run_id, events, expected_last_seq=expected_last_seq,
                                       idempotency_key=idempotency_key)
-        reply = await self._t.unary(self._t.event_stream.AppendEvents, request)
-        return AppendResult(reply.first_seq, reply.last_seq, reply.replayed)
+        return AppendResult.from_proto(await self._t.unary(self._t.event_stream.AppendEvents, request))
 
     def writer(
         self,
@@ -183,6 +222,7 @@ class AsyncEvents:
     async def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
     ) -> AsyncIterator[Event]:
+        """Stored events in ascending seq; `to_seq` and `limit` 0 mean no bound."""
         request = build.read_events(run_id, from_seq=from_seq, to_seq=to_seq, kinds=kinds, limit=limit)
         call = self._t.event_stream.ReadEvents(request, metadata=self._t.metadata)
         try:
@@ -197,25 +237,22 @@ class AsyncEvents:
     async def subscribe(
         self, run_id: str, *, from_seq: int = 0, reconnect: bool = True, retry_timeout: float = 60.0
     ) -> AsyncIterator[Event]:
-        next_seq = max(from_seq, 1)
-        backoff = Backoff(retry_timeout)
+        """Stored events from `from_seq`, then live ones; ends when the run is terminal.
+
+        With `reconnect`, a lost connection is resumed after the last event
+        yielded, so the sequence has no gap and no duplicate; after
+        `retry_timeout` seconds without progress the error is raised.
+        """
+        position = Resumption(run_id, from_seq=from_seq, reconnect=reconnect, retry_timeout=retry_timeout)
         while True:
-            request = event_stream_pb2.SubscribeEventsRequest(run_id=run_id, from_seq=next_seq)
-            call = self._t.event_stream.SubscribeEvents(request, metadata=self._t.metadata)
-            delay: float | None = None
+            call = self._t.event_stream.SubscribeEvents(position.request(), metadata=self._t.metadata)
             try:
                 async for chunk in call:
-                    for event in chunk.events:
-                        if event.seq >= next_seq:
-                            next_seq = event.seq + 1
-                            backoff.progress()
-                            yield Event.from_proto(event)
+                    for event in position.events(chunk):
+                        yield event
                 return
             except grpc.RpcError as error:
-                failure = error_from_rpc(error)
-                delay = backoff.next_delay() if reconnect and failure.code in RESUMABLE else None
-                if delay is None:
-                    raise failure from None
+                delay = position.delay_after(error)
             finally:
                 call.cancel()
             await asyncio.sleep(delay)
@@ -238,6 +275,14 @@ class AsyncReleases:
         expected_current_spec_digest: str | None = None,
         require_successful_run: bool = False,
     ) -> Release:
+        """Append a release of `spec_digest` that becomes the agent's current one.
+
+        With `expected_current_spec_digest`, only if that is the current
+        release's digest ("": the agent has none yet), else Aborted and
+        nothing is written; with `require_successful_run`, only if the ledger
+        holds a successful COMPLETED run of this spec by this agent, else
+        FailedPrecondition.
+        """
         request = build.promote(agent_name, spec_digest, promoted_by=promoted_by, version_label=version_label,
                                 notes=notes, expected_current_spec_digest=expected_current_spec_digest,
                                 require_successful_run=require_successful_run)
@@ -252,24 +297,24 @@ class AsyncReleases:
         expected_current_spec_digest: str | None = None,
         notes: str | None = None,
     ) -> Release:
+        """Re-append the previous release (or the newest one with `to_spec_digest`) as current."""
         request = build.rollback(agent_name, promoted_by=promoted_by, to_spec_digest=to_spec_digest,
                                  expected_current_spec_digest=expected_current_spec_digest, notes=notes)
         return Release.from_proto((await self._t.unary(self._t.release_registry.Rollback, request)).release)
 
     async def current(self, agent_name: str) -> Release:
+        """The agent's current release; raises NotFound when it has none."""
         request = release_registry_pb2.GetCurrentRequest(agent_name=agent_name)
         return Release.from_proto((await self._t.unary(self._t.release_registry.GetCurrent, request)).release)
 
     async def history(
         self, agent_name: str, *, limit: int | None = None, page_size: int = 100
     ) -> AsyncIterator[Release]:
-        paging = Paging(limit, page_size)
-        while not paging.done:
-            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=paging.size,
-                                                             page_token=paging.token)
-            page = await self._t.unary(self._t.release_registry.GetHistory, request)
-            for release in paging.take(page.releases, page.next_page_token):
-                yield Release.from_proto(release)
+        """The agent's releases newest first, fetched a page at a time; at most `limit`."""
+        request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name)
+        async for release in self._t.pages(self._t.release_registry.GetHistory, request, lambda page: page.releases,
+                                           limit=limit, page_size=page_size):
+            yield Release.from_proto(release)
 
 
 class AsyncRunSession(SessionState):
@@ -286,6 +331,7 @@ class AsyncRunSession(SessionState):
 
     @property
     def writer(self) -> AsyncEventWriter:
+        """The run's buffered writer, once the block is entered."""
         if self._writer is None:
             raise RuntimeError("the run starts when its `async with` block is entered")
         return self._writer
@@ -297,6 +343,7 @@ class AsyncRunSession(SessionState):
         return await self.writer.emit(kind, payload, timestamp=timestamp)
 
     async def flush(self) -> None:
+        """Wait until every event emitted so far is acknowledged (see the writer's `flush`)."""
         await self.writer.flush()
 
     async def __aenter__(self) -> AsyncRunSession:
@@ -307,77 +354,49 @@ class AsyncRunSession(SessionState):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        writer, ending = self.writer, ending_for(exc)
+        writer = self.writer
         if exc is None:
             await writer.close()
-            self.run = await self._client.runs.complete(self.run_id, final_state_digest=self.final_state_digest,
-                                                        duration_ms=self._elapsed_ms(),
-                                                        expected_total_events=writer.acknowledged)
+            self.run = await self._end(None, writer.acknowledged).apply(self.run_id, self._client.runs)
             return
-        expected: int | None = None
+        acknowledged: int | None = None
         try:
             await writer.close()
-            expected = writer.acknowledged
+            acknowledged = writer.acknowledged
         except LedgerError as error:
             exc.add_note(f"the run's last events could not be stored: {error}")
         try:
-            if ending.action == "fail":
-                self.run = await self._client.runs.fail(self.run_id, ending.reason, duration_ms=self._elapsed_ms(),
-                                                        expected_total_events=expected)
-            else:
-                self.run = await self._client.runs.cancel(self.run_id, ending.reason,
-                                                          duration_ms=self._elapsed_ms())
+            self.run = await self._end(exc, acknowledged).apply(self.run_id, self._client.runs)
         except LedgerError as error:
             exc.add_note(f"run {self.run_id} could not be marked failed: {error}")
 
 
-class AsyncClient:
-    """An asyncio client of the ledger daemon; create it inside the event loop that uses it."""
+class AsyncClient(BaseClient[AsyncRunSession]):
+    """An asyncio client of the ledger daemon; create it inside the event loop that uses it.
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        tls: bool | None = None,
-        ca_file: str | os.PathLike[str] | None = None,
-        cert_file: str | os.PathLike[str] | None = None,
-        key_file: str | os.PathLike[str] | None = None,
-        timeout: float | None = 30.0,
-        options: Sequence[tuple[str, Any]] = (),
-        connection: Connection | None = None,
-    ) -> None:
-        self.connection = connection or Connection.resolve(
-            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, cert_file=cert_file,
-            key_file=key_file, timeout=timeout, options=options,
-        )
+    The arguments and their defaults are those of `Client` ($AIVCS_LEDGER_TARGET,
+    $AIVCS_LEDGER_TOKEN or _TOKEN_FILE, _TLS, _CA_FILE, _CERT_FILE, _KEY_FILE);
+    `timeout` bounds each unary call (seconds). Close it (`await client.close()`),
+    or use it as an async context manager::
+
+        async with AsyncClient("127.0.0.1:50051") as client:
+            async with client.start_run(digest, "planner") as run:
+                await run.emit("tool_called", {"tool": "search"})
+    """
+
+    runs: AsyncRuns
+    events: AsyncEvents
+    releases: AsyncReleases
+
+    def _open(self) -> None:
         self._channel = self.connection.aio_channel()
         self._transport = transport = _AsyncTransport(self.connection, self._channel)
         self.runs = AsyncRuns(transport)
         self.events = AsyncEvents(transport)
         self.releases = AsyncReleases(transport)
 
-    @property
-    def target(self) -> str:
-        return self.connection.target
-
-    def start_run(
-        self,
-        spec_digest: str,
-        agent_name: str,
-        *,
-        git_sha: str | None = None,
-        tags: Mapping[str, JSON] | None = None,
-        evaluation: Evaluation | None = None,
-        run_id: str | None = None,
-        inactivity_timeout: float | timedelta | None = None,
-        writer_settings: WriterSettings | None = None,
-        **writer_options: Unpack[WriterOptions],
-    ) -> AsyncRunSession:
-        create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
-        return AsyncRunSession(self, create, resolve_settings(writer_settings, writer_options))
+    def _session(self, create: dict[str, Any], settings: WriterSettings) -> AsyncRunSession:
+        return AsyncRunSession(self, create, settings)
 
     async def health(self, service: str = "") -> str:
         """The daemon's grpc.health.v1 status for `service` ("" = the whole daemon), e.g. "SERVING"."""
@@ -385,6 +404,7 @@ class AsyncClient:
         return health_status(await self._transport.unary(HealthStub(self._channel).Check, request))
 
     async def close(self) -> None:
+        """Close the channel; calls still in flight are cancelled."""
         await self._channel.close(None)
 
     async def __aenter__(self) -> AsyncClient:
@@ -394,6 +414,3 @@ class AsyncClient:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
-
-    def __repr__(self) -> str:
-        return f"AsyncClient(target={self.target!r})"

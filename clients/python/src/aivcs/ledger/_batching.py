@@ -83,7 +83,6 @@ class BatchBook:
         self.buffered = 0
         self.acknowledged = 0
         self.last_seq = 0
-        self.replayed_batches = 0
 
     @property
     def idle(self) -> bool:
@@ -121,10 +120,6 @@ class BatchBook:
         self._unacked.append(Batch(batch_id, len(self._open), request))
         self._open, self._open_bytes, self._open_since = [], 0, None
 
-    def linger_deadline(self, linger: float) -> float | None:
-        """When the open batch must be sealed even though it is not full."""
-        return None if self._open_since is None else self._open_since + linger
-
     def time_to_act(self, linger: float, idle_timeout: float) -> float | None:
         """Seconds until the sender must act: seal the open batch, or end an idle stream."""
         now = time.monotonic()
@@ -159,8 +154,6 @@ class BatchBook:
         self.buffered -= batch.size
         self.acknowledged += batch.size
         self.last_seq = max(self.last_seq, response.last_seq)
-        if response.replayed:
-            self.replayed_batches += 1
 
     def rewind(self) -> None:
         """A new stream starts: every unacknowledged batch must be sent again."""

@@ -1,8 +1,11 @@
-"""The blocking client: `Client`, its `runs`, `events` and `releases`, and the run helper."""
+"""The blocking client: `Client`, its `runs`, `events` and `releases`, and the run helper.
+
+`AsyncClient` (`_async_client`) has the same methods, awaited; what both
+decide alike is in `_base`, `_requests`, `_paging` and `_session`.
+"""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -10,11 +13,11 @@ from types import TracebackType
 from typing import Any, TypeVar, Unpack
 
 import grpc
-from grpc_health.v1.health_pb2 import HealthCheckRequest, HealthCheckResponse
+from grpc_health.v1.health_pb2 import HealthCheckRequest
 from grpc_health.v1.health_pb2_grpc import HealthStub
 
 from aivcs.ledger import _requests as build
-from aivcs.ledger._batching import Backoff
+from aivcs.ledger._base import BaseClient, Resumption, health_status
 from aivcs.ledger._connection import Connection
 from aivcs.ledger._errors import LedgerError, error_from_rpc
 from aivcs.ledger._models import (
@@ -28,12 +31,11 @@ from aivcs.ledger._models import (
     RunStatus,
     Verification,
 )
-from aivcs.ledger._paging import Paging
-from aivcs.ledger._session import SessionState, ending_for
+from aivcs.ledger._paging import PageReply, PageRequest, pages
+from aivcs.ledger._session import SessionState
 from aivcs.ledger._settings import WriterOptions, WriterSettings, resolve_settings
 from aivcs.ledger._writer import EventWriter
 from aivcs.ledger.v1 import (
-    event_stream_pb2,
     event_stream_pb2_grpc,
     release_registry_pb2,
     release_registry_pb2_grpc,
@@ -43,16 +45,10 @@ from aivcs.ledger.v1 import (
 
 __all__ = ["Client", "Events", "Releases", "RunSession", "Runs"]
 
-Request = TypeVar("Request")
 Response = TypeVar("Response")
-
-# Codes after which a subscription resumes where it stopped.
-RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
-
-
-def health_status(reply: HealthCheckResponse) -> str:
-    name: str = HealthCheckResponse.ServingStatus.Name(reply.status)
-    return name
+Item = TypeVar("Item")
+Request = TypeVar("Request", bound=PageRequest)
+Reply = TypeVar("Reply", bound=PageReply)
 
 
 class _Transport:
@@ -72,6 +68,17 @@ class _Transport:
         except grpc.RpcError as error:
             raise error_from_rpc(error) from None
 
+    def pages(
+        self,
+        method: Callable[..., Reply],
+        request: Request,
+        items: Callable[[Reply], Sequence[Item]],
+        *,
+        limit: int | None,
+        page_size: int,
+    ) -> Iterator[Item]:
+        return pages(lambda page: self.unary(method, page), request, items, limit=limit, page_size=page_size)
+
 
 class Runs:
     """RunLedger: create, inspect, list and finish runs."""
@@ -90,12 +97,18 @@ class Runs:
         run_id: str | None = None,
         inactivity_timeout: float | timedelta | None = None,
     ) -> Run:
-        """Create a RUNNING run. With `run_id`, a retry returns the same run."""
+        """Create a RUNNING run; with `run_id` (client-chosen), a retry returns the same run.
+
+        `inactivity_timeout` (seconds or a timedelta; 0 or None: none) has the
+        daemon fail the run once it has had no append and no heartbeat for
+        that long. InvalidArgument names the field a bad argument is in.
+        """
         request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
                                    run_id=run_id, inactivity_timeout=inactivity_timeout)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CreateRun, request).run)
 
     def get(self, run_id: str) -> Run:
+        """The run `run_id`; NotFound when there is none."""
         return Run.from_proto(self._t.unary(self._t.run_ledger.GetRun, run_ledger_pb2.GetRunRequest(run_id=run_id)).run)
 
     def list(
@@ -110,15 +123,12 @@ class Runs:
         limit: int | None = None,
         page_size: int = 100,
     ) -> Iterator[Run]:
-        """Runs newest first, fetching pages as the iteration goes; at most `limit`."""
-        paging = Paging(limit, page_size)
-        while not paging.done:
-            request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha,
-                                      status=status, created_after=created_after, created_before=created_before,
-                                      page_size=paging.size, page_token=paging.token)
-            page = self._t.unary(self._t.run_ledger.ListRuns, request)
-            for run in paging.take(page.runs, page.next_page_token):
-                yield Run.from_proto(run)
+        """Runs newest first, every filter given combined with AND, fetched a page at a time; at most `limit`."""
+        request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha, status=status,
+                                  created_after=created_after, created_before=created_before)
+        runs = self._t.pages(self._t.run_ledger.ListRuns, request, lambda page: page.runs, limit=limit,
+                             page_size=page_size)
+        yield from map(Run.from_proto, runs)
 
     def complete(
         self,
@@ -128,6 +138,13 @@ class Runs:
         duration_ms: int = 0,
         expected_total_events: int | None = None,
     ) -> Run:
+        """Move a RUNNING run to COMPLETED.
+
+        With `expected_total_events`, only if the run holds exactly that many
+        events, so a run whose last events were lost cannot be completed:
+        otherwise FailedPrecondition and the run is unchanged (as on a run
+        that is already terminal).
+        """
         request = build.complete_run(run_id, final_state_digest=final_state_digest, duration_ms=duration_ms,
                                      expected_total_events=expected_total_events)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CompleteRun, request).run)
@@ -135,11 +152,13 @@ class Runs:
     def fail(
         self, run_id: str, reason: str, *, duration_ms: int = 0, expected_total_events: int | None = None
     ) -> Run:
+        """Move a RUNNING run to FAILED with `reason` (cut to 4096 bytes); FailedPrecondition as for `complete`."""
         request = build.fail_run(run_id, reason=reason, duration_ms=duration_ms,
                                  expected_total_events=expected_total_events)
         return Run.from_proto(self._t.unary(self._t.run_ledger.FailRun, request).run)
 
     def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
+        """Move a RUNNING run to CANCELLED; FailedPrecondition on a terminal run."""
         request = build.cancel_run(run_id, reason=reason, duration_ms=duration_ms)
         return Run.from_proto(self._t.unary(self._t.run_ledger.CancelRun, request).run)
 
@@ -153,10 +172,9 @@ class Runs:
         return Run.from_proto(self._t.unary(self._t.run_ledger.Heartbeat, request).run)
 
     def verify(self, run_id: str) -> Verification:
-        """Have the daemon recompute the run's hash chain."""
-        reply = self._t.unary(self._t.run_ledger.VerifyRun, run_ledger_pb2.VerifyRunRequest(run_id=run_id))
-        return Verification(reply.ok, reply.verified_events, reply.events_digest,
-                            reply.first_broken_seq if reply.HasField("first_broken_seq") else None, reply.reason)
+        """Have the daemon recompute the run's hash chain: whether it holds, and where it breaks if not."""
+        request = run_ledger_pb2.VerifyRunRequest(run_id=run_id)
+        return Verification.from_proto(self._t.unary(self._t.run_ledger.VerifyRun, request))
 
 
 class Events:
@@ -173,11 +191,15 @@ class Events:
         expected_last_seq: int | None = None,
         idempotency_key: str | None = None,
     ) -> AppendResult:
-        """Append one atomic batch of `NewEvent`s or `(kind, payload)` pairs."""
+        """Append one atomic batch of `NewEvent`s or `(kind, payload)` pairs; the seqs it got.
+
+        With `expected_last_seq`, only if the run's last seq is that (else
+        Aborted); with `idempotency_key`, a retry of the same batch returns
+        the seqs of the first attempt, `replayed` set.
+        """
         request = build.append_events(run_id, events, expected_last_seq=expected_last_seq,
                                       idempotency_key=idempotency_key)
-        reply = self._t.unary(self._t.event_stream.AppendEvents, request)
-        return AppendResult(reply.first_seq, reply.last_seq, reply.replayed)
+        return AppendResult.from_proto(self._t.unary(self._t.event_stream.AppendEvents, request))
 
     def writer(
         self,
@@ -216,27 +238,18 @@ class Events:
         """Stored events from `from_seq`, then live ones; ends when the run is terminal.
 
         With `reconnect`, a lost connection is resumed after the last event
-        yielded, so the sequence has no gap and no duplicate.
+        yielded, so the sequence has no gap and no duplicate; after
+        `retry_timeout` seconds without progress the error is raised.
         """
-        next_seq = max(from_seq, 1)
-        backoff = Backoff(retry_timeout)
+        position = Resumption(run_id, from_seq=from_seq, reconnect=reconnect, retry_timeout=retry_timeout)
         while True:
-            request = event_stream_pb2.SubscribeEventsRequest(run_id=run_id, from_seq=next_seq)
-            call: Any = self._t.event_stream.SubscribeEvents(request, metadata=self._t.metadata)
-            delay: float | None = None
+            call: Any = self._t.event_stream.SubscribeEvents(position.request(), metadata=self._t.metadata)
             try:
                 for chunk in call:
-                    for event in chunk.events:
-                        if event.seq >= next_seq:
-                            next_seq = event.seq + 1
-                            backoff.progress()
-                            yield Event.from_proto(event)
+                    yield from position.events(chunk)
                 return
             except grpc.RpcError as error:
-                failure = error_from_rpc(error)
-                delay = backoff.next_delay() if reconnect and failure.code in RESUMABLE else None
-                if delay is None:
-                    raise failure from None
+                delay = position.delay_after(error)
             finally:
                 call.cancel()
             time.sleep(delay)
@@ -259,6 +272,14 @@ class Releases:
         expected_current_spec_digest: str | None = None,
         require_successful_run: bool = False,
     ) -> Release:
+        """Append a release of `spec_digest` that becomes the agent's current one.
+
+        With `expected_current_spec_digest`, only if that is the current
+        release's digest ("": the agent has none yet), else Aborted and
+        nothing is written; with `require_successful_run`, only if the ledger
+        holds a successful COMPLETED run of this spec by this agent, else
+        FailedPrecondition.
+        """
         request = build.promote(agent_name, spec_digest, promoted_by=promoted_by, version_label=version_label,
                                 notes=notes, expected_current_spec_digest=expected_current_spec_digest,
                                 require_successful_run=require_successful_run)
@@ -284,14 +305,11 @@ class Releases:
         return Release.from_proto(self._t.unary(self._t.release_registry.GetCurrent, request).release)
 
     def history(self, agent_name: str, *, limit: int | None = None, page_size: int = 100) -> Iterator[Release]:
-        """The agent's releases newest first, fetching pages as the iteration goes."""
-        paging = Paging(limit, page_size)
-        while not paging.done:
-            request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name, page_size=paging.size,
-                                                             page_token=paging.token)
-            page = self._t.unary(self._t.release_registry.GetHistory, request)
-            for release in paging.take(page.releases, page.next_page_token):
-                yield Release.from_proto(release)
+        """The agent's releases newest first, fetched a page at a time; at most `limit`."""
+        request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name)
+        releases = self._t.pages(self._t.release_registry.GetHistory, request, lambda page: page.releases,
+                                 limit=limit, page_size=page_size)
+        yield from map(Release.from_proto, releases)
 
 
 class RunSession(SessionState):
@@ -312,6 +330,7 @@ class RunSession(SessionState):
 
     @property
     def writer(self) -> EventWriter:
+        """The run's buffered writer, once the block is entered."""
         if self._writer is None:
             raise RuntimeError("the run starts when its `with` block is entered")
         return self._writer
@@ -323,6 +342,7 @@ class RunSession(SessionState):
         return self.writer.emit(kind, payload, timestamp=timestamp)
 
     def flush(self, timeout: float | None = None) -> None:
+        """Wait until every event emitted so far is acknowledged (see the writer's `flush`)."""
         self.writer.flush(timeout)
 
     def __enter__(self) -> RunSession:
@@ -333,88 +353,47 @@ class RunSession(SessionState):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        writer, ending = self.writer, ending_for(exc)
+        writer = self.writer
         if exc is None:
             writer.close()
-            self.run = self._client.runs.complete(self.run_id, final_state_digest=self.final_state_digest,
-                                                  duration_ms=self._elapsed_ms(),
-                                                  expected_total_events=writer.acknowledged)
+            self.run = self._end(None, writer.acknowledged).apply(self.run_id, self._client.runs)
             return
-        expected: int | None = None
+        acknowledged: int | None = None
         try:
             writer.close()
-            expected = writer.acknowledged
+            acknowledged = writer.acknowledged
         except LedgerError as error:
             exc.add_note(f"the run's last events could not be stored: {error}")
         try:
-            if ending.action == "fail":
-                self.run = self._client.runs.fail(self.run_id, ending.reason, duration_ms=self._elapsed_ms(),
-                                                  expected_total_events=expected)
-            else:
-                self.run = self._client.runs.cancel(self.run_id, ending.reason, duration_ms=self._elapsed_ms())
+            self.run = self._end(exc, acknowledged).apply(self.run_id, self._client.runs)
         except LedgerError as error:
             exc.add_note(f"run {self.run_id} could not be marked failed: {error}")
 
 
-class Client:
+class Client(BaseClient[RunSession]):
     """A blocking client of the ledger daemon.
 
     `target` defaults to $AIVCS_LEDGER_TARGET, then 127.0.0.1:50051; `token`
     to $AIVCS_LEDGER_TOKEN (or the file named by `token_file` or
     $AIVCS_LEDGER_TOKEN_FILE). `tls`, `ca_file`, `cert_file` and `key_file`
     (mutual TLS) default to $AIVCS_LEDGER_TLS, _CA_FILE, _CERT_FILE and
-    _KEY_FILE. Thread-safe; close it, or use it as a context manager.
+    _KEY_FILE; `timeout` bounds each unary call (seconds). Thread-safe;
+    close it, or use it as a context manager.
     """
 
-    def __init__(
-        self,
-        target: str | None = None,
-        *,
-        token: str | None = None,
-        token_file: str | os.PathLike[str] | None = None,
-        tls: bool | None = None,
-        ca_file: str | os.PathLike[str] | None = None,
-        cert_file: str | os.PathLike[str] | None = None,
-        key_file: str | os.PathLike[str] | None = None,
-        timeout: float | None = 30.0,
-        options: Sequence[tuple[str, Any]] = (),
-        connection: Connection | None = None,
-    ) -> None:
-        self.connection = connection or Connection.resolve(
-            target, token=token, token_file=token_file, tls=tls, ca_file=ca_file, cert_file=cert_file,
-            key_file=key_file, timeout=timeout, options=options,
-        )
+    runs: Runs
+    events: Events
+    releases: Releases
+
+    def _open(self) -> None:
         self._channel = self.connection.channel()
         self._transport = transport = _Transport(self.connection, self._channel)
         self.runs = Runs(transport)
         self.events = Events(transport)
         self.releases = Releases(transport)
 
-    @property
-    def target(self) -> str:
-        return self.connection.target
-
-    def start_run(
-        self,
-        spec_digest: str,
-        agent_name: str,
-        *,
-        git_sha: str | None = None,
-        tags: Mapping[str, JSON] | None = None,
-        evaluation: Evaluation | None = None,
-        run_id: str | None = None,
-        inactivity_timeout: float | timedelta | None = None,
-        writer_settings: WriterSettings | None = None,
-        **writer_options: Unpack[WriterOptions],
-    ) -> RunSession:
-        """`with client.start_run(...) as run: run.emit(kind, payload)`; see `RunSession`.
-
-        `writer_settings` and extra keyword arguments tune the run's writer (see `Events.writer`); its
-        heartbeats follow the run's inactivity timeout unless `heartbeat_interval` is given.
-        """
-        create = {"spec_digest": spec_digest, "agent_name": agent_name, "git_sha": git_sha, "tags": tags,
-                  "evaluation": evaluation, "run_id": run_id, "inactivity_timeout": inactivity_timeout}
-        return RunSession(self, create, resolve_settings(writer_settings, writer_options))
+    def _session(self, create: dict[str, Any], settings: WriterSettings) -> RunSession:
+        return RunSession(self, create, settings)
 
     def health(self, service: str = "") -> str:
         """The daemon's grpc.health.v1 status for `service` ("" = the whole daemon), e.g. "SERVING"."""
@@ -422,6 +401,7 @@ class Client:
         return health_status(self._transport.unary(HealthStub(self._channel).Check, request))
 
     def close(self) -> None:
+        """Close the channel; calls still in flight are cancelled."""
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -431,6 +411,3 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"Client(target={self.target!r})"

@@ -25,7 +25,7 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from aivcs.ledger._errors import InvalidArgument
-from aivcs.ledger.v1 import event_pb2, release_pb2, run_pb2
+from aivcs.ledger.v1 import event_pb2, event_stream_pb2, release_pb2, run_ledger_pb2, run_pb2
 
 __all__ = [
     "AppendResult",
@@ -355,6 +355,10 @@ class AppendResult:
     last_seq: int
     replayed: bool = False
 
+    @classmethod
+    def from_proto(cls, reply: event_stream_pb2.AppendEventsResponse) -> AppendResult:
+        return cls(reply.first_seq, reply.last_seq, reply.replayed)
+
     @property
     def count(self) -> int:
         return self.last_seq - self.first_seq + 1
@@ -369,6 +373,11 @@ class Verification:
     events_digest: str
     first_broken_seq: int | None = None
     reason: str = ""
+
+    @classmethod
+    def from_proto(cls, reply: run_ledger_pb2.VerifyRunResponse) -> Verification:
+        broken = reply.first_broken_seq if reply.HasField("first_broken_seq") else None
+        return cls(reply.ok, reply.verified_events, reply.events_digest, broken, reply.reason)
 
     def to_dict(self) -> dict[str, JSON]:
         return {"ok": self.ok, "verified_events": self.verified_events, "events_digest": self.events_digest,

@@ -19,13 +19,12 @@ Events keep the order they were queued in, which is the order of the seqs.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -33,11 +32,10 @@ import grpc
 from aivcs.ledger._batching import Backoff
 from aivcs.ledger._client import Client
 from aivcs.ledger._errors import LedgerError
-from aivcs.ledger._heartbeat import heartbeat_interval_for
 from aivcs.ledger._models import JSON, Run
 from aivcs.ledger._reports import Throttle
-from aivcs.ledger._session import Ending
-from aivcs.ledger._settings import WriterSettings
+from aivcs.ledger._session import Ending, run_end
+from aivcs.ledger._settings import WriterSettings, settings_for_run
 from aivcs.ledger._writer import EventWriter
 
 __all__ = ["LOGGER", "Recorder"]
@@ -74,7 +72,6 @@ class _Recording:
     run_id: str
     writer: EventWriter | None = None  # None: the run could not be created
     error: LedgerError | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 _Command = _Start | _Emit | _End
@@ -245,11 +242,7 @@ class Recorder:
                     LOGGER.warning("ledger adapter: creating run %s failed, retrying: %s", recording.run_id, error)
                     warned = True
                 time.sleep(delay)
-        settings = self._settings
-        if settings.heartbeat_interval == "auto":  # the run is known: no first heartbeat needed to learn it
-            settings = dataclasses.replace(
-                settings, heartbeat_interval=heartbeat_interval_for(run.inactivity_timeout_ms)
-            )
+        settings = settings_for_run(self._settings, run.inactivity_timeout_ms)
         recording.writer = self._client.events.writer(run.run_id, settings=settings)
         return recording
 
@@ -269,10 +262,6 @@ class Recorder:
         finally:
             with self._cond:
                 self._writer_drops += writer.dropped
-        runs, ending = self._client.runs, command.ending
-        if ending.action == "complete" and recording.error is None:
-            return runs.complete(recording.run_id, duration_ms=command.duration_ms, expected_total_events=expected)
-        if ending.action == "cancel":
-            return runs.cancel(recording.run_id, ending.reason, duration_ms=command.duration_ms)
-        reason = ending.reason if ending.action == "fail" else f"events could not be stored: {recording.error}"
-        return runs.fail(recording.run_id, reason, duration_ms=command.duration_ms, expected_total_events=expected)
+        end = run_end(command.ending, duration_ms=command.duration_ms, acknowledged=expected,
+                      not_stored=recording.error)
+        return end.apply(recording.run_id, self._client.runs)

@@ -59,9 +59,8 @@ def list_runs(
     status: RunStatus | str | None,
     created_after: datetime | None,
     created_before: datetime | None,
-    page_size: int,
-    page_token: str,
 ) -> run_ledger_pb2.ListRunsRequest:
+    """The filters of a listing; `_paging` sets each page's size and token."""
     if isinstance(status, str):
         status = RunStatus(status.lower())
     return run_ledger_pb2.ListRunsRequest(
@@ -71,8 +70,6 @@ def list_runs(
         status=status.to_proto() if status is not None else run_pb2.RUN_STATUS_UNSPECIFIED,
         created_after=datetime_to_timestamp(created_after) if created_after is not None else None,
         created_before=datetime_to_timestamp(created_before) if created_before is not None else None,
-        page_size=page_size,
-        page_token=page_token,
     )
 
 

@@ -12,9 +12,16 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, TypedDict
 
-from aivcs.ledger._heartbeat import HeartbeatInterval
+from aivcs.ledger._heartbeat import HeartbeatInterval, heartbeat_interval_for
 
-__all__ = ["DEFAULT_BATCH_EVENTS", "WhenFull", "WriterOptions", "WriterSettings", "resolve_settings"]
+__all__ = [
+    "DEFAULT_BATCH_EVENTS",
+    "WhenFull",
+    "WriterOptions",
+    "WriterSettings",
+    "resolve_settings",
+    "settings_for_run",
+]
 
 # The daemon commits up to 200 events per transaction, where its storage
 # engine is fastest; larger batches stay atomic but cost more per event.
@@ -90,3 +97,13 @@ def resolve_settings(settings: WriterSettings | None, options: WriterOptions) ->
     """`settings` (default: the defaults) with the keyword `options` put over it."""
     base = settings if settings is not None else WriterSettings()
     return dataclasses.replace(base, **options) if options else base
+
+
+def settings_for_run(settings: WriterSettings, inactivity_timeout_ms: int) -> WriterSettings:
+    """`settings` for the writer of a run just created: "auto" heartbeats become a third of its timeout.
+
+    The run is known, so the writer need not learn its timeout from a first heartbeat.
+    """
+    if settings.heartbeat_interval != "auto":
+        return settings
+    return dataclasses.replace(settings, heartbeat_interval=heartbeat_interval_for(inactivity_timeout_ms))

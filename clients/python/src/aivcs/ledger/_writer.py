@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -24,18 +23,17 @@ from typing import Any
 
 import grpc
 
-from aivcs.ledger._batching import MAX_BACKOFF, RETRYABLE, Backoff, BatchBook, BatchRefused
+from aivcs.ledger._batching import RETRYABLE, BatchRefused
 from aivcs.ledger._errors import DeadlineExceeded, LedgerError, Unavailable, WriterClosed, error_from_rpc
-from aivcs.ledger._heartbeat import HeartbeatPlan
 from aivcs.ledger._models import JSON, event_input
-from aivcs.ledger._reports import DropReport, RetryReport
 from aivcs.ledger._settings import WriterSettings
+from aivcs.ledger._writer_base import Wait, WriterBase
 from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 
 __all__ = ["EventWriter"]
 
 
-class EventWriter:
+class EventWriter(WriterBase):
     """Appends the events of one run through a background IngestEvents stream.
 
     The stream is opened when there is something to send and let go after
@@ -68,26 +66,13 @@ class EventWriter:
         run_ledger: run_ledger_pb2_grpc.RunLedgerStub | None = None,
         call_timeout: float | None = 30.0,
     ) -> None:
+        super().__init__(run_id, settings, writer_id, heartbeats=run_ledger is not None)
         self._stub = stub
         self._metadata = tuple(metadata)
-        self._settings = settings = settings or WriterSettings()
-        self.writer_id = writer_id or uuid.uuid4().hex
-        self._book = BatchBook(run_id, self.writer_id, settings.max_batch_events, settings.max_batch_bytes)
-        self._retries = RetryReport(run_id, settings.log_interval)
-        self._drops = DropReport(run_id, settings.log_interval)
-        self._heartbeats = HeartbeatPlan(run_id, settings.heartbeat_interval if run_ledger is not None else None,
-                                         settings.log_interval)
         self._run_ledger = run_ledger
         self._call_timeout = call_timeout
         self._beat_call: Any = None
         self._cond = threading.Condition()
-        self._closed = False
-        self._closing = False  # close() was called: from now on even a dropping writer may give up
-        self._stopping = False
-        self._error: LedgerError | None = None
-        self._generation = 0
-        self._released = 0  # the generation of the stream last let go for idleness
-        self._call: Any = None
         self._thread = threading.Thread(target=self._pump, name=f"aivcs-ledger-writer-{self.writer_id[:8]}",
                                         daemon=True)
         self._thread.start()
@@ -97,46 +82,8 @@ class EventWriter:
                                                  name=f"aivcs-ledger-heartbeat-{self.writer_id[:8]}")
             self._beat_thread.start()
 
-    # -- what the producer sees ---------------------------------------------------
-
-    @property
-    def run_id(self) -> str:
-        return self._book.run_id
-
-    @property
-    def acknowledged(self) -> int:
-        """Events the daemon has confirmed as stored."""
-        with self._cond:
-            return self._book.acknowledged
-
-    @property
-    def last_seq(self) -> int:
-        """The highest seq acknowledged to this writer (0 before the first)."""
-        with self._cond:
-            return self._book.last_seq
-
-    @property
-    def pending(self) -> int:
-        """Events emitted but not yet acknowledged."""
-        with self._cond:
-            return self._book.buffered
-
-    @property
-    def dropped(self) -> int:
-        """Events dropped because the buffer was full (only with `when_full="drop"`)."""
-        with self._cond:
-            return self._drops.dropped
-
-    @property
-    def heartbeats(self) -> int:
-        """Heartbeats the daemon has answered."""
-        with self._cond:
-            return self._heartbeats.sent
-
-    @property
-    def error(self) -> LedgerError | None:
-        """Why the writer stopped, if it did."""
-        return self._error
+    def _guard(self) -> threading.Condition:
+        return self._cond
 
     def emit(
         self, kind: str, payload: Mapping[str, JSON] | None = None, *, timestamp: datetime | int | None = None
@@ -211,12 +158,6 @@ class EventWriter:
         except LedgerError as error:
             exc.add_note(f"the event writer could not flush either: {error}")
 
-    def _check_usable(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            raise WriterClosed("emit on a closed writer")
-
     def _shutdown(self) -> None:
         with self._cond:
             already = self._closed
@@ -243,8 +184,6 @@ class EventWriter:
     # -- the background thread ----------------------------------------------------
 
     def _pump(self) -> None:
-        backoff = Backoff(self._settings.retry_timeout)
-        close_clock_started = False
         while True:
             with self._cond:
                 while not self._stopping and self._book.idle and self._error is None:
@@ -266,7 +205,7 @@ class EventWriter:
                         self._book.ack(response)
                         self._heartbeats.activity()
                         self._cond.notify_all()
-                    backoff.progress()
+                    self._backoff.progress()
                     self._retries.recovered()
             except grpc.RpcError as error:
                 failure = error_from_rpc(error)
@@ -288,49 +227,22 @@ class EventWriter:
                     if self._error is not None or self._book.idle or self._released == generation:
                         continue  # we ended the stream: go round to stop, to wait for work, or to send
                 failure, retryable = Unavailable("the daemon ended the stream early"), True
-            if not retryable:
-                self._fail(failure)
-                return
-            dropping = self._settings.when_full == "drop"
-            if dropping and self._closing and not close_clock_started:
-                backoff.restart_clock()  # a dropping writer gets retry_timeout from close() on
-                close_clock_started = True
-            delay = backoff.next_delay()
-            if delay is None and dropping and not self._closing:
-                delay = MAX_BACKOFF  # while open, a dropping writer never gives up
+            delay = self._after_failure(failure, retryable)
             if delay is None:
-                gave_up = Unavailable(f"gave up after {self._settings.retry_timeout:g}s without progress, "
-                                      f"{self.pending} events unacknowledged: {failure.message}")
-                self._retries.gave_up(gave_up)
-                self._fail(gave_up)
                 return
-            self._retries.failed(failure, self.pending, delay)
             with self._cond:
                 if self._error is None:
                     self._cond.wait_for(lambda: self._error is not None, delay)
 
     def _requests(self, generation: int) -> Iterator[event_stream_pb2.IngestEventsRequest]:
         """The request side of one stream: sealed batches in order, within the in-flight window."""
-        settings = self._settings
         while True:
             with self._cond:
-                while True:
-                    if self._generation != generation or self._error is not None:
-                        return
-                    request = self._book.next_to_send(settings.max_in_flight)
-                    if request is not None:
-                        break
-                    if self._stopping and not self._book.has_unsent:
-                        return
-                    left = self._book.time_to_act(settings.linger, settings.idle_stream_timeout)
-                    if left is not None and left <= 0:
-                        if self._book.idle:
-                            self._released = generation
-                            return  # idle long enough: let the stream go, so it pins nothing on the daemon
-                        self._book.seal()  # lingered long enough: send it as it is
-                        continue
-                    self._cond.wait(left)
-            yield request
+                while isinstance(step := self._next_step(generation), Wait):
+                    self._cond.wait(step.seconds)
+            if step is None:
+                return
+            yield step
 
     def _beat(self) -> None:
         """The heartbeat thread: one Heartbeat whenever nothing was acknowledged for an interval."""
