@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{tally.refused} retried of {tally.attempts} attempts, {len(tally.failures)} given up; "
         f"longest pause {pause:.2f}s; problems: {problems[:10] or 'none'}"
     )
+    for failure in tally.failures[:10]:
+        print(f"given up: {failure}")
     return 1 if problems or tally.failures else 0
 
 

@@ -27,14 +27,14 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from aivcs_ledgerd.ledger.errors import Unavailable
 from aivcs_ledgerd.store import Database, Rejected, StoreConflict, StoreError
 from aivcs_ledgerd.store import leases as store
-from aivcs_ledgerd.store.database import Queries
+from aivcs_ledgerd.store.database import Exclusive, Queries
 from aivcs_ledgerd.store.leases import FENCED, Fence
 
 T = TypeVar("T")
@@ -69,6 +69,15 @@ class _Term:
     used_at: float
 
 
+class Held(NamedTuple):
+    """What a fenced block writes with: the key's locked session, the fence (None: nothing to
+    check), and whether the lease was taken just now (another replica may have written before)."""
+
+    session: Exclusive
+    fence: Fence | None
+    fresh: bool
+
+
 @dataclass(slots=True)
 class Change:
     """Counts for metrics: leases taken, taken over from another replica, lost, released."""
@@ -101,24 +110,32 @@ class SoleOwner:
         """The address of a live owner of `key` other than this replica, asking the database."""
         return None
 
-    async def fenced_write(self, db: Database, key: str, write: Callable[[Queries, Fence | None], Awaitable[T]]) -> T:
-        """Run `write` under `key`'s lock with this replica's fence; NotOwner when another replica owns `key`.
+    @contextlib.asynccontextmanager
+    async def fenced(self, db: Database, key: str) -> AsyncIterator[Held]:
+        """`key`'s lock on `db` with this replica's fence for the writes made under it.
 
-        A write the database refused as fenced (the lease moved meanwhile) wrote
-        nothing: it is NotOwner too, so the caller forwards it. Other refusals pass through.
+        NotOwner when another replica owns `key`. A write the database refused
+        as fenced (the lease moved meanwhile) wrote nothing: raised out of the
+        block, it becomes NotOwner too, so the caller forwards it. Other
+        refusals pass through.
         """
         owner = self.remote_owner(key)
         if owner is not None:
             raise NotOwner(key, owner)
         try:
             async with db.exclusive(key) as session:
-                fence, _ = await self.hold(session, key)
-                return await write(session, fence)
+                fence, fresh = await self.hold(session, key)
+                yield Held(session, fence, fresh)
         except Rejected as rejected:
             if rejected.reason == FENCED:
                 self.lost(key)
                 raise NotOwner(key, None) from None
             raise
+
+    async def fenced_write(self, db: Database, key: str, write: Callable[[Queries, Fence | None], Awaitable[T]]) -> T:
+        """Run `write` in `fenced(db, key)`: one fenced transaction, or NotOwner."""
+        async with self.fenced(db, key) as held:
+            return await write(held.session, held.fence)
 
     def renewed(self, key: str, sent: float) -> None:
         """A fenced write sent at monotonic time `sent` committed, renewing the lease."""

@@ -49,9 +49,9 @@ from aivcs_ledgerd.store import (
     StoreDamaged,
     StoreError,
 )
-from aivcs_ledgerd.store.database import Exclusive
+from aivcs_ledgerd.store.database import Exclusive, Queries
 from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
-from aivcs_ledgerd.store.leases import FENCED
+from aivcs_ledgerd.store.leases import FENCED, Fence
 from aivcs_ledgerd.store.runs import expire_run, run_key
 from aivcs_ledgerd.util.futures import retrieve_exception
 
@@ -204,18 +204,18 @@ class Writers:
         key = run_key(run_id)
         if self._closing or run_id in self._queues or self._ownership.remote_owner(key) is not None:
             return None
+
+        async def fail(session: Queries, fence: Fence | None) -> Run:
+            return await expire_run(session, run_id, seen_deadline_ns, time.time_ns(), changes, fence)
+
         try:
-            async with self._db.exclusive(key) as session:
-                # With replicas, only the run's owner fails it (taking the lease when nobody holds it),
-                # fenced like an append: never overlapping a write another replica makes.
-                fence, _ = await self._ownership.hold(session, key)
-                run = await expire_run(session, run_id, seen_deadline_ns, time.time_ns(), changes, fence)
+            # With replicas, only the run's owner fails it (taking the lease when nobody holds it),
+            # fenced like an append: never overlapping a write another replica makes.
+            run = await self._ownership.fenced_write(self._db, key, fail)
         except NotOwner:
-            return None  # another replica owns the run: it sweeps it
-        except (Rejected, StoreConflict) as refused:
-            if isinstance(refused, Rejected) and refused.reason == FENCED:
-                self._ownership.lost(key)
-            return None  # alive, already ended, lost to another replica, or another daemon came first
+            return None  # another replica owns the run (or took it just now): it sweeps it
+        except (Rejected, StoreConflict):
+            return None  # alive, already ended, or another daemon came first
         finally:
             self.forget(run_id)
         self._hub.publish(run_id, None)
@@ -252,8 +252,7 @@ class Writers:
         """
         key = run_key(run_id)
         try:
-            async with self._db.exclusive(key) as session:
-                fence, fresh = await self._ownership.hold(session, key)
+            async with self._ownership.fenced(self._db, key) as (session, fence, fresh):
                 if fresh:
                     self.forget(run_id)  # another replica may have written since this one last did
                 for _attempt in range(MAX_ATTEMPTS):
@@ -268,9 +267,7 @@ class Writers:
                                      plan.head.inactivity_timeout_ms, plan.tokens, fence)
                     except (Rejected, StoreConflict, DuplicateRecord) as moved:
                         if isinstance(moved, Rejected) and moved.reason == FENCED:
-                            # Another replica took the run over: nothing of this group was written.
-                            self._ownership.lost(key)
-                            raise NotOwner(key, None) from None
+                            raise  # another replica took the run over: nothing of this group was written
                         log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
                                  extra={"run_id": run_id})
                         self.forget(run_id)

@@ -15,13 +15,17 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.methods import EXPORT_METHOD
 from aivcs_ledgerd.otlp.servicer import SERVICE_NAME, TraceServiceServicer
+from aivcs_ledgerd.transport.peers import Peers
 
 __all__ = ["EXPORT_METHOD", "SERVICE_NAME", "TraceServiceServicer", "register_trace_service"]
 
 
-def register_trace_service(server: grpc.aio.Server, ledger: Ledger) -> None:
-    """Add TraceService to `server`, with the official OTLP messages as (de)serialisers."""
-    servicer = TraceServiceServicer(ledger, ledger.limits)
+def register_trace_service(server: grpc.aio.Server, ledger: Ledger, peers: Peers | None = None) -> None:
+    """Add TraceService to `server`, with the official OTLP messages as (de)serialisers.
+
+    `peers`: several replicas, the channels that send traces on to the replicas owning their runs.
+    """
+    servicer = TraceServiceServicer(ledger, ledger.limits, peers)
     export = grpc.unary_unary_rpc_method_handler(
         servicer.Export,
         request_deserializer=pb.ExportTraceServiceRequest.FromString,

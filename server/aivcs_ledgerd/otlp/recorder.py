@@ -20,6 +20,11 @@ Refusals are counted per span for the partial-success answer. Failures
 that a retry may cure (database unavailable, daemon draining) are reported
 apart, so the servicer answers UNAVAILABLE and the exporter sends the whole
 request again, which the idempotency keys make safe.
+
+With several replicas, a trace whose run another replica owns is not
+stored here: it is reported as moved, with the owner's address when known,
+and the servicer sends its spans to the owner. Spans of it that were stored
+here before the run moved are answered there as resent.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass, field
 
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import AlreadyExists, FailedPrecondition, LedgerError, Unavailable
+from aivcs_ledgerd.ledger.ownership import NotOwner
 from aivcs_ledgerd.ledger.runs import Finish, NewRun
 from aivcs_ledgerd.ledger.writer import AppendResult
 from aivcs_ledgerd.model import Evaluation, RunStatus
@@ -57,6 +63,7 @@ class Outcome:
     stored: int = 0  # appended now or earlier (a resent span counts as stored)
     refusals: list[str] = field(default_factory=list)  # one message per refused span
     retryable: str | None = None  # set when a retry may store what was not stored
+    moved: dict[str, str | None] = field(default_factory=dict)  # run_id -> owner's address: not stored here
 
     def refuse(self, message: str) -> None:
         self.refusals.append(message)
@@ -65,6 +72,7 @@ class Outcome:
         self.stored += other.stored
         self.refusals.extend(other.refusals)
         self.retryable = self.retryable or other.retryable
+        self.moved.update(other.moved)
 
 
 def _retryable(error: Exception) -> bool:
@@ -93,6 +101,13 @@ class TraceRecorder:
         return outcome
 
     async def _trace(self, run_id: str, spans: list[SpanRecord]) -> Outcome:
+        try:
+            return await self._trace_here(run_id, spans)
+        except NotOwner as owned:
+            return Outcome(moved={run_id: owned.address})
+
+    async def _trace_here(self, run_id: str, spans: list[SpanRecord]) -> Outcome:
+        """Store one trace's spans on this replica; NotOwner when another replica owns its run."""
         outcome = Outcome()
         children = [span for span in spans if not span.root]
         roots = [span for span in spans if span.root]
@@ -117,6 +132,8 @@ class TraceRecorder:
                 continue
             try:
                 await self._finish(root, appended)
+            except NotOwner:
+                raise
             except Exception as error:
                 if _retryable(error):
                     outcome.retryable = outcome.retryable or str(error)
@@ -132,6 +149,8 @@ class TraceRecorder:
         return outcome
 
     def _count(self, outcome: Outcome, span: SpanRecord, answer: AppendResult | BaseException) -> None:
+        if isinstance(answer, NotOwner):
+            raise answer
         if isinstance(answer, AppendResult):
             outcome.stored += 1
         elif isinstance(answer, Exception) and not _retryable(answer):

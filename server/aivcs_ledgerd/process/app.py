@@ -158,7 +158,7 @@ async def start(settings: Settings) -> Daemon:
                         settings.max_concurrent_reads)
         health = HealthMonitor(db, LEDGER_SERVICES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
         register_services(server, ledger, peers)
-        register_trace_service(server, ledger)
+        register_trace_service(server, ledger, peers)
         health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
         if settings.reflection:
             names = [*LEDGER_SERVICES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]

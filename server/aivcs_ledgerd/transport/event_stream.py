@@ -94,15 +94,16 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
             return await local()
 
         async def remote(address: str) -> pb.AppendEventsResponse:
-            forward = pb.AppendEventsRequest(run_id=request.run_id, events=request.events)
+            forward = pb.IngestEventsRequest(run_id=request.run_id, events=request.events)
             if request.HasField("expected_last_seq"):
                 forward.expected_last_seq = request.expected_last_seq
             if request.HasField("idempotency_key"):
                 forward.idempotency_key = request.idempotency_key
-            answer: pb.AppendEventsResponse = await self._peers.unary(
-                address, "EventStream", "AppendEvents", forward, context
+            method = "IngestEvents" if isinstance(request, pb.IngestEventsRequest) else "AppendEvents"
+            answer = await self._peers.append(address, method, forward, context)
+            return pb.AppendEventsResponse(
+                first_seq=answer.first_seq, last_seq=answer.last_seq, replayed=answer.replayed
             )
-            return answer
 
         return await routed(self._ownership, run_key(request.run_id), f"run {request.run_id!r}", context, local, remote)
 
@@ -115,6 +116,10 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         When the daemon starts draining, the stream stops reading, answers
         every batch it already took, and ends with UNAVAILABLE.
         """
+        if self._ownership.enabled and is_forwarded(context):
+            async for piped in self._serve_pipe(request_iterator, context):
+                yield piped
+            return
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
         answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue()
         stopped = False  # the call is ending: the reader takes no more batches
@@ -169,6 +174,64 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 leftover = answers.get_nowait()
                 if leftover is not None:
                     leftover.cancel()
+
+    async def _serve_pipe(
+        self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: Context
+    ) -> AsyncIterator[pb.IngestEventsResponse]:
+        """Another replica's pipe of forwarded batches (transport/peers.py): each answered as soon as it
+        is decided, by batch_id, so that batches of unrelated callers do not wait for each other.
+
+        Batches are submitted in the order they arrive (a run's writer queues them in that order).
+        When the daemon starts draining, the pipe stops reading, answers every batch it took, and
+        ends with UNAVAILABLE: a batch without an answer was not read, so nothing of it was written.
+        """
+        room = asyncio.Semaphore(STREAM_IN_FLIGHT)
+        answers: asyncio.Queue[pb.IngestEventsResponse | None] = asyncio.Queue()
+        in_flight: set[asyncio.Task[pb.IngestEventsResponse]] = set()
+        reading = True
+
+        def end_when_answered() -> None:
+            if not in_flight and (not reading or self._draining.is_set()):
+                answers.put_nowait(None)
+
+        def answered(task: asyncio.Task[pb.IngestEventsResponse]) -> None:
+            in_flight.discard(task)
+            room.release()
+            if not task.cancelled():
+                answers.put_nowait(task.result())  # _ingest turns every refusal into an answer
+            end_when_answered()
+
+        async def read_requests() -> None:
+            nonlocal reading
+            try:
+                async for request in request_iterator:
+                    await room.acquire()
+                    if self._draining.is_set():
+                        return  # taken after the drain began: not processed, not answered
+                    task = asyncio.create_task(self._ingest(request, context))
+                    in_flight.add(task)
+                    task.add_done_callback(answered)
+            finally:
+                reading = False
+                end_when_answered()
+
+        counted = self._ledger.stream()
+        counted.__enter__()
+        reader = asyncio.create_task(read_requests())
+        reader.add_done_callback(retrieve_exception)
+        drained = asyncio.create_task(self._draining.wait())
+        drained.add_done_callback(lambda _: end_when_answered())
+        try:
+            while (decided := await answers.get()) is not None:
+                yield decided
+            if self._draining.is_set():
+                raise Unavailable("the daemon is shutting down; batches without an answer were not read")
+            await reader  # re-raises a failure of the request stream
+        finally:
+            counted.__exit__(None, None, None)
+            drained.cancel()
+            for task in list(in_flight):
+                task.cancel()
 
     async def _ingest(
         self,

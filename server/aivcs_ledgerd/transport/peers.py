@@ -6,11 +6,23 @@ metadata (so the owner checks the caller's token, not a replica's) and a
 `aivcs-forwarded` marker: a forwarded call is never forwarded again, so a
 stale view of ownership costs one refusal, not a loop. The owner's answer,
 or its refusal with its status code and message, goes back to the caller.
+
+Appends (AppendEvents, and each batch of an IngestEvents stream) are the
+bulk of what is forwarded, so they do not pay a call each: they travel as
+batches of long-lived IngestEvents streams ("pipes") to the owner, one set
+per owner address and caller `authorization`, which the owner checks when
+the pipe opens as it would for a call. The owner answers a pipe's batches
+as each is decided, by batch_id (transport/event_stream.py), so one slow
+run does not hold up the others. The caller's deadline bounds its wait for
+its own batch; a pipe that breaks fails its unanswered batches as the
+owner not answering, and its refusal of the pipe itself (a token, a
+limit) is passed on with its status code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -18,6 +30,7 @@ from typing import Any, TypeVar
 import grpc
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import event_stream_pb2_grpc, release_registry_pb2_grpc, run_ledger_pb2_grpc
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
@@ -28,6 +41,10 @@ FORWARDED = "aivcs-forwarded"
 # The first words of the refusal a replica gives to a forwarded call for a key it does not own.
 NOT_OWNER = "not the owner of"
 DEFAULT_TIMEOUT_SECONDS = 30.0
+# Batches one pipe carries unanswered at once: the owner reads at most this many of a stream
+# ahead of its answers (STREAM_IN_FLIGHT), so a fuller pipe opens another beside it.
+PIPE_IN_FLIGHT = 64
+STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -58,6 +75,58 @@ def not_owner(what: str) -> Unavailable:
     return Unavailable(f"{NOT_OWNER} {what} (ownership moved); retry")
 
 
+Metadata = tuple[tuple[str, str | bytes], ...]
+
+
+class _Pipe:
+    """One IngestEvents stream to an owner, carrying the forwarded batches of any number of callers."""
+
+    def __init__(self, peers: Peers, address: str, metadata: Metadata) -> None:
+        self._peers = peers
+        self.address = address
+        self.key = (address, metadata)
+        self._ids = itertools.count(1)
+        self._outgoing: asyncio.Queue[es.IngestEventsRequest] = asyncio.Queue()
+        self.waiting: dict[int, asyncio.Future[es.IngestEventsResponse]] = {}
+        self.closed = False
+        stub = event_stream_pb2_grpc.EventStreamStub(peers._channel(address))
+        self._call = stub.IngestEvents(self._requests(), metadata=metadata)
+        self._reader = asyncio.create_task(self._read(), name=f"pipe:{address}")
+
+    async def _requests(self) -> AsyncIterator[es.IngestEventsRequest]:
+        while True:
+            yield await self._outgoing.get()
+
+    def send(self, request: es.IngestEventsRequest) -> asyncio.Future[es.IngestEventsResponse]:
+        request.batch_id = next(self._ids)
+        answer: asyncio.Future[es.IngestEventsResponse] = asyncio.get_running_loop().create_future()
+        self.waiting[request.batch_id] = answer
+        self._outgoing.put_nowait(request)
+        return answer
+
+    async def _read(self) -> None:
+        failure: Exception = OwnerUnreachable(f"the replica owning this run ({self.address}) ended the stream; retry")
+        try:
+            async for answer in self._call:
+                waiter = self.waiting.pop(answer.batch_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(answer)
+        except grpc.aio.AioRpcError as error:
+            failure = self._peers._failure("IngestEvents", self.address, error, count=False)
+        except asyncio.CancelledError:
+            failure = OwnerUnreachable("this replica is shutting down; retry")
+        finally:
+            self.closed = True
+            self._peers._pipe_closed(self)
+            for waiter in self.waiting.values():
+                if not waiter.done():
+                    waiter.set_exception(failure)
+            self.waiting.clear()
+
+    def close(self) -> None:
+        self._call.cancel()
+
+
 class Peers:
     """gRPC channels to the other replicas, one per address, opened on first use."""
 
@@ -71,6 +140,7 @@ class Peers:
         self._timeout_seconds = timeout
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._observe = observe
+        self._pipes: dict[tuple[str, Metadata], list[_Pipe]] = {}
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -106,19 +176,74 @@ class Peers:
         if self._observe is not None:
             self._observe(method, outcome)
 
-    def _failure(self, method: str, address: str, error: grpc.aio.AioRpcError) -> Exception:
+    def _failure(self, method: str, address: str, error: grpc.aio.AioRpcError, count: bool = True) -> Exception:
         details = error.details() or ""
+        failure: Exception
+        unanswered = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         if error.code() == grpc.StatusCode.UNAVAILABLE and details.startswith(NOT_OWNER):
-            self._count(method, "moved")
-            return OwnerMoved(details)
-        if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED) and not details.startswith(
-            ("database", "the daemon")
-        ):
-            self._count(method, "unreachable")
+            outcome, failure = "moved", OwnerMoved(details)
+        elif unanswered and not details.startswith(("database", "the daemon")):
             log.info("owner at %s did not answer %s: %s", address, method, details)
-            return OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry")
-        self._count(method, "refused")
-        return Relayed(error.code(), details)
+            outcome = "unreachable"
+            failure = OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry")
+        else:
+            outcome, failure = "refused", Relayed(error.code(), details)
+        if count:
+            self._count(method, outcome)
+        return failure
+
+    async def append(
+        self, address: str, method: str, request: es.IngestEventsRequest, context: Context
+    ) -> es.IngestEventsResponse:
+        """Forward one batch through a pipe to the owner at `address`; raise Relayed, OwnerMoved or OwnerUnreachable.
+
+        `request.batch_id` is the pipe's to set. Outcomes are counted under `method`.
+        """
+        pipe = self._pipe(address, tuple(self._metadata(context)))
+        try:
+            # On a timeout or a cancelled caller the wait ends, not the batch: the owner may still
+            # write it, as with a call whose answer was lost (retry with an idempotency key).
+            async with asyncio.timeout(self._timeout(context)):
+                answer = await pipe.send(request)
+        except TimeoutError:
+            self._count(method, "unreachable")
+            log.info("owner at %s did not answer a forwarded %s in time", address, method)
+            raise OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry") from None
+        except OwnerMoved:
+            self._count(method, "moved")
+            raise
+        except OwnerUnreachable:
+            self._count(method, "unreachable")
+            raise
+        except Relayed:
+            self._count(method, "refused")
+            raise
+        if answer.HasField("error"):
+            code = STATUS_BY_VALUE.get(answer.error.code, grpc.StatusCode.UNAVAILABLE)
+            if code == grpc.StatusCode.UNAVAILABLE and answer.error.message.startswith(NOT_OWNER):
+                self._count(method, "moved")
+                raise OwnerMoved(answer.error.message)
+            self._count(method, "refused")
+            raise Relayed(code, answer.error.message)
+        self._count(method, "ok")
+        return answer
+
+    def _pipe(self, address: str, metadata: Metadata) -> _Pipe:
+        """A pipe to `address` for callers with `metadata` that has room, opened when none has."""
+        pipes = self._pipes.setdefault((address, metadata), [])
+        for pipe in pipes:
+            if len(pipe.waiting) < PIPE_IN_FLIGHT:
+                return pipe
+        pipe = _Pipe(self, address, metadata)
+        pipes.append(pipe)
+        return pipe
+
+    def _pipe_closed(self, pipe: _Pipe) -> None:
+        pipes = self._pipes.get(pipe.key, [])
+        if pipe in pipes:
+            pipes.remove(pipe)
+            if not pipes:
+                del self._pipes[pipe.key]
 
     async def unary(self, address: str, service: str, method: str, request: Any, context: Context) -> Any:
         """Call `service.method` on the replica at `address`; raise Relayed, OwnerMoved or OwnerUnreachable."""
@@ -127,6 +252,7 @@ class Peers:
             "EventStream": event_stream_pb2_grpc.EventStreamStub,
             "RunLedger": run_ledger_pb2_grpc.RunLedgerStub,
             "ReleaseRegistry": release_registry_pb2_grpc.ReleaseRegistryStub,
+            "TraceService": trace_service_pb2_grpc.TraceServiceStub,
         }
         call = getattr(stubs[service](channel), method)
         try:
@@ -152,6 +278,9 @@ class Peers:
             call.cancel()
 
     async def close(self) -> None:
+        for pipes in list(self._pipes.values()):
+            for pipe in list(pipes):
+                pipe.close()
         for channel in self._channels.values():
             await channel.close(None)
         self._channels.clear()
