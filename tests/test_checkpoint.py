@@ -31,8 +31,8 @@ from aivcs_ledgerd.checkpoint import Checkpointer, wal_size
 from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.gate import Gate
-from bench.servers import rss_mb
-from tests.daemon import start_daemon
+from harness.daemon import start_daemon
+from harness.proc import rss_mb
 
 SPEC = hashlib.sha256(b"checkpoint").hexdigest()
 FLUSHED = "database checkpoint: flushed"

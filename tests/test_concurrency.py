@@ -26,7 +26,7 @@ from aivcs_ledgerd.ledger.errors import Aborted
 from aivcs_ledgerd.ledger.runs import NewRun
 from aivcs_ledgerd.model import Evaluation, NewEvent
 from aivcs_ledgerd.store import Database, init_schema
-from tests.daemon import DaemonProcess
+from harness.daemon import DaemonProcess
 
 SPEC = hashlib.sha256(b"concurrency").hexdigest()
 

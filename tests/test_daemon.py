@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from aivcs_ledgerd.cli import command
 from aivcs_ledgerd.store import Database
-from tests.daemon import free_port, start_daemon
+from harness.daemon import free_port, start_daemon
 
 LEDGER_SERVICES = ["aivcs.ledger.v1.RunLedger", "aivcs.ledger.v1.EventStream", "aivcs.ledger.v1.ReleaseRegistry"]
 SERVING = health_pb2.HealthCheckResponse.SERVING

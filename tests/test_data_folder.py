@@ -12,7 +12,7 @@ import pytest
 from aivcs_ledgerd.config import DEFAULT_DB
 from aivcs_ledgerd.store import UnsupportedScheme
 from aivcs_ledgerd.store.location import resolve
-from tests.daemon import start_daemon
+from harness.daemon import start_daemon
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:

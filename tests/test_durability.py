@@ -19,7 +19,7 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from google.protobuf import json_format
 
 from aivcs_ledgerd.store import Database
-from tests.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, start_daemon
 
 RunLedgerStub = run_ledger_pb2_grpc.RunLedgerStub
 EventStreamStub = event_stream_pb2_grpc.EventStreamStub

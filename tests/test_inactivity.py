@@ -3,7 +3,7 @@
 A RUNNING run with an inactivity timeout that gets no append and no
 Heartbeat for that long is FAILED by the daemon, with a status_reason saying
 so, exactly once, also when several daemons share one database (the stand-in
-SurrealDB server of tests/surrealdb_stand_in.py). Appends and heartbeats keep
+SurrealDB server of harness/surrealdb_stand_in.py). Appends and heartbeats keep
 it alive; its subscribers' streams end when it is failed.
 
 The timeouts are short (1 to 2 s) and every wait for the daemon to act is
@@ -37,10 +37,10 @@ from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from aivcs_ledgerd.durations import format_duration_ms, parse_duration_ms
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
-from tests.daemon import DaemonProcess, start_daemon
-from tests.inprocess import Stubs, running
-from tests.inprocess import channel as inprocess_channel
-from tests.surrealdb_stand_in import stand_in_server
+from harness.daemon import DaemonProcess, start_daemon
+from harness.inprocess import Stubs, running
+from harness.inprocess import channel as inprocess_channel
+from harness.surrealdb_stand_in import stand_in_server
 
 Code = grpc.StatusCode
 SPEC = hashlib.sha256(b"inactivity timeouts").hexdigest()

@@ -15,8 +15,8 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
 from aivcs_ledgerd.calllog import REASON_LOG_BYTES
 from aivcs_ledgerd.stderr_relay import as_json
-from tests.daemon import start_daemon
-from tests.inprocess import SPEC
+from harness.daemon import start_daemon
+from harness.data import SPEC
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:

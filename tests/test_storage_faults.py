@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.store import StorageFault, StorageFull, StoreDamaged, wal
 from aivcs_ledgerd.store.faults import storage_fault
-from tests.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, start_daemon
 
 SPEC = hashlib.sha256(b"storage faults").hexdigest()
 SERVING = health_pb2.HealthCheckResponse.SERVING

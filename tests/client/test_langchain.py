@@ -26,7 +26,7 @@ from langgraph.checkpoint.memory import MemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from tests.client.conftest import unique
+from harness.data import unique
 
 
 class State(TypedDict, total=False):

@@ -22,8 +22,8 @@ from agents import (
 from aivcs.ledger import Client, Event, RunStatus
 from aivcs.ledger.openai_agents import LedgerTracingProcessor, agent_spec, agent_spec_digest
 
+from harness.data import unique
 from tests.client.agents_fakes import ScriptedModel, call, say
-from tests.client.conftest import unique
 
 
 @function_tool
