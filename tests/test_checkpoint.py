@@ -11,7 +11,6 @@ default settings ingests past the point where the engine alone stalls.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import subprocess
@@ -32,9 +31,9 @@ from aivcs_ledgerd.health import HealthMonitor
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.gate import Gate
 from harness.daemon import start_daemon
+from harness.data import SPEC
 from harness.proc import rss_mb
 
-SPEC = hashlib.sha256(b"checkpoint").hexdigest()
 FLUSHED = "database checkpoint: flushed"
 
 

@@ -13,7 +13,6 @@ VerifyRun holds. No test restarts the daemon.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,12 +35,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aivcs_ledgerd.app import Daemon
 from aivcs_ledgerd.store import QueryFailed, StoreConflict
 from harness.codes import code_of
+from harness.data import SPEC, digest
 from harness.faults import Fault, StoreFaults, is_append
 from harness.inprocess import running
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"faults").hexdigest()
-OTHER_SPEC = hashlib.sha256(b"faults-other").hexdigest()
+OTHER_SPEC = digest("faults-other")
 DB_TIMEOUT = 0.5
 # What a caller may get while the store misbehaves (docs/architecture.md, "Errors": UNAVAILABLE when the database
 # cannot be reached; ABORTED for a conflict the caller should retry).

@@ -13,7 +13,6 @@ bounded generously (WAIT), so the tests stay fast yet pass on a loaded machine.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import signal
 import subprocess
@@ -38,12 +37,12 @@ from aivcs_ledgerd.durations import format_duration_ms, parse_duration_ms
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
 from harness.daemon import DaemonProcess, start_daemon
+from harness.data import SPEC
 from harness.inprocess import Stubs, running
 from harness.inprocess import channel as inprocess_channel
 from harness.surrealdb_stand_in import stand_in_server
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"inactivity timeouts").hexdigest()
 AGENT = "inactivity-test"
 WAIT = 30.0  # seconds: the longest the daemon may take to act before the test fails instead of hanging
 FAILED_LINE = "run failed for inactivity"

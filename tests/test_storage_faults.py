@@ -8,7 +8,6 @@ daemon and killed with SIGKILL.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
@@ -30,8 +29,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aivcs_ledgerd.store import StorageFault, StorageFull, StoreDamaged, wal
 from aivcs_ledgerd.store.faults import storage_fault
 from harness.daemon import DaemonProcess, start_daemon
+from harness.data import SPEC
 
-SPEC = hashlib.sha256(b"storage faults").hexdigest()
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 EXTRA = ["--health-interval", "0.2", "--metrics-listen", "127.0.0.1:0"]
