@@ -142,3 +142,19 @@ def wait_serving(target: str, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{target} never became SERVING")
             time.sleep(0.05)
+
+
+def run_to_exit(
+    args: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `aivcs-ledgerd ARGS` to completion, its output captured: for invocations that must not serve
+    (a refused flag, a port taken) and for subcommands. `env` replaces this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "aivcs_ledgerd", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

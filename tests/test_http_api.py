@@ -27,7 +27,7 @@ from aivcs.ledger.v1 import (
     run_ledger_pb2,
 )
 
-from harness.daemon import start_daemon
+from harness.daemon import run_to_exit, start_daemon
 from harness.httpd import HTTP_LINE, SPEC_A, SPEC_B, SPEC_C, HttpDaemon, Stubs, append, call, create, start_http_daemon
 from harness.inprocess import running
 from harness.pki import Pki, tls_settings
@@ -415,8 +415,7 @@ def test_http_listen_from_the_environment_and_bad_addresses(tmp_path: Path) -> N
     finally:
         assert daemon.stop() == 0, daemon.log()
     for bad in ("127.0.0.1:99999", "no-port", "unix:/tmp/aivcs.sock"):
-        command = [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--http-listen", bad]
-        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        done = run_to_exit(["--db", "mem://", "--http-listen", bad], tmp_path)
         assert done.returncode == 2 and "--http-listen" in done.stderr, (bad, done.stderr)
 
 

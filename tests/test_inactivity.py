@@ -36,7 +36,7 @@ from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from aivcs_ledgerd.durations import format_duration_ms, parse_duration_ms
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
-from harness.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, run_to_exit, start_daemon
 from harness.data import SPEC
 from harness.inprocess import Stubs, running
 from harness.inprocess import channel as inprocess_channel
@@ -287,10 +287,7 @@ def test_the_environment_variable_sets_the_default(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["5x", "-1", "1h 30m", "11000d"])
 def test_a_bad_flag_value_stops_the_daemon_naming_the_flag(tmp_path: Path, value: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--run-inactivity-timeout", value],
-        capture_output=True, text=True, timeout=WAIT, cwd=tmp_path,
-    )
+    done = run_to_exit(["--db", "mem://", "--run-inactivity-timeout", value], tmp_path, timeout=WAIT)
     assert done.returncode == 2
     assert "--run-inactivity-timeout" in done.stderr
 

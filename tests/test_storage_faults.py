@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.store import StorageFault, StorageFull, StoreDamaged, wal
 from aivcs_ledgerd.store.faults import storage_fault
-from harness.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, run_to_exit, start_daemon
 from harness.data import SPEC
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -290,9 +289,7 @@ def damaged_copy(store: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
 
 
 def repair(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", "repair", "--db", url], capture_output=True, text=True, timeout=120
-    )
+    return run_to_exit(["repair", "--db", url], timeout=120)
 
 
 @pytest.mark.parametrize("damage", ["flip", "zero", "cut"])
