@@ -15,7 +15,9 @@ importable from a clone because pytest and `python -m bench` run from its root.
     proc.py         RSS, descriptors, threads and CPU time from /proc
     metrics.py      the Prometheus endpoint, parsed
     codes.py        status codes: forbidden, transient
-    data.py         spec digests and unique ids
+    expect.py       fails(code, *words): a refusal, named
+    wire.py         protobuf bytes by hand, for messages the runtime will not build
+    data.py         spec digests, unique ids, a fresh run
     crash.py, soak.py, hostile.py, flood.py   the reliability campaigns and the memory flood:
                     short in tests/, long in bench/
 """
