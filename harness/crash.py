@@ -59,10 +59,16 @@ class Batch:
         inputs = []
         for index, (token, kind) in enumerate(zip(self.tokens, self.kinds, strict=True)):
             item = event_pb2.EventInput(kind=kind)
-            item.payload.update({
-                "token": token, "client": self.client, "batch": self.number, "index": index,
-                "note": "crash \u202eRTL\u202c \U0001f600 \u00e9", "nested": {"list": [1, 2.5, True, None, "x"]},
-            })
+            item.payload.update(
+                {
+                    "token": token,
+                    "client": self.client,
+                    "batch": self.number,
+                    "index": index,
+                    "note": "crash \u202eRTL\u202c \U0001f600 \u00e9",
+                    "nested": {"list": [1, 2.5, True, None, "x"]},
+                }
+            )
             if self.timestamp_ns is not None:
                 seconds, nanos = divmod(self.timestamp_ns + index, 1_000_000_000)
                 item.timestamp.CopyFrom(timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos))
@@ -76,8 +82,9 @@ def make_batch(seed: int, client: int, number: int, run_ids: Sequence[str], pref
     kinds = tuple(rng.choice(["step", "tool.call", "llm.reply", "note"]) for _ in range(size))
     timestamp_ns = rng.randrange(1_600_000_000, 1_900_000_000) * 1_000_000_000 if rng.random() < 0.3 else None
     tokens = tuple(f"{prefix}{seed}.c{client}.b{number}.e{i}" for i in range(size))
-    return Batch(client, number, rng.choice(run_ids), f"{prefix}{seed}-c{client}-b{number}", tokens, kinds,
-                 timestamp_ns)
+    return Batch(
+        client, number, rng.choice(run_ids), f"{prefix}{seed}-c{client}-b{number}", tokens, kinds, timestamp_ns
+    )
 
 
 @dataclass
@@ -110,7 +117,8 @@ class Book:
         with self._lock:
             if last_seq - first_seq + 1 != len(batch.tokens):
                 self.problems.append(
-                    f"{batch.key}: acknowledged {first_seq}..{last_seq} for {len(batch.tokens)} events")
+                    f"{batch.key}: acknowledged {first_seq}..{last_seq} for {len(batch.tokens)} events"
+                )
             earlier = self.acks.get(batch.key)
             if earlier is not None and (earlier.first_seq, earlier.last_seq) != (first_seq, last_seq):
                 self.problems.append(f"{batch.key}: acknowledged {earlier} and later {first_seq}..{last_seq}")
@@ -143,8 +151,6 @@ class Book:
             return self._acknowledged_events
 
 
-
-
 # --- clients -----------------------------------------------------------------------------------------
 
 
@@ -152,8 +158,14 @@ class Clients:
     """Client threads writing batches until told to stop; each reconnects to whichever daemon serves."""
 
     def __init__(
-        self, supervisor: Supervisor, book: Book, run_ids: Sequence[str], seed: int, prefix: str = "b",
-        give_up_after: float = 120.0, retry: bool = True,
+        self,
+        supervisor: Supervisor,
+        book: Book,
+        run_ids: Sequence[str],
+        seed: int,
+        prefix: str = "b",
+        give_up_after: float = 120.0,
+        retry: bool = True,
     ) -> None:
         self.supervisor = supervisor
         self.book = book
@@ -274,8 +286,7 @@ class Clients:
             outgoing: queue.SimpleQueue[event_stream_pb2.IngestEventsRequest | None] = queue.SimpleQueue()
             call = connection.events.IngestEvents(iter(outgoing.get, None), timeout=STREAM_TIMEOUT)
             try:
-                transient = self._stream_waves(call, outgoing, backlog, client, numbers, window,
-                                               connection.generation)
+                transient = self._stream_waves(call, outgoing, backlog, client, numbers, window, connection.generation)
             except grpc.RpcError as error:
                 code = error.code()  # type: ignore[attr-defined]
                 self.book.failed(None, code, f"IngestEvents stream: {error.details()}")  # type: ignore[attr-defined]
@@ -293,8 +304,14 @@ class Clients:
             connection.close()
 
     def _stream_waves(
-        self, call: Any, outgoing: queue.SimpleQueue[Any], backlog: deque[Batch], client: int,
-        numbers: Iterator[int], window: int, generation: int,
+        self,
+        call: Any,
+        outgoing: queue.SimpleQueue[Any],
+        backlog: deque[Batch],
+        client: int,
+        numbers: Iterator[int],
+        window: int,
+        generation: int,
     ) -> bool:
         """Send every unacknowledged batch, read one answer each, repeat; True on a transient refusal."""
         while backlog and not self.give_up.is_set():
@@ -303,9 +320,11 @@ class Clients:
                 batch_id = next(self._batch_ids)
                 by_id[batch_id] = batch
                 self.book.sent(batch)
-                outgoing.put(event_stream_pb2.IngestEventsRequest(
-                    batch_id=batch_id, run_id=batch.run_id, events=batch.inputs(), idempotency_key=batch.key
-                ))
+                outgoing.put(
+                    event_stream_pb2.IngestEventsRequest(
+                        batch_id=batch_id, run_id=batch.run_id, events=batch.inputs(), idempotency_key=batch.key
+                    )
+                )
             transient = False
             for _ in range(len(by_id)):
                 reply = next(call)
@@ -356,8 +375,17 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return not (self.duplicates or self.gaps or self.lost or self.misplaced or self.partial or self.invented
-                    or self.verify_failed or self.replay_mismatches or self.problems)
+        return not (
+            self.duplicates
+            or self.gaps
+            or self.lost
+            or self.misplaced
+            or self.partial
+            or self.invented
+            or self.verify_failed
+            or self.replay_mismatches
+            or self.problems
+        )
 
 
 def read_run(connection: Connection, run_id: str) -> list[event_pb2.Event]:
@@ -367,8 +395,7 @@ def read_run(connection: Connection, run_id: str) -> list[event_pb2.Event]:
 
 def check_runs(connection: Connection, book: Book, run_ids: Sequence[str], replays: int = 50) -> Verdict:
     """Read every run back and check every invariant against the book."""
-    verdict = Verdict(runs=len(run_ids), events_acknowledged=book.events_acknowledged,
-                      retried_batches=book.retried)
+    verdict = Verdict(runs=len(run_ids), events_acknowledged=book.events_acknowledged, retried_batches=book.retried)
     token_owner = {token: key for key, batch in book.batches.items() for token in batch.tokens}
     positions: dict[str, list[tuple[str, int]]] = {}  # token -> [(run_id, seq)]
     for run_id in run_ids:
@@ -426,8 +453,10 @@ def _check_replays(connection: Connection, book: Book, count: int) -> int:
         )
         if not reply.replayed or (reply.first_seq, reply.last_seq) != (ack.first_seq, ack.last_seq):
             mismatches += 1
-            book.problem(f"{key}: replay answered {reply.first_seq}..{reply.last_seq} replayed={reply.replayed}, "
-                         f"acknowledged {ack.first_seq}..{ack.last_seq}")
+            book.problem(
+                f"{key}: replay answered {reply.first_seq}..{reply.last_seq} replayed={reply.replayed}, "
+                f"acknowledged {ack.first_seq}..{ack.last_seq}"
+            )
     return mismatches
 
 
@@ -452,8 +481,9 @@ class CrashFigures:
 
     @property
     def ok(self) -> bool:
-        return (self.daemon_crashes == 0 and self.final_exit_code == 0 and self.before_restart.ok
-                and self.after_restart.ok)
+        return (
+            self.daemon_crashes == 0 and self.final_exit_code == 0 and self.before_restart.ok and self.after_restart.ok
+        )
 
 
 def crash_campaign(
@@ -524,6 +554,7 @@ def crash_campaign(
     figures.seconds = round(time.monotonic() - started, 1)
     return figures
 
+
 def _restart(supervisor: Supervisor, attempts: int = 3) -> None:
     """Start the daemon again; a start that fails counts as a crash, and three in a row end the campaign."""
     for attempt in range(attempts):
@@ -536,4 +567,3 @@ def _restart(supervisor: Supervisor, attempts: int = 3) -> None:
             if supervisor.process is not None and supervisor.process.poll() is None:
                 supervisor.process.kill()
                 supervisor.process.wait()
-

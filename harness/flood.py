@@ -83,10 +83,14 @@ def flood(channel: grpc.Channel, requests: Sequence[bytes], batch: int, total: i
         if answer.HasField("error"):
             raise RuntimeError(f"batch {answer.batch_id} refused: {answer.error.code} {answer.error.message}")
         size = min(batch, total - batch_id * batch)
-        if (answer.batch_id, answer.first_seq, answer.last_seq) != (batch_id, expected_first,
-                                                                    expected_first + size - 1):
-            raise RuntimeError(f"answer out of order or misplaced: {answer} (expected batch {batch_id} "
-                               f"at seq {expected_first})")
+        if (answer.batch_id, answer.first_seq, answer.last_seq) != (
+            batch_id,
+            expected_first,
+            expected_first + size - 1,
+        ):
+            raise RuntimeError(
+                f"answer out of order or misplaced: {answer} (expected batch {batch_id} at seq {expected_first})"
+            )
         expected_first += size
     if expected_first - 1 != total:
         raise RuntimeError(f"stream ended after {expected_first - 1} of {total} events")

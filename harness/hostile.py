@@ -93,11 +93,46 @@ AGENTS = [f"hostile-agent-{i}" for i in range(3)]
 # --- strategies ---------------------------------------------------------------------------------------------
 
 ODD_TEXT = [
-    "", " ", "\x00", "a\x00b", "\x01\x02\x1b[31m\x7f", "\t\n\r", "\u202eevil\u202c", "\u200f\u05e9\u05dc\u05d5\u05dd",
-    "\U0001f600" * 3, "\U0010ffff", "\ufeff", "\ufffd", "\uffff", "e\u0301", "\u2028\u2029", "\uff21" * 10,
-    "x" * 256, "x" * 257, "\U0001f4a5" * 64, "\U0001f4a5" * 65, "é" * 128, "é" * 129, "y" * 4096, "y" * 4097,
-    "'; DELETE runs; --", '"; REMOVE TABLE run_events; "', "runs:⟨x⟩", "run_events:[1, 2]", "$run_id", "⟩`'\"",
-    "type::record('runs', 'x')", "../../etc/passwd", "null", "NONE", "{}", "[]", "NaN", "-0", "0x10", "%s%n",
+    "",
+    " ",
+    "\x00",
+    "a\x00b",
+    "\x01\x02\x1b[31m\x7f",
+    "\t\n\r",
+    "\u202eevil\u202c",
+    "\u200f\u05e9\u05dc\u05d5\u05dd",
+    "\U0001f600" * 3,
+    "\U0010ffff",
+    "\ufeff",
+    "\ufffd",
+    "\uffff",
+    "e\u0301",
+    "\u2028\u2029",
+    "\uff21" * 10,
+    "x" * 256,
+    "x" * 257,
+    "\U0001f4a5" * 64,
+    "\U0001f4a5" * 65,
+    "é" * 128,
+    "é" * 129,
+    "y" * 4096,
+    "y" * 4097,
+    "'; DELETE runs; --",
+    '"; REMOVE TABLE run_events; "',
+    "runs:⟨x⟩",
+    "run_events:[1, 2]",
+    "$run_id",
+    "⟩`'\"",
+    "type::record('runs', 'x')",
+    "../../etc/passwd",
+    "null",
+    "NONE",
+    "{}",
+    "[]",
+    "NaN",
+    "-0",
+    "0x10",
+    "%s%n",
     REF_DONE,  # terminal: no request may change it, so every RPC may name it
 ]
 HUGE_TEXT = [(1 << 16) + 1, 1 << 20, (1 << 20) + 7]
@@ -116,8 +151,9 @@ def valid_names() -> st.SearchStrategy[str]:
     """Odd but acceptable identifiers: non-empty, no NUL, at most 256 bytes."""
     return st.one_of(
         st.sampled_from([t for t in ODD_TEXT if t and "\x00" not in t and len(t.encode()) <= 256]),
-        st.text(st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"),
-                min_size=1, max_size=40),
+        st.text(
+            st.characters(codec="utf-8", exclude_categories=["Cs"], exclude_characters="\x00"), min_size=1, max_size=40
+        ),
     )
 
 
@@ -129,12 +165,14 @@ def names() -> st.SearchStrategy[str]:
 def digests() -> st.SearchStrategy[str]:
     """Mostly valid digests (a quarter upper-case), sometimes anything."""
     hostile = st.one_of(
-        st.sampled_from([SPEC[:-1], SPEC + "0", "g" * 64, " " * 64, "\uff21" * 64, SPEC[:-1] + "\x00", "0x" + SPEC[:62],
-                         ""]),
+        st.sampled_from(
+            [SPEC[:-1], SPEC + "0", "g" * 64, " " * 64, "\uff21" * 64, SPEC[:-1] + "\x00", "0x" + SPEC[:62], ""]
+        ),
         texts(),
     )
-    return st.one_of(st.sampled_from([SPEC, SPEC_B, SPEC_C]), st.just(SPEC.upper()), st.sampled_from([SPEC, SPEC_B]),
-                     hostile)
+    return st.one_of(
+        st.sampled_from([SPEC, SPEC_B, SPEC_C]), st.just(SPEC.upper()), st.sampled_from([SPEC, SPEC_B]), hostile
+    )
 
 
 U64_EDGES = [0, 1, 2**31 - 1, 2**31, 2**32 - 1, 2**32, 2**53, 2**53 + 1, 2**63 - 1, 2**63, U64_MAX - 1, U64_MAX]
@@ -146,8 +184,10 @@ u32 = st.one_of(st.sampled_from(U32_EDGES), st.integers(0, 2**32 - 1))
 i32 = st.one_of(st.sampled_from(I32_EDGES), st.integers(-(2**31), 2**31 - 1))
 nanos = st.one_of(st.sampled_from(I32_EDGES), st.integers(0, 999_999_999))
 FLOAT_EDGES = [0.0, -0.0, 1e308, -1e308, 5e-324, 1e-7, 0.1, 1e21, 2.0**64, -(2.0**64), 2.0**52, 123.456, 1e-300]
-keys = st.one_of(st.sampled_from(["", "\x00", "a.b", "$", "id", "⟨⟩", "\U0001f600", "__proto__", "token", "a" * 300]),
-                 st.text(max_size=12))
+keys = st.one_of(
+    st.sampled_from(["", "\x00", "a.b", "$", "id", "⟨⟩", "\U0001f600", "__proto__", "token", "a" * 300]),
+    st.text(max_size=12),
+)
 
 
 def deep(depth: int, via_lists: bool = False) -> dict[str, Any]:
@@ -201,10 +241,16 @@ def page_tokens(json_values: st.SearchStrategy[Any]) -> st.SearchStrategy[str]:
         return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
     forged = st.one_of(
-        st.builds(lambda b, s: {"before": b, "scope": s}, st.one_of(st.integers(-(2**70), 2**70), st.text()),
-                  st.text(max_size=16)),
-        st.builds(lambda b, a: {"before": b, "agent": a}, st.one_of(st.integers(-(2**70), 2**70), st.floats()),
-                  st.sampled_from(AGENTS)),
+        st.builds(
+            lambda b, s: {"before": b, "scope": s},
+            st.one_of(st.integers(-(2**70), 2**70), st.text()),
+            st.text(max_size=16),
+        ),
+        st.builds(
+            lambda b, a: {"before": b, "agent": a},
+            st.one_of(st.integers(-(2**70), 2**70), st.floats()),
+            st.sampled_from(AGENTS),
+        ),
         st.just([[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]),
         json_values,
     ).map(crafted)
@@ -222,11 +268,11 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
     """
     known = include_known_bugs
     u64 = st.one_of(st.sampled_from(U64_EDGES), st.integers(0, U64_MAX))
-    any_seconds = st.one_of(st.sampled_from(I64_EDGES), st.integers(-(2**63), 2**63 - 1),
-                            st.integers(0, 4_000_000_000))
+    any_seconds = st.one_of(st.sampled_from(I64_EDGES), st.integers(-(2**63), 2**63 - 1), st.integers(0, 4_000_000_000))
     timestamps = st.builds(timestamp_pb2.Timestamp, seconds=any_seconds, nanos=nanos)
-    valid_timestamps = st.builds(timestamp_pb2.Timestamp, seconds=st.integers(0, 4_000_000_000),
-                                 nanos=st.integers(0, 999_999_999))
+    valid_timestamps = st.builds(
+        timestamp_pb2.Timestamp, seconds=st.integers(0, 4_000_000_000), nanos=st.integers(0, 999_999_999)
+    )
     event_timestamps = st.one_of(valid_timestamps, valid_timestamps, timestamps)
 
     def exact(strategy: st.SearchStrategy[float]) -> st.SearchStrategy[float]:
@@ -234,9 +280,12 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
 
     floats = st.one_of(exact(st.floats()), st.sampled_from([math.nan, math.inf, -math.inf, 2.0**53, 9.3e18, -9.2e18]))
     scalars = st.one_of(
-        st.none(), st.booleans(), st.sampled_from(FLOAT_EDGES),
+        st.none(),
+        st.booleans(),
+        st.sampled_from(FLOAT_EDGES),
         exact(st.floats(allow_nan=False, allow_infinity=False, min_value=-(2.0**53), max_value=2.0**53)),
-        st.text(max_size=30), st.sampled_from(ODD_TEXT[:20]),
+        st.text(max_size=30),
+        st.sampled_from(ODD_TEXT[:20]),
     )
     json_values = st.recursive(
         scalars,
@@ -263,7 +312,13 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
 
     some_events = st.lists(event_inputs(), min_size=1, max_size=4)
     event_lists = st.one_of(
-        some_events, some_events, some_events, some_events, some_events, some_events, st.just([]),
+        some_events,
+        some_events,
+        some_events,
+        some_events,
+        some_events,
+        some_events,
+        st.just([]),
         st.sampled_from([1000, 1001]).map(lambda n: [event_pb2.EventInput(kind="k")] * n),
     )
     seldom = st.one_of(st.none(), st.none(), st.none(), u64)  # expected_last_seq: set, it is nearly always stale
@@ -274,62 +329,122 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
     agent_names = st.one_of(st.sampled_from(AGENTS), names())
     strategies: dict[str, st.SearchStrategy[Any]] = {
         "CreateRun": build(
-            rl.CreateRunRequest, spec_digest=digests(), agent_name=st.one_of(st.just("hostile"), names()),
-            git_sha=maybe(names()), tags=maybe(structs),
-            evaluation=maybe(st.builds(run_pb2.EvaluationMetadata, rubric_path=names(),
-                                       is_promotion_gate=st.booleans(), agent_phase=u32)),
+            rl.CreateRunRequest,
+            spec_digest=digests(),
+            agent_name=st.one_of(st.just("hostile"), names()),
+            git_sha=maybe(names()),
+            tags=maybe(structs),
+            evaluation=maybe(
+                st.builds(
+                    run_pb2.EvaluationMetadata, rubric_path=names(), is_promotion_gate=st.booleans(), agent_phase=u32
+                )
+            ),
             run_id=maybe(st.one_of(st.sampled_from([REF_DONE, REF_LIVE]), names())),
         ),
         "GetRun": build(rl.GetRunRequest, run_id=readable_ids),
         "ListRuns": build(
-            rl.ListRunsRequest, spec_digest=maybe(digests()), agent_name=maybe(texts()), git_sha=maybe(texts()),
-            status=maybe(i32), created_after=maybe(timestamps), created_before=maybe(timestamps),
-            page_size=maybe(u32), page_token=maybe(page_tokens(json_values)),
+            rl.ListRunsRequest,
+            spec_digest=maybe(digests()),
+            agent_name=maybe(texts()),
+            git_sha=maybe(texts()),
+            status=maybe(i32),
+            created_after=maybe(timestamps),
+            created_before=maybe(timestamps),
+            page_size=maybe(u32),
+            page_token=maybe(page_tokens(json_values)),
         ),
-        "CompleteRun": build(rl.CompleteRunRequest, run_id=finishable_ids, final_state_digest=maybe(digests()),
-                             duration_ms=maybe(u64), expected_total_events=maybe(u64)),
-        "FailRun": build(rl.FailRunRequest, run_id=finishable_ids, duration_ms=maybe(u64),
-                         reason=maybe(texts()), expected_total_events=maybe(u64)),
-        "CancelRun": build(rl.CancelRunRequest, run_id=finishable_ids, duration_ms=maybe(u64),
-                           reason=maybe(texts())),
+        "CompleteRun": build(
+            rl.CompleteRunRequest,
+            run_id=finishable_ids,
+            final_state_digest=maybe(digests()),
+            duration_ms=maybe(u64),
+            expected_total_events=maybe(u64),
+        ),
+        "FailRun": build(
+            rl.FailRunRequest,
+            run_id=finishable_ids,
+            duration_ms=maybe(u64),
+            reason=maybe(texts()),
+            expected_total_events=maybe(u64),
+        ),
+        "CancelRun": build(rl.CancelRunRequest, run_id=finishable_ids, duration_ms=maybe(u64), reason=maybe(texts())),
         "VerifyRun": build(rl.VerifyRunRequest, run_id=st.one_of(st.sampled_from([REF_DONE, REF_LIVE]), texts())),
-        "AppendEvents": build(es.AppendEventsRequest, run_id=run_ids, events=event_lists,
-                              expected_last_seq=seldom, idempotency_key=maybe(names())),
-        "IngestEvents": st.lists(build(es.IngestEventsRequest, batch_id=u64, run_id=run_ids, events=event_lists,
-                                       expected_last_seq=seldom, idempotency_key=maybe(names())),
-                                 min_size=1, max_size=4),
+        "AppendEvents": build(
+            es.AppendEventsRequest,
+            run_id=run_ids,
+            events=event_lists,
+            expected_last_seq=seldom,
+            idempotency_key=maybe(names()),
+        ),
+        "IngestEvents": st.lists(
+            build(
+                es.IngestEventsRequest,
+                batch_id=u64,
+                run_id=run_ids,
+                events=event_lists,
+                expected_last_seq=seldom,
+                idempotency_key=maybe(names()),
+            ),
+            min_size=1,
+            max_size=4,
+        ),
         "ReadEvents": build(
-            es.ReadEventsRequest, run_id=readable_ids, from_seq=maybe(u64), to_seq=maybe(u64), limit=maybe(u64),
+            es.ReadEventsRequest,
+            run_id=readable_ids,
+            from_seq=maybe(u64),
+            to_seq=maybe(u64),
+            limit=maybe(u64),
             kinds=maybe(st.lists(st.one_of(st.sampled_from(["step", "tool.call"]), texts()), max_size=4)),
         ),
-        "SubscribeEvents": build(es.SubscribeEventsRequest, run_id=st.one_of(st.just(REF_DONE), readable_ids),
-                                 from_seq=maybe(u64)),
-        "Promote": build(
-            rr.PromoteRequest, agent_name=agent_names, spec_digest=digests(), version_label=maybe(names()),
-            promoted_by=st.one_of(st.just("hostile"), names()), notes=maybe(texts()),
-            expected_current_spec_digest=maybe(digests()), require_successful_run=st.booleans(),
+        "SubscribeEvents": build(
+            es.SubscribeEventsRequest, run_id=st.one_of(st.just(REF_DONE), readable_ids), from_seq=maybe(u64)
         ),
-        "Rollback": build(rr.RollbackRequest, agent_name=agent_names,
-                          promoted_by=st.one_of(st.just("hostile"), names()), to_spec_digest=maybe(digests()),
-                          expected_current_spec_digest=maybe(digests()), notes=maybe(texts())),
+        "Promote": build(
+            rr.PromoteRequest,
+            agent_name=agent_names,
+            spec_digest=digests(),
+            version_label=maybe(names()),
+            promoted_by=st.one_of(st.just("hostile"), names()),
+            notes=maybe(texts()),
+            expected_current_spec_digest=maybe(digests()),
+            require_successful_run=st.booleans(),
+        ),
+        "Rollback": build(
+            rr.RollbackRequest,
+            agent_name=agent_names,
+            promoted_by=st.one_of(st.just("hostile"), names()),
+            to_spec_digest=maybe(digests()),
+            expected_current_spec_digest=maybe(digests()),
+            notes=maybe(texts()),
+        ),
         "GetCurrent": build(rr.GetCurrentRequest, agent_name=st.one_of(st.just(REF_AGENT), agent_names)),
-        "GetHistory": build(rr.GetHistoryRequest, agent_name=st.one_of(st.just(REF_AGENT), agent_names),
-                            page_size=maybe(u32), page_token=maybe(page_tokens(json_values))),
+        "GetHistory": build(
+            rr.GetHistoryRequest,
+            agent_name=st.one_of(st.just(REF_AGENT), agent_names),
+            page_size=maybe(u32),
+            page_token=maybe(page_tokens(json_values)),
+        ),
     }
     explicit: dict[str, list[Any]] = {
         "ReadEvents": [es.ReadEventsRequest(run_id=REF_DONE, from_seq=2**63, to_seq=U64_MAX, limit=U64_MAX)],
         "SubscribeEvents": [es.SubscribeEventsRequest(run_id=REF_DONE, from_seq=U64_MAX)],
         "ListRuns": [rl.ListRunsRequest(page_size=2**32 - 1, status=-1)],
         "GetHistory": [rr.GetHistoryRequest(agent_name=REF_AGENT, page_size=2**32 - 1)],
-        "CompleteRun": [rl.CompleteRunRequest(run_id=FINISHABLE[0], duration_ms=U64_MAX,
-                                              expected_total_events=U64_MAX)],
+        "CompleteRun": [
+            rl.CompleteRunRequest(run_id=FINISHABLE[0], duration_ms=U64_MAX, expected_total_events=U64_MAX)
+        ],
         "FailRun": [rl.FailRunRequest(run_id=FINISHABLE[1], duration_ms=2**63, expected_total_events=2**63)],
         "CancelRun": [rl.CancelRunRequest(run_id=FINISHABLE[2], duration_ms=U64_MAX)],
         "CreateRun": [rl.CreateRunRequest(spec_digest=SPEC, agent_name="hostile", tags={"x": [math.nan]})],
-        "AppendEvents": [es.AppendEventsRequest(run_id=SCRATCH, events=[event_pb2.EventInput(kind="k")],
-                                                expected_last_seq=U64_MAX),
-                         es.AppendEventsRequest(run_id=SCRATCH, events=[event_pb2.EventInput(
-                             kind="k", timestamp=timestamp_pb2.Timestamp(seconds=TIMESTAMP_SECONDS[0]))])],
+        "AppendEvents": [
+            es.AppendEventsRequest(run_id=SCRATCH, events=[event_pb2.EventInput(kind="k")], expected_last_seq=U64_MAX),
+            es.AppendEventsRequest(
+                run_id=SCRATCH,
+                events=[
+                    event_pb2.EventInput(kind="k", timestamp=timestamp_pb2.Timestamp(seconds=TIMESTAMP_SECONDS[0]))
+                ],
+            ),
+        ],
     }
     return strategies, explicit
 
@@ -356,12 +471,17 @@ class Harness:
     @classmethod
     def open(cls, daemon: DaemonProcess) -> Harness:
         channel = grpc.insecure_channel(
-            daemon.target, options=[("grpc.max_receive_message_length", 64 << 20),
-                                    ("grpc.max_send_message_length", 64 << 20)],
+            daemon.target,
+            options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)],
         )
-        return cls(daemon, channel, run_ledger_pb2_grpc.RunLedgerStub(channel),
-                   event_stream_pb2_grpc.EventStreamStub(channel),
-                   release_registry_pb2_grpc.ReleaseRegistryStub(channel), health_pb2_grpc.HealthStub(channel))
+        return cls(
+            daemon,
+            channel,
+            run_ledger_pb2_grpc.RunLedgerStub(channel),
+            event_stream_pb2_grpc.EventStreamStub(channel),
+            release_registry_pb2_grpc.ReleaseRegistryStub(channel),
+            health_pb2_grpc.HealthStub(channel),
+        )
 
     def close(self) -> None:
         self.channel.close()
@@ -370,8 +490,14 @@ class Harness:
 
     def call(self, rpc: str, request: Any, timeout: float = CALL_TIMEOUT) -> tuple[Code, Any, str]:
         self.tried += 1
-        method = getattr(self.events if rpc in SERVICES["EventStream"] else
-                         self.releases if rpc in SERVICES["ReleaseRegistry"] else self.runs, rpc)
+        method = getattr(
+            self.events
+            if rpc in SERVICES["EventStream"]
+            else self.releases
+            if rpc in SERVICES["ReleaseRegistry"]
+            else self.runs,
+            rpc,
+        )
         code, reply, details = Code.OK, None, ""
         try:
             if rpc in SERVER_STREAMING:
@@ -432,18 +558,34 @@ class Harness:
             items = []
             for i in range(count):
                 item = event_pb2.EventInput(kind=["step", "tool.call", "llm.reply"][i % 3])
-                item.payload.update({"i": i, "text": ODD_TEXT[i % len(ODD_TEXT)][:300], "nested": deep(1 + i % 20),
-                                     "numbers": [0.5, -1, 1e300, 2.0**52]})
+                item.payload.update(
+                    {
+                        "i": i,
+                        "text": ODD_TEXT[i % len(ODD_TEXT)][:300],
+                        "nested": deep(1 + i % 20),
+                        "numbers": [0.5, -1, 1e300, 2.0**52],
+                    }
+                )
                 if i % 2:
                     item.timestamp.CopyFrom(timestamp_pb2.Timestamp(seconds=1_700_000_000 + i, nanos=i))
                 items.append(item)
             for start in range(0, count, 7):
-                self.events.AppendEvents(es.AppendEventsRequest(run_id=run_id, events=items[start:start + 7]))
-        self.runs.CompleteRun(rl.CompleteRunRequest(run_id=REF_DONE, final_state_digest=SPEC_C, duration_ms=1234,
-                                                    expected_total_events=60))
+                self.events.AppendEvents(es.AppendEventsRequest(run_id=run_id, events=items[start : start + 7]))
+        self.runs.CompleteRun(
+            rl.CompleteRunRequest(
+                run_id=REF_DONE, final_state_digest=SPEC_C, duration_ms=1234, expected_total_events=60
+            )
+        )
         for digest in (SPEC, SPEC_B, SPEC_C):
-            self.releases.Promote(rr.PromoteRequest(agent_name=REF_AGENT, spec_digest=digest, promoted_by="setup",
-                                                    version_label=f"v-{digest[:2]}", notes="reference"))
+            self.releases.Promote(
+                rr.PromoteRequest(
+                    agent_name=REF_AGENT,
+                    spec_digest=digest,
+                    promoted_by="setup",
+                    version_label=f"v-{digest[:2]}",
+                    notes="reference",
+                )
+            )
         self.releases.Rollback(rr.RollbackRequest(agent_name=REF_AGENT, promoted_by="setup"))
         for agent in AGENTS:
             self.releases.Promote(rr.PromoteRequest(agent_name=agent, spec_digest=SPEC, promoted_by="setup"))
@@ -456,7 +598,8 @@ class Harness:
         shot: dict[str, Any] = {}
         for run_id in (REF_DONE, REF_LIVE):
             shot[f"run {run_id}"] = self.runs.GetRun(rl.GetRunRequest(run_id=run_id)).SerializeToString(
-                deterministic=True)
+                deterministic=True
+            )
             shot[f"events {run_id}"] = [e.SerializeToString(deterministic=True) for e in self.reference_events(run_id)]
             verdict = self.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id))
             assert verdict.ok, f"{run_id}: {verdict.reason}"
@@ -470,7 +613,8 @@ class Harness:
                 break
         shot["history"] = history
         shot["current"] = self.releases.GetCurrent(rr.GetCurrentRequest(agent_name=REF_AGENT)).SerializeToString(
-            deterministic=True)
+            deterministic=True
+        )
         return shot
 
 
@@ -522,11 +666,23 @@ def properties(config: settings, include_known_bugs: bool = False) -> dict[str, 
     register("GetHistory")
 
     @config
-    @given(rpc=st.sampled_from(list(PATHS)), data=st.one_of(
-        st.binary(max_size=300),
-        st.sampled_from([b"\xff", b"\x0a\x03\xff\xfe\xfd", b"\x0a\x80\x80\x80\x80\x10", b"\x0a\xff\xff\xff\xff\x0f",
-                         b"\x08" + b"\xff" * 11, b"\x0f", b"\x0a\x05abc"]),
-    ))
+    @given(
+        rpc=st.sampled_from(list(PATHS)),
+        data=st.one_of(
+            st.binary(max_size=300),
+            st.sampled_from(
+                [
+                    b"\xff",
+                    b"\x0a\x03\xff\xfe\xfd",
+                    b"\x0a\x80\x80\x80\x80\x10",
+                    b"\x0a\xff\xff\xff\xff\x0f",
+                    b"\x08" + b"\xff" * 11,
+                    b"\x0f",
+                    b"\x0a\x05abc",
+                ]
+            ),
+        ),
+    )
     def raw_bytes(h: Harness, rpc: str, data: bytes) -> None:
         code, details = h.raw(rpc, data, timeout=10)
         # Bytes that happen to parse are a request like any other; bytes that do not are INVALID_ARGUMENT.
@@ -538,8 +694,11 @@ def properties(config: settings, include_known_bugs: bool = False) -> dict[str, 
     unary = [rpc for rpc in PATHS if rpc not in SERVER_STREAMING | BIDI]
 
     @config
-    @given(data=st.data(), rpc=st.sampled_from(unary), unknown=st.sampled_from(
-        [b"", b"\xb8\x3e\x01", b"\xfa\x3e\x03abc", b"\x85\x07\x00\x00\x00\x00"]))
+    @given(
+        data=st.data(),
+        rpc=st.sampled_from(unary),
+        unknown=st.sampled_from([b"", b"\xb8\x3e\x01", b"\xfa\x3e\x03abc", b"\x85\x07\x00\x00\x00\x00"]),
+    )
     def duplicate_fields(h: Harness, data: st.DataObject, rpc: str, unknown: bytes) -> None:
         """Two requests back to back on the wire: a parser merges them (last scalar wins, repeated and
         message fields merge), so every field may appear twice with contradicting values; unknown fields too."""
@@ -598,8 +757,11 @@ def check_verified(h: Harness, request: rl.VerifyRunRequest, reply: rl.VerifyRun
 def assert_stored_as_sent(h: Harness, run_id: str, first: int, last: int, sent: Any) -> None:
     """An acknowledged batch reads back at its seqs as it was sent, and the run's chain verifies."""
     assert last - first + 1 == len(sent)
-    stored = [e for m in h.events.ReadEvents(es.ReadEventsRequest(run_id=run_id, from_seq=first, to_seq=last))
-              for e in m.events]
+    stored = [
+        e
+        for m in h.events.ReadEvents(es.ReadEventsRequest(run_id=run_id, from_seq=first, to_seq=last))
+        for e in m.events
+    ]
     assert [e.seq for e in stored] == list(range(first, last + 1))
     for event, got in zip(sent, stored, strict=True):
         assert got.kind == event.kind
@@ -615,8 +777,13 @@ def assert_verifies(h: Harness, run_id: str) -> None:
     """VerifyRun holds; if not, the message shows the event where the chain breaks."""
     verdict = h.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=60)
     if not verdict.ok:
-        broken = [e for m in h.events.ReadEvents(es.ReadEventsRequest(
-            run_id=run_id, from_seq=verdict.first_broken_seq, to_seq=verdict.first_broken_seq)) for e in m.events]
+        broken = [
+            e
+            for m in h.events.ReadEvents(
+                es.ReadEventsRequest(run_id=run_id, from_seq=verdict.first_broken_seq, to_seq=verdict.first_broken_seq)
+            )
+            for e in m.events
+        ]
         raise AssertionError(f"{run_id}: {verdict.reason}; the event: {short(broken, 2000)}")
 
 
@@ -638,10 +805,14 @@ def check_read(h: Harness, request: es.ReadEventsRequest, events: list[event_pb2
     if request.run_id not in (REF_DONE, REF_LIVE):
         return
     everything = h.reference_events(request.run_id)
-    wanted = [e for e in everything if max(request.from_seq, 1) <= e.seq <= (request.to_seq or U64_MAX)
-              and (not request.kinds or e.kind in request.kinds)]
+    wanted = [
+        e
+        for e in everything
+        if max(request.from_seq, 1) <= e.seq <= (request.to_seq or U64_MAX)
+        and (not request.kinds or e.kind in request.kinds)
+    ]
     if request.limit:
-        wanted = wanted[:request.limit]
+        wanted = wanted[: request.limit]
     assert events == wanted, f"ReadEvents({short(request)}) returned other events than the filter selects"
 
 
@@ -661,8 +832,12 @@ def check_promoted(h: Harness, request: rr.PromoteRequest, reply: rr.PromoteResp
 BASE_SETTINGS = settings(
     deadline=None,
     derandomize=False,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example,
-                           HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.large_base_example,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 
@@ -698,6 +873,11 @@ def campaign(workdir: Path, examples: int, include_known_bugs: bool = True) -> d
         if daemon.process.poll() is None:
             daemon.stop()
     unexpected = daemon.log().count("unexpected error") + daemon.log().count("Unexpected [")
-    return {"inputs_tried": h.tried, "failed_properties": len(failures), "messages": failures,
-            "daemon_crashes": crashes, "unexpected_errors_logged": unexpected, "answers": h.answers}
-
+    return {
+        "inputs_tried": h.tried,
+        "failed_properties": len(failures),
+        "messages": failures,
+        "daemon_crashes": crashes,
+        "unexpected_errors_logged": unexpected,
+        "answers": h.answers,
+    }

@@ -70,11 +70,15 @@ class SoakFigures:
 
     @property
     def ok(self) -> bool:
-        return (self.daemon_alive and not self.forbidden and not any("crashed" in k for k in self.failures)
-                and not self.broken_runs
-                and self.rss_growth_with_writes_mb <= self.rss_bound_with_writes_mb
-                and self.rss_growth_read_only_mb <= self.rss_bound_read_only_mb
-                and self.fds_growth <= self.fd_bound)
+        return (
+            self.daemon_alive
+            and not self.forbidden
+            and not any("crashed" in k for k in self.failures)
+            and not self.broken_runs
+            and self.rss_growth_with_writes_mb <= self.rss_bound_with_writes_mb
+            and self.rss_growth_read_only_mb <= self.rss_bound_read_only_mb
+            and self.fds_growth <= self.fd_bound
+        )
 
 
 class _Traffic:
@@ -137,8 +141,9 @@ class _Traffic:
                 time.sleep(0.05)
                 continue
             run_id = f"soak-{self.seed}-{next(self.serial)}"
-            request = run_ledger_pb2.CreateRunRequest(spec_digest=SPEC, agent_name=f"soak-{rng.randrange(4)}",
-                                                      run_id=run_id, git_sha="abc")
+            request = run_ledger_pb2.CreateRunRequest(
+                spec_digest=SPEC, agent_name=f"soak-{rng.randrange(4)}", run_id=run_id, git_sha="abc"
+            )
             request.tags.update({"soak": True, "n": rng.randrange(100)})
             if self.call("CreateRun", lambda r=request: connection.runs.CreateRun(r, timeout=CALL_TIMEOUT)):
                 with self.lock:
@@ -170,7 +175,8 @@ class _Traffic:
                 continue
             requests = [
                 event_stream_pb2.IngestEventsRequest(
-                    batch_id=i, run_id=rng.choice(run_ids),
+                    batch_id=i,
+                    run_id=rng.choice(run_ids),
                     events=[_soak_event(rng, j) for j in range(rng.randint(1, 30))],
                 )
                 for i in range(rng.randint(5, 40))
@@ -246,8 +252,9 @@ class _Traffic:
                 run_id = self.active.pop(rng.randrange(len(self.active)))
             choice = rng.randrange(6)
             if choice < 4:
-                request: Any = run_ledger_pb2.CompleteRunRequest(run_id=run_id, duration_ms=rng.randrange(10**6),
-                                                                 final_state_digest="a" * 64)
+                request: Any = run_ledger_pb2.CompleteRunRequest(
+                    run_id=run_id, duration_ms=rng.randrange(10**6), final_state_digest="a" * 64
+                )
                 self.call("CompleteRun", lambda r=request: connection.runs.CompleteRun(r, timeout=CALL_TIMEOUT))
             elif choice == 4:
                 request = run_ledger_pb2.FailRunRequest(run_id=run_id, reason="soak")
@@ -267,8 +274,11 @@ class _Traffic:
                 choice = 3
             if choice < 2:
                 promote = release_registry_pb2.PromoteRequest(
-                    agent_name=agent, spec_digest=f"{rng.randrange(16**8):08x}" * 8, promoted_by="soak",
-                    version_label="v")
+                    agent_name=agent,
+                    spec_digest=f"{rng.randrange(16**8):08x}" * 8,
+                    promoted_by="soak",
+                    version_label="v",
+                )
                 self.call("Promote", lambda r=promote: connection.releases.Promote(r, timeout=CALL_TIMEOUT))
             elif choice == 2:
                 rollback = release_registry_pb2.RollbackRequest(agent_name=agent, promoted_by="soak")
@@ -285,8 +295,10 @@ class _Traffic:
         """A fresh connection per call: leaked sockets or per-connection state would show in the fds."""
         while not self.done():
             with connect(self.target) as fresh:
-                self.call("GetRun(new connection)", lambda c=fresh: c.runs.ListRuns(
-                    run_ledger_pb2.ListRunsRequest(page_size=5), timeout=CALL_TIMEOUT))
+                self.call(
+                    "GetRun(new connection)",
+                    lambda c=fresh: c.runs.ListRuns(run_ledger_pb2.ListRunsRequest(page_size=5), timeout=CALL_TIMEOUT),
+                )
             time.sleep(0.02)
 
 
@@ -296,16 +308,18 @@ def es_read(run_id: str, **fields: Any) -> event_stream_pb2.ReadEventsRequest:
 
 def _soak_event(rng: random.Random, index: int) -> event_pb2.EventInput:
     item = event_pb2.EventInput(kind=rng.choice(["step", "tool.call", "llm.reply"]))
-    item.payload.update({"i": index, "text": "x" * rng.randrange(0, 400), "score": rng.random(),
-                         "nested": {"a": [1, 2, {"b": "c"}]}})
+    item.payload.update(
+        {"i": index, "text": "x" * rng.randrange(0, 400), "score": rng.random(), "nested": {"a": [1, 2, {"b": "c"}]}}
+    )
     return item
 
 
 def _list_pages(connection: Connection, page_size: int) -> int:
     token, pages = "", 0
     while pages < 3:
-        reply = connection.runs.ListRuns(run_ledger_pb2.ListRunsRequest(page_size=page_size, page_token=token),
-                                         timeout=CALL_TIMEOUT)
+        reply = connection.runs.ListRuns(
+            run_ledger_pb2.ListRunsRequest(page_size=page_size, page_token=token), timeout=CALL_TIMEOUT
+        )
         pages += 1
         token = reply.next_page_token
         if not token:
@@ -328,8 +342,18 @@ def soak(
     """Mixed traffic for `seconds` (the last `read_only` share without writes), sampling RSS and fds."""
     started = time.monotonic()
     traffic = _Traffic(target, seed, started + seconds)
-    workers = [traffic.creator, traffic.appender, traffic.appender, traffic.ingester, traffic.reader,
-               traffic.subscriber, traffic.subscriber, traffic.finisher, traffic.releaser, traffic.churner]
+    workers = [
+        traffic.creator,
+        traffic.appender,
+        traffic.appender,
+        traffic.ingester,
+        traffic.reader,
+        traffic.subscriber,
+        traffic.subscriber,
+        traffic.finisher,
+        traffic.releaser,
+        traffic.churner,
+    ]
     figures = SoakFigures(warmup_until=round(seconds * warmup, 2), writes_until=round(seconds * (1 - read_only), 2))
     stop = threading.Event()
 
@@ -404,4 +428,3 @@ def _judge(figures: SoakFigures, slack_mb: float, per_event_bytes: int, fd_bound
     figures.fds_after_warmup = base_fds
     figures.fds_peak = max(s[2] for s in samples)
     figures.fds_growth = max(0, figures.fds_peak - base_fds)
-

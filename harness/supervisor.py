@@ -177,7 +177,6 @@ class Supervisor:
         return "" if self.log_path is None else self.log_path.read_text(errors="replace")[-size:]
 
 
-
 @contextlib.contextmanager
 def connect(target: str | None) -> Iterator[Connection]:
     """A connection to `target` for the block (`target` is a serving daemon's: not None)."""
@@ -187,4 +186,3 @@ def connect(target: str | None) -> Iterator[Connection]:
         yield connection
     finally:
         connection.close()
-

@@ -15,8 +15,11 @@ from bench.reliability import crash, hostile, say, soak
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.reliability", description=reliability.__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.reliability",
+        description=reliability.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--kills", type=int, default=200, help="SIGKILLs of the daemon under load (0: skip)")
     parser.add_argument("--unary-clients", type=int, default=3)
     parser.add_argument("--stream-clients", type=int, default=3)
@@ -37,8 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.kills:
         folder = workdir / "crash"
         folder.mkdir()
-        result["crash"], passed = crash.run(folder, args.kills, args.unary_clients, args.stream_clients, args.runs,
-                                            args.seed, (args.min_uptime, args.max_uptime))
+        result["crash"], passed = crash.run(
+            folder,
+            args.kills,
+            args.unary_clients,
+            args.stream_clients,
+            args.runs,
+            args.seed,
+            (args.min_uptime, args.max_uptime),
+        )
         ok &= passed
     if args.soak_seconds:
         folder = workdir / "soak"
@@ -50,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         folder.mkdir()
         result["hostile"], passed = hostile.run(folder, args.hostile_examples)
         ok &= passed
-    crashes = result.get("crash", {}).get("daemon_crashes", 0) + (0 if result.get("soak", {}).get(
-        "daemon_alive", True) else 1) + result.get("hostile", {}).get("daemon_crashes", 0)
+    crashes = (
+        result.get("crash", {}).get("daemon_crashes", 0)
+        + (0 if result.get("soak", {}).get("daemon_alive", True) else 1)
+        + result.get("hostile", {}).get("daemon_crashes", 0)
+    )
     say(f"daemon crashes (all parts): {crashes}")
     say("RESULT:", "every invariant held" if ok else "INVARIANTS BROKEN")
     if args.json:

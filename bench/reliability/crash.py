@@ -11,7 +11,12 @@ from harness.crash import CrashFigures, crash_campaign
 
 
 def run(
-    folder: Path, kills: int, unary_clients: int, stream_clients: int, runs: int, seed: int,
+    folder: Path,
+    kills: int,
+    unary_clients: int,
+    stream_clients: int,
+    runs: int,
+    seed: int,
     uptime: tuple[float, float],
 ) -> tuple[dict[str, Any], bool]:
     """The campaign's figures (crash logs cut short) and whether every invariant held; printed as it goes."""
@@ -37,17 +42,21 @@ def show(figures: CrashFigures) -> None:
     say(f"  transient failures     {figures.transient_failures}")
     if verdict.lost_by_generation:
         early = set(figures.early_kill_generations)
-        shown = {g: f"{n}{' (next start killed early)' if g + 1 in early else ''}"
-                 for g, n in sorted(verdict.lost_by_generation.items())}
+        shown = {
+            g: f"{n}{' (next start killed early)' if g + 1 in early else ''}"
+            for g, n in sorted(verdict.lost_by_generation.items())
+        }
         say(f"  misplaced batches by daemon generation that acknowledged them: {shown}")
     say(f"  daemon crashes         {figures.daemon_crashes}")
-    say(f"  SIGTERM exit code      {figures.final_exit_code}; after a clean restart: "
-        f"{'ok' if figures.after_restart.ok else figures.after_restart}")
-    say(f"  seconds                {figures.seconds} (restart to SERVING: median {figures.restart_seconds_median}, "
-        f"max {figures.restart_seconds_max}; final check {figures.check_seconds})")
+    say(
+        f"  SIGTERM exit code      {figures.final_exit_code}; after a clean restart: "
+        f"{'ok' if figures.after_restart.ok else figures.after_restart}"
+    )
+    say(
+        f"  seconds                {figures.seconds} (restart to SERVING: median {figures.restart_seconds_median}, "
+        f"max {figures.restart_seconds_max}; final check {figures.check_seconds})"
+    )
     for problem in verdict.problems[:20]:
         say("   problem:", problem)
     for log in figures.crash_logs[:3]:
         say("   crash:", log[-1500:])
-
-

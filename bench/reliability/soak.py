@@ -30,13 +30,17 @@ def show(figures: SoakFigures, exit_code: int) -> None:
     say(f"  operations             {figures.operations} {figures.by_operation}")
     say(f"  failures               {figures.failures}")
     say(f"  RSS MB after warm-up   {figures.rss_after_warmup_mb}, peak {figures.rss_peak_mb}")
-    say(f"  with writes            +{figures.rss_growth_with_writes_mb} MB for {figures.events_stored_while_measured} "
-        f"events stored ({figures.rss_bytes_per_event} B/event; bound {figures.rss_bound_with_writes_mb} MB)")
+    say(
+        f"  with writes            +{figures.rss_growth_with_writes_mb} MB for {figures.events_stored_while_measured} "
+        f"events stored ({figures.rss_bytes_per_event} B/event; bound {figures.rss_bound_with_writes_mb} MB)"
+    )
     say(f"  read-only              +{figures.rss_growth_read_only_mb} MB (bound {figures.rss_bound_read_only_mb} MB)")
-    say(f"  fds after warm-up      {figures.fds_after_warmup} -> peak {figures.fds_peak} "
-        f"(growth {figures.fds_growth}, bound {figures.fd_bound})")
+    say(
+        f"  fds after warm-up      {figures.fds_after_warmup} -> peak {figures.fds_peak} "
+        f"(growth {figures.fds_growth}, bound {figures.fd_bound})"
+    )
     say(f"  daemon alive           {figures.daemon_alive}; SIGTERM exit code {exit_code}")
-    say(f"  runs whose chain broke {len(figures.broken_runs)} of {figures.verify_checks} checked "
-        f"{list(figures.broken_runs.items())[:3]}")
-
-
+    say(
+        f"  runs whose chain broke {len(figures.broken_runs)} of {figures.verify_checks} checked "
+        f"{list(figures.broken_runs.items())[:3]}"
+    )
