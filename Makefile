@@ -12,7 +12,7 @@ PY ?= $(VENV)/bin/python
 BUF ?= npx --no buf
 PYTEST_ARGS ?=
 
-PY_SOURCES = server clients/python tools tests bench
+PY_SOURCES = server clients/python tools harness tests bench
 
 .PHONY: install generate lint test test-python test-node
 

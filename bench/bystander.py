@@ -27,7 +27,7 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
 from aivcs_ledgerd.ledger.events import MAX_KINDS
 from bench.report import Row
-from tests.daemon import DaemonProcess
+from harness.daemon import DaemonProcess
 
 SPEC = "ab" * 32
 READERS = 8
@@ -146,7 +146,7 @@ def measure(daemon: DaemonProcess, calls: int, filter_run_events: int, subscribe
 
 
 def main() -> None:
-    from tests.daemon import start_daemon
+    from harness.daemon import start_daemon
 
     parser = argparse.ArgumentParser(
         prog="python -m bench.bystander", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

@@ -16,9 +16,9 @@ from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 
 from bench.loads import CreateRuns, Ingest, Job, ListPages, Outcome, Read, Unary, run_job
-from bench.servers import cpu_seconds
 from bench.sizes import IN_FLIGHT
 from bench.stats import Rate
+from harness.proc import cpu_seconds
 
 
 def _idle(seconds: float) -> None:

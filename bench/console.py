@@ -24,8 +24,8 @@ from aivcs.ledger.v1 import event_pb2, event_stream_pb2, event_stream_pb2_grpc, 
 from google.protobuf import struct_pb2
 from playwright.sync_api import sync_playwright
 
-from tests.httpd import HttpDaemon, call, start_http_daemon
-from tests.test_console_browser import CHROMIUM_ARGS
+from harness.browser import CHROMIUM_ARGS
+from harness.httpd import HttpDaemon, call, start_http_daemon
 
 TARGET_SECONDS = 1.0
 PAGE = 200  # the console's page of events (app.js EVENTS_PAGE)

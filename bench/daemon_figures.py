@@ -21,10 +21,10 @@ from typing import Any
 
 from bench.clients import ClientPool
 from bench.profile import Profiler
-from bench.servers import RssSampler, rss_mb
 from bench.sizes import BATCH, FILL_BATCH, Sizes
 from bench.stats import Rate
-from tests.daemon import DaemonProcess
+from harness.daemon import DaemonProcess
+from harness.proc import RssSampler, rss_mb
 
 UNARY_RUN, INGEST_ONE_RUN, INGEST_BATCH_RUN = "bench-unary", "bench-ingest-1", "bench-ingest-100"
 PROBE_FEW_RUN, PROBE_MANY_RUN, SCALE_RUN = "bench-probe-few", "bench-probe-many", "bench-scale"
@@ -142,5 +142,5 @@ def measure(pool: ClientPool, daemon: DaemonProcess, sizes: Sizes, processes: in
         ingested_between_rss=probe_start.events + fill.events + probe_end.events,
         read=read, read_at_scale=read_at_scale,
         extra={"rss_at_start_mb": round(rss_start, 1), "rss_at_end_mb": round(rss_mb(pid), 1),
-               "rss_during_fill": sampler.samples},
+               "rss_during_fill": sampler.samples_mb()},
     )

@@ -42,8 +42,8 @@ from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.upkeep.checkpoint import wal_size
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
 from bench import workload
-from bench.servers import rss_mb
 from bench.stats import Rate
+from harness.proc import rss_mb
 
 UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
 INSERT = {

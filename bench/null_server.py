@@ -65,7 +65,7 @@ async def serve(listen: str) -> None:
     event_stream_pb2_grpc.add_EventStreamServicer_to_server(NullEventStream(), server)
     port = server.add_insecure_port(listen)
     await server.start()
-    # The line tests/daemon.py waits for, so both servers start the same way.
+    # The line harness/daemon.py waits for, so both servers start the same way.
     print(f"listening on {listen} (port {port}), no storage", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -34,9 +34,9 @@ from aivcs_ledgerd.otlp.spans import map_span
 from bench import workload
 from bench.loads import CHANNEL_OPTIONS, BenchError
 from bench.report import Row
-from bench.servers import cpu_seconds
 from bench.sizes import Sizes
 from bench.stats import Rate
+from harness.proc import cpu_seconds
 
 SPANS_PER_EXPORT = 512
 EXPORTS_IN_FLIGHT = 4

@@ -3,7 +3,7 @@
 The same writers (threads of this process, one event per append, with
 idempotency keys and retries, on a few shared runs) write for the same time
 through one daemon, then through three replicas on a fresh server, on the
-stand-in SurrealDB server (tests/surrealdb_stand_in.py) over the memory
+stand-in SurrealDB server (harness/surrealdb_stand_in.py) over the memory
 engine and over SurrealKV. Reported per engine: appends per second each way
 and their ratio (target: three replicas at least 0.8x one), retryable
 refusals (target: at most 1 %), and whether every acknowledged append is
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.replicas import Tally, check_stored, create_runs, start_replicas, stop_replicas, subscription_lag, write
-from tests.surrealdb_stand_in import stand_in_server
+from harness.replicas import Tally, check_stored, create_runs, start_replicas, stop_replicas, subscription_lag, write
+from harness.surrealdb_stand_in import stand_in_server
 
 
 def through(tmp: Path, engine: str, replicas: int, writers: int, runs: int, seconds: float) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`python -m bench.replicas_campaign`: replicas and the database server killed again and again under load.
 
 Three replicas on the stand-in SurrealDB server over SurrealKV
-(tests/surrealdb_stand_in.py); writers append single events with
+(harness/surrealdb_stand_in.py); writers append single events with
 idempotency keys to shared runs through all three, retrying and failing
 over as a client does. Every `--interval` seconds one event happens at
 random: a replica is killed (SIGKILL) and started again, a replica is
@@ -23,9 +23,9 @@ import threading
 import time
 from pathlib import Path
 
-from tests.daemon import start_daemon
-from tests.replicas import Tally, check_stored, create_runs, longest_pause, start_replicas, stop_replicas, write
-from tests.surrealdb_stand_in import stand_in_server
+from harness.daemon import start_daemon
+from harness.replicas import Tally, check_stored, create_runs, longest_pause, start_replicas, stop_replicas, write
+from harness.surrealdb_stand_in import stand_in_server
 
 
 def main(argv: list[str] | None = None) -> int:

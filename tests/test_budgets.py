@@ -2,7 +2,7 @@
 
 The floods here are small enough to run in seconds and big enough that the
 daemon without its budgets grows by hundreds of MB; RSS is read from /proc
-(bench.servers.rss_mb) while the flood runs.
+(harness/proc.py) while the flood runs.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from aivcs_ledgerd.ledger.limits import MAX_READ_MESSAGE_BYTES, MESSAGE_FRAMING,
 from aivcs_ledgerd.process.app import StartupError
 from aivcs_ledgerd.process.operations import HEALTH_MAX_STREAMS_PER_CONNECTION
 from aivcs_ledgerd.transport.run_ledger import MAX_TAGS_BYTES
-from bench.servers import RssSampler, rss_mb
-from tests.daemon import DaemonProcess, free_port, start_daemon
-from tests.inprocess import Fault, Stubs, running
-from tests.inprocess import channel as aio_channel
+from harness.daemon import DaemonProcess, free_port, start_daemon
+from harness.faults import StoreFaults
+from harness.inprocess import Stubs, running
+from harness.inprocess import channel as aio_channel
+from harness.proc import RssSampler, rss_mb, threads
 
 Code = grpc.StatusCode
 SPEC = "ab" * 32
@@ -238,7 +239,7 @@ async def test_unary_requests_over_the_daemon_budget_are_resource_exhausted() ->
         def big(run_id: str) -> es.AppendEventsRequest:
             return es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="k", payload=payload)])
 
-        fault = Fault(daemon)
+        fault = StoreFaults(daemon)
         fault.hang()  # admitted appends stay in flight, holding their bytes
         held = [asyncio.ensure_future(stubs.events.AppendEvents(big(run_id), timeout=10)) for run_id in runs[:2]]
         await asyncio.sleep(0.5)
@@ -246,7 +247,7 @@ async def test_unary_requests_over_the_daemon_budget_are_resource_exhausted() ->
             await stubs.events.AppendEvents(big(runs[2]), timeout=10)
         assert info.value.code() == Code.RESOURCE_EXHAUSTED, info.value
         assert "not yet answered" in (info.value.details() or "")
-        fault.recover()
+        fault.restore()
         await asyncio.gather(*held, return_exceptions=True)
         # The budget came back: the same request is accepted now.
         reply = await stubs.events.AppendEvents(big(runs[2]), timeout=10)
@@ -515,13 +516,6 @@ def test_refused_calls_with_a_huge_run_id_write_a_bounded_log(tmp_path: Path, lo
 # --- side ports ----------------------------------------------------------------------------------
 
 
-def _threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise RuntimeError("no thread count")
-
-
 def _scrape(port: int) -> str:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -536,7 +530,7 @@ def test_half_sent_metrics_requests_do_not_spawn_threads(tmp_path: Path) -> None
     daemon = start_daemon(tmp_path, extra=["--metrics-listen", f"127.0.0.1:{port}"])
     try:
         assert "grpc_server_started_total" in _scrape(port)
-        before = _threads(daemon.process.pid)
+        before = threads(daemon.process.pid)
         sockets = []
         try:
             for _ in range(1000):
@@ -544,7 +538,7 @@ def test_half_sent_metrics_requests_do_not_spawn_threads(tmp_path: Path) -> None
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # never the blank line
                 sockets.append(sock)
             time.sleep(1.0)
-            during = _threads(daemon.process.pid)
+            during = threads(daemon.process.pid)
         finally:
             for sock in sockets:
                 sock.close()

@@ -11,7 +11,6 @@ default settings ingests past the point where the engine alone stalls.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import shutil
 import subprocess
@@ -31,10 +30,10 @@ from aivcs_ledgerd.store.gate import Gate
 from aivcs_ledgerd.upkeep import heap
 from aivcs_ledgerd.upkeep.checkpoint import Checkpointer, wal_size
 from aivcs_ledgerd.upkeep.health import HealthMonitor
-from bench.servers import rss_mb
-from tests.daemon import start_daemon
+from harness.daemon import start_daemon
+from harness.data import SPEC
+from harness.proc import rss_mb
 
-SPEC = hashlib.sha256(b"checkpoint").hexdigest()
 FLUSHED = "database checkpoint: flushed"
 
 

@@ -8,7 +8,6 @@ interleaved with another or overwritten (docs/architecture.md, hazard 2).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +25,8 @@ from aivcs_ledgerd.ledger.errors import Aborted
 from aivcs_ledgerd.ledger.runs import NewRun
 from aivcs_ledgerd.model import Evaluation, NewEvent
 from aivcs_ledgerd.store import Database, init_schema
-from tests.daemon import DaemonProcess
-
-SPEC = hashlib.sha256(b"concurrency").hexdigest()
+from harness.daemon import DaemonProcess
+from harness.data import SPEC
 
 
 @dataclass(frozen=True)

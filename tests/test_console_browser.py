@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,35 +18,13 @@ from typing import Any
 import pytest
 from aivcs.ledger.v1 import release_registry_pb2
 
-from tests.httpd import SPEC_A, SPEC_B, HttpDaemon, start_http_daemon
-from tests.test_http_api import Stubs, append, create
+from harness.browser import CHROMIUM, CHROMIUM_ARGS
+from harness.httpd import SPEC_A, SPEC_B, HttpDaemon, Stubs, append, create, start_http_daemon
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (make install installs it)", allow_module_level=True)
-
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDaemon]:
-    served = start_http_daemon(tmp_path_factory.mktemp("console"))
-    yield served
-    assert served.daemon.stop() == 0, served.daemon.log()
-
-
-@pytest.fixture(scope="module")
-def stubs(served: HttpDaemon) -> Iterator[Stubs]:
-    with served.daemon.channel() as channel:
-        yield Stubs(channel)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The daemon killed with SIGKILL under load, again and again, and stopped with SIGTERM: no history lost or invented.
 
 Both tests run the real daemon as a subprocess on durable `surrealkv://`
-storage, with the engines of bench/reliability.py (the long version:
+storage, with the engine of harness/crash.py (the long version:
 `python -m bench.reliability --kills 200`). Environment knobs for longer CI
 runs: AIVCS_CRASH_KILLS (default 20), AIVCS_CRASH_SEED (default: random,
 printed on failure).
@@ -20,17 +20,8 @@ from aivcs.ledger.v1 import event_pb2
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
-from bench.reliability import (
-    Book,
-    Clients,
-    Connection,
-    CrashFigures,
-    Supervisor,
-    Verdict,
-    _connection,
-    check_runs,
-    crash_campaign,
-)
+from harness.crash import Book, Clients, CrashFigures, Verdict, check_runs, crash_campaign
+from harness.supervisor import Connection, Supervisor, connect
 
 KILLS = int(os.environ.get("AIVCS_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("AIVCS_CRASH_SEED", str(random.randrange(1_000_000))))
@@ -99,7 +90,7 @@ def test_graceful_stop_during_heavy_ingestion_keeps_every_acknowledged_call(tmp_
         assert not any(code in book.codes for code in ("UNKNOWN", "INTERNAL")), book.codes
         supervisor.start()
         assert supervisor.target is not None
-        with _connection(supervisor.target) as connection:
+        with connect(supervisor.target) as connection:
             verdict = check_runs(connection, book, run_ids, replays=30)
         verdict.problems = book.problems + verdict.problems
         assert_intact(verdict, every_batch_acknowledged=False)
@@ -132,18 +123,18 @@ def test_appends_acknowledged_after_a_torn_wal_tail_was_repaired_survive_the_nex
         return acknowledged
 
     try:
-        with _connection(supervisor.start()) as connection:
+        with connect(supervisor.start()) as connection:
             connection.runs.CreateRun(rl.CreateRunRequest(spec_digest="7" * 64, agent_name="torn", run_id=run_id))
             append_batches(connection, "a")
         supervisor.kill()
         wal = sorted((tmp_path / "ledger-data" / "wal").iterdir())[-1]
         os.truncate(wal, wal.stat().st_size - 7)  # the last record, torn
-        with _connection(supervisor.start()) as connection:
+        with connect(supervisor.start()) as connection:
             recovered = connection.runs.GetRun(rl.GetRunRequest(run_id=run_id)).run.total_events
             assert recovered == 190, "the torn record (the last batch) is dropped, everything before it kept"
             acknowledged = append_batches(connection, "b")
         supervisor.kill()
-        with _connection(supervisor.start()) as connection:
+        with connect(supervisor.start()) as connection:
             stored = {e.payload.fields["token"].string_value: e.seq for m in connection.events.ReadEvents(
                 es.ReadEventsRequest(run_id=run_id), timeout=30) for e in m.events}
             verdict = connection.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id))

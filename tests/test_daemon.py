@@ -23,7 +23,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from aivcs_ledgerd.process.cli import command
 from aivcs_ledgerd.store import Database
-from tests.daemon import free_port, start_daemon
+from harness.daemon import free_port, run_to_exit, start_daemon
 
 LEDGER_SERVICES = ["aivcs.ledger.v1.RunLedger", "aivcs.ledger.v1.EventStream", "aivcs.ledger.v1.ReleaseRegistry"]
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -39,15 +39,7 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 def run_cli(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run `aivcs-ledgerd ARGS` to completion (for invocations that must not start)."""
-    return subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", *args],
-        cwd=cwd,
-        env=env or clean_env(),
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_to_exit(args, cwd, env or clean_env())
 
 
 def health_check(target: str, service: str = "") -> Any:

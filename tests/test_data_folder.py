@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,20 +11,12 @@ import pytest
 from aivcs_ledgerd.config import DEFAULT_DB
 from aivcs_ledgerd.store import UnsupportedScheme
 from aivcs_ledgerd.store.location import resolve
-from tests.daemon import start_daemon
+from harness.daemon import run_to_exit, start_daemon
 
 
 def run_cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIVCS_LEDGER_")}
-    return subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", "--listen", "127.0.0.1:0", *args],
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_to_exit(["--listen", "127.0.0.1:0", *args], cwd, env)
 
 
 def test_a_relative_folder_is_made_absolute_against_the_working_directory(

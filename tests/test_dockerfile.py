@@ -34,7 +34,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.process.cli import command
-from tests.daemon import free_port, wait_serving
+from harness.daemon import free_port, wait_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import signal
 import threading
 from collections.abc import Iterator
@@ -19,11 +18,11 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from google.protobuf import json_format
 
 from aivcs_ledgerd.store import Database
-from tests.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, start_daemon
+from harness.data import SPEC
 
 RunLedgerStub = run_ledger_pb2_grpc.RunLedgerStub
 EventStreamStub = event_stream_pb2_grpc.EventStreamStub
-SPEC = hashlib.sha256(b"durability").hexdigest()
 
 
 def stop_cleanly(daemon: DaemonProcess) -> int:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,28 +19,13 @@ from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from google.protobuf import json_format, timestamp_pb2
 
-from tests.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, start_daemon
+from harness.data import new_run
+from harness.expect import fails
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"spec").hexdigest()
 NANOS = 1_000_000_000
 FOUR_MIB = 4 * 1024 * 1024
-
-
-@contextmanager
-def fails(code: grpc.StatusCode, *words: str) -> Iterator[None]:
-    """The call inside fails with `code`, and its message names each of `words`."""
-    with pytest.raises(grpc.RpcError) as info:
-        yield
-    error: Any = info.value
-    assert error.code() == code, f"{error.code()}: {error.details()}"
-    for word in words:
-        assert word in error.details(), f"{word!r} not named in {error.details()!r}"
-
-
-def new_run(runs: RunLedgerStub) -> str:
-    request = rl.CreateRunRequest(spec_digest=SPEC, agent_name="events-test", run_id=f"run-{uuid.uuid4()}")
-    return runs.CreateRun(request).run.run_id
 
 
 def event(kind: str = "step", payload: dict[str, Any] | None = None, at_ns: int | None = None) -> event_pb2.EventInput:

@@ -1,7 +1,7 @@
 """Faults injected at the store boundary of an in-process daemon: every caller gets a deliberate status.
 
 `daemon.db.send` wraps every raw round trip to SurrealDB; these tests replace
-it with wrappers that fail, hang past the daemon's `db_timeout`, fail only the
+it (harness/faults.py) with wrappers that fail, hang past the daemon's `db_timeout`, fail only the
 Nth call, or fail after the engine has executed the statement (the write
 happened, the caller sees an error). Whatever the fault, a caller gets
 UNAVAILABLE or ABORTED (never UNKNOWN or INTERNAL), no batch is ever stored in
@@ -13,7 +13,6 @@ VerifyRun holds. No test restarts the daemon.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -33,110 +32,21 @@ from aivcs.ledger.v1 import release_registry_pb2 as rr
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.process.app import Daemon, start
-from aivcs_ledgerd.store import QueryFailed, StoreConflict, StoreUnavailable
+from aivcs_ledgerd.process.app import Daemon
+from aivcs_ledgerd.store import QueryFailed, StoreConflict
+from harness.codes import code_of
+from harness.data import SPEC, digest
+from harness.faults import Fault, StoreFaults, is_append
+from harness.inprocess import running
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"faults").hexdigest()
-OTHER_SPEC = hashlib.sha256(b"faults-other").hexdigest()
+OTHER_SPEC = digest("faults-other")
 DB_TIMEOUT = 0.5
 # What a caller may get while the store misbehaves (docs/architecture.md, "Errors": UNAVAILABLE when the database
 # cannot be reached; ABORTED for a conflict the caller should retry).
 DELIBERATE = {Code.UNAVAILABLE, Code.ABORTED}
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
-
-def is_append(sql: str) -> bool:
-    return "INSERT INTO run_events" in sql
-
-
-def everything(sql: str) -> bool:
-    return True
-
-
-class Faults:
-    """A replacement for `Database.send`: the calls `only` selects meet the installed fault."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self.db = daemon.db
-        self.real: Send = daemon.db.send
-        self.calls = 0  # selected calls since the last install
-        self.executed = 0  # selected calls the engine really ran
-        self.released = asyncio.Event()
-        self._fault: Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]] | None = None
-        self._only: Callable[[str], bool] = everything
-
-    def install(
-        self,
-        fault: Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]],
-        only: Callable[[str], bool] = everything,
-    ) -> None:
-        self.calls = self.executed = 0
-        self.released = asyncio.Event()
-        self._fault, self._only = fault, only
-        self.db.send = self._send
-
-    def restore(self) -> None:
-        self.released.set()
-        self.db.send = self.real
-
-    async def _send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
-        if self._fault is None or not self._only(sql):
-            return await self.real(sql, variables)
-        self.calls += 1
-        return await self._fault(sql, variables, self.calls)
-
-    async def execute(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
-        answer = await self.real(sql, variables)
-        self.executed += 1
-        return answer
-
-    # The faults.
-
-    async def unavailable(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-        raise StoreUnavailable("injected: database unreachable")
-
-    async def hang_then_execute(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-        await asyncio.sleep(DB_TIMEOUT * 3)
-        return await self.execute(sql, variables)
-
-    async def execute_then_hang(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-        answer = await self.execute(sql, variables)
-        await asyncio.sleep(DB_TIMEOUT * 3)
-        return answer
-
-    async def hold_until_restored(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-        await self.released.wait()
-        return await self.execute(sql, variables)
-
-    async def execute_then_fail(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-        await self.execute(sql, variables)
-        raise StoreUnavailable("injected: the connection dropped before the answer arrived")
-
-    def nth(self, target: int, after: bool = False) -> Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]]:
-        async def fault(sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-            if n != target:
-                return await self.execute(sql, variables)
-            if after:
-                await self.execute(sql, variables)
-            raise StoreUnavailable(f"injected: call {n} failed")
-
-        return fault
-
-    def raising(self, error: BaseException) -> Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]]:
-        async def fault(sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-            raise error
-
-        return fault
-
-    def answering(self, answer: Any) -> Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]]:
-        async def fault(sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
-            return answer  # type: ignore[no-any-return]
-
-        return fault
 
 
 @dataclass
@@ -147,7 +57,7 @@ class Client:
     events: event_stream_pb2_grpc.EventStreamStub
     releases: release_registry_pb2_grpc.ReleaseRegistryStub
     health: health_pb2_grpc.HealthStub
-    faults: Faults
+    faults: StoreFaults
     serial: itertools.count[int] = field(default_factory=itertools.count)
 
     async def new_run(self, prefix: str = "fault") -> str:
@@ -173,34 +83,19 @@ class Client:
 
 @pytest.fixture
 async def client() -> AsyncIterator[Client]:
-    settings = Settings(
-        listen="127.0.0.1:0", db="mem://", db_timeout=DB_TIMEOUT, health_interval=0.2, grace_period=1.0,
-    )
-    daemon = await start(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}")
-    faults = Faults(daemon)
-    try:
-        yield Client(
-            daemon, channel, run_ledger_pb2_grpc.RunLedgerStub(channel), event_stream_pb2_grpc.EventStreamStub(channel),
-            release_registry_pb2_grpc.ReleaseRegistryStub(channel), health_pb2_grpc.HealthStub(channel), faults,
-        )
-    finally:
-        faults.restore()
-        await channel.close()
-        await stop_even_if_broken(daemon)
-
-
-async def stop_even_if_broken(daemon: Daemon) -> None:
-    """`daemon.stop()`, and if that fails (a test below shows how it can), stop the parts by hand so
-    the next test does not inherit a live server."""
-    try:
-        await daemon.stop()
-    except Exception:
-        await daemon.server.stop(None)
-        await daemon.ledger.close()
-        if daemon.ops is not None:
-            await daemon.ops.stop()
-        await daemon.db.close()
+    settings = {"db_timeout": DB_TIMEOUT, "health_interval": 0.2, "grace_period": 1.0}
+    async with running(lenient_stop=True, **settings) as daemon:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{daemon.port}")
+        faults = StoreFaults(daemon, timeout=DB_TIMEOUT)
+        try:
+            yield Client(
+                daemon, channel, run_ledger_pb2_grpc.RunLedgerStub(channel),
+                event_stream_pb2_grpc.EventStreamStub(channel), release_registry_pb2_grpc.ReleaseRegistryStub(channel),
+                health_pb2_grpc.HealthStub(channel), faults,
+            )
+        finally:
+            faults.restore()
+            await channel.close()
 
 
 # --- batches whose fate can be read back -----------------------------------------------------------------
@@ -250,17 +145,13 @@ async def ingest(client: Client, batches: list[Batch], deadline: float = 20) -> 
         async for reply in call:
             batch = batches[reply.batch_id]
             if reply.HasField("error"):
-                answers[batch.key] = _code(reply.error.code)
+                answers[batch.key] = code_of(reply.error.code)
             else:
                 answers[batch.key] = (reply.first_seq, reply.last_seq)
     except grpc.aio.AioRpcError as error:
         for batch in batches:
             answers.setdefault(batch.key, error.code())
     return answers
-
-
-def _code(number: int) -> Code:
-    return next(code for code in Code if code.value[0] == number)
 
 
 async def assert_whole_or_absent(
@@ -371,7 +262,7 @@ async def _ingest_one(client: Client, run_id: str, event: event_pb2.EventInput) 
     replies = [r async for r in client.events.IngestEvents(iter(requests))]  # type: ignore[arg-type]
     assert [r.batch_id for r in replies] == [7]
     if replies[0].HasField("error"):
-        raise IngestRefused(_code(replies[0].error.code))
+        raise IngestRefused(code_of(replies[0].error.code))
 
 
 async def prepared(client: Client) -> tuple[str, str, list[event_pb2.Event]]:
@@ -385,7 +276,7 @@ async def prepared(client: Client) -> tuple[str, str, list[event_pb2.Event]]:
     return run_id, done_run, await client.read(run_id)
 
 
-FAULTS: dict[str, Callable[[Faults], Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]]]] = {
+FAULTS: dict[str, Callable[[StoreFaults], Fault]] = {
     "unavailable": lambda f: f.unavailable,
     "hang past the timeout": lambda f: f.hang_then_execute,
     "query failed": lambda f: f.raising(QueryFailed("injected: statement failed")),

@@ -23,56 +23,14 @@ from typing import Any
 import grpc
 import pytest
 from aivcs.ledger.v1 import (
-    event_pb2,
-    event_stream_pb2,
-    event_stream_pb2_grpc,
     release_registry_pb2,
-    release_registry_pb2_grpc,
     run_ledger_pb2,
-    run_ledger_pb2_grpc,
 )
-from google.protobuf import struct_pb2
 
-from tests.daemon import start_daemon
-from tests.httpd import HTTP_LINE, SPEC_A, SPEC_B, SPEC_C, HttpDaemon, call, start_http_daemon
-from tests.inprocess import running
-from tests.test_security import Pki, pki, tls_settings  # noqa: F401 (pki is a fixture)
-
-
-class Stubs:
-    def __init__(self, channel: grpc.Channel) -> None:
-        self.runs = run_ledger_pb2_grpc.RunLedgerStub(channel)
-        self.events = event_stream_pb2_grpc.EventStreamStub(channel)
-        self.releases = release_registry_pb2_grpc.ReleaseRegistryStub(channel)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HttpDaemon]:
-    served = start_http_daemon(tmp_path_factory.mktemp("http"))
-    yield served
-    assert served.daemon.stop() == 0, served.daemon.log()
-
-
-@pytest.fixture(scope="module")
-def stubs(served: HttpDaemon) -> Iterator[Stubs]:
-    with served.daemon.channel() as channel:
-        yield Stubs(channel)
-
-
-def create(stubs: Stubs, agent: str, spec: str = SPEC_A, git_sha: str | None = None) -> str:
-    request = run_ledger_pb2.CreateRunRequest(spec_digest=spec, agent_name=agent)
-    if git_sha is not None:
-        request.git_sha = git_sha
-    return stubs.runs.CreateRun(request, timeout=10).run.run_id
-
-
-def append(stubs: Stubs, run_id: str, *items: tuple[str, dict[str, Any]]) -> None:
-    inputs = []
-    for kind, payload in items:
-        value = struct_pb2.Struct()
-        value.update(payload)
-        inputs.append(event_pb2.EventInput(kind=kind, payload=value))
-    stubs.events.AppendEvents(event_stream_pb2.AppendEventsRequest(run_id=run_id, events=inputs), timeout=10)
+from harness.daemon import run_to_exit, start_daemon
+from harness.httpd import HTTP_LINE, SPEC_A, SPEC_B, SPEC_C, HttpDaemon, Stubs, append, call, create, start_http_daemon
+from harness.inprocess import running
+from harness.pki import Pki, tls_settings
 
 
 def refused(answer: Any, http_status: int, code: str, *words: str) -> None:
@@ -371,7 +329,7 @@ def test_tokens_and_roles_are_the_grpc_ones(tmp_path: Path, token_file: Path) ->
         assert served.daemon.stop() == 0, served.daemon.log()
 
 
-async def test_tls_settings_apply_to_the_http_port(pki: Pki) -> None:  # noqa: F811
+async def test_tls_settings_apply_to_the_http_port(pki: Pki) -> None:
     """With --tls-cert the HTTP port speaks only HTTPS; with --tls-client-ca it wants a client certificate."""
     async with running(http_listen="127.0.0.1:0", **tls_settings(pki, mutual=True)) as daemon:
         assert daemon.http is not None and daemon.http.scheme == "https"
@@ -457,8 +415,7 @@ def test_http_listen_from_the_environment_and_bad_addresses(tmp_path: Path) -> N
     finally:
         assert daemon.stop() == 0, daemon.log()
     for bad in ("127.0.0.1:99999", "no-port", "unix:/tmp/aivcs.sock"):
-        command = [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--http-listen", bad]
-        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        done = run_to_exit(["--db", "mem://", "--http-listen", bad], tmp_path)
         assert done.returncode == 2 and "--http-listen" in done.stderr, (bad, done.stderr)
 
 

@@ -3,7 +3,7 @@
 A RUNNING run with an inactivity timeout that gets no append and no
 Heartbeat for that long is FAILED by the daemon, with a status_reason saying
 so, exactly once, also when several daemons share one database (the stand-in
-SurrealDB server of tests/surrealdb_stand_in.py). Appends and heartbeats keep
+SurrealDB server of harness/surrealdb_stand_in.py). Appends and heartbeats keep
 it alive; its subscribers' streams end when it is failed.
 
 The timeouts are short (1 to 2 s) and every wait for the daemon to act is
@@ -13,7 +13,6 @@ bounded generously (WAIT), so the tests stay fast yet pass on a loaded machine.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import signal
 import subprocess
@@ -37,13 +36,13 @@ from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
 from aivcs_ledgerd.util.durations import format_duration_ms, parse_duration_ms
-from tests.daemon import DaemonProcess, start_daemon
-from tests.inprocess import Stubs, running
-from tests.inprocess import channel as inprocess_channel
-from tests.surrealdb_stand_in import stand_in_server
+from harness.daemon import DaemonProcess, run_to_exit, start_daemon
+from harness.data import SPEC
+from harness.inprocess import Stubs, running
+from harness.inprocess import channel as inprocess_channel
+from harness.surrealdb_stand_in import stand_in_server
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"inactivity timeouts").hexdigest()
 AGENT = "inactivity-test"
 WAIT = 30.0  # seconds: the longest the daemon may take to act before the test fails instead of hanging
 FAILED_LINE = "run failed for inactivity"
@@ -288,10 +287,7 @@ def test_the_environment_variable_sets_the_default(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["5x", "-1", "1h 30m", "11000d"])
 def test_a_bad_flag_value_stops_the_daemon_naming_the_flag(tmp_path: Path, value: str) -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--run-inactivity-timeout", value],
-        capture_output=True, text=True, timeout=WAIT, cwd=tmp_path,
-    )
+    done = run_to_exit(["--db", "mem://", "--run-inactivity-timeout", value], tmp_path, timeout=WAIT)
     assert done.returncode == 2
     assert "--run-inactivity-timeout" in done.stderr
 

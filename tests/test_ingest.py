@@ -7,7 +7,6 @@ batch from a torn one, and an acknowledged range from a misplaced one.
 
 from __future__ import annotations
 
-import hashlib
 import queue
 import random
 import threading
@@ -26,11 +25,11 @@ from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from google.protobuf import timestamp_pb2
 
-from bench.flood_memory import run_flood
-from tests.daemon import DaemonProcess, assert_serving, start_daemon
+from harness.daemon import DaemonProcess, assert_serving, start_daemon
+from harness.data import new_run
+from harness.flood import run_flood
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"ingest: streaming").hexdigest()
 STREAM_TIMEOUT = 120  # seconds; a hung stream fails the test instead of the CI job
 
 
@@ -38,12 +37,6 @@ def code_number(code: grpc.StatusCode) -> int:
     """The numeric gRPC status code, as IngestError.code carries it."""
     number: int = code.value[0]
     return number
-
-
-def new_run(runs: RunLedgerStub, name: str) -> str:
-    run_id = f"{name}-{uuid.uuid4()}"
-    runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="ingest-test", run_id=run_id))
-    return run_id
 
 
 def event(token: str, kind: str = "step", **extra: Any) -> event_pb2.EventInput:

@@ -15,8 +15,8 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
 from aivcs_ledgerd.middleware.calllog import REASON_LOG_BYTES
 from aivcs_ledgerd.process.stderr_relay import as_json
-from tests.daemon import start_daemon
-from tests.inprocess import SPEC
+from harness.daemon import run_to_exit, start_daemon
+from harness.data import SPEC
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -32,14 +32,7 @@ def json_lines(text: str) -> list[dict[str, Any]]:
 
 def test_grpc_cores_own_lines_are_json_under_log_json(tmp_path: Path) -> None:
     address = "192.0.2.1:50051"  # TEST-NET-1: never an address of this host, so gRPC core's bind fails and says so
-    result = subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", "--db", "mem://", "--listen", address, "--log-json"],
-        cwd=tmp_path,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_to_exit(["--db", "mem://", "--listen", address, "--log-json"], tmp_path)
     assert result.returncode != 0
     lines = json_lines(result.stderr)
     core = [line for line in lines if line["logger"] == "grpc"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,11 @@ from aivcs_ledgerd.process.operations import LIVENESS
 from aivcs_ledgerd.store import Database, StoreError
 from aivcs_ledgerd.store.database import Session
 from aivcs_ledgerd.upkeep.reconnect import DatabaseProbe
-from tests.daemon import free_port, start_daemon
-from tests.inprocess import SPEC, Fault, Stubs, channel, running, unique
+from harness.daemon import free_port, start_daemon
+from harness.data import SPEC, unique
+from harness.faults import StoreFaults
+from harness.inprocess import Stubs, channel, running
+from harness.metrics import sample, scrape
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -74,7 +76,7 @@ async def test_health_flips_with_the_database_and_rpcs_answer_unavailable_meanwh
         watcher = asyncio.create_task(watch())
         try:
             assert await next_status(statuses, 5) == SERVING
-            fault = Fault(daemon)
+            fault = StoreFaults(daemon)
             began = time.monotonic()
             fault.fail() if mode == "fail" else fault.hang()
 
@@ -95,7 +97,7 @@ async def test_health_flips_with_the_database_and_rpcs_answer_unavailable_meanwh
             reads = stubs.events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=10)
             await expect_unavailable(reads.read())
 
-            fault.recover()
+            fault.restore()
             assert await next_status(statuses, 5) == SERVING
             await check_all(health, SERVING)
             assert statuses.empty(), "Watch reports each change once"
@@ -113,7 +115,7 @@ async def test_ingest_stream_answers_each_batch_unavailable_while_the_database_i
     async with running(health_interval=INTERVAL, db_timeout=DB_TIMEOUT) as daemon, channel(daemon) as ch:
         stubs = Stubs(ch)
         run_id = await stubs.create()
-        fault = Fault(daemon)
+        fault = StoreFaults(daemon)
         fault.fail()
         requests = [
             es.IngestEventsRequest(batch_id=n, run_id=run_id, events=[event_pb2.EventInput(kind="k")])
@@ -124,7 +126,7 @@ async def test_ingest_stream_answers_each_batch_unavailable_while_the_database_i
         assert time.monotonic() - began < DB_TIMEOUT + 1.5
         assert [a.batch_id for a in answers] == [1, 2]
         assert all(a.error.code == Code.UNAVAILABLE.value[0] for a in answers)
-        fault.recover()
+        fault.restore()
         answers = [answer async for answer in stubs.events.IngestEvents(iter(requests), timeout=10)]
         assert [(a.first_seq, a.last_seq) for a in answers] == [(1, 1), (2, 2)]
 
@@ -164,25 +166,6 @@ async def test_a_session_without_namespace_counts_as_down() -> None:
 
 
 # --- metrics ----------------------------------------------------------------------------------------
-
-
-def scrape(port: int) -> dict[str, float]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    samples: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
-
-
-def sample(samples: dict[str, float], name: str, **labels: str) -> float:
-    """The value of the series `name` whose labels include `labels` (0 when absent)."""
-    for key, value in samples.items():
-        series, _, rest = key.partition("{")
-        if series == name and all(f'{k}="{v}"' in rest for k, v in labels.items()):
-            return value
-    return 0.0
 
 
 async def test_metrics_endpoint_counts_the_calls_made() -> None:

@@ -34,9 +34,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import NonRecordingSpan, Status, StatusCode, set_span_in_context
 
 from aivcs_ledgerd.store import StoreUnavailable
-from tests.daemon import DaemonProcess, free_port, start_daemon
-from tests.inprocess import Fault, channel, running
-from tests.test_security import _issue
+from harness.daemon import DaemonProcess, free_port, start_daemon
+from harness.faults import StoreFaults
+from harness.inprocess import channel, running
+from harness.pki import issue
+from harness.wire import field
 
 Code = grpc.StatusCode
 SPEC = "ab" * 32
@@ -285,8 +287,8 @@ def test_spans_of_two_processes_with_an_explicit_spec_digest_and_git_sha(
 
 
 def test_tls_and_bearer_tokens_with_the_exporters_headers(tmp_path: Path) -> None:
-    ca = _issue("test ca", None, ca=True)
-    server = _issue("localhost", ca, ca=False, server=True)
+    ca = issue("test ca", None, ca=True)
+    server = issue("localhost", ca, ca=False, server=True)
     (tmp_path / "server.pem").write_bytes(server.cert)
     (tmp_path / "server.key").write_bytes(server.key)
     (tmp_path / "tokens").write_text("read-write writer-token\nread-only reader-token\n")
@@ -425,27 +427,14 @@ def test_too_many_spans_in_one_request_is_invalid_argument_and_stores_nothing(ch
     assert missing.value.code() == Code.NOT_FOUND
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, data: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(data)) + data
-
-
 def test_requests_that_do_not_parse_are_invalid_argument(ch: grpc.Channel) -> None:
     tracer, memory = record()
     span = one_span_request(tracer, memory).resource_spans[0].scope_spans[0].spans[0]
     value = common_pb2.AnyValue(string_value="bottom").SerializeToString()
     for _ in range(60):  # AnyValue.array_value (5) -> ArrayValue.values (1): deeper than the runtime parses
-        value = _field(5, _field(1, value))
-    span_bytes = span.SerializeToString() + _field(9, _field(1, b"deep") + _field(2, value))  # Span.attributes
-    request = _field(1, _field(2, _field(2, span_bytes)))  # resource_spans -> scope_spans -> spans
+        value = field(5, field(1, value))
+    span_bytes = span.SerializeToString() + field(9, field(1, b"deep") + field(2, value))  # Span.attributes
+    request = field(1, field(2, field(2, span_bytes)))  # resource_spans -> scope_spans -> spans
     export_call = ch.unary_unary("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
     for body in (request, b"\xff\xff\xff"):
         with pytest.raises(grpc.RpcError) as refused:
@@ -466,13 +455,13 @@ async def test_unavailable_only_while_the_database_is_down_and_a_retry_stores_ea
     request = encode_spans(spans)
     async with running() as daemon, channel(daemon) as ch:
         stub = TraceServiceStub(ch)
-        fault = Fault(daemon)
+        fault = StoreFaults(daemon)
         fault.fail()
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Export(request, timeout=10)
         assert refused.value.code() == Code.UNAVAILABLE, refused.value.details()
         assert "export the request again" in (refused.value.details() or "")
-        fault.recover()
+        fault.restore()
         # Two exporters resending the same request at once: still one event per span.
         replies = await asyncio.gather(*(stub.Export(request, timeout=30) for _ in range(3)))
         assert not any(reply.HasField("partial_success") for reply in replies), replies

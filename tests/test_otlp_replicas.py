@@ -11,8 +11,8 @@ from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.trace.export import SpanExportResult
 
-from tests.replicas import start_replicas, stop_replicas
-from tests.surrealdb_stand_in import stand_in_server
+from harness.replicas import start_replicas, stop_replicas
+from harness.surrealdb_stand_in import stand_in_server
 from tests.test_otlp import agent_trace, export, get_run, raw_export, read_events, record, run_id_of
 
 

@@ -16,8 +16,8 @@ from aivcs.ledger.v1 import run_ledger_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.util.ports import PortUnavailable, check_exclusive
-from tests.daemon import DaemonProcess, free_port, start_daemon
-from tests.inprocess import SPEC
+from harness.daemon import DaemonProcess, free_port, start_daemon
+from harness.data import SPEC
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 CALLS = 20  # each on its own connection: with a shared port the kernel would hand some to the second daemon

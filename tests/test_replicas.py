@@ -1,4 +1,4 @@
-"""Several daemon replicas on one SurrealDB server (the stand-in, tests/surrealdb_stand_in.py) act as one ledger."""
+"""Several daemon replicas on one SurrealDB server (the stand-in, harness/surrealdb_stand_in.py) act as one ledger."""
 
 from __future__ import annotations
 
@@ -19,8 +19,9 @@ from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.release_registry_pb2_grpc import ReleaseRegistryStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
-from tests.daemon import assert_serving, free_port, start_daemon
-from tests.replicas import (
+from harness.daemon import assert_serving, free_port, start_daemon
+from harness.metrics import sample, scrape
+from harness.replicas import (
     Tally,
     check_stored,
     create_runs,
@@ -31,8 +32,7 @@ from tests.replicas import (
     subscription_lag,
     write,
 )
-from tests.surrealdb_stand_in import stand_in_server
-from tests.test_operations import sample, scrape
+from harness.surrealdb_stand_in import stand_in_server
 
 
 @pytest.mark.parametrize("engine", ["mem://", "surrealkv"])

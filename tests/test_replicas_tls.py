@@ -9,11 +9,9 @@ import pytest
 from aivcs.ledger.v1 import event_pb2
 from aivcs.ledger.v1 import event_stream_pb2 as es
 
-from tests.inprocess import Stubs, running
-from tests.surrealdb_stand_in import stand_in_server
-from tests.test_security import Pki, pki, secure, tls_settings
-
-__all__ = ["pki"]  # the module-scoped certificate fixture
+from harness.inprocess import Stubs, running
+from harness.pki import Pki, secure, tls_settings
+from harness.surrealdb_stand_in import stand_in_server
 
 
 @pytest.mark.parametrize("trusted", [True, False])

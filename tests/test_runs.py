@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -19,7 +17,9 @@ from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 from google.protobuf import json_format, timestamp_pb2
 
-from tests.daemon import start_daemon
+from harness.daemon import start_daemon
+from harness.data import SPEC, digest, unique
+from harness.expect import fails
 
 Code = grpc.StatusCode
 RUNNING, COMPLETED, FAILED, CANCELLED = (
@@ -29,28 +29,6 @@ RUNNING, COMPLETED, FAILED, CANCELLED = (
     run_pb2.RUN_STATUS_CANCELLED,
 )
 TERMINAL = (COMPLETED, FAILED, CANCELLED)
-
-
-def digest(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-SPEC = digest("spec")
-
-
-def unique(prefix: str = "run") -> str:
-    return f"{prefix}-{uuid.uuid4()}"
-
-
-@contextmanager
-def fails(code: grpc.StatusCode, *words: str) -> Iterator[None]:
-    """The call inside fails with `code`, and its message names each of `words`."""
-    with pytest.raises(grpc.RpcError) as info:
-        yield
-    error: Any = info.value
-    assert error.code() == code, f"{error.code()}: {error.details()}"
-    for word in words:
-        assert word in error.details(), f"{word!r} not named in {error.details()!r}"
 
 
 def create(runs: RunLedgerStub, **fields: Any) -> run_pb2.Run:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +13,16 @@ from aivcs.ledger.v1 import event_pb2
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import release_registry_pb2 as rr
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.methods import LEDGER_SERVICES, WRITE_METHODS
 from aivcs_ledgerd.middleware.security import Role, SecurityError, load_tokens
-from tests.inprocess import SPEC, Fault, Stubs, channel, running, unique
+from harness.data import SPEC, unique
+from harness.faults import StoreFaults
+from harness.inprocess import Stubs, channel, running
+from harness.pki import Pki, secure, tls_settings
 
 Code = grpc.StatusCode
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -38,94 +34,6 @@ async def refused(call: Any, code: grpc.StatusCode, *words: str) -> None:
     assert info.value.code() == code, f"{info.value.code()}: {info.value.details()}"
     for word in words:
         assert word in (info.value.details() or ""), info.value.details()
-
-
-# --- certificates the tests make -------------------------------------------------------------------
-
-
-@dataclass
-class Pem:
-    cert: bytes
-    key: bytes
-
-
-def _name(common: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def _issue(subject: str, issuer: Pem | None, *, ca: bool, server: bool = False) -> Pem:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    issuer_cert = x509.load_pem_x509_certificate(issuer.cert) if issuer else None
-    issuer_key = serialization.load_pem_private_key(issuer.key, None) if issuer else key
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(issuer_cert.subject if issuer_cert else _name(subject))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-    assert isinstance(issuer_key, ec.EllipticCurvePrivateKey)
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    return Pem(
-        cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
-
-
-@dataclass
-class Pki:
-    ca: Pem
-    server: Pem
-    client: Pem
-    stranger: Pem  # a client certificate from another CA
-    dir: Path
-
-    def write(self, name: str, data: bytes) -> Path:
-        path = self.dir / name
-        path.write_bytes(data)
-        return path
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    ca = _issue("test ca", None, ca=True)
-    other_ca = _issue("other ca", None, ca=True)
-    return Pki(
-        ca=ca,
-        server=_issue("localhost", ca, ca=False, server=True),
-        client=_issue("agent", ca, ca=False),
-        stranger=_issue("stranger", other_ca, ca=False),
-        dir=tmp_path_factory.mktemp("pki"),
-    )
-
-
-def tls_settings(pki: Pki, mutual: bool = False) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "tls_cert": pki.write("server.pem", pki.server.cert),
-        "tls_key": pki.write("server.key", pki.server.key),
-    }
-    if mutual:
-        settings["tls_client_ca"] = pki.write("ca.pem", pki.ca.cert)
-    return settings
-
-
-def secure(port: int, pki: Pki, client: Pem | None = None) -> grpc.aio.Channel:
-    credentials = grpc.ssl_channel_credentials(
-        root_certificates=pki.ca.cert,
-        private_key=client.key if client else None,
-        certificate_chain=client.cert if client else None,
-    )
-    options = [("grpc.use_local_subchannel_pool", 1)]
-    return grpc.aio.secure_channel(f"localhost:{port}", credentials, options=options)
 
 
 async def health_check(ch: grpc.aio.Channel) -> int:
@@ -342,7 +250,7 @@ async def test_too_many_inflight_appends_on_one_connection_is_resource_exhausted
     async with running(max_inflight_appends=2, db_timeout=5) as daemon, channel(daemon) as ch:
         stubs = Stubs(ch)
         runs = [await stubs.create() for _ in range(3)]
-        fault = Fault(daemon)
+        fault = StoreFaults(daemon)
         fault.hang()
         pending = [asyncio.create_task(stubs.append(run_id)) for run_id in runs[:2]]
         await asyncio.sleep(0.3)
@@ -352,7 +260,7 @@ async def test_too_many_inflight_appends_on_one_connection_is_resource_exhausted
         async with channel(daemon, separate=True) as other:  # not another connection's business
             pending.append(asyncio.create_task(Stubs(other).append(runs[2])))
             await asyncio.sleep(0.2)
-            fault.recover()
+            fault.restore()
             outcomes = await asyncio.gather(*pending, return_exceptions=True)
         # Admitted appends reached the (hung) database and answer UNAVAILABLE when it gives up.
         for outcome in outcomes:

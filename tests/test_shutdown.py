@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 
-from tests.daemon import start_daemon
+from harness.daemon import start_daemon
 
 SPEC = "c" * 64
 

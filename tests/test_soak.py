@@ -22,7 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.reliability import FORBIDDEN, SoakFigures, Supervisor, soak
+from harness.codes import FORBIDDEN
+from harness.soak import SoakFigures, soak
+from harness.supervisor import Supervisor
 
 SECONDS = float(os.environ.get("AIVCS_SOAK_SECONDS", "20"))
 

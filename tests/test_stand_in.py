@@ -1,4 +1,4 @@
-"""The daemon on `--db ws://...`, against the stand-in SurrealDB server (tests/surrealdb_stand_in.py)."""
+"""The daemon on `--db ws://...`, against the stand-in SurrealDB server (harness/surrealdb_stand_in.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
-from tests.daemon import start_daemon
-from tests.surrealdb_stand_in import stand_in_server
+from harness.daemon import start_daemon
+from harness.surrealdb_stand_in import stand_in_server
 
 SPEC = "c" * 64
 

@@ -8,13 +8,11 @@ daemon and killed with SIGKILL.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import shutil
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -29,9 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aivcs_ledgerd.store import StorageFault, StorageFull, StoreDamaged, wal
 from aivcs_ledgerd.store.faults import storage_fault
-from tests.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, run_to_exit, start_daemon
+from harness.data import SPEC
 
-SPEC = hashlib.sha256(b"storage faults").hexdigest()
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 EXTRA = ["--health-interval", "0.2", "--metrics-listen", "127.0.0.1:0"]
@@ -291,9 +289,7 @@ def damaged_copy(store: Path, tmp_path: Path, damage: str) -> tuple[Path, Path]:
 
 
 def repair(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "aivcs_ledgerd", "repair", "--db", url], capture_output=True, text=True, timeout=120
-    )
+    return run_to_exit(["repair", "--db", url], timeout=120)
 
 
 @pytest.mark.parametrize("damage", ["flip", "zero", "cut"])

@@ -9,14 +9,11 @@ subscription that ends early (cancel, deadline) must release what it held.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import statistics
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
@@ -26,17 +23,12 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
-from tests.daemon import DaemonProcess, assert_serving, start_daemon
+from harness import proc
+from harness.daemon import DaemonProcess, assert_serving, start_daemon
+from harness.data import new_run
 
 Code = grpc.StatusCode
-SPEC = hashlib.sha256(b"subscribe: subscriptions").hexdigest()
 WAIT = 60  # seconds: the longest any single step may take before the test fails instead of hanging
-
-
-def new_run(runs: RunLedgerStub, name: str) -> str:
-    run_id = f"{name}-{uuid.uuid4()}"
-    runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="subscribe-test", run_id=run_id))
-    return run_id
 
 
 def tokens(first: int, count: int) -> list[str]:
@@ -398,7 +390,7 @@ def test_stalled_subscribers_do_not_make_the_daemon_hold_their_whole_read_window
             append(events, run_id, first, 2, pad=pad)
         assert len(read(events, run_id)) == 150  # the engine's caches are warm before measuring
         pid = durable.process.pid
-        before = rss_mb(pid)
+        before = rss_mib(pid)
         stalled = []
         for _ in range(4):
             slow_channel = grpc.insecure_channel(durable.target, options=[("grpc.http2.bdp_probe", 0)])
@@ -406,7 +398,7 @@ def test_stalled_subscribers_do_not_make_the_daemon_hold_their_whole_read_window
                 es.SubscribeEventsRequest(run_id=run_id), timeout=WAIT)
             assert next(call).events[0].seq == 1  # and then it reads nothing more
             stalled.append((slow_channel, call))
-        grown = rss_mb(pid) - before
+        grown = rss_mib(pid) - before
         print(f"daemon RSS grew {grown:.0f} MB for 4 stalled subscribers")
         for slow_channel, call in stalled:
             call.cancel()
@@ -441,23 +433,11 @@ def test_subscription_past_its_deadline_ends_with_deadline_exceeded(
 
 
 def open_fds(pid: int) -> int:
-    """The daemon's open descriptors, less those on /proc: the embedded engine keeps one open on
-    /proc/<pid>/stat of every process and thread of the host, a number that moves with the host's load."""
-    count = 0
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue  # closed meanwhile
-        count += not target.startswith("/proc/")
-    return count
+    return proc.open_fds(pid, count_proc=False)
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+def rss_mib(pid: int) -> float:
+    return proc.rss_bytes(pid) / 2**20
 
 
 def test_cancelled_subscriptions_are_released(
@@ -487,13 +467,13 @@ def test_cancelled_subscriptions_are_released(
 
     pid = daemon.process.pid
     cycles(20)  # warm up: allocator arenas, gRPC's per-connection buffers
-    fds, rss = open_fds(pid), rss_mb(pid)
+    fds, rss = open_fds(pid), rss_mib(pid)
     cycles(100)
     assert_serving(daemon)
-    figures = f"descriptors {fds} -> {open_fds(pid)}, RSS {rss:.0f} -> {rss_mb(pid):.0f} MB"
+    figures = f"descriptors {fds} -> {open_fds(pid)}, RSS {rss:.0f} -> {rss_mib(pid):.0f} MB"
     print(f"after 100 cancelled subscriptions: {figures}")
     assert open_fds(pid) - fds <= 10, figures
-    assert rss_mb(pid) - rss < 50, figures
+    assert rss_mib(pid) - rss < 50, figures
 
     # Both runs are still followable to the end.
     complete(runs, live)

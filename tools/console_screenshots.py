@@ -22,9 +22,8 @@ sys.path.insert(0, str(REPO))
 from aivcs.ledger.v1 import release_registry_pb2, run_ledger_pb2  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-from tests.httpd import HttpDaemon, start_http_daemon  # noqa: E402
-from tests.test_console_browser import CHROMIUM_ARGS  # noqa: E402
-from tests.test_http_api import Stubs, append, create  # noqa: E402
+from harness.browser import CHROMIUM_ARGS  # noqa: E402
+from harness.httpd import HttpDaemon, Stubs, append, create, start_http_daemon  # noqa: E402
 
 SPECS = ["3f" * 32, "9c" * 32, "e1" * 32]
 AGENTS = ["support-triage", "code-reviewer", "release-notes"]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
-import uuid
 from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
@@ -18,16 +16,7 @@ from aivcs.ledger.cli import cli as command
 from aivcs.ledger.v1 import run_ledger_pb2, run_ledger_pb2_grpc, run_pb2
 from click.testing import CliRunner
 
-from tests.daemon import DaemonProcess, start_daemon
-
-
-def digest(text: str = "") -> str:
-    """A valid spec digest, different per text."""
-    return hashlib.sha256((text or uuid.uuid4().hex).encode()).hexdigest()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+from harness.daemon import DaemonProcess, start_daemon
 
 
 def events_of(client: Client, run_id: str) -> list[Event]:

@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from aivcs.ledger import Client, RunStatus
 
-from tests.client.conftest import cli, cli_command, cli_env, digest, unique
-from tests.daemon import DaemonProcess, free_port
+from harness.daemon import DaemonProcess, free_port
+from harness.data import digest, unique
+from tests.client.conftest import cli, cli_command, cli_env
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,8 @@ from aivcs.ledger import (
     Unavailable,
 )
 
-from tests.client.conftest import digest, unique
-from tests.daemon import DaemonProcess, free_port
+from harness.daemon import DaemonProcess, free_port
+from harness.data import digest, unique
 
 
 def test_errors_carry_the_code_and_the_daemons_message(client: Client) -> None:

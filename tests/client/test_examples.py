@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.daemon import DaemonProcess
 from tests.client.conftest import cli_env
-from tests.daemon import DaemonProcess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "clients" / "python" / "examples"
 

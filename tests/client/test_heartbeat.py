@@ -8,8 +8,8 @@ import time
 import pytest
 from aivcs.ledger import AsyncClient, Client, FailedPrecondition, NotFound, RunStatus
 
-from tests.client.conftest import digest, unique
-from tests.daemon import DaemonProcess
+from harness.daemon import DaemonProcess
+from harness.data import digest, unique
 
 # The daemon sweeps about once a second; the quiet spells below last several timeouts.
 TIMEOUT = 1.5

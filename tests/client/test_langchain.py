@@ -25,8 +25,9 @@ from langgraph.checkpoint.memory import MemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
 
-from tests.client.conftest import events_of, unique
-from tests.daemon import free_port
+from harness.daemon import free_port
+from harness.data import unique
+from tests.client.conftest import events_of
 
 
 class State(TypedDict, total=False):

@@ -22,8 +22,9 @@ from agents import (
 from aivcs.ledger import Client, RunStatus
 from aivcs.ledger.openai_agents import LedgerTracingProcessor, agent_spec, agent_spec_digest
 
+from harness.data import unique
 from tests.client.agents_fakes import ScriptedModel, call, say
-from tests.client.conftest import events_of, unique
+from tests.client.conftest import events_of
 
 
 @function_tool

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from aivcs.ledger import AsyncClient, Client, FailedPrecondition, RunStatus
 
-from tests.client.conftest import digest, unique
-from tests.daemon import DaemonProcess
+from harness.daemon import DaemonProcess
+from harness.data import digest, unique
 
 
 def test_normal_exit_completes_with_the_acknowledged_total(client: Client) -> None:

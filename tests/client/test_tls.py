@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aivcs.ledger import Client, RunStatus, Unauthenticated, Unavailable
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-from tests.client.conftest import cli, digest, unique
-from tests.daemon import PORT_LINE, free_port
+from harness.daemon import free_port, start_daemon
+from harness.data import digest, unique
+from harness.pki import make_pki
+from tests.client.conftest import cli
 
 TOKEN = "client-test-token"
 
@@ -29,34 +22,6 @@ TOKEN = "client-test-token"
 class Pem:
     cert: Path
     key: Path
-
-
-def issue(folder: Path, name: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-          *, server: bool = False) -> tuple[Pem, x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer[0].subject if issuer else subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
-    )
-    if server:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
-        )
-    cert = builder.sign(issuer[1] if issuer else key, hashes.SHA256())
-    pem = Pem(folder / f"{name}.pem", folder / f"{name}.key")
-    pem.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pem.key.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return pem, cert, key
 
 
 @dataclass
@@ -69,28 +34,23 @@ class SecureDaemon:
 @pytest.fixture(scope="module")
 def secure_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureDaemon]:
     folder = tmp_path_factory.mktemp("tls")
-    ca, ca_cert, ca_key = issue(folder, "ca", None)
-    server, _, _ = issue(folder, "server", (ca_cert, ca_key), server=True)
-    agent, _, _ = issue(folder, "agent", (ca_cert, ca_key))
+    pki = make_pki(folder)
+    ca = Pem(pki.write("ca.pem", pki.ca.cert), pki.write("ca.key", pki.ca.key))
+    server = Pem(pki.write("server.pem", pki.server.cert), pki.write("server.key", pki.server.key))
+    agent = Pem(pki.write("agent.pem", pki.client.cert), pki.write("agent.key", pki.client.key))
     tokens = folder / "tokens"
     tokens.write_text(f"read-write {TOKEN}\n")
-    port = free_port()
-    log_path = folder / "daemon.log"
-    args = [sys.executable, "-m", "aivcs_ledgerd", "--listen", f"127.0.0.1:{port}", "--db", "mem://",
-            "--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.cert),
-            "--auth-token-file", str(tokens)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    health = free_port()  # the gRPC port speaks only TLS: readiness is asked on the plaintext health port
+    daemon = start_daemon(
+        folder,
+        extra=["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.cert),
+               "--auth-token-file", str(tokens), "--health-listen", f"127.0.0.1:{health}"],
+        health_port=health,
+    )
     try:
-        deadline = time.monotonic() + 30
-        while not PORT_LINE.search(log_path.read_bytes()):
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield SecureDaemon(f"127.0.0.1:{port}", ca, agent)
+        yield SecureDaemon(daemon.target, ca, agent)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        daemon.stop()
 
 
 def test_library_over_mutual_tls_with_a_token(secure_daemon: SecureDaemon) -> None:

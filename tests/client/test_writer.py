@@ -23,8 +23,8 @@ from aivcs.ledger import (
     WriterSettings,
 )
 
-from tests.client.conftest import digest, unique
-from tests.daemon import DaemonProcess, free_port, start_daemon
+from harness.daemon import DaemonProcess, free_port, start_daemon
+from harness.data import digest, unique
 
 # A short drain on SIGTERM keeps the restart tests fast.
 FAST_DRAIN = {"AIVCS_LEDGER_GRACE_PERIOD": "1"}

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from aivcs.ledger import AsyncClient, Client, Unavailable
 
-from tests.client.conftest import digest, unique
-from tests.daemon import DaemonProcess, free_port, start_daemon
+from harness.daemon import DaemonProcess, free_port, start_daemon
+from harness.data import digest, unique
 
 WRITER_LOG = "aivcs.ledger.writer"
 

@@ -1,4 +1,4 @@
-"""The real daemon with its HTTP side on, and a small JSON client for it (stdlib only)."""
+"""The real daemon with its HTTP side on, a small JSON client for it (stdlib only), and gRPC to write what it shows."""
 
 from __future__ import annotations
 
@@ -13,7 +13,18 @@ from email.message import Message
 from pathlib import Path
 from typing import Any
 
-from tests.daemon import DaemonProcess, start_daemon
+import grpc
+from aivcs.ledger.v1 import (
+    event_pb2,
+    event_stream_pb2,
+    event_stream_pb2_grpc,
+    release_registry_pb2_grpc,
+    run_ledger_pb2,
+    run_ledger_pb2_grpc,
+)
+from google.protobuf import struct_pb2
+
+from harness.daemon import DaemonProcess, start_daemon
 
 HTTP_LINE = re.compile(r"HTTP API and console on (https?)://[^ ]*:(\d+)/")
 SPEC_A = "a" * 64
@@ -71,3 +82,28 @@ def call(
         text, status, got = error.read(), error.code, error.headers
     kind = got.get("Content-Type", "")
     return Answer(status, got, json.loads(text) if kind.startswith("application/json") else text)
+
+
+class Stubs:
+    """The three services' blocking stubs on one channel: how the HTTP tests write what they read back."""
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self.runs = run_ledger_pb2_grpc.RunLedgerStub(channel)
+        self.events = event_stream_pb2_grpc.EventStreamStub(channel)
+        self.releases = release_registry_pb2_grpc.ReleaseRegistryStub(channel)
+
+
+def create(stubs: Stubs, agent: str, spec: str = SPEC_A, git_sha: str | None = None) -> str:
+    request = run_ledger_pb2.CreateRunRequest(spec_digest=spec, agent_name=agent)
+    if git_sha is not None:
+        request.git_sha = git_sha
+    return stubs.runs.CreateRun(request, timeout=10).run.run_id
+
+
+def append(stubs: Stubs, run_id: str, *items: tuple[str, dict[str, Any]]) -> None:
+    inputs = []
+    for kind, payload in items:
+        value = struct_pb2.Struct()
+        value.update(payload)
+        inputs.append(event_pb2.EventInput(kind=kind, payload=value))
+    stubs.events.AppendEvents(event_stream_pb2.AppendEventsRequest(run_id=run_id, events=inputs), timeout=10)

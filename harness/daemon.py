@@ -1,4 +1,9 @@
-"""Start the real daemon as a subprocess on a free loopback port, for tests and benchmarks."""
+"""Start the real daemon as a subprocess on a free loopback port, for tests and benchmarks.
+
+Every subprocess server here (the daemon, bench/null_server.py) prints the
+same "listening on ... (port N)" line; `spawn` starts one with its output in
+a log file and `wait_listening` reads the port from that line.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PORT_LINE = re.compile(rb"listening on .* \(port (\d+)\)")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -24,6 +30,45 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def daemon_command(db: str = "mem://", extra: Sequence[str] = (), launcher: Sequence[str] = ()) -> list[str]:
+    """The daemon's command line on an OS-chosen loopback port."""
+    return [*launcher, sys.executable, "-m", "aivcs_ledgerd", "--listen", "127.0.0.1:0", "--db", db, *extra]
+
+
+def spawn(
+    args: Sequence[str], cwd: Path, log_path: Path, env: dict[str, str] | None = None, *, from_clone: bool = False
+) -> subprocess.Popen[bytes]:
+    """Start `args` in `cwd` with stdout and stderr in `log_path`; `env` adds to this process's environment.
+
+    `from_clone` puts the clone's root on PYTHONPATH, for `-m bench...` from any folder (the daemon
+    itself is installed and needs nothing of the clone).
+    """
+    full_env = {**os.environ, **(env or {})}
+    if from_clone:
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    with log_path.open("wb") as log:
+        return subprocess.Popen(list(args), stdout=log, stderr=subprocess.STDOUT, cwd=cwd, env=full_env)
+
+
+def wait_listening(process: subprocess.Popen[bytes], log_path: Path, deadline: float, what: str = "daemon") -> int:
+    """The port from the process's "listening on" line, once it is there.
+
+    Raises RuntimeError (with the log) when the process exits first or `deadline` (monotonic) passes;
+    a process still running then is killed.
+    """
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}:\n{log_path.read_text(errors='replace')}")
+        match = PORT_LINE.search(log_path.read_bytes())
+        if match:
+            return int(match.group(1))
+        if time.monotonic() > deadline:
+            process.kill()
+            process.wait()
+            raise RuntimeError(f"{what} did not start:\n{log_path.read_text(errors='replace')}")
+        time.sleep(0.02)
 
 
 @dataclass
@@ -65,23 +110,10 @@ def start_daemon(
     instead of the gRPC port (for a daemon with `--tls-cert`).
     """
     log_path = tmp / f"daemon-{time.monotonic_ns()}.log"
-    args = [*launcher, sys.executable, "-m", "aivcs_ledgerd", "--listen", "127.0.0.1:0", "--db", db, *extra]
-    full_env = {**os.environ, **(env or {})}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=tmp, env=full_env)
+    args = daemon_command(db, extra, launcher)
+    process = spawn(args, tmp, log_path, env)
     deadline = time.monotonic() + timeout
-    port = None
-    while port is None:
-        if process.poll() is not None:
-            raise RuntimeError(f"daemon exited with {process.returncode}:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"daemon did not start:\n{log_path.read_text()}")
-        match = PORT_LINE.search(log_path.read_bytes())
-        if match:
-            port = int(match.group(1))
-        else:
-            time.sleep(0.05)
+    port = wait_listening(process, log_path, deadline)
     daemon = DaemonProcess(process, f"127.0.0.1:{port}", log_path, args)
     probe = daemon.target if health_port is None else f"127.0.0.1:{health_port}"
     wait_serving(probe, deadline - time.monotonic())
@@ -110,3 +142,19 @@ def wait_serving(target: str, timeout: float) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{target} never became SERVING")
             time.sleep(0.05)
+
+
+def run_to_exit(
+    args: Sequence[str], cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run `aivcs-ledgerd ARGS` to completion, its output captured: for invocations that must not serve
+    (a refused flag, a port taken) and for subcommands. `env` replaces this process's environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "aivcs_ledgerd", *args],
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

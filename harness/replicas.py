@@ -18,7 +18,8 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
-from tests.daemon import DaemonProcess, start_daemon
+from harness.codes import TRANSIENT  # as the Python client retries: "try again", or a call the transport cut
+from harness.daemon import DaemonProcess, start_daemon
 
 
 def start_replicas(
@@ -44,8 +45,6 @@ def stop_replicas(replicas: Sequence[DaemonProcess]) -> None:
 
 
 SPEC = "d" * 64
-# As the Python client retries: a refusal saying "try again", or a call the transport cut (drain, kill).
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 
 
 @dataclass
@@ -111,7 +110,7 @@ def write(
                         break
                     except grpc.RpcError as error:
                         code = error.code()  # type: ignore[attr-defined]
-                        if code not in RETRYABLE or time.monotonic() > deadline:
+                        if code not in TRANSIENT or time.monotonic() > deadline:
                             with tally.lock:
                                 tally.failures.append(f"{key}: {code} {error.details()}")  # type: ignore[attr-defined]
                             return

@@ -1,15 +1,13 @@
 """The real daemon started inside the test's event loop, for fault injection at `Database.send`.
 
 The daemon serves on a loopback port and the tests talk to it through gRPC
-stubs, exactly as clients do; only the database's round trips can be swapped.
+stubs, exactly as clients do; only the database's round trips can be swapped
+(harness/faults.py).
 """
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,21 +18,35 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.process.app import Daemon, start
-from aivcs_ledgerd.store import StoreUnavailable
-
-SPEC = hashlib.sha256(b"operations").hexdigest()
-Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+from harness.data import SPEC
 
 
 @asynccontextmanager
-async def running(**settings: Any) -> AsyncIterator[Daemon]:
+async def running(*, lenient_stop: bool = False, **settings: Any) -> AsyncIterator[Daemon]:
+    """A daemon on `Settings(**settings)` (loopback port 0, mem:// unless given) for the block.
+
+    `lenient_stop`: for tests that break the daemon on purpose; if `stop()` fails, stop its parts
+    by hand so the next test does not inherit a live server.
+    """
     settings.setdefault("listen", "127.0.0.1:0")
     settings.setdefault("db", "mem://")
     daemon = await start(Settings(**settings))
     try:
         yield daemon
     finally:
+        await (stop_even_if_broken(daemon) if lenient_stop else daemon.stop())
+
+
+async def stop_even_if_broken(daemon: Daemon) -> None:
+    """`daemon.stop()`, and if that fails, stop the server, the ledger, the side ports and the database."""
+    try:
         await daemon.stop()
+    except Exception:
+        await daemon.server.stop(None)
+        await daemon.ledger.close()
+        if daemon.ops is not None:
+            await daemon.ops.stop()
+        await daemon.db.close()
 
 
 def channel(daemon: Daemon, *, separate: bool = False, **kwargs: Any) -> grpc.aio.Channel:
@@ -44,6 +56,8 @@ def channel(daemon: Daemon, *, separate: bool = False, **kwargs: Any) -> grpc.ai
 
 
 class Stubs:
+    """The three services' async stubs on one channel, with a bearer token if given."""
+
     def __init__(self, ch: grpc.aio.Channel, token: str | None = None) -> None:
         self.runs = run_ledger_pb2_grpc.RunLedgerStub(ch)
         self.events = event_stream_pb2_grpc.EventStreamStub(ch)
@@ -62,36 +76,3 @@ class Stubs:
         return await self.events.AppendEvents(
             es.AppendEventsRequest(run_id=run_id, events=events), metadata=self.metadata, timeout=10
         )
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4()}"
-
-
-class Fault:
-    """Swaps a daemon's `Database.send` for a broken one, and back."""
-
-    def __init__(self, daemon: Daemon) -> None:
-        self._db = daemon.db
-        self._real: Send = daemon.db.send
-        self.released = asyncio.Event()
-
-    def fail(self) -> None:
-        async def broken(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
-            raise StoreUnavailable("injected: the database is down")
-
-        self._db.send = broken
-
-    def hang(self) -> None:
-        """Round trips that never answer until `recover()`, then fail as a timed-out socket would."""
-        released = self.released
-
-        async def hung(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
-            await released.wait()
-            raise StoreUnavailable("injected: the answer came too late")
-
-        self._db.send = hung
-
-    def recover(self) -> None:
-        self.released.set()
-        self._db.send = self._real

@@ -1,4 +1,4 @@
-"""A stand-in SurrealDB server for tests: WebSocket RPC relayed to the embedded engine.
+"""A stand-in SurrealDB server for tests and benchmarks: WebSocket RPC relayed to the embedded engine.
 
 No SurrealDB server binary can be installed on the machines these tests run on,
 but the SDK's embedded engine executes exactly the CBOR RPC frames the SDK's
@@ -17,7 +17,7 @@ same namespace and database), live queries, and distributed storage (TiKV).
 
 Run it as a process:
 
-    python -m tests.surrealdb_stand_in --listen 127.0.0.1:0 --engine mem://
+    python -m harness.surrealdb_stand_in --listen 127.0.0.1:0 --engine mem://
 
 It prints `ws://HOST:PORT` on a line of its own once it accepts connections.
 From tests, use `stand_in_server()`.
@@ -149,7 +149,7 @@ def start_stand_in(tmp: Path, engine: str = "mem://", listen: str = "127.0.0.1:0
     log_path = tmp / f"stand-in-{time.monotonic_ns()}.log"
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
-    args = [sys.executable, "-m", "tests.surrealdb_stand_in", "--listen", listen, "--engine", engine]
+    args = [sys.executable, "-m", "harness.surrealdb_stand_in", "--listen", listen, "--engine", engine]
     deadline = time.monotonic() + timeout
     while True:
         with log_path.open("w") as log:

@@ -1,0 +1,123 @@
+"""Faults injected at the store boundary of an in-process daemon: its `Database.send` swapped and restored.
+
+`daemon.db.send` carries every raw round trip to SurrealDB. `StoreFaults`
+replaces it with a wrapper: the calls `only` selects meet the installed fault
+(fail, hang, fail only the Nth, fail after the engine ran the statement...),
+every other call goes through. `restore()` puts the real `send` back and
+lets go of every call held by `hold_until_restored` or `hang`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aivcs_ledgerd.process.app import Daemon
+from aivcs_ledgerd.store import StoreUnavailable
+
+Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Fault = Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]]  # (sql, variables, nth selected call)
+
+
+def everything(sql: str) -> bool:
+    return True
+
+
+def is_append(sql: str) -> bool:
+    return "INSERT INTO run_events" in sql
+
+
+class StoreFaults:
+    """A replacement for one daemon's `Database.send`; the faults are its methods."""
+
+    def __init__(self, daemon: Daemon, timeout: float = 0.5) -> None:
+        self.db = daemon.db
+        self.real: Send = daemon.db.send
+        self.timeout = timeout  # the daemon's db_timeout: `hang_then_execute` and `execute_then_hang` outlast it
+        self.calls = 0  # selected calls since the last install
+        self.executed = 0  # selected calls the engine really ran
+        self.released = asyncio.Event()
+        self._fault: Fault | None = None
+        self._only: Callable[[str], bool] = everything
+
+    def install(self, fault: Fault, only: Callable[[str], bool] = everything) -> None:
+        self.calls = self.executed = 0
+        self.released = asyncio.Event()
+        self._fault, self._only = fault, only
+        self.db.send = self._send
+
+    def restore(self) -> None:
+        self.released.set()
+        self.db.send = self.real
+
+    # The store as a test describes it.
+
+    def fail(self) -> None:
+        """Every round trip fails: the database is down."""
+        self.install(self.unavailable)
+
+    def hang(self) -> None:
+        """Round trips that never answer until `restore()`, then fail as a timed-out socket would."""
+        self.install(self.hang_until_restored)
+
+    async def _send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        if self._fault is None or not self._only(sql):
+            return await self.real(sql, variables)
+        self.calls += 1
+        return await self._fault(sql, variables, self.calls)
+
+    async def execute(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        answer = await self.real(sql, variables)
+        self.executed += 1
+        return answer
+
+    # The faults.
+
+    async def unavailable(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+        raise StoreUnavailable("injected: database unreachable")
+
+    async def hang_until_restored(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+        await self.released.wait()
+        raise StoreUnavailable("injected: the answer came too late")
+
+    async def hang_then_execute(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+        await asyncio.sleep(self.timeout * 3)
+        return await self.execute(sql, variables)
+
+    async def execute_then_hang(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+        answer = await self.execute(sql, variables)
+        await asyncio.sleep(self.timeout * 3)
+        return answer
+
+    async def hold_until_restored(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+        await self.released.wait()
+        return await self.execute(sql, variables)
+
+    async def execute_then_fail(self, sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+        await self.execute(sql, variables)
+        raise StoreUnavailable("injected: the connection dropped before the answer arrived")
+
+    def nth(self, target: int, after: bool = False) -> Fault:
+        """Only the `target`th selected call fails, before the engine ran it or (`after`) once it has."""
+
+        async def fault(sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+            if n != target:
+                return await self.execute(sql, variables)
+            if after:
+                await self.execute(sql, variables)
+            raise StoreUnavailable(f"injected: call {n} failed")
+
+        return fault
+
+    def raising(self, error: BaseException) -> Fault:
+        async def fault(sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+            raise error
+
+        return fault
+
+    def answering(self, answer: Any) -> Fault:
+        async def fault(sql: str, variables: dict[str, Any], n: int) -> dict[str, Any]:
+            return answer  # type: ignore[no-any-return]
+
+        return fault
