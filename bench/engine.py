@@ -188,9 +188,8 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
                           checkpointed)
 
 
-# The seed's secondary indexes on run_events, and every secondary index of the run row; the layouts
-# below differ only by which of them exist.
-SEED_EVENT_INDEXES = ("idx_run_id_seq", "idx_run_id", "idx_run_id_timestamp", "idx_kind", "idx_run_id_seq_timestamp")
+# The layouts differ only by which secondary indexes exist: the seed's on run_events too
+# (`--seed-indexes`), the daemon's default (none on run_events), and none on the run row either.
 LAYOUTS = ("seed indexes", "no event index", "no secondary index")
 SINGLE = INSERT["cbor"]
 
@@ -219,9 +218,7 @@ async def _layout(
     db = Database(connection, url, 60.0)
     try:
         await connection.use("aivcs", "ledger")
-        await init_schema(db)
-        if layout != "seed indexes":
-            await _drop_indexes(db, "run_events")
+        await init_schema(db, seed_indexes=layout == "seed indexes")
         if layout == "no secondary index":
             await _drop_indexes(db, "runs")
         runs = [f"{RUN_ID}-single", *(f"{RUN_ID}-{size}" for size in sizes)]
