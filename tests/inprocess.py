@@ -7,6 +7,7 @@ stubs, exactly as clients do; only the database's round trips can be swapped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -20,10 +21,16 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 
 from aivcs_ledgerd.app import Daemon, start
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.store import StoreUnavailable
+from aivcs_ledgerd.store import Database, StoreUnavailable
 
 SPEC = hashlib.sha256(b"operations").hexdigest()
 Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Replacement = Callable[[Send, str, dict[str, Any]], Awaitable[dict[str, Any]]]
+
+
+def intercept(db: Database, replacement: Replacement) -> Callable[[], None]:
+    """Route every round trip of `db` through `replacement(real, sql, variables)`; returns the undo."""
+    return db.wrap_send(lambda real: functools.partial(replacement, real))
 
 
 @asynccontextmanager
@@ -69,18 +76,23 @@ def unique(prefix: str) -> str:
 
 
 class Fault:
-    """Swaps a daemon's `Database.send` for a broken one, and back."""
+    """Breaks a daemon's round trips to the database (a wrapper of `Database.send`), and mends them."""
 
     def __init__(self, daemon: Daemon) -> None:
         self._db = daemon.db
-        self._real: Send = daemon.db.send
+        self._undo: Callable[[], None] | None = None
         self.released = asyncio.Event()
+
+    def _install(self, replacement: Send) -> None:
+        if self._undo is not None:
+            self._undo()
+        self._undo = self._db.wrap_send(lambda real: replacement)
 
     def fail(self) -> None:
         async def broken(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             raise StoreUnavailable("injected: the database is down")
 
-        self._db.send = broken
+        self._install(broken)
 
     def hang(self) -> None:
         """Round trips that never answer until `recover()`, then fail as a timed-out socket would."""
@@ -90,8 +102,10 @@ class Fault:
             await released.wait()
             raise StoreUnavailable("injected: the answer came too late")
 
-        self._db.send = hung
+        self._install(hung)
 
     def recover(self) -> None:
         self.released.set()
-        self._db.send = self._real
+        if self._undo is not None:
+            self._undo()
+            self._undo = None

@@ -1,12 +1,12 @@
 """Faults injected at the store boundary of an in-process daemon: every caller gets a deliberate status.
 
-`daemon.db.send` wraps every raw round trip to SurrealDB; these tests replace
-it with wrappers that fail, hang past the daemon's `db_timeout`, fail only the
+Every raw round trip to SurrealDB goes through `daemon.db.send`; these tests
+wrap it (`Database.wrap_send`) with wrappers that fail, hang past the daemon's `db_timeout`, fail only the
 Nth call, or fail after the engine has executed the statement (the write
 happened, the caller sees an error). Whatever the fault, a caller gets
 UNAVAILABLE or ABORTED (never UNKNOWN or INTERNAL), no batch is ever stored in
 part, a retry with the same idempotency key lands exactly once, and once
-`send` is restored the same daemon serves again: health SERVING, appends work,
+the wrapper is removed the same daemon serves again: health SERVING, appends work,
 VerifyRun holds. No test restarts the daemon.
 """
 
@@ -58,11 +58,12 @@ def everything(sql: str) -> bool:
 
 
 class Faults:
-    """A replacement for `Database.send`: the calls `only` selects meet the installed fault."""
+    """A wrapper of `Database.send` (Database.wrap_send): the calls `only` selects meet the installed fault."""
 
     def __init__(self, daemon: Daemon) -> None:
         self.db = daemon.db
         self.real: Send = daemon.db.send
+        self._undo: Callable[[], None] | None = None
         self.calls = 0  # selected calls since the last install
         self.executed = 0  # selected calls the engine really ran
         self.released = asyncio.Event()
@@ -77,11 +78,18 @@ class Faults:
         self.calls = self.executed = 0
         self.released = asyncio.Event()
         self._fault, self._only = fault, only
-        self.db.send = self._send
+        if self._undo is None:
+            self._undo = self.db.wrap_send(self._wrap)
+
+    def _wrap(self, real: Send) -> Send:
+        self.real = real
+        return self._send
 
     def restore(self) -> None:
         self.released.set()
-        self.db.send = self.real
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
 
     async def _send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
         if self._fault is None or not self._only(sql):

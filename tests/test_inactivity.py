@@ -38,7 +38,7 @@ from aivcs_ledgerd.durations import format_duration_ms, parse_duration_ms
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
 from tests.daemon import DaemonProcess, start_daemon
-from tests.inprocess import Stubs, running
+from tests.inprocess import Send, Stubs, intercept, running
 from tests.inprocess import channel as inprocess_channel
 from tests.surrealdb_stand_in import stand_in_server
 
@@ -325,18 +325,17 @@ async def test_a_run_is_never_failed_while_an_append_to_it_is_being_committed() 
     async with running() as daemon, inprocess_channel(daemon) as ch:
         stubs = Stubs(ch)
         run_id = await stubs.create(inactivity_timeout_ms=1000)
-        real = daemon.db.send
 
-        async def slow(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def slow(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             if "INSERT INTO run_events" in sql:
                 await asyncio.sleep(3)
             return await real(sql, variables)
 
-        daemon.db.send = slow
+        restore = intercept(daemon.db, slow)
         try:
             answer = await stubs.append(run_id, "slow")
         finally:
-            daemon.db.send = real
+            restore()
         assert (answer.first_seq, answer.last_seq) == (1, 1)
         deadline = time.monotonic() + WAIT
         while (run := (await stubs.runs.GetRun(rl.GetRunRequest(run_id=run_id), timeout=WAIT)).run).status == (
