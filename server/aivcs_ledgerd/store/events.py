@@ -79,9 +79,9 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
 
 _APPEND_BODY = """
     LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
-    IF $run = NONE { THROW 'aivcs:not_found' };
-    IF $run.status != 'running' { THROW 'aivcs:terminal' };
-    IF $run.total_events != $base { THROW 'aivcs:moved' };
+    IF $run = NONE { THROW 'aivcs:not_found' }
+    ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
+    ELSE IF $run.total_events != $base { THROW 'aivcs:moved' };
     INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
         id: type::record('run_events', [$run_id, $e[0]]),
         run_id: $run_id,
@@ -91,7 +91,11 @@ _APPEND_BODY = """
         timestamp: time::from_nanos($e[3]),
         timestamp_ns: $e[3],
         digest: $e[4],
-    }) RETURN NONE;
+    }) RETURN NONE;{keys}
+    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
+        last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
+"""
+_KEYS = """
     INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
         id: type::record('run_appends', [$run_id, $a[0]]),
         run_id: $run_id,
@@ -99,26 +103,25 @@ _APPEND_BODY = """
         first_seq: $a[1],
         last_seq: $a[2],
         fingerprint: $a[3],
-    }) RETURN NONE;
-    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
-        last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
-"""
+    }) RETURN NONE;"""
 _DEADLINE = ", inactivity_deadline_ns = $deadline"
 _TOKENS = (", input_tokens = (input_tokens ?? 0) + $input_tokens,"
            " output_tokens = (output_tokens ?? 0) + $output_tokens")
 
 
-def _append_sql(deadline: bool, tokens: bool, fenced: bool) -> str:
-    # The head update names only the fields this append changes: one statement, the same round trip.
+def _append_sql(deadline: bool, tokens: bool, fenced: bool, keys: bool = True) -> str:
+    # The head update names only the fields this append changes, and the statements are as few as the
+    # append needs (the checks one IF chain, no key insert without keys): each costs the engine time
+    # on the run's serial path.
     body = _APPEND_BODY.replace("{deadline}", _DEADLINE if deadline else "").replace(
         "{tokens}", _TOKENS if tokens else ""
-    )
+    ).replace("{keys}", _KEYS if keys else "")
     if fenced:
         body = FENCE_CHECK + body + FENCE_RENEW
     return "BEGIN TRANSACTION;" + body + "COMMIT TRANSACTION;"
 
 
-_APPENDS = {flags: _append_sql(*flags) for flags in itertools.product((False, True), repeat=3)}
+_APPENDS = {flags: _append_sql(*flags) for flags in itertools.product((False, True), repeat=4)}
 
 
 async def append(
@@ -159,20 +162,21 @@ async def append(
     With a `fence` (several replicas), it also checks that this replica still
     holds the run's lease at that epoch, else Rejected("fenced"), and renews it.
     """
-    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0), fence is not None]
+    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0), fence is not None, bool(appends)]
     variables = {
         "run_id": run_id,
         "base": base_seq,
         "events": cbor2.dumps([[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in events]),
-        "appends": cbor2.dumps(
-            [[key, stored.first_seq, stored.last_seq, stored.fingerprint] for key, stored in appends.items()]
-        ),
         "last": events[-1].seq,
         "digest": events[-1].digest,
         "now": now_ns,
-        "input_tokens": tokens[0],
-        "output_tokens": tokens[1],
     }
+    if tokens != (0, 0):
+        variables |= {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+    if appends:
+        variables["appends"] = cbor2.dumps(
+            [[key, stored.first_seq, stored.last_seq, stored.fingerprint] for key, stored in appends.items()]
+        )
     if inactivity_timeout_ms > 0:
         variables["deadline"] = now_ns + inactivity_timeout_ms * 1_000_000
     if fence is not None:
