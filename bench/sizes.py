@@ -76,7 +76,7 @@ QUICK = Sizes(
     page_repeats=7,
     sequential_calls=500,
     layout_single=300,
-    layout_events=10_000,
+    layout_events=5_000,
 )
 
 SMOKE = Sizes(
