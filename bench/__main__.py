@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import bystander, daemon_figures, engine, otlp_figures, report
+from bench import bystander, daemon_figures, engine, otlp_figures, report, sequential
 from bench.clients import ClientPool
 from bench.daemon_figures import say
 from bench.profile import Profiler
 from bench.servers import REPO, start_ledger_daemon, start_null_server
-from bench.sizes import BATCH, Sizes, choose
+from bench.sizes import BATCH, LAYOUT_BATCHES, Sizes, choose
 from bench.stats import Rate
 
 
@@ -46,7 +46,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def measure_ceilings(pool: ClientPool, tmp: Path, sizes: Sizes, candidates: list[int]) -> tuple[report.Ceilings, int]:
+def measure_ceilings(
+    pool: ClientPool, tmp: Path, sizes: Sizes, candidates: list[int]
+) -> tuple[report.Ceilings, int, sequential.Latencies, dict[str, engine.LayoutCeilings]]:
     null = start_null_server(tmp)
     pool.server_pid = null.process.pid
     try:
@@ -63,6 +65,12 @@ def measure_ceilings(pool: ClientPool, tmp: Path, sizes: Sizes, candidates: list
         say(f"ceiling: no-storage stream, 1 event per message, {sizes.stream_messages} messages")
         stream = pool.ingest(null.target, "null-stream", sizes.stream_messages, 1)
         say(f"  {stream.per_second:,.0f} events/s")
+        say(f"ceiling: no-storage AppendEvents and GetRun one at a time, {sizes.sequential_calls} calls each")
+        null_latencies = sequential.Latencies(pool.sequential_appends(null.target, "null-sequential",
+                                                                     sizes.sequential_calls),
+                                              pool.get_runs(null.target, "null-sequential", sizes.sequential_calls))
+        say(f"  AppendEvents p50 {null_latencies.append.p50_ms:.2f} ms, "
+            f"GetRun p50 {null_latencies.get_run.p50_ms:.2f} ms")
     finally:
         null.stop()
         pool.server_pid = None
@@ -70,7 +78,13 @@ def measure_ceilings(pool: ClientPool, tmp: Path, sizes: Sizes, candidates: list
     direct = asyncio.run(engine.ceilings(tmp, sizes.batch_events, BATCH, sizes.engine_read_passes))
     for encoding, (inserts, reads) in direct.variants.items():
         say(f"  {encoding}: inserts {inserts.per_second:,.0f} events/s, reads {reads.per_second:,.0f} events/s")
-    return report.Ceilings(calibration[best], stream, direct, calibration), best
+    say(f"ceiling: engine index layouts: {sizes.layout_single} one-event transactions, then "
+        f"{sizes.layout_events} events at " + " and ".join(f"{n}" for n in LAYOUT_BATCHES) + " per transaction")
+    layouts = asyncio.run(engine.layouts(tmp, sizes.layout_single, sizes.layout_events, LAYOUT_BATCHES))
+    for layout, figures in layouts.items():
+        bulk = ", ".join(f"{n}/tx {rate.per_second:,.0f} events/s" for n, rate in figures.bulk.items())
+        say(f"  {layout}: one-event p50 {figures.single.p50_ms:.2f} ms; {bulk}")
+    return report.Ceilings(calibration[best], stream, direct, calibration), best, null_latencies, layouts
 
 
 def meta() -> dict[str, Any]:
@@ -102,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aivcs-bench-") as folder, ClientPool(max(candidates)) as pool:
         tmp = Path(folder)
-        ceilings, processes = measure_ceilings(pool, tmp, sizes, candidates)
+        ceilings, processes, null_latencies, layouts = measure_ceilings(pool, tmp, sizes, candidates)
         say("daemon: starting on surrealkv:// in a temporary folder")
         daemon = start_ledger_daemon(tmp)
         pool.server_pid = daemon.process.pid
@@ -137,12 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"the daemon exited with {code} on SIGTERM:\n{daemon.log()[-2000:]}")
     info |= {"db": "surrealkv:// (temporary folder)", "seconds": round(time.monotonic() - began, 1),
              "load_average_at_end": os.getloadavg()}
-    result_rows = report.rows(sizes, ceilings, figures) + bystander.rows(others) + otlp_figures.rows(*otlp)
+    daemon_latencies = sequential.Latencies(figures.sequential_append, figures.sequential_get_run)
+    result_rows = (sequential.rows(null_latencies, daemon_latencies, layouts) + report.rows(sizes, ceilings, figures)
+                   + bystander.rows(others) + otlp_figures.rows(*otlp))
     print(report.table(sizes, ceilings, figures, result_rows, processes))
     if profiler.hot:
         print(_hot_text(profiler.hot))
     document = report.document(sizes, ceilings, figures, result_rows, processes, info, profiler.hot)
-    report.write(args.out, document | {"bystander": others.as_dict()})
+    report.write(args.out, document | {"bystander": others.as_dict(), "sequential": {
+        "no_storage": {"append": null_latencies.append.as_dict(), "get_run": null_latencies.get_run.as_dict()},
+        "daemon": {"append": daemon_latencies.append.as_dict(), "get_run": daemon_latencies.get_run.as_dict()},
+        "engine_layouts": {
+            layout: {"single": c.single.as_dict(), **{f"bulk_{n}": r.as_dict() for n, r in c.bulk.items()}}
+            for layout, c in layouts.items()}}})
     print(f"\n{info['seconds']:.0f} s; load average {info['load_average_at_start'][0]:.2f} at start, "
           f"{info['load_average_at_end'][0]:.2f} at end; JSON: {args.out}")
     missed = [row.figure for row in result_rows if row.passed is False]

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from types import TracebackType
 
-from bench.loads import CreateRuns, Ingest, Job, ListPages, Outcome, Read, Unary, run_job
+from bench.loads import CreateRuns, GetRuns, Ingest, Job, ListPages, Outcome, Read, Unary, run_job
 from bench.sizes import IN_FLIGHT
 from bench.stats import Rate
 from harness.proc import cpu_seconds
@@ -75,6 +75,14 @@ class ClientPool:
             jobs.append(Unary(target, run_id, share, in_flight, offset))
             offset += share
         return combine(self.run(jobs), processes)
+
+    def sequential_appends(self, target: str, run_id: str, calls: int) -> Rate:
+        """AppendEvents, one event per call, one call at a time: what an agent between two steps waits."""
+        return combine(self.run([Unary(target, run_id, calls, 1)]), 1)
+
+    def get_runs(self, target: str, run_id: str, calls: int) -> Rate:
+        """GetRun of `run_id`, one call at a time."""
+        return combine(self.run([GetRuns(target, run_id, calls)]), 1)
 
     def ingest(self, target: str, run_id: str, messages: int, per_message: int, first: int = 0,
                prebuild: bool = True) -> Rate:

@@ -1,5 +1,6 @@
 """The real daemon's figures and scale checks, in one daemon process, in this order:
 
+0. one AppendEvents at a time, then GetRun one at a time (sequential latency);
 1. ten runs; unary AppendEvents (32 in flight, one run, so group commit
    can work), IngestEvents with 1 and with 100 events per message, and
    ReadEvents of the whole run the latter wrote (`batch_events` events);
@@ -26,6 +27,7 @@ from bench.stats import Rate
 from harness.daemon import DaemonProcess
 from harness.proc import RssSampler, rss_mb
 
+SEQUENTIAL_RUN = "bench-sequential"
 UNARY_RUN, INGEST_ONE_RUN, INGEST_BATCH_RUN = "bench-unary", "bench-ingest-1", "bench-ingest-100"
 PROBE_FEW_RUN, PROBE_MANY_RUN, SCALE_RUN = "bench-probe-few", "bench-probe-many", "bench-scale"
 
@@ -55,6 +57,8 @@ class DaemonFigures:
     ingested_between_rss: int
     read: Rate
     read_at_scale: Rate
+    sequential_append: Rate
+    sequential_get_run: Rate
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -62,10 +66,18 @@ def measure(pool: ClientPool, daemon: DaemonProcess, sizes: Sizes, processes: in
     target, pid = daemon.target, daemon.process.pid
     rss_start = rss_mb(pid)
 
-    first_runs = [UNARY_RUN, INGEST_ONE_RUN, INGEST_BATCH_RUN, PROBE_FEW_RUN, SCALE_RUN]
+    first_runs = [SEQUENTIAL_RUN, UNARY_RUN, INGEST_ONE_RUN, INGEST_BATCH_RUN, PROBE_FEW_RUN, SCALE_RUN]
     first_runs += [f"bench-spare-{i}" for i in range(sizes.few_runs - len(first_runs))]
     pool.create_runs(target, first_runs)
     runs = len(first_runs)
+
+    say(f"daemon: AppendEvents one at a time, then GetRun one at a time, {sizes.sequential_calls} calls each")
+    with profiler.phase("sequential-append"):
+        sequential_append = pool.sequential_appends(target, SEQUENTIAL_RUN, sizes.sequential_calls)
+    with profiler.phase("sequential-get-run"):
+        sequential_get_run = pool.get_runs(target, SEQUENTIAL_RUN, sizes.sequential_calls)
+    say(f"  AppendEvents p50 {sequential_append.p50_ms:.2f} ms, p99 {sequential_append.p99_ms:.2f} ms; "
+        f"GetRun p50 {sequential_get_run.p50_ms:.2f} ms, p99 {sequential_get_run.p99_ms:.2f} ms")
 
     say(f"daemon: unary AppendEvents, {sizes.unary_calls} calls over {processes} client process(es)")
     with profiler.phase("unary"):
@@ -141,6 +153,7 @@ def measure(pool: ClientPool, daemon: DaemonProcess, sizes: Sizes, processes: in
         rss_before_mb=rss_before, rss_after_mb=rss_after,
         ingested_between_rss=probe_start.events + fill.events + probe_end.events,
         read=read, read_at_scale=read_at_scale,
+        sequential_append=sequential_append, sequential_get_run=sequential_get_run,
         extra={"rss_at_start_mb": round(rss_start, 1), "rss_at_end_mb": round(rss_mb(pid), 1),
                "rss_during_fill": sampler.samples_mb()},
     )

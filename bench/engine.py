@@ -88,7 +88,7 @@ def _digest(seq: int) -> str:
     return hashlib.sha256(seq.to_bytes(8, "big")).hexdigest()  # a digest's shape: 64 hex characters
 
 
-def _batches(encoding: str, events: int, batch: int) -> list[dict[str, Any]]:
+def _batches(encoding: str, events: int, batch: int, run_id: str = RUN_ID) -> list[dict[str, Any]]:
     """The variables of each insert transaction."""
     now = time.time_ns()
     out = []
@@ -97,14 +97,14 @@ def _batches(encoding: str, events: int, batch: int) -> list[dict[str, Any]]:
         rows: Any
         if encoding == "sdk":
             rows = [{
-                "id": RecordID("run_events", [RUN_ID, seq]), "run_id": RUN_ID, "seq": seq, "kind": workload.KIND,
+                "id": RecordID("run_events", [run_id, seq]), "run_id": run_id, "seq": seq, "kind": workload.KIND,
                 "payload": workload.payload(seq), "timestamp": ns_to_datetime(now + seq), "timestamp_ns": now + seq,
                 "digest": _digest(seq),
             } for seq in seqs]
         else:
             plain = [[seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)] for seq in seqs]
             rows = json.dumps(plain, separators=(",", ":")) if encoding == "json" else cbor2.dumps(plain)
-        out.append({"run_id": RUN_ID, "events": rows, "last": seqs[-1], "digest": _digest(seqs[-1])})
+        out.append({"run_id": run_id, "events": rows, "last": seqs[-1], "digest": _digest(seqs[-1])})
     return out
 
 
@@ -186,3 +186,74 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
                                         checkpoint_bytes=Settings().checkpoint_wal_mb << 20)
     return EngineCeilings(variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants, rss,
                           checkpointed)
+
+
+# The layouts differ only by which secondary indexes exist: the seed's on run_events too
+# (`--seed-indexes`), the daemon's default (none on run_events), and none on the run row either.
+LAYOUTS = ("seed indexes", "no event index", "no secondary index")
+SINGLE = INSERT["cbor"]
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutCeilings:
+    """One index layout: one-event transactions one at a time, and bulk inserts by events per transaction."""
+
+    single: Rate  # latencies of one-event transactions, sequential
+    bulk: dict[int, Rate]  # events per transaction -> rate
+
+
+async def _drop_indexes(db: Database, table: str, keep: tuple[str, ...] = ()) -> None:
+    [info] = await db.query(f"INFO FOR TABLE {table};")
+    names = [name for name in info["indexes"] if name not in keep]
+    if names:
+        await db.query("".join(f"REMOVE INDEX {name} ON TABLE {table};" for name in names))
+
+
+async def _layout(
+    folder: Path, layout: str, single_calls: int, bulk_events: int, sizes: tuple[int, ...]
+) -> LayoutCeilings:
+    url = f"surrealkv://{folder}"
+    connection = AsyncSurreal(url)
+    await connection.connect()
+    db = Database(connection, url, 60.0)
+    try:
+        await connection.use("aivcs", "ledger")
+        await init_schema(db, seed_indexes=layout == "seed indexes")
+        if layout == "no secondary index":
+            await _drop_indexes(db, "runs")
+        runs = [f"{RUN_ID}-single", *(f"{RUN_ID}-{size}" for size in sizes)]
+        for run_id in runs:
+            created = time.time_ns()
+            await create_run(db, Run(
+                run_id=run_id, spec_digest=workload.SPEC_DIGEST, agent_name=workload.AGENT, git_sha=None, tags={},
+                evaluation=Evaluation(), status=RunStatus.RUNNING, total_events=0, final_state_digest=None,
+                duration_ms=0, success=False, created_at=ns_to_datetime(created), completed_at=None,
+                events_digest="", status_reason="", created_ns=created,
+            ))
+        latencies = []
+        batches = _batches("cbor", single_calls, 1, runs[0])
+        started, cpu = time.perf_counter(), time.process_time()
+        for variables in batches:
+            sent = time.perf_counter()
+            _check(await db.send(SINGLE, variables))
+            latencies.append(time.perf_counter() - sent)
+        single = _rate(single_calls, started, cpu)
+        single.latencies = latencies
+        bulk = {}
+        for size, run_id in zip(sizes, runs[1:], strict=True):
+            batches = _batches("cbor", bulk_events, size, run_id)
+            started, cpu = time.perf_counter(), time.process_time()
+            for variables in batches:
+                _check(await db.send(SINGLE, variables))
+            bulk[size] = _rate(bulk_events, started, cpu)
+    finally:
+        await db.close()
+    return LayoutCeilings(single, bulk)
+
+
+async def layouts(
+    folder: Path, single_calls: int, bulk_events: int, sizes: tuple[int, ...]
+) -> dict[str, LayoutCeilings]:
+    """Each layout of LAYOUTS on a fresh durable database: one-event transactions, and bulk inserts."""
+    return {layout: await _layout(folder / f"layout-{index}", layout, single_calls, bulk_events, sizes)
+            for index, layout in enumerate(LAYOUTS)}

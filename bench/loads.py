@@ -20,6 +20,7 @@ from aivcs.ledger.v1 import event_stream_pb2, event_stream_pb2_grpc, run_ledger_
 
 from bench import workload
 
+WARM_CALLS = 20  # calls before a sequential measurement starts its clock: connection, handlers, caches
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 16 << 20), ("grpc.max_send_message_length", 16 << 20)]
 
 
@@ -85,7 +86,16 @@ class ListPages:
     repeats: int
 
 
-Job = Unary | Ingest | Read | CreateRuns | ListPages
+@dataclass(frozen=True, slots=True)
+class GetRuns:
+    """GetRun of one run, `calls` times, one call at a time."""
+
+    target: str
+    run_id: str
+    calls: int
+
+
+Job = Unary | Ingest | Read | CreateRuns | ListPages | GetRuns
 
 
 @dataclass(slots=True)
@@ -122,6 +132,8 @@ async def _run(job: Job, barrier: Barrier | None) -> Outcome:
             outcome = await _read(channel, job, barrier)
         elif isinstance(job, CreateRuns):
             outcome = await _create_runs(channel, job, barrier)
+        elif isinstance(job, GetRuns):
+            outcome = await _get_runs(channel, job, barrier)
         else:
             outcome = await _list_pages(channel, job, barrier)
     outcome.cpu = time.process_time() - outcome.cpu
@@ -140,8 +152,9 @@ async def _unary(channel: grpc.aio.Channel, job: Unary, barrier: Barrier | None)
     stub = event_stream_pb2_grpc.EventStreamStub(channel)
     requests = [workload.append_request(job.run_id, job.first + i) for i in range(job.calls)]
     # Warm the connection and the server's handlers; not counted.
-    warm = [workload.append_request(job.run_id, -1 - i) for i in range(job.in_flight)]
-    await asyncio.gather(*(stub.AppendEvents(request) for request in warm))
+    warm = [workload.append_request(job.run_id, -1 - i) for i in range(max(job.in_flight, WARM_CALLS))]
+    for start in range(0, len(warm), job.in_flight):
+        await asyncio.gather(*(stub.AppendEvents(request) for request in warm[start:start + job.in_flight]))
     latencies: list[float] = []
     pending = iter(requests)
 
@@ -237,6 +250,23 @@ async def _create_runs(channel: grpc.aio.Channel, job: CreateRuns, barrier: Barr
     outcome = Outcome(messages=len(job.run_ids))
     await _start(barrier, outcome)
     await asyncio.gather(*(caller() for _ in range(job.in_flight)))
+    outcome.finished = time.monotonic()
+    return outcome
+
+
+async def _get_runs(channel: grpc.aio.Channel, job: GetRuns, barrier: Barrier | None) -> Outcome:
+    stub = run_ledger_pb2_grpc.RunLedgerStub(channel)
+    request = run_ledger_pb2.GetRunRequest(run_id=job.run_id)
+    for _ in range(WARM_CALLS):
+        await stub.GetRun(request)
+    outcome = Outcome(events=job.calls, messages=job.calls)
+    await _start(barrier, outcome)
+    for _ in range(job.calls):
+        sent = time.perf_counter()
+        reply = await stub.GetRun(request)
+        outcome.latencies.append(time.perf_counter() - sent)
+        if reply.run.run_id != job.run_id:
+            raise BenchError(f"GetRun answered run {reply.run.run_id!r} for {job.run_id!r}")
     outcome.finished = time.monotonic()
     return outcome
 

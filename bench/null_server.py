@@ -1,7 +1,8 @@
 """The no-storage ceiling: EventStream with the daemon's message shapes and no work.
 
 AppendEvents and IngestEvents answer at once with made-up, contiguous
-seqs per run. Run as its own process (`python -m bench.null_server`) like
+seqs per run; RunLedger.GetRun answers with one fixed run of the daemon's
+shape (for the sequential-latency ceiling). Run as its own process (`python -m bench.null_server`) like
 the daemon, so the ceiling pays the same loopback and process costs and
 differs only by everything the daemon does with a batch.
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 import grpc
 from aivcs.ledger.v1 import event_stream_pb2 as pb
-from aivcs.ledger.v1 import event_stream_pb2_grpc
+from aivcs.ledger.v1 import event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc, run_pb2
 
 from aivcs_ledgerd.ledger.limits import Limits
 
@@ -57,12 +58,28 @@ class NullEventStream(event_stream_pb2_grpc.EventStreamServicer):
         yield pb.SubscribeEventsResponse()
 
 
+class NullRunLedger(run_ledger_pb2_grpc.RunLedgerServicer):
+    """GetRun only: the same run, with the fields a stored run of the benchmark has, for any id."""
+
+    def __init__(self) -> None:
+        self._run = run_pb2.Run(spec_digest="0" * 64, agent_name="bench-agent", status=run_pb2.RUN_STATUS_RUNNING,
+                                total_events=1000, events_digest="0" * 64)
+        self._run.created_at.GetCurrentTime()
+
+    async def GetRun(self, request: run_ledger_pb2.GetRunRequest, context: Context) -> run_ledger_pb2.GetRunResponse:
+        run = run_pb2.Run()
+        run.CopyFrom(self._run)
+        run.run_id = request.run_id
+        return run_ledger_pb2.GetRunResponse(run=run)
+
+
 async def serve(listen: str) -> None:
     limit = Limits().max_message_bytes  # the daemon's default message limits
     server = grpc.aio.server(
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
     )
     event_stream_pb2_grpc.add_EventStreamServicer_to_server(NullEventStream(), server)
+    run_ledger_pb2_grpc.add_RunLedgerServicer_to_server(NullRunLedger(), server)
     port = server.add_insecure_port(listen)
     await server.start()
     # The line harness/daemon.py waits for, so both servers start the same way.

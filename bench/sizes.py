@@ -21,6 +21,9 @@ class Sizes:
     page_size: int  # ListRuns page size
     deep_page: int  # the page compared with page 1
     page_repeats: int  # timings of each page; the median is reported
+    sequential_calls: int  # AppendEvents and GetRun calls one at a time, for the latency figures
+    layout_single: int  # one-event engine transactions per index layout
+    layout_events: int  # events inserted in bulk per index layout and transaction size
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -36,6 +39,7 @@ BATCH = 100  # events per message / transaction for the batched figures
 # grows with the transaction beyond a few hundred events (see commit 2f8f375).
 FILL_BATCH = 100
 IN_FLIGHT = 32  # unary calls in flight, over all client processes
+LAYOUT_BATCHES = (100, 1000)  # events per transaction of the engine's bulk inserts per index layout
 
 FULL = Sizes(
     mode="full",
@@ -51,6 +55,9 @@ FULL = Sizes(
     page_size=50,
     deep_page=100,
     page_repeats=9,
+    sequential_calls=2_000,
+    layout_single=1_000,
+    layout_events=50_000,
 )
 
 QUICK = Sizes(
@@ -67,6 +74,9 @@ QUICK = Sizes(
     page_size=50,
     deep_page=100,
     page_repeats=7,
+    sequential_calls=500,
+    layout_single=300,
+    layout_events=5_000,
 )
 
 SMOKE = Sizes(
@@ -83,6 +93,9 @@ SMOKE = Sizes(
     page_size=5,
     deep_page=10,
     page_repeats=3,
+    sequential_calls=50,
+    layout_single=30,
+    layout_events=1_000,
 )
 
 

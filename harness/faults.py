@@ -1,23 +1,31 @@
-"""Faults injected at the store boundary of an in-process daemon: its `Database.send` swapped and restored.
+"""Faults injected at the store boundary of an in-process daemon: a wrapper of its `Database.send`.
 
 `daemon.db.send` carries every raw round trip to SurrealDB. `StoreFaults`
-replaces it with a wrapper: the calls `only` selects meet the installed fault
-(fail, hang, fail only the Nth, fail after the engine ran the statement...),
-every other call goes through. `restore()` puts the real `send` back and
-lets go of every call held by `hold_until_restored` or `hang`.
+wraps it (`Database.wrap_send`): the calls `only` selects meet the installed
+fault (fail, hang, fail only the Nth, fail after the engine ran the
+statement...), every other call goes through. `restore()` removes the wrapper
+and lets go of every call held by `hold_until_restored` or `hang`.
+`intercept` wraps every round trip with a test's own function.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aivcs_ledgerd.process.app import Daemon
-from aivcs_ledgerd.store import StoreUnavailable
+from aivcs_ledgerd.store import Database, StoreUnavailable
+from aivcs_ledgerd.store.database import Send
 
-Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+Replacement = Callable[[Send, str, dict[str, Any]], Awaitable[dict[str, Any]]]  # (real send, sql, variables)
 Fault = Callable[[str, dict[str, Any], int], Awaitable[dict[str, Any]]]  # (sql, variables, nth selected call)
+
+
+def intercept(db: Database, replacement: Replacement) -> Callable[[], None]:
+    """Route every round trip of `db` through `replacement(real, sql, variables)`; returns the undo."""
+    return db.wrap_send(lambda real: functools.partial(replacement, real))
 
 
 def everything(sql: str) -> bool:
@@ -29,7 +37,7 @@ def is_append(sql: str) -> bool:
 
 
 class StoreFaults:
-    """A replacement for one daemon's `Database.send`; the faults are its methods."""
+    """A wrapper of one daemon's `Database.send`; the faults are its methods."""
 
     def __init__(self, daemon: Daemon, timeout: float = 0.5) -> None:
         self.db = daemon.db
@@ -40,16 +48,24 @@ class StoreFaults:
         self.released = asyncio.Event()
         self._fault: Fault | None = None
         self._only: Callable[[str], bool] = everything
+        self._undo: Callable[[], None] | None = None
 
     def install(self, fault: Fault, only: Callable[[str], bool] = everything) -> None:
         self.calls = self.executed = 0
         self.released = asyncio.Event()
         self._fault, self._only = fault, only
-        self.db.send = self._send
+        if self._undo is None:
+            self._undo = self.db.wrap_send(self._wrap)
+
+    def _wrap(self, real: Send) -> Send:
+        self.real = real
+        return self._send
 
     def restore(self) -> None:
         self.released.set()
-        self.db.send = self.real
+        if self._undo is not None:
+            self._undo()
+            self._undo = None
 
     # The store as a test describes it.
 

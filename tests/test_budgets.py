@@ -31,7 +31,7 @@ from aivcs_ledgerd.process.app import StartupError
 from aivcs_ledgerd.process.operations import HEALTH_MAX_STREAMS_PER_CONNECTION
 from aivcs_ledgerd.transport.run_ledger import MAX_TAGS_BYTES
 from harness.daemon import DaemonProcess, free_port, start_daemon
-from harness.faults import StoreFaults
+from harness.faults import Send, StoreFaults, intercept
 from harness.inprocess import Stubs, running
 from harness.inprocess import channel as aio_channel
 from harness.proc import RssSampler, rss_mb, threads
@@ -282,13 +282,12 @@ async def test_a_kinds_filter_is_bounded_and_deduplicated() -> None:
             assert "kinds" in (info.value.details() or ""), info.value.details()
 
         sent: list[dict[str, Any]] = []
-        real = daemon.db.send
 
-        async def recorded(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def recorded(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             sent.append(variables)
             return await real(sql, variables)
 
-        daemon.db.send = recorded
+        intercept(daemon.db, recorded)
         long_filter = ["kind-3", "kind-5", *[f"absent-{n}" for n in range(200)]] * 2  # 404 kinds, 202 distinct
         found = await _read_all(stubs, es.ReadEventsRequest(run_id=run_id, kinds=long_filter[:MAX_KINDS]))
         assert [e.seq for e in found] == [n + 1 for n in range(300) if n % 7 in (3, 5)]
@@ -306,14 +305,13 @@ async def test_idle_subscribers_do_not_read_storage() -> None:
         for stream in streams:
             assert len((await stream.read()).events) == 1
         reads = 0
-        real = daemon.db.send
 
-        async def counted(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def counted(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             nonlocal reads
             reads += 1
             return await real(sql, variables)
 
-        daemon.db.send = counted
+        intercept(daemon.db, counted)
         await asyncio.sleep(2.5)
         idle_reads = reads
         # A write still reaches every subscriber at once.
@@ -332,9 +330,8 @@ async def test_storage_scans_run_a_bounded_number_at_a_time() -> None:
         for _ in range(6):
             await stubs.append(run_id, *["step"] * 500)
         running_now = peak = 0
-        real = daemon.db.send
 
-        async def slowed(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def slowed(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             nonlocal running_now, peak
             if "FROM run_events:[" not in sql or "encoding::json::encode" not in sql:
                 return await real(sql, variables)
@@ -346,7 +343,7 @@ async def test_storage_scans_run_a_bounded_number_at_a_time() -> None:
             finally:
                 running_now -= 1
 
-        daemon.db.send = slowed
+        intercept(daemon.db, slowed)
         verdicts = await asyncio.gather(
             *[stubs.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=60) for _ in range(12)]
         )

@@ -1,12 +1,13 @@
 """Faults injected at the store boundary of an in-process daemon: every caller gets a deliberate status.
 
-`daemon.db.send` wraps every raw round trip to SurrealDB; these tests replace
-it (harness/faults.py) with wrappers that fail, hang past the daemon's `db_timeout`, fail only the
-Nth call, or fail after the engine has executed the statement (the write
+Every raw round trip to SurrealDB goes through `daemon.db.send`; these tests
+wrap it (`Database.wrap_send`, through harness/faults.py) with wrappers that
+fail, hang past the daemon's `db_timeout`, fail only the Nth call, or fail
+after the engine has executed the statement (the write
 happened, the caller sees an error). Whatever the fault, a caller gets
 UNAVAILABLE or ABORTED (never UNKNOWN or INTERNAL), no batch is ever stored in
 part, a retry with the same idempotency key lands exactly once, and once
-`send` is restored the same daemon serves again: health SERVING, appends work,
+the wrapper is removed the same daemon serves again: health SERVING, appends work,
 VerifyRun holds. No test restarts the daemon.
 """
 

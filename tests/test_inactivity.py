@@ -38,6 +38,7 @@ from aivcs_ledgerd.store.runs import IDLE_RUNS_SQL
 from aivcs_ledgerd.util.durations import format_duration_ms, parse_duration_ms
 from harness.daemon import DaemonProcess, run_to_exit, start_daemon
 from harness.data import SPEC
+from harness.faults import Send, intercept
 from harness.inprocess import Stubs, running
 from harness.inprocess import channel as inprocess_channel
 from harness.surrealdb_stand_in import stand_in_server
@@ -321,18 +322,17 @@ async def test_a_run_is_never_failed_while_an_append_to_it_is_being_committed() 
     async with running() as daemon, inprocess_channel(daemon) as ch:
         stubs = Stubs(ch)
         run_id = await stubs.create(inactivity_timeout_ms=1000)
-        real = daemon.db.send
 
-        async def slow(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def slow(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             if "INSERT INTO run_events" in sql:
                 await asyncio.sleep(3)
             return await real(sql, variables)
 
-        daemon.db.send = slow
+        restore = intercept(daemon.db, slow)
         try:
             answer = await stubs.append(run_id, "slow")
         finally:
-            daemon.db.send = real
+            restore()
         assert (answer.first_seq, answer.last_seq) == (1, 1)
         deadline = time.monotonic() + WAIT
         while (run := (await stubs.runs.GetRun(rl.GetRunRequest(run_id=run_id), timeout=WAIT)).run).status == (

@@ -35,7 +35,7 @@ from opentelemetry.trace import NonRecordingSpan, Status, StatusCode, set_span_i
 
 from aivcs_ledgerd.store import StoreUnavailable
 from harness.daemon import DaemonProcess, free_port, start_daemon
-from harness.faults import StoreFaults
+from harness.faults import Send, StoreFaults, intercept
 from harness.inprocess import channel, running
 from harness.pki import issue
 from harness.wire import field
@@ -494,16 +494,15 @@ async def test_a_root_span_waits_for_a_retry_when_its_children_could_not_be_stor
     spans = memory.get_finished_spans()
     request = encode_spans(spans)
     async with running() as daemon, channel(daemon) as ch:
-        real = daemon.db.send
         failures = [1]  # the first append transaction (the children's) fails, as in a database hiccup
 
-        async def flaky(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def flaky(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             if "INSERT INTO run_events" in sql and failures:
                 failures.pop()
                 raise StoreUnavailable("injected: the append was lost")
             return await real(sql, variables)
 
-        daemon.db.send = flaky  # type: ignore[method-assign]
+        intercept(daemon.db, flaky)
         stub = TraceServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.Export(request, timeout=10)

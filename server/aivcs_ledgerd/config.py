@@ -49,6 +49,7 @@ class Settings:
     advertise_address: str | None = None
     lease_seconds: float = 3.0
     peer_ca: Path | None = None  # with --tls-cert: the CA that signed the replicas' certificates
+    seed_indexes: bool = False  # keep the seed's run_events indexes (store/schema.py, SEED_EVENT_INDEXES)
 
 
 def read_secret(path: Path) -> str:

@@ -17,7 +17,7 @@ from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
-from aivcs_ledgerd.store.events import first_seq_after, read_events
+from aivcs_ledgerd.store.events import first_seq_after, start_read
 from aivcs_ledgerd.store.runs import get_run
 from aivcs_ledgerd.util.futures import retrieve_exception
 
@@ -55,7 +55,6 @@ MAX_KINDS_BYTES = 16 << 10
 # an engine worker busy for a whole window, and an append waits for a free one: with one scan at a
 # time, readers however many leave the appends a worker.
 MAX_CONCURRENT_READS = 1
-READ_AHEAD_TURNS = 2  # loop turns until a read-ahead query is with the engine (see _scan)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,32 +145,44 @@ class Events:
         try:
             while seq <= last:
                 if ahead is None:
-                    ahead = self._read_ahead(run_id, seq, span, last, kinds)
+                    ahead = await self._read_ahead(run_id, seq, span, last, kinds)
                 reading, end = ahead
                 window, size = await reading
                 span.observe(len(window), size)
                 seq = end + 1
                 ahead = None
                 if seq <= last:
-                    ahead = self._read_ahead(run_id, seq, span, last, kinds)
-                    # A task starts only when the loop turns: the read's task on the first
-                    # turn, Database.query's call task (which hands the query to the engine)
-                    # on the second. Without them the engine would not start reading before
-                    # the caller has converted the whole window.
-                    for _turn in range(READ_AHEAD_TURNS):
-                        await asyncio.sleep(0)
+                    ahead = await self._read_ahead(run_id, seq, span, last, kinds)
+                    # The next window's query exists now (Database.start); one loop turn lets its
+                    # task hand it to the engine before the caller converts this window, which
+                    # never awaits. Behind other readers (no free read slot) it waits its turn.
+                    await asyncio.sleep(0)
                 if window:
                     yield window
         finally:
             if ahead is not None:
                 ahead[0].cancel()
 
-    def _read_ahead(
+    async def _read_ahead(
         self, run_id: str, first: int, span: _Window, last: int, kinds: list[str] | None
     ) -> tuple[asyncio.Future[tuple[list[Event], int]], int]:
-        """Start reading the next window from `first` now; a failure nobody waits for is not logged."""
+        """Start reading the next window from `first`; a failure nobody waits for is not logged.
+
+        With a read slot free (taken without waiting), the query is started here, before this
+        returns; otherwise a task waits for a slot and then starts it. The slot is held until
+        the window is read.
+        """
         end = min(first + span.span - 1, last)
-        future = asyncio.ensure_future(self._read_window(run_id, first, end, kinds))
+        if self._reads.locked():
+            future = asyncio.ensure_future(self._read_window(run_id, first, end, kinds))
+        else:
+            await self._reads.acquire()  # free: no wait, no loop turn
+            try:
+                future = asyncio.ensure_future(start_read(self._db, run_id, first, end, kinds))
+            except BaseException:
+                self._reads.release()
+                raise
+            future.add_done_callback(lambda _: self._reads.release())
         future.add_done_callback(retrieve_exception)
         return future, end
 
@@ -179,7 +190,7 @@ class Events:
         self, run_id: str, first: int, last: int, kinds: list[str] | None
     ) -> tuple[list[Event], int]:
         async with self._reads:
-            return await read_events(self._db, run_id, first, last, kinds)
+            return await start_read(self._db, run_id, first, last, kinds)
 
     async def follow(
         self, run_id: str, from_seq: int = 0, elsewhere: Callable[[], Awaitable[bool]] | None = None

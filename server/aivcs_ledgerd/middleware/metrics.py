@@ -34,6 +34,7 @@ from aivcs_ledgerd import __version__
 from aivcs_ledgerd.methods import APPEND_METHODS
 from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
 from aivcs_ledgerd.store import Database
+from aivcs_ledgerd.store.database import Send
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
@@ -152,40 +153,44 @@ class Metrics:
         return found
 
     def instrument(self, db: Database) -> None:
-        """Time every round trip of `db` by wrapping its `send` (the store's one path to the engine).
+        """Time every round trip of `db` through its send wrappers (Database.wrap_send, the one path to the engine).
 
         Also time each wait at its gate while a checkpoint holds calls (that wait is part of the round trip).
         """
         db.gate.observe_wait = self.checkpoint_waits.observe
-        send = db.send
         seconds, in_flight, errors = self.db_seconds, self.db_in_flight, self.db_errors
         for reason in ("disk_full", "io_error", "damaged"):
             self.storage_fault.labels(reason).set_function(functools.partial(_faulted, db, reason))
+        db.wrap_send(functools.partial(_timed, seconds, in_flight, errors))
 
-        async def timed(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
-            began = time.perf_counter()
-            in_flight.inc()
-            try:
-                response = await send(sql, variables)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                errors.labels(type(error).__name__).inc()
-                raise
-            finally:
-                in_flight.dec()
-                seconds.observe(time.perf_counter() - began)
-            statements = response.get("result") if isinstance(response, dict) else None
-            for statement in statements if isinstance(statements, list) else ():
-                if isinstance(statement, dict) and statement.get("status") not in ("OK", None):
-                    kind = str(statement.get("kind") or "unknown")
-                    details = statement.get("details")
-                    detail = details.get("kind") if isinstance(details, dict) else None
-                    if kind not in _NOT_DB_ERRORS and detail not in _NOT_DB_ERRORS:
-                        errors.labels(str(detail or kind)).inc()
-            return response
 
-        db.send = timed
+def _timed(seconds: Any, in_flight: Any, errors: Any, send: Send) -> Send:
+    """`send`, timed and its failures counted by kind."""
+
+    async def timed(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        began = time.perf_counter()
+        in_flight.inc()
+        try:
+            response = await send(sql, variables)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            errors.labels(type(error).__name__).inc()
+            raise
+        finally:
+            in_flight.dec()
+            seconds.observe(time.perf_counter() - began)
+        statements = response.get("result") if isinstance(response, dict) else None
+        for statement in statements if isinstance(statements, list) else ():
+            if isinstance(statement, dict) and statement.get("status") not in ("OK", None):
+                kind = str(statement.get("kind") or "unknown")
+                details = statement.get("details")
+                detail = details.get("kind") if isinstance(details, dict) else None
+                if kind not in _NOT_DB_ERRORS and detail not in _NOT_DB_ERRORS:
+                    errors.labels(str(detail or kind)).inc()
+        return response
+
+    return timed
 
 
 def _faulted(db: Database, reason: str) -> float:

@@ -127,7 +127,7 @@ async def start(settings: Settings) -> Daemon:
             ops = Operations.prepare(settings, db)
         except OperationsError as error:
             raise StartupError(str(error)) from error
-        await init_schema(db)
+        await init_schema(db, settings.seed_indexes)
         ownership = SoleOwner()
         remote = check_url(settings.db) in REMOTE_SCHEMES
         limit = settings.limits.max_message_bytes

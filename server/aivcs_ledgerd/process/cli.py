@@ -155,6 +155,10 @@ class Duration(click.ParamType[int, object]):
 @click.option("--http-listen", envvar=ENV + "HTTP_LISTEN", default=None, show_envvar=True,
               help="HOST:PORT to serve the HTTP/JSON API (/v1/...) and the web console (/) on; "
                    "same tokens and TLS as gRPC. Off by default.")
+@click.option("--seed-indexes", envvar=ENV + "SEED_INDEXES", is_flag=True, default=False, show_envvar=True,
+              help="Keep (and create) all of the seed's run_events indexes, for tools that query the database "
+                   "directly with the seed's own crate. Off: they are removed at start-up, since the record id "
+                   "serves every query of the daemon and each index costs every append a write.")
 @click.version_option(__version__)
 def command(
     listen: str, db: str, db_namespace: str, db_database: str, db_user: str | None,
@@ -170,7 +174,7 @@ def command(
     max_connections: int = Settings().max_connections,
     max_concurrent_reads: int = Settings().max_concurrent_reads,
     advertise_address: str | None = None, lease_seconds: float = 3.0, peer_ca: Path | None = None,
-    http_listen: str | None = None,
+    http_listen: str | None = None, seed_indexes: bool = False,
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB.
 
@@ -213,7 +217,7 @@ def command(
         max_inflight_request_bytes=max_inflight_request_bytes, max_connections=max_connections,
         max_concurrent_reads=max_concurrent_reads, advertise_address=advertise_address, lease_seconds=lease_seconds,
         peer_ca=peer_ca,
-        http_listen=http_listen,
+        http_listen=http_listen, seed_indexes=seed_indexes,
     )
     try:
         asyncio.run(run(settings))

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +54,12 @@ EMBEDDED_OPEN_SECONDS = 600.0
 THROW_PREFIX = "aivcs:"
 # Statuses that only echo an earlier statement's failure inside a transaction.
 _ECHO_KINDS = frozenset({"NotExecuted", "Cancelled"})
+
+
+# One raw round trip to the engine: SurrealQL and its variables in, the engine's response out.
+Send = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]]
+# Wraps a Send (metrics timing it, tests injecting faults); see Database.wrap_send.
+SendWrapper = Callable[[Send], Send]
 
 
 class UnsupportedScheme(ValueError):
@@ -188,7 +194,10 @@ async def _connect(url: str, session: Session, round_trip_seconds: float) -> Any
 class Database:
     """The daemon's handle on SurrealDB. Safe to share between ledger objects."""
 
-    def __init__(self, connection: Any, url: str, timeout: float, session: Session | None = None) -> None:
+    def __init__(
+        self, connection: Any, url: str, timeout: float, session: Session | None = None,
+        send_wrappers: Sequence[SendWrapper] = (),
+    ) -> None:
         self._connection = connection
         self.url = url
         self.timeout = timeout
@@ -202,8 +211,9 @@ class Database:
         self.fault: StorageFault | StoreDamaged | None = None
         self._last_damage = ""
         self._log_at_fault: tuple[Path, int] | None = None  # (newest segment, its size) at the first fault
-        # Wraps every raw round trip; fault-injection tests replace it.
-        self.send: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]] = self._send
+        self._wrappers: list[SendWrapper] = list(send_wrappers)
+        self._send_chain: Send = self._send
+        self._rebuild_send()
 
     @classmethod
     async def open(
@@ -213,11 +223,12 @@ class Database:
         database: str = "ledger",
         credentials: Credentials | None = None,
         round_trip_seconds: float = 10.0,
+        send_wrappers: Sequence[SendWrapper] = (),
     ) -> Database:
-        """Connect, sign in when remote, and select the namespace and database."""
+        """Connect, sign in when remote, and select the namespace and database; see wrap_send for the wrappers."""
         session = Session(namespace, database, credentials)
         connection = await _connect(url, session, round_trip_seconds)
-        return cls(connection, url, round_trip_seconds, session)
+        return cls(connection, url, round_trip_seconds, session, send_wrappers)
 
     async def reopen(self) -> None:
         """Open a fresh connection with the same session and swap it in.
@@ -424,18 +435,75 @@ class Database:
             log.error("%s; calls reading it answer DATA_LOSS: restore the data folder from a backup", fault)
         return fault
 
+    def wrap_send(self, wrapper: SendWrapper) -> Callable[[], None]:
+        """Wrap every raw round trip from now on; returns a function that removes the wrapper again.
+
+        `wrapper` gets the Send it wraps and returns the Send to use instead; the wrapper added
+        last is the outermost. The metrics time round trips this way, fault-injection tests break
+        them. Every query of this handle, checkpoints' and recoveries' aside, goes through it.
+        """
+        self._wrappers.append(wrapper)
+        self._rebuild_send()
+
+        def remove() -> None:
+            self._wrappers.remove(wrapper)
+            self._rebuild_send()
+
+        return remove
+
+    def _rebuild_send(self) -> None:
+        chain: Send = self._send
+        for wrapper in self._wrappers:
+            chain = wrapper(chain)
+        self._send_chain = chain
+
+    async def send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        """One raw round trip through the wrappers (wrap_send): the engine's response, unchecked."""
+        return await self._send_chain(sql, variables)
+
     async def ping(self) -> None:
         """Raise StoreUnavailable unless the database answers a trivial query."""
         await self.query("RETURN 1")
 
-    async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
-        """Run `sql` and return each statement's result; raise on any failed statement."""
-        call = asyncio.ensure_future(self.send(sql, variables or {}))
-        done, _ = await asyncio.wait({call}, timeout=self.timeout)
+    def start(self, sql: str, variables: dict[str, Any] | None = None) -> asyncio.Future[dict[str, Any]]:
+        """Hand `sql` to the engine now: its round trip runs as a task of its own; see `answer`.
+
+        The task's first step, on the next loop turn, reaches the engine (an open gate does not
+        wait), so a caller that starts a query and then works without awaiting overlaps the two.
+        """
+        return asyncio.ensure_future(self._send_chain(sql, variables or {}))
+
+    async def answer(
+        self, call: asyncio.Future[dict[str, Any]],
+        abandoned: Callable[[asyncio.Future[dict[str, Any]]], None] | None = None,
+    ) -> list[Any]:
+        """Each statement's result of a started query; raise on any failed statement.
+
+        Waits at most the timeout (then StoreUnavailable). A call given up on, by the timeout or
+        by the caller's cancellation, goes on in the engine: its failure is not logged, and
+        `abandoned` gets it (an Exclusive session holds its key's lock until the engine answers).
+        """
+        try:
+            done, _ = await asyncio.wait({call}, timeout=self.timeout)
+        except BaseException:
+            self._abandon(call, abandoned)
+            raise
         if not done:
-            call.add_done_callback(retrieve_exception)
+            self._abandon(call, abandoned)
             raise StoreUnavailable(f"database did not answer within {self.timeout:g}s")
         return self._checked(call.result())
+
+    @staticmethod
+    def _abandon(
+        call: asyncio.Future[dict[str, Any]], abandoned: Callable[[asyncio.Future[dict[str, Any]]], None] | None
+    ) -> None:
+        call.add_done_callback(retrieve_exception)
+        if abandoned is not None:
+            abandoned(call)
+
+    async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
+        """Run `sql` and return each statement's result; raise on any failed statement."""
+        return await self.answer(self.start(sql, variables))
 
     async def write(self, key: str, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
         """query() while holding `key`'s lock: see `exclusive`."""
@@ -511,19 +579,9 @@ class Exclusive:
         self.unanswered: asyncio.Future[Any] | None = None
 
     async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
-        call = asyncio.ensure_future(self._db.send(sql, variables or {}))
-        try:
-            done, _ = await asyncio.wait({call}, timeout=self._db.timeout)
-        except BaseException:
-            self._abandon(call)
-            raise
-        if not done:
-            self._abandon(call)
-            raise StoreUnavailable(f"database did not answer within {self._db.timeout:g}s")
-        return self._db._checked(call.result())
+        return await self._db.answer(self._db.start(sql, variables), self._abandoned)
 
-    def _abandon(self, call: asyncio.Future[Any]) -> None:
-        call.add_done_callback(retrieve_exception)
+    def _abandoned(self, call: asyncio.Future[Any]) -> None:
         self.unanswered = call
 
 

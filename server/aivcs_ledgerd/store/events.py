@@ -6,8 +6,10 @@ stored, and the events of a run from seq a to b are one record-id range scan.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +79,9 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
 
 _APPEND_BODY = """
     LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
-    IF $run = NONE { THROW 'aivcs:not_found' };
-    IF $run.status != 'running' { THROW 'aivcs:terminal' };
-    IF $run.total_events != $base { THROW 'aivcs:moved' };
+    IF $run = NONE { THROW 'aivcs:not_found' }
+    ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
+    ELSE IF $run.total_events != $base { THROW 'aivcs:moved' };
     INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
         id: type::record('run_events', [$run_id, $e[0]]),
         run_id: $run_id,
@@ -89,7 +91,11 @@ _APPEND_BODY = """
         timestamp: time::from_nanos($e[3]),
         timestamp_ns: $e[3],
         digest: $e[4],
-    }) RETURN NONE;
+    }) RETURN NONE;{keys}
+    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
+        last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
+"""
+_KEYS = """
     INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
         id: type::record('run_appends', [$run_id, $a[0]]),
         run_id: $run_id,
@@ -97,26 +103,25 @@ _APPEND_BODY = """
         first_seq: $a[1],
         last_seq: $a[2],
         fingerprint: $a[3],
-    }) RETURN NONE;
-    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
-        last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
-"""
+    }) RETURN NONE;"""
 _DEADLINE = ", inactivity_deadline_ns = $deadline"
 _TOKENS = (", input_tokens = (input_tokens ?? 0) + $input_tokens,"
            " output_tokens = (output_tokens ?? 0) + $output_tokens")
 
 
-def _append_sql(deadline: bool, tokens: bool, fenced: bool) -> str:
-    # The head update names only the fields this append changes: one statement, the same round trip.
+def _append_sql(deadline: bool, tokens: bool, fenced: bool, keys: bool = True) -> str:
+    # The head update names only the fields this append changes, and the statements are as few as the
+    # append needs (the checks one IF chain, no key insert without keys): each costs the engine time
+    # on the run's serial path.
     body = _APPEND_BODY.replace("{deadline}", _DEADLINE if deadline else "").replace(
         "{tokens}", _TOKENS if tokens else ""
-    )
+    ).replace("{keys}", _KEYS if keys else "")
     if fenced:
         body = FENCE_CHECK + body + FENCE_RENEW
     return "BEGIN TRANSACTION;" + body + "COMMIT TRANSACTION;"
 
 
-_APPENDS = {flags: _append_sql(*flags) for flags in itertools.product((False, True), repeat=3)}
+_APPENDS = {flags: _append_sql(*flags) for flags in itertools.product((False, True), repeat=4)}
 
 
 async def append(
@@ -157,25 +162,45 @@ async def append(
     With a `fence` (several replicas), it also checks that this replica still
     holds the run's lease at that epoch, else Rejected("fenced"), and renews it.
     """
-    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0), fence is not None]
+    sql = _APPENDS[inactivity_timeout_ms > 0, tokens != (0, 0), fence is not None, bool(appends)]
     variables = {
         "run_id": run_id,
         "base": base_seq,
         "events": cbor2.dumps([[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in events]),
-        "appends": cbor2.dumps(
-            [[key, stored.first_seq, stored.last_seq, stored.fingerprint] for key, stored in appends.items()]
-        ),
         "last": events[-1].seq,
         "digest": events[-1].digest,
         "now": now_ns,
-        "input_tokens": tokens[0],
-        "output_tokens": tokens[1],
     }
+    if tokens != (0, 0):
+        variables |= {"input_tokens": tokens[0], "output_tokens": tokens[1]}
+    if appends:
+        variables["appends"] = cbor2.dumps(
+            [[key, stored.first_seq, stored.last_seq, stored.fingerprint] for key, stored in appends.items()]
+        )
     if inactivity_timeout_ms > 0:
         variables["deadline"] = now_ns + inactivity_timeout_ms * 1_000_000
     if fence is not None:
         variables |= fence.variables()
     await session.query(sql, variables)
+
+
+def start_read(
+    db: Database, run_id: str, from_seq: int, to_seq: int, kinds: list[str] | None = None
+) -> Coroutine[Any, Any, tuple[list[Event], int]]:
+    """Hand a range read to the engine now (Database.start); await the result for read_events' answer."""
+    where = " WHERE kind IN $kinds" if kinds else ""
+    sql = (
+        "RETURN encoding::json::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
+        f"FROM run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]{where}));"
+    )
+    call = db.start(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
+    return _decoded(db, call, run_id)
+
+
+async def _decoded(db: Database, call: asyncio.Future[dict[str, Any]], run_id: str) -> tuple[list[Event], int]:
+    [text] = await db.answer(call)
+    events = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
+    return events, len(text)
 
 
 async def read_events(
@@ -186,14 +211,7 @@ async def read_events(
     The engine hands the rows back as one JSON text: decoding it with the C
     `json` module is over twice as fast as the SDK's CBOR decoder.
     """
-    where = " WHERE kind IN $kinds" if kinds else ""
-    sql = (
-        "RETURN encoding::json::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
-        f"FROM run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]{where}));"
-    )
-    [text] = await db.query(sql, {"run_id": run_id, "from_seq": from_seq, "to_seq": to_seq, "kinds": kinds or []})
-    events = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
-    return events, len(text)
+    return await start_read(db, run_id, from_seq, to_seq, kinds)
 
 
 async def first_seq_after(db: Queries, run_id: str, seq: int) -> int | None:

@@ -1,9 +1,12 @@
 """The ledger's tables and indexes, defined idempotently.
 
-The five tables and every index of oxidized-state 0.2.0's migrations are
-kept as the seed defines them, so tools written against the seed keep
-working. `IF NOT EXISTS` makes start-up on existing data a no-op. Indexes
-added here say which query they serve.
+The five tables of oxidized-state 0.2.0's migrations are kept as the seed
+defines them, and so is every index of theirs but the `run_events` ones no
+query of the daemon uses (SEED_EVENT_INDEXES): those cost every append
+their writes and are removed on start-up unless `--seed-indexes` keeps
+them, for tools that query the database directly with the seed's own crate.
+`IF NOT EXISTS` makes start-up on existing data a no-op. Indexes added here
+say which query they serve.
 """
 
 from __future__ import annotations
@@ -38,11 +41,6 @@ DEFINE INDEX IF NOT EXISTS idx_run_id_status ON TABLE runs COLUMNS run_id, statu
 
 DEFINE TABLE IF NOT EXISTS run_events SCHEMALESS
     PERMISSIONS FOR create FULL FOR select FULL FOR update NONE FOR delete NONE;
-DEFINE INDEX IF NOT EXISTS idx_run_id_seq ON TABLE run_events COLUMNS run_id, seq UNIQUE;
-DEFINE INDEX IF NOT EXISTS idx_run_id ON TABLE run_events COLUMNS run_id;
-DEFINE INDEX IF NOT EXISTS idx_run_id_timestamp ON TABLE run_events COLUMNS run_id, timestamp;
-DEFINE INDEX IF NOT EXISTS idx_kind ON TABLE run_events COLUMNS kind;
-DEFINE INDEX IF NOT EXISTS idx_run_id_seq_timestamp ON TABLE run_events COLUMNS run_id, seq, timestamp;
 
 DEFINE TABLE IF NOT EXISTS releases SCHEMALESS
     PERMISSIONS FOR create FULL FOR select FULL FOR update NONE FOR delete NONE;
@@ -64,6 +62,25 @@ DEFINE INDEX IF NOT EXISTS idx_branch_name ON TABLE branches COLUMNS name UNIQUE
 DEFINE INDEX IF NOT EXISTS idx_head_commit_id ON TABLE branches COLUMNS head_commit_id;
 DEFINE INDEX IF NOT EXISTS idx_is_default ON TABLE branches COLUMNS is_default;
 """
+
+# The seed's `run_events` indexes. An event is the record run_events:[run_id, seq] (store/events.py),
+# so the record id holds the seed's constraint "run_id and seq unique" (a second CREATE of the same
+# seq fails) and its order: a run's events, and any seq range of them, are one record-id range scan.
+# idx_run_id_seq, idx_run_id and idx_run_id_seq_timestamp only restate that; idx_run_id_timestamp and
+# idx_kind serve no query of the daemon (a `kinds` filter is applied inside the record-id range). Each
+# index is written by every append (what that costs: `python -m bench`, its engine index layouts;
+# README, Benchmarks), so they exist only with --seed-indexes.
+SEED_EVENT_INDEXES = {
+    "idx_run_id_seq": "run_id, seq UNIQUE",
+    "idx_run_id": "run_id",
+    "idx_run_id_timestamp": "run_id, timestamp",
+    "idx_kind": "kind",
+    "idx_run_id_seq_timestamp": "run_id, seq, timestamp",
+}
+SEED_EVENT_INDEX_SQL = "".join(
+    f"DEFINE INDEX IF NOT EXISTS {name} ON TABLE run_events COLUMNS {columns};\n"
+    for name, columns in SEED_EVENT_INDEXES.items()
+)
 
 LEDGER = """
 -- ListRuns walks one of these backwards from its keyset cursor: newest first,
@@ -92,14 +109,33 @@ DEFINE TABLE IF NOT EXISTS run_appends SCHEMALESS
 """
 
 
-async def init_schema(db: Database) -> None:
-    """Define every table and index; safe to run on every start, and by several replicas at once."""
+async def init_schema(db: Database, seed_indexes: bool = False) -> None:
+    """Define every table and index; safe to run on every start, and by several replicas at once.
+
+    Without `seed_indexes`, the seed's `run_events` indexes (SEED_EVENT_INDEXES) are removed from a
+    database that has them, with a log line; with it, they are defined too.
+    """
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
-            await db.query("BEGIN TRANSACTION;" + SEED + LEDGER + LEASES + "COMMIT TRANSACTION;")
+            extra = SEED_EVENT_INDEX_SQL if seed_indexes else ""
+            await db.query("BEGIN TRANSACTION;" + SEED + extra + LEDGER + LEASES + "COMMIT TRANSACTION;")
+            if not seed_indexes:
+                await _remove_seed_event_indexes(db)
             return
         except StoreConflict:
             if attempt == SCHEMA_ATTEMPTS:
                 raise
             log.info("schema definition conflicted with another starter (attempt %d); retrying", attempt)
             await asyncio.sleep(random.uniform(0.5, 1.5) * SCHEMA_BACKOFF_SECONDS * min(attempt, 10))
+
+
+async def _remove_seed_event_indexes(db: Database) -> None:
+    [info] = await db.query("INFO FOR TABLE run_events;")
+    found = [name for name in SEED_EVENT_INDEXES if name in (info or {}).get("indexes", {})]
+    if not found:
+        return
+    # IF EXISTS: replicas starting together may remove the same index; the data stays as it is.
+    await db.query("".join(f"REMOVE INDEX IF EXISTS {name} ON TABLE run_events;" for name in found))
+    log.info("removed the seed's run_events indexes %s: the record id run_events:[run_id, seq] holds their "
+             "constraint and serves every read, and each cost every append a write (--seed-indexes keeps them)",
+             ", ".join(found))
