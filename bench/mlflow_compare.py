@@ -34,7 +34,7 @@ from aivcs.ledger import Client
 from bench import workload
 from bench.servers import start_ledger_daemon
 from bench.stats import Rate
-from tests.daemon import free_port
+from harness.daemon import free_port
 
 BATCH = 1000
 SIZES = {"full": (1000, 20), "quick": (300, 8), "smoke": (30, 2)}  # (per-event calls, batches) per server

@@ -9,14 +9,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from aivcs_ledgerd.config import Limits
 from aivcs_ledgerd.ledger.events import Events
 from aivcs_ledgerd.ledger.hub import Hub
+from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.model import Evaluation, NewEvent, Run, RunStatus
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.database import Send
 from aivcs_ledgerd.store.runs import create_run
-from aivcs_ledgerd.timeutil import ns_to_datetime
+from aivcs_ledgerd.util.timeutil import ns_to_datetime
 
 
 async def _nothing() -> None:

@@ -10,7 +10,7 @@ from aivcs.ledger.v1 import event_pb2, event_stream_pb2, event_stream_pb2_grpc, 
 
 from aivcs_ledgerd.store import Database
 from aivcs_ledgerd.store.schema import SEED_EVENT_INDEXES
-from tests.daemon import DaemonProcess, start_daemon
+from harness.daemon import DaemonProcess, start_daemon
 
 SPEC = "a" * 64
 
