@@ -9,7 +9,7 @@ import socket
 from dataclasses import dataclass
 
 import grpc
-from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
+from aivcs.ledger.v1 import event_stream_pb2, ledger_admin_pb2, release_registry_pb2, run_ledger_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -42,6 +42,7 @@ SERVICE_NAMES = [
     event_stream_pb2.DESCRIPTOR.services_by_name["EventStream"].full_name,
     release_registry_pb2.DESCRIPTOR.services_by_name["ReleaseRegistry"].full_name,
     TRACE_SERVICE,  # OTLP trace ingestion (otlp/)
+    ledger_admin_pb2.DESCRIPTOR.services_by_name["LedgerAdmin"].full_name,  # backup and restore
 ]
 
 
