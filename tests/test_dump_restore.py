@@ -318,8 +318,16 @@ def tampered(setup: Setup) -> tuple[Path, dict[str, int]]:
                                                               ids["failed"]: 4}
 
 
-def test_tampered_dump_refuses_those_runs_naming_them_and_writes_nothing_of_them(setup: Setup) -> None:
+def test_tampered_malformed_and_truncated_dumps_write_nothing_of_the_runs_they_refuse(setup: Setup) -> None:
     path, bad = tampered(setup)
+    records = read_dump(setup.dump)
+    lines = [json.dumps(record, ensure_ascii=False) for record in records]
+    broken = setup.tmp / "broken.jsonl"
+    broken.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n", encoding="utf-8")
+    # Cut inside the big run, after its first staging batches: that run must not appear.
+    big_at = next(i for i, r in enumerate(records) if r["record"] == "run" and r["run_id"] == setup.ids["big"])
+    truncated = write_dump(setup.tmp / "truncated.jsonl.gz", records[:big_at + 260])
+    future = write_dump(setup.tmp / "future.jsonl.gz", [records[0] | {"version": 2}, *records[1:]])
     with setup.fresh_target() as (server, target):
         result = cli(target.target, ADMIN, "restore", str(path), "--json")
         assert result.code == 1
@@ -336,32 +344,22 @@ def test_tampered_dump_refuses_those_runs_naming_them_and_writes_nothing_of_them
                                                                   metadata=metadata(READ_ONLY))
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         assert summary["runs_restored"] == len(setup.ids) - len(bad)
-        # The good dump then restores the refused runs and leaves the others unchanged.
-        again = json.loads(cli(target.target, ADMIN, "restore", str(setup.dump), "--json").stdout)
-        assert again["runs_restored"] == len(bad) and again["runs_unchanged"] == len(setup.ids) - len(bad)
-        assert snapshot(target.target, list(setup.ids.values()), AGENTS) == setup.before
 
-
-def test_malformed_and_truncated_dumps_are_refused_and_leave_no_partial_run(setup: Setup) -> None:
-    records = read_dump(setup.dump)
-    lines = [json.dumps(record, ensure_ascii=False) for record in records]
-    broken = setup.tmp / "broken.jsonl"
-    broken.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n", encoding="utf-8")
-    # Cut inside the big run: every run before it is whole; the big run must not appear.
-    big_at = next(i for i, r in enumerate(records) if r["record"] == "run" and r["run_id"] == setup.ids["big"])
-    truncated = write_dump(setup.tmp / "truncated.jsonl.gz", records[:big_at + 260])
-    with setup.fresh_target() as (server, target):
         result = cli(target.target, ADMIN, "restore", str(broken))
         assert result.code == 1
         assert "record 4: is not JSON" in result.stderr and "line N of the file" in result.stderr
+        assert stored_rows(server, setup.ids["completed"]) == {"events": 0, "appends": 0, "runs": 0}
         result = cli(target.target, ADMIN, "restore", str(truncated))
         assert result.code == 1 and "ended before its end record" in result.stderr
         assert stored_rows(server, setup.ids["big"]) == {"events": 0, "appends": 0, "runs": 0}
-        assert verify(target.target, setup.ids["running"]).ok
-        header = records[0] | {"version": 2}
-        future = write_dump(setup.tmp / "future.jsonl.gz", [header, *records[1:]])
+        assert verify(target.target, setup.ids["completed"]).ok  # runs before the cut are whole
         result = cli(target.target, ADMIN, "restore", str(future))
         assert result.code == 1 and "version: is 2; this daemon reads version 1 dumps only" in result.stderr
+
+        # The good dump then restores what is missing and leaves the rest unchanged.
+        again = json.loads(cli(target.target, ADMIN, "restore", str(setup.dump), "--json").stdout)
+        assert again["runs_restored"] == 1 and again["runs_unchanged"] == len(setup.ids) - 1
+        assert snapshot(target.target, list(setup.ids.values()), AGENTS) == setup.before
 
 
 def test_only_an_admin_token_may_restore(setup: Setup) -> None:
