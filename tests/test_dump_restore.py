@@ -409,3 +409,27 @@ def test_copy_of_a_stopped_data_folder_opens_and_verifies(setup: Setup) -> None:
         assert snapshot(daemon.target, list(setup.ids.values()), AGENTS) == setup.before
     finally:
         daemon.stop()
+
+
+def test_two_restores_of_one_dump_at_once_leave_every_run_whole(setup: Setup) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from aivcs.ledger import _backup as backup
+    from aivcs.ledger._connection import Connection
+
+    target = start_daemon(setup.tmp, "mem://", ["--auth-token-file", str(setup.tokens)])
+    try:
+        def restore() -> backup.RestoreFigures:
+            with backup.open_dump_for_reading(setup.dump) as lines:
+                return backup.restore(Connection(target=target.target, token=ADMIN), iter(lines))
+
+        with ThreadPoolExecutor(2) as pool:
+            first, second = [future.result() for future in [pool.submit(restore), pool.submit(restore)]]
+        for figures in (first, second):
+            assert figures.complete
+            assert all("another restore on this daemon is writing the run" in o.reason for o in figures.refused)
+        assert first.counts.get("runs restored", 0) + second.counts.get("runs restored", 0) == len(setup.ids)
+        assert snapshot(target.target, list(setup.ids.values()), AGENTS) == setup.before
+        assert all(verify(target.target, run_id).ok for run_id in setup.ids.values())
+    finally:
+        target.stop()

@@ -131,13 +131,15 @@ async def clear_staged(session: Queries, run_id: str, fence: Fence | None = None
     await session.query(sql, _fenced({"run_id": run_id, "max": MAX_SEQ}, fence))
 
 
-async def stage_events(session: Queries, run_id: str, events: list[list[Any]], fence: Fence | None = None) -> None:
+async def stage_events(session: Queries, run_id: str, events: list[list[Any]], fence: Fence | None = None,
+                       repeat: bool = False) -> None:
     """Write events ([seq, kind, payload, timestamp_ns, digest]) of a run whose record does not exist yet.
 
-    Rejected(EXISTS) when the run record exists; DuplicateRecord when a seq is stored.
+    Rejected(EXISTS) when the run record exists; DuplicateRecord when a seq is stored. With `repeat`
+    (the write is a repeat of one that may have committed unseen), a batch already stored is left as
+    it is: a batch is one transaction, so its first seq is there exactly when all of it is.
     """
-    sql = _transaction(_ABSENT_RUN + """
-    INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
+    insert = """INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
         id: type::record('run_events', [$run_id, $e[0]]),
         run_id: $run_id,
         seq: $e[0],
@@ -146,24 +148,33 @@ async def stage_events(session: Queries, run_id: str, events: list[list[Any]], f
         timestamp: time::from_nanos($e[3]),
         timestamp_ns: $e[3],
         digest: $e[4],
-    }) RETURN NONE;
-    """, fence)
-    await session.query(sql, _fenced({"run_id": run_id, "events": cbor2.dumps(events)}, fence))
+    }) RETURN NONE;"""
+    if repeat:
+        insert = f"IF !record::exists(type::record('run_events', [$run_id, $first])) {{ {insert} }};"
+    sql = _transaction(_ABSENT_RUN + insert, fence)
+    variables = {"run_id": run_id, "events": cbor2.dumps(events), "first": events[0][0]}
+    await session.query(sql, _fenced(variables, fence))
 
 
-async def stage_appends(session: Queries, run_id: str, appends: list[list[Any]], fence: Fence | None = None) -> None:
-    """Write idempotency records ([key, first_seq, last_seq, fingerprint]) of a run not created yet."""
-    sql = _transaction(_ABSENT_RUN + """
-    INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
+async def stage_appends(session: Queries, run_id: str, appends: list[list[Any]], fence: Fence | None = None,
+                        repeat: bool = False) -> None:
+    """Write idempotency records ([key, first_seq, last_seq, fingerprint]) of a run not created yet.
+
+    As stage_events, with `repeat` a batch already stored is left as it is.
+    """
+    insert = """INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
         id: type::record('run_appends', [$run_id, $a[0]]),
         run_id: $run_id,
         key: $a[0],
         first_seq: $a[1],
         last_seq: $a[2],
         fingerprint: $a[3],
-    }) RETURN NONE;
-    """, fence)
-    await session.query(sql, _fenced({"run_id": run_id, "appends": cbor2.dumps(appends)}, fence))
+    }) RETURN NONE;"""
+    if repeat:
+        insert = f"IF !record::exists(type::record('run_appends', [$run_id, $first])) {{ {insert} }};"
+    sql = _transaction(_ABSENT_RUN + insert, fence)
+    variables = {"run_id": run_id, "appends": cbor2.dumps(appends), "first": appends[0][0]}
+    await session.query(sql, _fenced(variables, fence))
 
 
 async def create_run(session: Queries, row: dict[str, Any], times: dict[str, int | None],

@@ -39,6 +39,7 @@ def outcome_to_proto(outcome: Outcome) -> pb.RestoreOutcome:
 class LedgerAdminServicer(ledger_admin_pb2_grpc.LedgerAdminServicer):
     def __init__(self, ledger: Ledger) -> None:
         self._ledger = ledger
+        self._restoring: set[str] = set()  # runs a restore stream is staging, across all streams
 
     @staticmethod
     def _answer(restore: Restore) -> pb.RestoreLedgerResponse:
@@ -74,7 +75,7 @@ class LedgerAdminServicer(ledger_admin_pb2_grpc.LedgerAdminServicer):
     async def RestoreLedger(
         self, requests: AsyncIterator[pb.RestoreLedgerRequest], context: Context
     ) -> AsyncIterator[pb.RestoreLedgerResponse]:
-        restore = Restore(self._ledger.db, self._ledger.ownership)
+        restore = Restore(self._ledger.db, self._ledger.ownership, self._restoring)
         try:
             async for request in requests:
                 try:

@@ -22,10 +22,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.backup import format as fmt
+from aivcs_ledgerd.ledger.backup.patience import patiently
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument
@@ -39,6 +40,7 @@ from aivcs_ledgerd.store.releases import current, lock_key
 from aivcs_ledgerd.store.runs import NS_PER_MS, run_key
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Events per staging transaction: the writer's group size, where the engine's cost per event is lowest.
 EVENTS_PER_BATCH = 200
@@ -81,6 +83,7 @@ class _Run:
     record: dict[str, Any]
     existing: dict[str, Any] | None
     staged: bool = False  # whether rows of it may be stored (to remove when refused)
+    claimed: bool = False  # in the daemon's set of runs being restored
     refusal: _Refusal | None = None
     next_seq: int = 1
     head: str = ""
@@ -107,8 +110,11 @@ class _History:
 class Restore:
     """One restore stream's state: feed it the records in order, then `finish` (or `abort`)."""
 
-    def __init__(self, db: Database, ownership: SoleOwner, now_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(self, db: Database, ownership: SoleOwner, restoring: set[str] | None = None,
+                 now_ns: Callable[[], int] = time.time_ns) -> None:
+        """`restoring`: the run ids every restore on this daemon is writing, shared by all of them."""
         self._db = db
+        self._restoring = restoring if restoring is not None else set()
         self._ownership = ownership
         self._now_ns = now_ns
         self.records = 0
@@ -163,8 +169,17 @@ class Restore:
     async def abort(self) -> None:
         """The stream ended early or failed: remove the staged rows of the run in progress."""
         run, self._run = self._run, None
-        if run is not None and run.staged:
-            await self._clear(run)
+        if run is not None:
+            try:
+                if run.staged:
+                    await self._clear(run)
+            finally:
+                self._unclaim(run)
+
+    def _unclaim(self, run: _Run) -> None:
+        if run.claimed:
+            self._restoring.discard(run.run_id)
+            run.claimed = False
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -174,17 +189,30 @@ class Restore:
             raise InvalidArgument(f"{fields.where}.run_id", f"{run_id!r} is not the run the records before begin")
         return self._run
 
-    async def _write(self, key: str, write: Write) -> None:
-        await self._ownership.fenced_write(self._db, key, write)
+    async def _write(self, key: str, write: Callable[[bool], Write]) -> None:
+        """One write under `key`, repeated through an outage; `write(repeat)` makes the statement."""
+
+        async def attempt(repeat: bool) -> None:
+            await self._ownership.fenced_write(self._db, key, write(repeat))
+
+        await patiently(attempt, f"restore of {key}")
+
+    async def _read(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await patiently(lambda _: call(), "restore")
 
     async def _open_run(self, record: dict[str, Any]) -> _Run:
         run_id = record["run_id"]
-        row = await store.run_row(self._db, run_id)
+        row = await self._read(lambda: store.run_row(self._db, run_id))
         run = _Run(record, None if row is None else fmt.run_record(row))
         if run.existing is not None:
             return run
+        if run_id in self._restoring:  # another stream stages it: removing its rows would break that run
+            run.refusal = _Refusal("another restore on this daemon is writing the run right now")
+            return run
+        self._restoring.add(run_id)
+        run.claimed = True
         try:
-            await self._write(run_key(run_id), lambda session, fence: store.clear_staged(session, run_id, fence))
+            await self._write(run_key(run_id), lambda _: lambda s, f: store.clear_staged(s, run_id, f))
             run.staged = True
         except Rejected as rejected:
             if rejected.reason != store.EXISTS:
@@ -247,9 +275,11 @@ class Restore:
         appends, run.appends = run.appends, []
         try:
             if events:
-                await self._write(run_key(run_id), lambda s, f: store.stage_events(s, run_id, events, f))
+                await self._write(run_key(run_id),
+                                  lambda again: lambda s, f: store.stage_events(s, run_id, events, f, again))
             if appends:
-                await self._write(run_key(run_id), lambda s, f: store.stage_appends(s, run_id, appends, f))
+                await self._write(run_key(run_id),
+                                  lambda again: lambda s, f: store.stage_appends(s, run_id, appends, f, again))
         except Rejected as rejected:
             if rejected.reason != store.EXISTS:
                 raise
@@ -265,6 +295,12 @@ class Restore:
         run, self._run = self._run, None
         if run is None:
             return
+        try:
+            await self._decide(run, outcomes)
+        finally:
+            self._unclaim(run)
+
+    async def _decide(self, run: _Run, outcomes: list[Outcome]) -> None:
         record = run.record
         checked = run.next_seq - 1
         if run.refusal is None:
@@ -289,6 +325,10 @@ class Restore:
             except Rejected as rejected:
                 if rejected.reason != store.EXISTS:
                     raise
+                row = await self._read(lambda: store.run_row(self._db, run.run_id))
+                if row is not None and fmt.run_record(row) == record:  # an attempt that committed unseen
+                    outcomes.append(Outcome(Verdict.RESTORED, checked, run_id=run.run_id))
+                    return
                 run.staged = False
                 run.refusal = _Refusal("the run was created in the target while it was being restored")
             except DuplicateRecord:
@@ -312,12 +352,12 @@ class Restore:
         if record["status"] == RunStatus.RUNNING.value and record["inactivity_timeout_ms"] > 0:
             # Counted from the restore: a move must not fail the runs agents are still writing.
             row["inactivity_deadline_ns"] = self._now_ns() + record["inactivity_timeout_ms"] * NS_PER_MS
-        await self._write(run_key(run.run_id), lambda s, f: store.create_run(s, row, times, f))
+        await self._write(run_key(run.run_id), lambda _: lambda s, f: store.create_run(s, row, times, f))
 
     async def _clear(self, run: _Run) -> None:
         run_id = run.run_id
         try:
-            await self._write(run_key(run_id), lambda s, f: store.clear_staged(s, run_id, f))
+            await self._write(run_key(run_id), lambda _: lambda s, f: store.clear_staged(s, run_id, f))
         except (Rejected, NotOwner) as error:
             # Rows of a run created meanwhile are its own; a lost lease leaves them for the next restore.
             log.warning("could not remove the staged rows of run %r: %s", run_id, error)
@@ -330,7 +370,7 @@ class Restore:
         history = self._history
         if history is None or history.agent_name != agent:
             await self._close_history(outcomes)
-            head = await current(self._db, agent)
+            head = await self._read(lambda: current(self._db, agent))
             history = self._history = _History(agent, 0 if head is None else head.sequence)
         self._releases += 1
         if history.refusal is not None:
@@ -356,7 +396,8 @@ class Restore:
 
     async def _stored_entry(self, history: _History, sequence: int) -> dict[str, Any]:
         if sequence not in history.target_page:
-            rows = await store.release_rows(self._db, history.agent_name, sequence, RELEASES_PER_BATCH)
+            rows = await self._read(
+                lambda: store.release_rows(self._db, history.agent_name, sequence, RELEASES_PER_BATCH))
             history.target_page = {row["sequence"]: fmt.release_record(row) for row in rows}
         return history.target_page.get(sequence, {})
 
@@ -368,11 +409,14 @@ class Restore:
         rows = [{name: value for name, value in entry.items() if value is not None and name != "record"}
                 for entry in entries]
         try:
-            await self._write(lock_key(agent), lambda s, f: store.append_releases(s, agent, after, rows, f))
+            await self._write(lock_key(agent), lambda _: lambda s, f: store.append_releases(s, agent, after, rows, f))
             history.wrote = True
         except Rejected as rejected:
             if rejected.reason != "moved":
                 raise
+            if await self._stored_entry(history, entries[-1]["sequence"]) == entries[-1]:
+                history.wrote = True  # an attempt that committed unseen
+                return
             history.refusal = _Refusal("the history changed in the target while it was being restored")
         except NotOwner as owned:
             history.refusal = _Refusal(f"another replica owns the history ({owned.address or 'unknown'}); "
