@@ -433,3 +433,43 @@ def test_two_restores_of_one_dump_at_once_leave_every_run_whole(setup: Setup) ->
         assert all(verify(target.target, run_id).ok for run_id in setup.ids.values())
     finally:
         target.stop()
+
+
+async def test_restore_waits_out_lost_answers_and_repeats_writes_that_committed_unseen(setup: Setup) -> None:
+    """Each first staging write, run creation and history append commits but its answer is lost."""
+    from aivcs.ledger.v1 import ledger_admin_pb2 as la
+    from aivcs.ledger.v1 import ledger_admin_pb2_grpc
+
+    from aivcs_ledgerd.store import StoreUnavailable
+    from tests.inprocess import channel, running
+
+    lost: list[str] = []
+    async with running() as daemon:
+        real = daemon.db.send
+
+        async def answer_lost_once(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            answer = await real(sql, variables)
+            for marker in ("INSERT INTO run_events", "CREATE type::record('runs'", "INSERT INTO releases"):
+                if marker in sql and marker not in lost:
+                    lost.append(marker)
+                    raise StoreUnavailable("injected: the answer was lost after the commit")
+            return answer
+
+        daemon.db.send = answer_lost_once  # type: ignore[method-assign]
+        with gzip.open(setup.dump, "rt", encoding="utf-8") as file:
+            lines = [line.rstrip("\n") for line in file]
+
+        async def requests() -> Any:
+            for start in range(0, len(lines), 100):
+                yield la.RestoreLedgerRequest(records=lines[start:start + 100])
+
+        async with channel(daemon) as ch:
+            answers = [answer async for answer in ledger_admin_pb2_grpc.LedgerAdminStub(ch).RestoreLedger(requests())]
+        outcomes = [outcome for answer in answers for outcome in answer.outcomes]
+        assert answers[-1].complete and len(lost) == 3
+        assert [o.reason for o in outcomes if o.verdict != la.RestoreOutcome.VERDICT_RESTORED] == []
+        target = f"127.0.0.1:{daemon.port}"
+        view = await asyncio.to_thread(snapshot, target, list(setup.ids.values()), AGENTS)
+        assert view == setup.before
+        for run_id in setup.ids.values():
+            assert (await asyncio.to_thread(verify, target, run_id)).ok
