@@ -12,7 +12,7 @@ from aivcs.ledger.v1 import ledger_admin_pb2_grpc
 from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.ledger.backup.dump import DumpCounts, DumpFilter, dump
 from aivcs_ledgerd.ledger.backup.restore import Outcome, Restore, Verdict
-from aivcs_ledgerd.ledger.errors import LedgerError
+from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.transport.convert import checked_timestamp_ns
 from aivcs_ledgerd.transport.status import guarded_stream
 
@@ -62,29 +62,39 @@ class LedgerAdminServicer(ledger_admin_pb2_grpc.LedgerAdminServicer):
         counts = DumpCounts()
         chunk: list[str] = []
         size = 0
-        async for record in dump(self._ledger.db, where, counts):
-            chunk.append(record)
-            size += len(record)
-            if size >= CHUNK_BYTES:
-                yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events,
-                                            releases=counts.releases)
-                chunk, size = [], 0
-        yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events, releases=counts.releases)
+        with self._ledger.stream():
+            async for record in dump(self._ledger.db, where, counts):
+                chunk.append(record)
+                size += len(record)
+                if size >= CHUNK_BYTES:
+                    self._check_draining()
+                    yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events,
+                                                releases=counts.releases)
+                    chunk, size = [], 0
+            yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events,
+                                        releases=counts.releases)
+
+    def _check_draining(self) -> None:
+        """A long dump or restore ends promptly when the daemon drains; the caller runs it again."""
+        if self._ledger.draining.is_set():
+            raise Unavailable("the daemon is shutting down; run the dump or restore again")
 
     @guarded_stream
     async def RestoreLedger(
         self, requests: AsyncIterator[pb.RestoreLedgerRequest], context: Context
     ) -> AsyncIterator[pb.RestoreLedgerResponse]:
         restore = Restore(self._ledger.db, self._ledger.ownership, self._restoring)
-        try:
-            async for request in requests:
-                try:
-                    await restore.feed(list(request.records))
-                except LedgerError:
-                    if restore.outcomes:  # decided before the malformed record: the caller still learns them
-                        yield self._answer(restore)
-                    raise
-                yield self._answer(restore)
-        finally:
-            if not restore.complete:
-                await restore.abort()
+        with self._ledger.stream():  # drain waits for it to end and clean up (within the grace period)
+            try:
+                async for request in requests:
+                    try:
+                        self._check_draining()
+                        await restore.feed(list(request.records))
+                    except LedgerError:
+                        if restore.outcomes:  # decided before the malformed record: the caller still learns them
+                            yield self._answer(restore)
+                        raise
+                    yield self._answer(restore)
+            finally:
+                if not restore.complete:
+                    await restore.abort()  # removes the staged rows of the run in progress
