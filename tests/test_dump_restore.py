@@ -473,3 +473,20 @@ async def test_restore_waits_out_lost_answers_and_repeats_writes_that_committed_
         assert view == setup.before
         for run_id in setup.ids.values():
             assert (await asyncio.to_thread(verify, target, run_id)).ok
+
+
+def test_bad_dump_filters_are_invalid_argument_naming_the_field(setup: Setup) -> None:
+    from aivcs.ledger.v1 import ledger_admin_pb2 as la
+    from aivcs.ledger.v1 import ledger_admin_pb2_grpc
+    from google.protobuf import timestamp_pb2
+
+    with setup.target.channel() as channel:
+        stub = ledger_admin_pb2_grpc.LedgerAdminStub(channel)
+        for request, field in ((la.DumpLedgerRequest(agent_name=""), "agent_name"),
+                               (la.DumpLedgerRequest(created_after=timestamp_pb2.Timestamp(nanos=-1)), "created_after"),
+                               (la.DumpLedgerRequest(created_before=timestamp_pb2.Timestamp(seconds=2**62)),
+                                "created_before")):
+            with pytest.raises(grpc.RpcError) as refused:
+                list(stub.DumpLedger(request, metadata=metadata(READ_ONLY), timeout=10))
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert str(refused.value.details()).startswith(field), refused.value.details()
