@@ -86,11 +86,11 @@ class LedgerAdminServicer:
         it, so a RUNNING run is dumped as of that head; events appended later are
         not included. Runs created while the dump runs may or may not be
         included. Release histories follow the runs, each whole and in order.
-        Every response holds at most 1 MiB of record text (a single record may
-        be larger, up to an event's payload limit plus its fields). INVALID_ARGUMENT
-        for a bad filter (naming it), UNAVAILABLE when the database fails
-        mid-way: the caller must then discard the partial dump (it has no end
-        record).
+        Each response carries about 1 MiB of record text (it ends at the first
+        record past that size). INVALID_ARGUMENT for a bad filter (naming it).
+        A passing database outage is waited out (about half a minute);
+        UNAVAILABLE when it lasts longer or the daemon drains: the caller must
+        then discard the partial dump (it has no end record) and start again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -124,15 +124,18 @@ class LedgerAdminServicer:
         With several replicas on one database, each write takes the run's (or
         agent's) ownership lease, as appends do, so a restore never races a
         writer on another replica; a run owned by another replica is REFUSED
-        with a reason saying so (retry it later).
+        with a reason saying so (retry it later). A run another restore on the
+        same daemon is writing at that moment is REFUSED likewise.
 
         The daemon answers every request with one response (progress and the
         outcomes decided since the previous one). A record that is not valid
         JSON, lacks a field, comes out of place (e.g. an event of another run),
         or a missing or unsupported header ends the call with INVALID_ARGUMENT
         naming the record's position (its line in the dump); runs finished
-        before it stay restored, the run in progress is removed. UNAVAILABLE
-        when the database fails; the restore may be repeated from the start.
+        before it stay restored, the run in progress is removed. A passing
+        database outage is waited out (about half a minute; a write that may
+        have committed unseen is repeated safely); UNAVAILABLE when it lasts
+        longer or the daemon drains: the restore may be repeated from the start.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,11 +55,11 @@ class LedgerAdminStub:
     it, so a RUNNING run is dumped as of that head; events appended later are
     not included. Runs created while the dump runs may or may not be
     included. Release histories follow the runs, each whole and in order.
-    Every response holds at most 1 MiB of record text (a single record may
-    be larger, up to an event's payload limit plus its fields). INVALID_ARGUMENT
-    for a bad filter (naming it), UNAVAILABLE when the database fails
-    mid-way: the caller must then discard the partial dump (it has no end
-    record).
+    Each response carries about 1 MiB of record text (it ends at the first
+    record past that size). INVALID_ARGUMENT for a bad filter (naming it).
+    A passing database outage is waited out (about half a minute);
+    UNAVAILABLE when it lasts longer or the daemon drains: the caller must
+    then discard the partial dump (it has no end record) and start again.
     """
     RestoreLedger: _grpc.StreamStreamMultiCallable[_ledger_admin_pb2.RestoreLedgerRequest, _ledger_admin_pb2.RestoreLedgerResponse]
     """Writes the records of a dump into this daemon's ledger, keeping run ids,
@@ -89,15 +89,18 @@ class LedgerAdminStub:
     With several replicas on one database, each write takes the run's (or
     agent's) ownership lease, as appends do, so a restore never races a
     writer on another replica; a run owned by another replica is REFUSED
-    with a reason saying so (retry it later).
+    with a reason saying so (retry it later). A run another restore on the
+    same daemon is writing at that moment is REFUSED likewise.
 
     The daemon answers every request with one response (progress and the
     outcomes decided since the previous one). A record that is not valid
     JSON, lacks a field, comes out of place (e.g. an event of another run),
     or a missing or unsupported header ends the call with INVALID_ARGUMENT
     naming the record's position (its line in the dump); runs finished
-    before it stay restored, the run in progress is removed. UNAVAILABLE
-    when the database fails; the restore may be repeated from the start.
+    before it stay restored, the run in progress is removed. A passing
+    database outage is waited out (about half a minute; a write that may
+    have committed unseen is repeated safely); UNAVAILABLE when it lasts
+    longer or the daemon drains: the restore may be repeated from the start.
     """
 
 @_typing.type_check_only
@@ -127,11 +130,11 @@ class LedgerAdminAsyncStub(LedgerAdminStub):
     it, so a RUNNING run is dumped as of that head; events appended later are
     not included. Runs created while the dump runs may or may not be
     included. Release histories follow the runs, each whole and in order.
-    Every response holds at most 1 MiB of record text (a single record may
-    be larger, up to an event's payload limit plus its fields). INVALID_ARGUMENT
-    for a bad filter (naming it), UNAVAILABLE when the database fails
-    mid-way: the caller must then discard the partial dump (it has no end
-    record).
+    Each response carries about 1 MiB of record text (it ends at the first
+    record past that size). INVALID_ARGUMENT for a bad filter (naming it).
+    A passing database outage is waited out (about half a minute);
+    UNAVAILABLE when it lasts longer or the daemon drains: the caller must
+    then discard the partial dump (it has no end record) and start again.
     """
     RestoreLedger: _aio.StreamStreamMultiCallable[_ledger_admin_pb2.RestoreLedgerRequest, _ledger_admin_pb2.RestoreLedgerResponse]  # type: ignore[assignment]
     """Writes the records of a dump into this daemon's ledger, keeping run ids,
@@ -161,15 +164,18 @@ class LedgerAdminAsyncStub(LedgerAdminStub):
     With several replicas on one database, each write takes the run's (or
     agent's) ownership lease, as appends do, so a restore never races a
     writer on another replica; a run owned by another replica is REFUSED
-    with a reason saying so (retry it later).
+    with a reason saying so (retry it later). A run another restore on the
+    same daemon is writing at that moment is REFUSED likewise.
 
     The daemon answers every request with one response (progress and the
     outcomes decided since the previous one). A record that is not valid
     JSON, lacks a field, comes out of place (e.g. an event of another run),
     or a missing or unsupported header ends the call with INVALID_ARGUMENT
     naming the record's position (its line in the dump); runs finished
-    before it stay restored, the run in progress is removed. UNAVAILABLE
-    when the database fails; the restore may be repeated from the start.
+    before it stay restored, the run in progress is removed. A passing
+    database outage is waited out (about half a minute; a write that may
+    have committed unseen is repeated safely); UNAVAILABLE when it lasts
+    longer or the daemon drains: the restore may be repeated from the start.
     """
 
 class LedgerAdminServicer(metaclass=_abc_1.ABCMeta):
@@ -202,11 +208,11 @@ class LedgerAdminServicer(metaclass=_abc_1.ABCMeta):
         it, so a RUNNING run is dumped as of that head; events appended later are
         not included. Runs created while the dump runs may or may not be
         included. Release histories follow the runs, each whole and in order.
-        Every response holds at most 1 MiB of record text (a single record may
-        be larger, up to an event's payload limit plus its fields). INVALID_ARGUMENT
-        for a bad filter (naming it), UNAVAILABLE when the database fails
-        mid-way: the caller must then discard the partial dump (it has no end
-        record).
+        Each response carries about 1 MiB of record text (it ends at the first
+        record past that size). INVALID_ARGUMENT for a bad filter (naming it).
+        A passing database outage is waited out (about half a minute);
+        UNAVAILABLE when it lasts longer or the daemon drains: the caller must
+        then discard the partial dump (it has no end record) and start again.
         """
 
     @_abc_1.abstractmethod
@@ -242,15 +248,18 @@ class LedgerAdminServicer(metaclass=_abc_1.ABCMeta):
         With several replicas on one database, each write takes the run's (or
         agent's) ownership lease, as appends do, so a restore never races a
         writer on another replica; a run owned by another replica is REFUSED
-        with a reason saying so (retry it later).
+        with a reason saying so (retry it later). A run another restore on the
+        same daemon is writing at that moment is REFUSED likewise.
 
         The daemon answers every request with one response (progress and the
         outcomes decided since the previous one). A record that is not valid
         JSON, lacks a field, comes out of place (e.g. an event of another run),
         or a missing or unsupported header ends the call with INVALID_ARGUMENT
         naming the record's position (its line in the dump); runs finished
-        before it stay restored, the run in progress is removed. UNAVAILABLE
-        when the database fails; the restore may be repeated from the start.
+        before it stay restored, the run in progress is removed. A passing
+        database outage is waited out (about half a minute; a write that may
+        have committed unseen is repeated safely); UNAVAILABLE when it lasts
+        longer or the daemon drains: the restore may be repeated from the start.
         """
 
 def add_LedgerAdminServicer_to_server(servicer: LedgerAdminServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
