@@ -66,10 +66,19 @@ def write_dump(path: Path, events: int, per_run: int) -> int:
                 timestamp = created + seq * 1000
                 head = event_digest(head, seq, kind_json, canonical_json("payload", payload), timestamp)
                 lines.append(fmt.encode(fmt.event_record(run_id, [seq, "step", payload, timestamp, head])))
-            row = {"run_id": run_id, "spec_digest": SPEC, "agent_name": f"agent-{number % 10}", "status": "completed",
-                   "total_events": count, "success": True, "duration_ms": count, "created_ns": created,
-                   "completed_at_ns": created + (count + 1) * 1000, "events_digest": head,
-                   "last_activity_at_ns": created + count * 1000}
+            row = {
+                "run_id": run_id,
+                "spec_digest": SPEC,
+                "agent_name": f"agent-{number % 10}",
+                "status": "completed",
+                "total_events": count,
+                "success": True,
+                "duration_ms": count,
+                "created_ns": created,
+                "completed_at_ns": created + (count + 1) * 1000,
+                "events_digest": head,
+                "last_activity_at_ns": created + count * 1000,
+            }
             out.write(fmt.encode(fmt.run_record(row)) + "\n")
             out.write("\n".join(lines) + "\n")
             written += count
@@ -93,8 +102,13 @@ def run_cli(args: list[str], target: str, cwd: Path) -> tuple[float, float, str]
     """Run `aivcs-ledger ARGS`; (seconds, peak RSS MB, stderr). Fails loudly on a non-zero exit."""
     began = time.monotonic()
     with tempfile.TemporaryFile() as err:
-        process = subprocess.Popen([*CLI, "--target", target, *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                                   stderr=err, env={**os.environ, "NO_COLOR": "1"})
+        process = subprocess.Popen(
+            [*CLI, "--target", target, *args],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
         _, status, usage = os.wait4(process.pid, 0)
         process.returncode = os.waitstatus_to_exitcode(status)
         seconds = time.monotonic() - began
@@ -106,17 +120,22 @@ def run_cli(args: list[str], target: str, cwd: Path) -> tuple[float, float, str]
 
 
 def table(phases: list[Phase]) -> str:
-    head = f"{'phase':<8} {'events':>10} {'seconds':>9} {'events/s':>10} {'client RSS MB':>14} " \
-           f"{'daemon RSS MB':>14} {'file MB':>9}"
-    rows = [f"{p.name:<8} {p.events:>10,} {p.seconds:>9.1f} {p.events_per_second:>10,.0f} "
-            f"{p.client_peak_rss_mb:>14.1f} {p.daemon_peak_rss_mb:>14.1f} {p.file_bytes / 1e6:>9.1f}"
-            for p in phases]
+    head = (
+        f"{'phase':<8} {'events':>10} {'seconds':>9} {'events/s':>10} {'client RSS MB':>14} "
+        f"{'daemon RSS MB':>14} {'file MB':>9}"
+    )
+    rows = [
+        f"{p.name:<8} {p.events:>10,} {p.seconds:>9.1f} {p.events_per_second:>10,.0f} "
+        f"{p.client_peak_rss_mb:>14.1f} {p.daemon_peak_rss_mb:>14.1f} {p.file_bytes / 1e6:>9.1f}"
+        for p in phases
+    ]
     return "\n".join([head, *rows])
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.dump", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.dump", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000, help="events in the ledger (default 1,000,000)")
     parser.add_argument("--events-per-run", type=int, default=1000, help="events per run (default 1,000)")
     parser.add_argument("--json-out", type=Path, help="also write the JSON figures here")
@@ -126,29 +145,51 @@ def main(argv: list[str] | None = None) -> None:
         source = tmp / "generated.jsonl"
         began = time.monotonic()
         runs = write_dump(source, options.events, options.events_per_run)
-        print(f"wrote {options.events:,} events in {runs:,} runs ({source.stat().st_size / 1e6:.0f} MB) "
-              f"in {time.monotonic() - began:.1f} s", file=sys.stderr)
+        print(
+            f"wrote {options.events:,} events in {runs:,} runs ({source.stat().st_size / 1e6:.0f} MB) "
+            f"in {time.monotonic() - began:.1f} s",
+            file=sys.stderr,
+        )
         daemon = start_ledger_daemon(tmp)
         pid = daemon.process.pid
         try:
             _reset_hwm(pid)
             seconds, client_mb, text = run_cli(["restore", str(source), "--no-progress"], daemon.target, tmp)
             print(text.strip(), file=sys.stderr)
-            restore = Phase("restore", options.events, seconds, options.events / seconds, client_mb, _hwm_mb(pid),
-                            source.stat().st_size)
+            restore = Phase(
+                "restore",
+                options.events,
+                seconds,
+                options.events / seconds,
+                client_mb,
+                _hwm_mb(pid),
+                source.stat().st_size,
+            )
             _reset_hwm(pid)
             dumped = tmp / "dumped.jsonl"
             seconds, client_mb, text = run_cli(["dump", "-o", str(dumped), "--no-progress"], daemon.target, tmp)
             print(text.strip(), file=sys.stderr)
-            dump = Phase("dump", options.events, seconds, options.events / seconds, client_mb, _hwm_mb(pid),
-                         dumped.stat().st_size)
+            dump = Phase(
+                "dump",
+                options.events,
+                seconds,
+                options.events / seconds,
+                client_mb,
+                _hwm_mb(pid),
+                dumped.stat().st_size,
+            )
         finally:
             daemon.stop()
         same = _same_records(source, dumped)
     phases = [restore, dump]
     print(table(phases))
-    figures: dict[str, Any] = {"events": options.events, "runs": runs, "events_per_run": options.events_per_run,
-                               "dump_matches_restored_file": same, "phases": [asdict(p) for p in phases]}
+    figures: dict[str, Any] = {
+        "events": options.events,
+        "runs": runs,
+        "events_per_run": options.events_per_run,
+        "dump_matches_restored_file": same,
+        "phases": [asdict(p) for p in phases],
+    }
     print(json.dumps(figures, indent=2))
     if options.json_out is not None:
         options.json_out.write_text(json.dumps(figures, indent=2) + "\n")

@@ -74,10 +74,19 @@ def payload(value: dict[str, Any]) -> struct_pb2.Struct:
 
 def events(count: int, start: int = 0) -> list[event_pb2.EventInput]:
     return [
-        event_pb2.EventInput(kind="step", payload=payload({
-            "i": start + i, "ratio": (start + i) / 7, "tiny": 1e-300 * (i + 1), "text": "héllo ✓ 漢字 🎉",
-            "nothing": None, "list": [1.5, None, "x", {"deep": True}],
-        }))
+        event_pb2.EventInput(
+            kind="step",
+            payload=payload(
+                {
+                    "i": start + i,
+                    "ratio": (start + i) / 7,
+                    "tiny": 1e-300 * (i + 1),
+                    "text": "héllo ✓ 漢字 🎉",
+                    "nothing": None,
+                    "list": [1.5, None, "x", {"deep": True}],
+                }
+            ),
+        )
         for i in range(count)
     ]
 
@@ -89,19 +98,25 @@ def populate(target: str) -> dict[str, str]:
         stream = event_stream_pb2_grpc.EventStreamStub(channel)
         releases = release_registry_pb2_grpc.ReleaseRegistryStub(channel)
         md = metadata(READ_WRITE)
-        ids = {name: f"run-{name}" for name in ("completed", "failed", "cancelled", "running", "big", "empty",
-                                                 "other")}
+        ids = {name: f"run-{name}" for name in ("completed", "failed", "cancelled", "running", "big", "empty", "other")}
 
         def create(name: str, agent: str = "agent-a", **extra: Any) -> None:
-            runs.CreateRun(rl.CreateRunRequest(run_id=ids[name], spec_digest=SPEC_A, agent_name=agent, **extra),
-                           metadata=md)
+            runs.CreateRun(
+                rl.CreateRunRequest(run_id=ids[name], spec_digest=SPEC_A, agent_name=agent, **extra), metadata=md
+            )
 
-        create("completed", git_sha="abc123", tags=payload({"team": "ünï", "score": 0.1 + 0.2, "none": None}),
-               evaluation=run_pb2.EvaluationMetadata(rubric_path="r.yaml", is_promotion_gate=True, agent_phase=2))
-        stream.AppendEvents(es.AppendEventsRequest(run_id=ids["completed"], events=events(5),
-                                                   idempotency_key="batch-1"), metadata=md)
-        runs.CompleteRun(rl.CompleteRunRequest(run_id=ids["completed"], duration_ms=1234, final_state_digest=SPEC_C),
-                         metadata=md)
+        create(
+            "completed",
+            git_sha="abc123",
+            tags=payload({"team": "ünï", "score": 0.1 + 0.2, "none": None}),
+            evaluation=run_pb2.EvaluationMetadata(rubric_path="r.yaml", is_promotion_gate=True, agent_phase=2),
+        )
+        stream.AppendEvents(
+            es.AppendEventsRequest(run_id=ids["completed"], events=events(5), idempotency_key="batch-1"), metadata=md
+        )
+        runs.CompleteRun(
+            rl.CompleteRunRequest(run_id=ids["completed"], duration_ms=1234, final_state_digest=SPEC_C), metadata=md
+        )
         create("failed")
         stream.AppendEvents(es.AppendEventsRequest(run_id=ids["failed"], events=events(3)), metadata=md)
         runs.FailRun(rl.FailRunRequest(run_id=ids["failed"], duration_ms=5, reason="tool crashed: ✗"), metadata=md)
@@ -109,8 +124,9 @@ def populate(target: str) -> dict[str, str]:
         stream.AppendEvents(es.AppendEventsRequest(run_id=ids["cancelled"], events=events(2)), metadata=md)
         runs.CancelRun(rl.CancelRunRequest(run_id=ids["cancelled"], reason="operator"), metadata=md)
         create("running", inactivity_timeout_ms=3_600_000)
-        stream.AppendEvents(es.AppendEventsRequest(run_id=ids["running"], events=events(4),
-                                                   idempotency_key="running-1"), metadata=md)
+        stream.AppendEvents(
+            es.AppendEventsRequest(run_id=ids["running"], events=events(4), idempotency_key="running-1"), metadata=md
+        )
         create("big")
         for start in range(0, BIG_EVENTS, 150):
             stream.AppendEvents(es.AppendEventsRequest(run_id=ids["big"], events=events(150, start)), metadata=md)
@@ -119,12 +135,21 @@ def populate(target: str) -> dict[str, str]:
         stream.AppendEvents(es.AppendEventsRequest(run_id=ids["other"], events=events(1)), metadata=md)
         for agent, digests in (("agent-a", [SPEC_A, SPEC_B]), ("agent-b", [SPEC_B, SPEC_C, SPEC_A])):
             for index, digest in enumerate(digests):
-                releases.Promote(rr.PromoteRequest(agent_name=agent, spec_digest=digest, promoted_by="ci",
-                                                   version_label=f"v{index}", notes="ñotes" if index else None),
-                                 metadata=md)
+                releases.Promote(
+                    rr.PromoteRequest(
+                        agent_name=agent,
+                        spec_digest=digest,
+                        promoted_by="ci",
+                        version_label=f"v{index}",
+                        notes="ñotes" if index else None,
+                    ),
+                    metadata=md,
+                )
             releases.Rollback(rr.RollbackRequest(agent_name=agent, promoted_by="oncall"), metadata=md)
-        releases.Rollback(rr.RollbackRequest(agent_name="agent-b", promoted_by="oncall", to_spec_digest=SPEC_C,
-                                             notes="again"), metadata=md)
+        releases.Rollback(
+            rr.RollbackRequest(agent_name="agent-b", promoted_by="oncall", to_spec_digest=SPEC_C, notes="again"),
+            metadata=md,
+        )
         return ids
 
 
@@ -138,19 +163,24 @@ def snapshot(target: str, run_ids: list[str], agents: list[str]) -> dict[str, An
         view: dict[str, Any] = {}
         for run_id in run_ids:
             run = runs.GetRun(rl.GetRunRequest(run_id=run_id), metadata=md).run
-            read = [event for response in stream.ReadEvents(es.ReadEventsRequest(run_id=run_id), metadata=md)
-                    for event in response.events]
+            read = [
+                event
+                for response in stream.ReadEvents(es.ReadEventsRequest(run_id=run_id), metadata=md)
+                for event in response.events
+            ]
             view[run_id] = (run, read)
         for agent in agents:
-            view[agent] = list(releases.GetHistory(rr.GetHistoryRequest(agent_name=agent, page_size=100),
-                                                   metadata=md).releases)
+            view[agent] = list(
+                releases.GetHistory(rr.GetHistoryRequest(agent_name=agent, page_size=100), metadata=md).releases
+            )
         return view
 
 
 def verify(target: str, run_id: str) -> rl.VerifyRunResponse:
     with grpc.insecure_channel(target) as channel:
         answer: rl.VerifyRunResponse = run_ledger_pb2_grpc.RunLedgerStub(channel).VerifyRun(
-            rl.VerifyRunRequest(run_id=run_id), metadata=metadata(READ_ONLY))
+            rl.VerifyRunRequest(run_id=run_id), metadata=metadata(READ_ONLY)
+        )
         return answer
 
 
@@ -160,8 +190,9 @@ def stored_rows(server: StandIn, run_id: str) -> dict[str, int]:
     async def count() -> dict[str, int]:
         db = await Database.open(server.url, namespace="aivcs", database="ledger")
         try:
-            [events_] = await db.query("SELECT VALUE seq FROM run_events:[$r, 0]..=[$r, 9223372036854775807];",
-                                       {"r": run_id})
+            [events_] = await db.query(
+                "SELECT VALUE seq FROM run_events:[$r, 0]..=[$r, 9223372036854775807];", {"r": run_id}
+            )
             [appends] = await db.query("SELECT VALUE key FROM run_appends:[$r, NONE]..[$r, {}];", {"r": run_id})
             [run] = await db.query("SELECT VALUE run_id FROM runs WHERE run_id = $r;", {"r": run_id})
             return {"events": len(events_), "appends": len(appends), "runs": len(run)}
@@ -272,7 +303,8 @@ def test_restored_idempotency_keys_keep_retries_safe(restored: Setup) -> None:
     with restored.target.channel() as channel:
         answer = event_stream_pb2_grpc.EventStreamStub(channel).AppendEvents(
             es.AppendEventsRequest(run_id=restored.ids["running"], events=events(4), idempotency_key="running-1"),
-            metadata=metadata(READ_WRITE))
+            metadata=metadata(READ_WRITE),
+        )
     assert (answer.first_seq, answer.last_seq, answer.replayed) == (1, 4, True)
 
 
@@ -289,7 +321,8 @@ def test_running_run_continues_its_chain_and_then_differs_from_the_dump(restored
     run_id = restored.ids["running"]
     with restored.target.channel() as channel:
         answer = event_stream_pb2_grpc.EventStreamStub(channel).AppendEvents(
-            es.AppendEventsRequest(run_id=run_id, events=events(2, 100)), metadata=metadata(READ_WRITE))
+            es.AppendEventsRequest(run_id=run_id, events=events(2, 100)), metadata=metadata(READ_WRITE)
+        )
     assert (answer.first_seq, answer.last_seq) == (5, 6)
     verdict = verify(restored.target.target, run_id)
     assert verdict.ok and verdict.verified_events == 6
@@ -314,8 +347,7 @@ def tampered(setup: Setup) -> tuple[Path, dict[str, int]]:
         if record["record"] == "run" and record["run_id"] == ids["failed"]:
             record["events_digest"] = "0" * 64
         out.append(record)
-    return write_dump(setup.tmp / "tampered.jsonl.gz", out), {ids["big"]: 300, ids["completed"]: 3,
-                                                              ids["failed"]: 4}
+    return write_dump(setup.tmp / "tampered.jsonl.gz", out), {ids["big"]: 300, ids["completed"]: 3, ids["failed"]: 4}
 
 
 def test_tampered_malformed_and_truncated_dumps_write_nothing_of_the_runs_they_refuse(setup: Setup) -> None:
@@ -326,22 +358,25 @@ def test_tampered_malformed_and_truncated_dumps_write_nothing_of_the_runs_they_r
     broken.write_text("\n".join([*lines[:3], "{not json", *lines[3:]]) + "\n", encoding="utf-8")
     # Cut inside the big run, after its first staging batches: that run must not appear.
     big_at = next(i for i, r in enumerate(records) if r["record"] == "run" and r["run_id"] == setup.ids["big"])
-    truncated = write_dump(setup.tmp / "truncated.jsonl.gz", records[:big_at + 260])
+    truncated = write_dump(setup.tmp / "truncated.jsonl.gz", records[: big_at + 260])
     future = write_dump(setup.tmp / "future.jsonl.gz", [records[0] | {"version": 2}, *records[1:]])
     with setup.fresh_target() as (server, target):
         result = cli(target.target, ADMIN, "restore", str(path), "--json")
         assert result.code == 1
         summary = json.loads(result.stdout)
         assert {entry["run_id"]: entry["first_bad_seq"] for entry in summary["refused"]} == bad
-        assert f"refused run {setup.ids['big']}: event 300's content does not match its digest (first bad seq 300)" \
+        assert (
+            f"refused run {setup.ids['big']}: event 300's content does not match its digest (first bad seq 300)"
             in result.stderr
+        )
         assert f"refused run {setup.ids['completed']}: event 3 is missing" in result.stderr
         assert f"refused run {setup.ids['failed']}: the run's events_digest does not match" in result.stderr
         for run_id in bad:
             assert stored_rows(server, run_id) == {"events": 0, "appends": 0, "runs": 0}, run_id
             with target.channel() as channel, pytest.raises(grpc.RpcError) as missing:
-                run_ledger_pb2_grpc.RunLedgerStub(channel).GetRun(rl.GetRunRequest(run_id=run_id),
-                                                                  metadata=metadata(READ_ONLY))
+                run_ledger_pb2_grpc.RunLedgerStub(channel).GetRun(
+                    rl.GetRunRequest(run_id=run_id), metadata=metadata(READ_ONLY)
+                )
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
         assert summary["runs_restored"] == len(setup.ids) - len(bad)
 
@@ -364,18 +399,24 @@ def test_tampered_malformed_and_truncated_dumps_write_nothing_of_the_runs_they_r
 
 def test_only_an_admin_token_may_restore(setup: Setup) -> None:
     target = setup.target.target
-    for token, code in ((READ_WRITE, "PERMISSION_DENIED"), (READ_ONLY, "PERMISSION_DENIED"),
-                        (None, "UNAUTHENTICATED"), ("wrong", "UNAUTHENTICATED")):
+    for token, code in (
+        (READ_WRITE, "PERMISSION_DENIED"),
+        (READ_ONLY, "PERMISSION_DENIED"),
+        (None, "UNAUTHENTICATED"),
+        ("wrong", "UNAUTHENTICATED"),
+    ):
         result = cli(target, token, "restore", str(setup.dump))
         assert result.code == 1 and code in result.stderr, (token, result.stderr)
-    assert "RestoreLedger needs an admin token; this one is read-write" in cli(
-        target, READ_WRITE, "restore", str(setup.dump)).stderr
+    assert (
+        "RestoreLedger needs an admin token; this one is read-write"
+        in cli(target, READ_WRITE, "restore", str(setup.dump)).stderr
+    )
     assert cli(target, None, "dump", "-o", str(setup.tmp / "x.jsonl")).code == 1
     # An admin token may do what a read-write token may.
     with setup.target.channel() as channel:
         run_ledger_pb2_grpc.RunLedgerStub(channel).CreateRun(
-            rl.CreateRunRequest(run_id="admin-made", spec_digest=SPEC_A, agent_name="agent-z"),
-            metadata=metadata(ADMIN))
+            rl.CreateRunRequest(run_id="admin-made", spec_digest=SPEC_A, agent_name="agent-z"), metadata=metadata(ADMIN)
+        )
 
 
 def test_partial_dump_by_agent_and_creation_time(setup: Setup) -> None:
@@ -389,8 +430,9 @@ def test_partial_dump_by_agent_and_creation_time(setup: Setup) -> None:
     moment = created[setup.ids["running"]]
     after = setup.tmp / "after.jsonl"
     at = datetime.fromtimestamp(moment // 10**9, UTC).replace(microsecond=moment % 10**9 // 1000).isoformat()
-    assert cli(setup.source.target, READ_ONLY, "dump", "-o", str(after), "--created-after", at,
-               "--no-releases").code == 0
+    assert (
+        cli(setup.source.target, READ_ONLY, "dump", "-o", str(after), "--created-after", at, "--no-releases").code == 0
+    )
     dumped = [json.loads(line) for line in after.read_text(encoding="utf-8").splitlines()]
     expected = {run_id for run_id, ns in created.items() if ns >= moment // 1000 * 1000}
     assert {r["run_id"] for r in dumped if r["record"] == "run"} == expected
@@ -419,6 +461,7 @@ def test_two_restores_of_one_dump_at_once_leave_every_run_whole(setup: Setup) ->
 
     target = start_daemon(setup.tmp, "mem://", ["--auth-token-file", str(setup.tokens)])
     try:
+
         def restore() -> backup.RestoreFigures:
             with backup.open_dump_for_reading(setup.dump) as lines:
                 return backup.restore(Connection(target=target.target, token=ADMIN), iter(lines))
@@ -461,7 +504,7 @@ async def test_restore_waits_out_lost_answers_and_repeats_writes_that_committed_
 
         async def requests() -> Any:
             for start in range(0, len(lines), 100):
-                yield la.RestoreLedgerRequest(records=lines[start:start + 100])
+                yield la.RestoreLedgerRequest(records=lines[start : start + 100])
 
         async with channel(daemon) as ch:
             answers = [answer async for answer in ledger_admin_pb2_grpc.LedgerAdminStub(ch).RestoreLedger(requests())]
@@ -482,10 +525,11 @@ def test_bad_dump_filters_are_invalid_argument_naming_the_field(setup: Setup) ->
 
     with setup.target.channel() as channel:
         stub = ledger_admin_pb2_grpc.LedgerAdminStub(channel)
-        for request, field in ((la.DumpLedgerRequest(agent_name=""), "agent_name"),
-                               (la.DumpLedgerRequest(created_after=timestamp_pb2.Timestamp(nanos=-1)), "created_after"),
-                               (la.DumpLedgerRequest(created_before=timestamp_pb2.Timestamp(seconds=2**62)),
-                                "created_before")):
+        for request, field in (
+            (la.DumpLedgerRequest(agent_name=""), "agent_name"),
+            (la.DumpLedgerRequest(created_after=timestamp_pb2.Timestamp(nanos=-1)), "created_after"),
+            (la.DumpLedgerRequest(created_before=timestamp_pb2.Timestamp(seconds=2**62)), "created_before"),
+        ):
             with pytest.raises(grpc.RpcError) as refused:
                 list(stub.DumpLedger(request, metadata=metadata(READ_ONLY), timeout=10))
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -50,8 +50,10 @@ async def runs_after(
     if agent_name is not None:
         conditions.append("agent_name = $agent_name")
         variables["agent_name"] = agent_name
-    sql = (f"RETURN encoding::json::encode((SELECT {_RUN_FIELDS} FROM runs WHERE {' AND '.join(conditions)} "
-           "ORDER BY created_ns ASC LIMIT $limit));")
+    sql = (
+        f"RETURN encoding::json::encode((SELECT {_RUN_FIELDS} FROM runs WHERE {' AND '.join(conditions)} "
+        "ORDER BY created_ns ASC LIMIT $limit));"
+    )
     [text] = await db.query(sql, variables)
     rows: list[dict[str, Any]] = json.loads(text)
     return rows
@@ -127,12 +129,15 @@ async def clear_staged(session: Queries, run_id: str, fence: Fence | None = None
     """
     sql = _transaction(
         _ABSENT_RUN + "DELETE run_events:[$run_id, 1]..=[$run_id, $max] RETURN NONE;"
-        "DELETE run_appends:[$run_id, NONE]..[$run_id, {}] RETURN NONE;", fence)
+        "DELETE run_appends:[$run_id, NONE]..[$run_id, {}] RETURN NONE;",
+        fence,
+    )
     await session.query(sql, _fenced({"run_id": run_id, "max": MAX_SEQ}, fence))
 
 
-async def stage_events(session: Queries, run_id: str, events: list[list[Any]], fence: Fence | None = None,
-                       repeat: bool = False) -> None:
+async def stage_events(
+    session: Queries, run_id: str, events: list[list[Any]], fence: Fence | None = None, repeat: bool = False
+) -> None:
     """Write events ([seq, kind, payload, timestamp_ns, digest]) of a run whose record does not exist yet.
 
     Rejected(EXISTS) when the run record exists; DuplicateRecord when a seq is stored. With `repeat`
@@ -156,8 +161,9 @@ async def stage_events(session: Queries, run_id: str, events: list[list[Any]], f
     await session.query(sql, _fenced(variables, fence))
 
 
-async def stage_appends(session: Queries, run_id: str, appends: list[list[Any]], fence: Fence | None = None,
-                        repeat: bool = False) -> None:
+async def stage_appends(
+    session: Queries, run_id: str, appends: list[list[Any]], fence: Fence | None = None, repeat: bool = False
+) -> None:
     """Write idempotency records ([key, first_seq, last_seq, fingerprint]) of a run not created yet.
 
     As stage_events, with `repeat` a batch already stored is left as it is.
@@ -177,31 +183,38 @@ async def stage_appends(session: Queries, run_id: str, appends: list[list[Any]],
     await session.query(sql, _fenced(variables, fence))
 
 
-async def create_run(session: Queries, row: dict[str, Any], times: dict[str, int | None],
-                     fence: Fence | None = None) -> None:
+async def create_run(
+    session: Queries, row: dict[str, Any], times: dict[str, int | None], fence: Fence | None = None
+) -> None:
     """Create the run record from `row` (no datetimes) and `times` (nanoseconds); Rejected(EXISTS) if it exists.
 
     `times` holds created_at, completed_at and last_activity_at (None: absent).
     """
-    sql = _transaction(_ABSENT_RUN + """
+    sql = _transaction(
+        _ABSENT_RUN
+        + """
     CREATE type::record('runs', $run_id) CONTENT encoding::cbor::decode($row) RETURN NONE;
     UPDATE ONLY type::record('runs', $run_id) SET
         created_at = time::from_nanos($created_at),
         completed_at = IF $completed_at != NONE THEN time::from_nanos($completed_at) ELSE NONE END,
         last_activity_at = IF $last_activity_at != NONE THEN time::from_nanos($last_activity_at) ELSE NONE END
         RETURN NONE;
-    """, fence)
+    """,
+        fence,
+    )
     variables = {"run_id": row["run_id"], "row": cbor2.dumps(row)} | times
     await session.query(sql, _fenced(variables, fence))
 
 
-async def append_releases(session: Queries, agent_name: str, after: int, entries: list[dict[str, Any]],
-                          fence: Fence | None = None) -> None:
+async def append_releases(
+    session: Queries, agent_name: str, after: int, entries: list[dict[str, Any]], fence: Fence | None = None
+) -> None:
     """Write history entries after sequence `after`, which must be the agent's head; Rejected("moved") if not.
 
     Each entry holds the stored fields with created_at as `created_at_ns`.
     """
-    sql = _transaction(f"""
+    sql = _transaction(
+        f"""
     LET $head = (SELECT VALUE sequence FROM releases WHERE agent_name = $agent_name
         ORDER BY sequence DESC LIMIT 1)[0] ?? 0;
     IF $head != $after {{ THROW '{THROW_PREFIX}moved' }};
@@ -216,6 +229,8 @@ async def append_releases(session: Queries, agent_name: str, after: int, entries
         sequence: $r.sequence,
         rollback_of: $r.rollback_of,
     }}) RETURN NONE;
-    """, fence)
+    """,
+        fence,
+    )
     variables = {"agent_name": agent_name, "after": after, "entries": cbor2.dumps(entries)}
     await session.query(sql, _fenced(variables, fence))

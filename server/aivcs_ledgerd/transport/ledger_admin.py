@@ -29,8 +29,13 @@ VERDICTS = {
 
 
 def outcome_to_proto(outcome: Outcome) -> pb.RestoreOutcome:
-    message = pb.RestoreOutcome(run_id=outcome.run_id, agent_name=outcome.agent_name,
-                                verdict=VERDICTS[outcome.verdict], items=outcome.items, reason=outcome.reason)
+    message = pb.RestoreOutcome(
+        run_id=outcome.run_id,
+        agent_name=outcome.agent_name,
+        verdict=VERDICTS[outcome.verdict],
+        items=outcome.items,
+        reason=outcome.reason,
+    )
     if outcome.first_bad_seq is not None:
         message.first_bad_seq = outcome.first_bad_seq
     return message
@@ -44,7 +49,9 @@ class LedgerAdminServicer(ledger_admin_pb2_grpc.LedgerAdminServicer):
     @staticmethod
     def _answer(restore: Restore) -> pb.RestoreLedgerResponse:
         return pb.RestoreLedgerResponse(
-            records=restore.records, events=restore.events, complete=restore.complete,
+            records=restore.records,
+            events=restore.events,
+            complete=restore.complete,
             outcomes=[outcome_to_proto(outcome) for outcome in restore.taken()],
         )
 
@@ -52,11 +59,14 @@ class LedgerAdminServicer(ledger_admin_pb2_grpc.LedgerAdminServicer):
     async def DumpLedger(self, request: pb.DumpLedgerRequest, context: Context) -> AsyncIterator[pb.DumpLedgerResponse]:
         where = DumpFilter(
             agent_name=validation.identifier("agent_name", request.agent_name)
-            if request.HasField("agent_name") else None,
+            if request.HasField("agent_name")
+            else None,
             created_after_ns=checked_timestamp_ns("created_after", request.created_after)
-            if request.HasField("created_after") else None,
+            if request.HasField("created_after")
+            else None,
             created_before_ns=checked_timestamp_ns("created_before", request.created_before)
-            if request.HasField("created_before") else None,
+            if request.HasField("created_before")
+            else None,
             releases=not request.skip_releases,
         )
         counts = DumpCounts()
@@ -68,11 +78,11 @@ class LedgerAdminServicer(ledger_admin_pb2_grpc.LedgerAdminServicer):
                 size += len(record)
                 if size >= CHUNK_BYTES:
                     self._check_draining()
-                    yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events,
-                                                releases=counts.releases)
+                    yield pb.DumpLedgerResponse(
+                        records=chunk, runs=counts.runs, events=counts.events, releases=counts.releases
+                    )
                     chunk, size = [], 0
-            yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events,
-                                        releases=counts.releases)
+            yield pb.DumpLedgerResponse(records=chunk, runs=counts.runs, events=counts.events, releases=counts.releases)
 
     def _check_draining(self) -> None:
         """A long dump or restore ends promptly when the daemon drains; the caller runs it again."""

@@ -35,8 +35,12 @@ class DumpFilter:
     releases: bool = True
 
     def described(self) -> dict[str, Any]:
-        return {"agent_name": self.agent_name, "created_after_ns": self.created_after_ns,
-                "created_before_ns": self.created_before_ns, "releases": self.releases}
+        return {
+            "agent_name": self.agent_name,
+            "created_after_ns": self.created_after_ns,
+            "created_before_ns": self.created_before_ns,
+            "releases": self.releases,
+        }
 
 
 @dataclass(slots=True)
@@ -65,8 +69,7 @@ async def dump(db: Database, where: DumpFilter, counts: DumpCounts) -> AsyncIter
             break
         after = rows[-1]["created_ns"]
     if where.releases:
-        agents = [where.agent_name] if where.agent_name is not None else await _read(
-            store.release_agents, db)
+        agents = [where.agent_name] if where.agent_name is not None else await _read(store.release_agents, db)
         for agent in agents:
             sequence = 1
             while True:

@@ -31,8 +31,14 @@ def encode(record: dict[str, Any]) -> str:
 
 
 def header(created_ns: int, daemon_version: str, filters: dict[str, Any]) -> dict[str, Any]:
-    return {"record": HEADER, "format": FORMAT, "version": VERSION, "created_ns": created_ns,
-            "daemon_version": daemon_version, "filters": filters}
+    return {
+        "record": HEADER,
+        "format": FORMAT,
+        "version": VERSION,
+        "created_ns": created_ns,
+        "daemon_version": daemon_version,
+        "filters": filters,
+    }
 
 
 def end(runs: int, events: int, appends: int, releases: int) -> dict[str, Any]:
@@ -74,14 +80,27 @@ def run_record(row: dict[str, Any]) -> dict[str, Any]:
 
 def event_record(run_id: str, row: list[Any]) -> dict[str, Any]:
     seq, kind, payload, timestamp_ns, digest = row
-    return {"record": EVENT, "run_id": run_id, "seq": seq, "kind": kind, "payload": payload,
-            "timestamp_ns": timestamp_ns, "digest": digest}
+    return {
+        "record": EVENT,
+        "run_id": run_id,
+        "seq": seq,
+        "kind": kind,
+        "payload": payload,
+        "timestamp_ns": timestamp_ns,
+        "digest": digest,
+    }
 
 
 def append_record(run_id: str, row: list[Any]) -> dict[str, Any]:
     key, first_seq, last_seq, fingerprint = row
-    return {"record": APPEND, "run_id": run_id, "key": key, "first_seq": first_seq, "last_seq": last_seq,
-            "fingerprint": fingerprint}
+    return {
+        "record": APPEND,
+        "run_id": run_id,
+        "key": key,
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "fingerprint": fingerprint,
+    }
 
 
 def release_record(row: dict[str, Any]) -> dict[str, Any]:
@@ -202,8 +221,7 @@ def parse_run(fields: Fields) -> dict[str, Any]:
         },
         "status": status,
         "total_events": total_events,
-        "final_state_digest": None if final is None else validation.digest(
-            f"{fields.where}.final_state_digest", final),
+        "final_state_digest": None if final is None else validation.digest(f"{fields.where}.final_state_digest", final),
         "duration_ms": fields.integer("duration_ms"),
         "success": fields.flag("success"),
         "created_ns": fields.integer("created_ns", -(2**63)),

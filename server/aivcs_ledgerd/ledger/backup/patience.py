@@ -35,8 +35,9 @@ async def patiently(call: Callable[[bool], Awaitable[T]], what: str) -> T:
         except StoreUnavailable as error:
             if attempt == ATTEMPTS or isinstance(error, StorageFault):
                 raise
-            log.info("%s: database unavailable (%s); attempt %d of %d in %.2fs", what, error, attempt + 1,
-                     ATTEMPTS, pause)
+            log.info(
+                "%s: database unavailable (%s); attempt %d of %d in %.2fs", what, error, attempt + 1, ATTEMPTS, pause
+            )
             await asyncio.sleep(pause)
             pause = min(LONGEST_PAUSE_SECONDS, pause * 2)
     raise AssertionError("unreachable")

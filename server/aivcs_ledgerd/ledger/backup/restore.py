@@ -110,8 +110,13 @@ class _History:
 class Restore:
     """One restore stream's state: feed it the records in order, then `finish` (or `abort`)."""
 
-    def __init__(self, db: Database, ownership: SoleOwner, restoring: set[str] | None = None,
-                 now_ns: Callable[[], int] = time.time_ns) -> None:
+    def __init__(
+        self,
+        db: Database,
+        ownership: SoleOwner,
+        restoring: set[str] | None = None,
+        now_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
         """`restoring`: the run ids every restore on this daemon is writing, shared by all of them."""
         self._db = db
         self._restoring = restoring if restoring is not None else set()
@@ -235,15 +240,21 @@ class Restore:
         if seq > run.record["total_events"]:
             run.refusal = _Refusal(
                 f"event {seq} is beyond the run's head (total_events {run.record['total_events']})",
-                run.record["total_events"] + 1)
+                run.record["total_events"] + 1,
+            )
             return
         kind = validation.identifier(f"{fields.where}.kind", fields.text("kind", validation.MAX_ID_BYTES))
         payload = fields.obj("payload")
         timestamp_ns = fields.integer("timestamp_ns", MIN_NS)
         digest = fields.text("digest", 64)
         try:
-            recomputed = event_digest(run.head, seq, canonical_json("kind", kind),
-                                      canonical_json(f"{fields.where}.payload", payload), timestamp_ns)
+            recomputed = event_digest(
+                run.head,
+                seq,
+                canonical_json("kind", kind),
+                canonical_json(f"{fields.where}.payload", payload),
+                timestamp_ns,
+            )
         except InvalidArgument as error:
             run.refusal = _Refusal(f"event {seq}: {error}", seq)
             return
@@ -275,11 +286,13 @@ class Restore:
         appends, run.appends = run.appends, []
         try:
             if events:
-                await self._write(run_key(run_id),
-                                  lambda again: lambda s, f: store.stage_events(s, run_id, events, f, again))
+                await self._write(
+                    run_key(run_id), lambda again: lambda s, f: store.stage_events(s, run_id, events, f, again)
+                )
             if appends:
-                await self._write(run_key(run_id),
-                                  lambda again: lambda s, f: store.stage_appends(s, run_id, appends, f, again))
+                await self._write(
+                    run_key(run_id), lambda again: lambda s, f: store.stage_appends(s, run_id, appends, f, again)
+                )
         except Rejected as rejected:
             if rejected.reason != store.EXISTS:
                 raise
@@ -288,8 +301,9 @@ class Restore:
         except DuplicateRecord:
             run.refusal = _Refusal("the target already holds events of this run under no run record")
         except NotOwner as owned:
-            run.refusal = _Refusal(f"another replica took the run over ({owned.address or 'unknown'}); "
-                                   "restore it later")
+            run.refusal = _Refusal(
+                f"another replica took the run over ({owned.address or 'unknown'}); restore it later"
+            )
 
     async def _close_run(self, outcomes: list[Outcome]) -> None:
         run, self._run = self._run, None
@@ -307,8 +321,9 @@ class Restore:
             if checked != record["total_events"]:
                 run.refusal = _Refusal(f"event {run.next_seq} is missing", run.next_seq)
             elif run.head != record["events_digest"]:
-                run.refusal = _Refusal("the run's events_digest does not match the last event's digest",
-                                       record["total_events"] + 1)
+                run.refusal = _Refusal(
+                    "the run's events_digest does not match the last event's digest", record["total_events"] + 1
+                )
         if run.refusal is None and run.existing is not None:
             differs = [name for name in record if record[name] != run.existing.get(name)]
             if not differs:
@@ -340,15 +355,24 @@ class Restore:
         if run.staged:
             await self._clear(run)
         log.warning("restore refused run %r: %s", run.run_id, refusal.reason)
-        outcomes.append(Outcome(Verdict.REFUSED, checked, run_id=run.run_id, first_bad_seq=refusal.first_bad_seq,
-                                reason=refusal.reason))
+        outcomes.append(
+            Outcome(
+                Verdict.REFUSED, checked, run_id=run.run_id, first_bad_seq=refusal.first_bad_seq, reason=refusal.reason
+            )
+        )
 
     async def _create(self, run: _Run) -> None:
         record = run.record
-        times = {"created_at": record["created_at_ns"], "completed_at": record["completed_at_ns"],
-                 "last_activity_at": record["last_activity_at_ns"]}
-        row = {name: value for name, value in record.items()
-               if value is not None and name != "record" and not name.endswith("_at_ns")}
+        times = {
+            "created_at": record["created_at_ns"],
+            "completed_at": record["completed_at_ns"],
+            "last_activity_at": record["last_activity_at_ns"],
+        }
+        row = {
+            name: value
+            for name, value in record.items()
+            if value is not None and name != "record" and not name.endswith("_at_ns")
+        }
         if record["status"] == RunStatus.RUNNING.value and record["inactivity_timeout_ms"] > 0:
             # Counted from the restore: a move must not fail the runs agents are still writing.
             row["inactivity_deadline_ns"] = self._now_ns() + record["inactivity_timeout_ms"] * NS_PER_MS
@@ -377,8 +401,9 @@ class Restore:
             return
         sequence = entry["sequence"]
         if sequence != history.next_sequence:
-            history.refusal = _Refusal(f"entry {history.next_sequence} of the history is missing",
-                                       history.next_sequence)
+            history.refusal = _Refusal(
+                f"entry {history.next_sequence} of the history is missing", history.next_sequence
+            )
             return
         if entry["rollback_of"] is not None and entry["rollback_of"] >= sequence:
             raise fields.bad("rollback_of", f"must name an earlier entry than {sequence}")
@@ -388,7 +413,8 @@ class Restore:
             differs = [name for name in entry if entry[name] != stored.get(name)]
             if differs:
                 history.refusal = _Refusal(
-                    f"entry {sequence} exists in the target with different content ({', '.join(differs)})", sequence)
+                    f"entry {sequence} exists in the target with different content ({', '.join(differs)})", sequence
+                )
             return
         history.entries.append(entry)
         if len(history.entries) >= RELEASES_PER_BATCH:
@@ -397,7 +423,8 @@ class Restore:
     async def _stored_entry(self, history: _History, sequence: int) -> dict[str, Any]:
         if sequence not in history.target_page:
             rows = await self._read(
-                lambda: store.release_rows(self._db, history.agent_name, sequence, RELEASES_PER_BATCH))
+                lambda: store.release_rows(self._db, history.agent_name, sequence, RELEASES_PER_BATCH)
+            )
             history.target_page = {row["sequence"]: fmt.release_record(row) for row in rows}
         return history.target_page.get(sequence, {})
 
@@ -406,8 +433,10 @@ class Restore:
         if not entries or history.refusal is not None:
             return
         agent, after = history.agent_name, entries[0]["sequence"] - 1
-        rows = [{name: value for name, value in entry.items() if value is not None and name != "record"}
-                for entry in entries]
+        rows = [
+            {name: value for name, value in entry.items() if value is not None and name != "record"}
+            for entry in entries
+        ]
         try:
             await self._write(lock_key(agent), lambda _: lambda s, f: store.append_releases(s, agent, after, rows, f))
             history.wrote = True
@@ -419,8 +448,9 @@ class Restore:
                 return
             history.refusal = _Refusal("the history changed in the target while it was being restored")
         except NotOwner as owned:
-            history.refusal = _Refusal(f"another replica owns the history ({owned.address or 'unknown'}); "
-                                       "restore it later")
+            history.refusal = _Refusal(
+                f"another replica owns the history ({owned.address or 'unknown'}); restore it later"
+            )
 
     async def _close_history(self, outcomes: list[Outcome]) -> None:
         history, self._history = self._history, None
@@ -435,8 +465,15 @@ class Restore:
             if history.wrote:
                 reason += "; the entries before it were restored"
             log.warning("restore refused the release history of %r: %s", history.agent_name, reason)
-            outcomes.append(Outcome(Verdict.REFUSED, items, agent_name=history.agent_name,
-                                    first_bad_seq=history.refusal.first_bad_seq, reason=reason))
+            outcomes.append(
+                Outcome(
+                    Verdict.REFUSED,
+                    items,
+                    agent_name=history.agent_name,
+                    first_bad_seq=history.refusal.first_bad_seq,
+                    reason=reason,
+                )
+            )
             return
         verdict = Verdict.RESTORED if history.wrote else Verdict.UNCHANGED
         outcomes.append(Outcome(verdict, items, agent_name=history.agent_name))

@@ -212,8 +212,10 @@ def restore(
                 figures.complete = figures.complete or response.complete
                 for message in response.outcomes:
                     outcome = Outcome(
-                        verdict=_VERDICTS.get(message.verdict, "refused"), items=message.items,
-                        run_id=message.run_id, agent_name=message.agent_name,
+                        verdict=_VERDICTS.get(message.verdict, "refused"),
+                        items=message.items,
+                        run_id=message.run_id,
+                        agent_name=message.agent_name,
                         first_bad_seq=message.first_bad_seq if message.HasField("first_bad_seq") else None,
                         reason=message.reason,
                     )
