@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aivcs_ledgerd.methods import LEDGER_SERVICES, WRITE_METHODS, path, rpcs_of
+from aivcs_ledgerd.methods import ADMIN_METHODS, LEDGER_SERVICES, WRITE_METHODS, path, rpcs_of
 
 READS = {
     "/aivcs.ledger.v1.RunLedger/GetRun",
@@ -14,6 +14,7 @@ READS = {
     "/aivcs.ledger.v1.EventStream/SubscribeEvents",
     "/aivcs.ledger.v1.ReleaseRegistry/GetCurrent",
     "/aivcs.ledger.v1.ReleaseRegistry/GetHistory",
+    "/aivcs.ledger.v1.LedgerAdmin/DumpLedger",
 }
 
 

@@ -269,8 +269,8 @@ def test_daemon_flags_json_logs_and_metrics_port(tmp_path: Path) -> None:
 
 def test_bad_operations_flags_are_refused_at_start(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
-    tokens.write_text("admin secret-token\n")
-    with pytest.raises(RuntimeError, match="unknown role 'admin'"):
+    tokens.write_text("superuser secret-token\n")
+    with pytest.raises(RuntimeError, match="unknown role 'superuser'"):
         start_daemon(tmp_path, extra=["--auth-token-file", str(tokens)], timeout=20)
     cert = tmp_path / "cert.pem"
     cert.write_text("not a certificate")

@@ -12,6 +12,7 @@ HEALTH = "grpc.health.v1.Health"
 LEDGER_SERVICES = ["aivcs.ledger.v1.RunLedger", "aivcs.ledger.v1.EventStream", "aivcs.ledger.v1.ReleaseRegistry"]
 # Health answers for the OTLP trace service too (it stores runs and events).
 TRACE_SERVICE = "opentelemetry.proto.collector.trace.v1.TraceService"
+ADMIN_SERVICE = "aivcs.ledger.v1.LedgerAdmin"  # backup and restore
 
 
 def listed_services(channel: grpc.Channel) -> set[str]:
@@ -53,4 +54,4 @@ def test_health_list_reports_every_name_check_answers(channel: grpc.Channel) -> 
     )
     reply = call(request_class(), timeout=10)
     statuses = {name: entry.status for name, entry in reply.statuses.items()}
-    assert statuses == {name: 1 for name in ["", "liveness", *LEDGER_SERVICES, TRACE_SERVICE]}, statuses
+    assert statuses == {name: 1 for name in ["", "liveness", *LEDGER_SERVICES, TRACE_SERVICE, ADMIN_SERVICE]}, statuses

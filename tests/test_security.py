@@ -184,7 +184,7 @@ def test_token_file_format(tmp_path: Path) -> None:
     assert not any(b"aaaa" in digest or b"bbbb" in digest for digest in tokens), "only digests are kept"
 
     for text, words in [
-        ("admin Zq9secret\n", ["line 1", "unknown role 'admin'"]),
+        ("superuser Zq9secret\n", ["line 1", "unknown role 'superuser'", "admin"]),
         ("# only\nread-write\n", ["line 2", "ROLE TOKEN"]),
         ("read-write Zq9secret b\n", ["line 1"]),
         ("read-write Zq9secret\nread-only Zq9secret\n", ["line 2", "two roles"]),

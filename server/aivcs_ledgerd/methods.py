@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
+from aivcs.ledger.v1 import event_stream_pb2, ledger_admin_pb2, release_registry_pb2, run_ledger_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 
@@ -21,9 +21,10 @@ RUN_LEDGER = _service(run_ledger_pb2.DESCRIPTOR, "RunLedger")
 EVENT_STREAM = _service(event_stream_pb2.DESCRIPTOR, "EventStream")
 RELEASE_REGISTRY = _service(release_registry_pb2.DESCRIPTOR, "ReleaseRegistry")
 TRACE_SERVICE = _service(trace_service_pb2.DESCRIPTOR, "TraceService")  # OTLP trace ingestion (otlp/)
+LEDGER_ADMIN = _service(ledger_admin_pb2.DESCRIPTOR, "LedgerAdmin")  # backup and restore (ledger/backup/)
 
 # The services that serve the ledger: health reports them, reflection lists them, tokens guard them.
-LEDGER_SERVICES = (RUN_LEDGER, EVENT_STREAM, RELEASE_REGISTRY, TRACE_SERVICE)
+LEDGER_SERVICES = (RUN_LEDGER, EVENT_STREAM, RELEASE_REGISTRY, TRACE_SERVICE, LEDGER_ADMIN)
 
 # Services reachable without a token: probes and discovery.
 OPEN_SERVICES = frozenset({
@@ -37,6 +38,7 @@ _DESCRIPTORS = {
     EVENT_STREAM: event_stream_pb2.DESCRIPTOR,
     RELEASE_REGISTRY: release_registry_pb2.DESCRIPTOR,
     TRACE_SERVICE: trace_service_pb2.DESCRIPTOR,
+    LEDGER_ADMIN: ledger_admin_pb2.DESCRIPTOR,
 }
 
 
@@ -67,3 +69,7 @@ WRITE_METHODS = frozenset({
     *(path(RELEASE_REGISTRY, rpc) for rpc in ("Promote", "Rollback")),
     EXPORT_METHOD,  # OTLP spans become runs and events
 })
+
+# RPCs only an admin token may call: a restore writes history with its original times.
+# (DumpLedger only reads: any role may call it.)
+ADMIN_METHODS = frozenset({path(LEDGER_ADMIN, "RestoreLedger")})

@@ -1,14 +1,17 @@
-"""TLS for the gRPC port, and bearer-token authentication with two roles.
+"""TLS for the gRPC port, and bearer-token authentication with three roles.
 
 Token file (`--auth-token-file`), one token per line, `ROLE TOKEN`:
 
     # comments and blank lines are ignored
     read-write  3f1c0b6e0d6c4f0e9a1b2c3d4e5f6a7b
     read-only   9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d
+    admin       0f1e2d3c4b5a69788796a5b4c3d2e1f0
 
 A caller sends `authorization: Bearer TOKEN` metadata. No token or an
 unknown one is UNAUTHENTICATED; a read-only token on a write RPC is
-PERMISSION_DENIED. Health and reflection need no token, so probes and
+PERMISSION_DENIED, and so is any token but an admin one on an admin RPC
+(restoring a dump, which writes history with its original times); an
+admin token may call everything. Health and reflection need no token, so probes and
 grpcurl-style discovery keep working. Tokens are compared by their SHA-256
 digests, and neither tokens nor their digests are ever logged.
 """
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import grpc
 
-from aivcs_ledgerd.methods import OPEN_SERVICES, WRITE_METHODS
+from aivcs_ledgerd.methods import ADMIN_METHODS, OPEN_SERVICES, WRITE_METHODS
 from aivcs_ledgerd.middleware.interceptors import Handler, refuse
 
 log = logging.getLogger(__name__)
@@ -36,6 +39,7 @@ class SecurityError(ValueError):
 class Role(enum.Enum):
     READ_ONLY = "read-only"
     READ_WRITE = "read-write"
+    ADMIN = "admin"  # read-write, plus the admin RPCs
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,4 +144,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if role is Role.READ_ONLY and path in WRITE_METHODS:
             return refuse(handler, grpc.StatusCode.PERMISSION_DENIED,
                           f"a read-only token may not call {path.rpartition('/')[2]}")
+        if role is not Role.ADMIN and path in ADMIN_METHODS:
+            return refuse(handler, grpc.StatusCode.PERMISSION_DENIED,
+                          f"{path.rpartition('/')[2]} needs an admin token; this one is {role.value}")
         return handler

@@ -16,6 +16,7 @@ import getpass
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -25,6 +26,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 from click.core import ParameterSource
 
+from aivcs.ledger import _backup as backup
 from aivcs.ledger import _render as render
 from aivcs.ledger._client import Client
 from aivcs.ledger._connection import (
@@ -39,7 +41,7 @@ from aivcs.ledger._connection import (
     Connection,
     read_token_file,
 )
-from aivcs.ledger._errors import LedgerError, NotFound, Unavailable
+from aivcs.ledger._errors import InvalidArgument, LedgerError, NotFound, Unavailable
 from aivcs.ledger._models import JSON, NewEvent, RunStatus
 from aivcs.ledger._settings import DEFAULT_BATCH_EVENTS
 
@@ -667,6 +669,119 @@ def health(service: str, as_json: bool) -> None:
     else:
         click.echo(f"{client.target}: {status}")
     if status != "SERVING":
+        click.get_current_context().exit(EXIT_REFUSED)
+
+
+# -- backup and restore ---------------------------------------------------------------
+
+
+class _Ticker:
+    """A one-line progress report on stderr, rewritten at most twice a second."""
+
+    def __init__(self, show: bool) -> None:
+        self._show = show
+        self._last = 0.0
+        self._shown = False
+
+    def __call__(self, text: str) -> None:
+        now = time.monotonic()
+        if self._show and now - self._last >= 0.5:
+            self._last = now
+            self._shown = True
+            click.echo(f"\r{text}\x1b[K", err=True, nl=False)
+
+    def done(self) -> None:
+        if self._shown:
+            click.echo("", err=True)
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:,.0f}/s" if seconds > 0 else "-"
+
+
+@cli.command("dump")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+              default=Path("-"), help="File to write; .gz compresses it (default: standard output).")
+@click.option("--agent", help="Only runs of this agent, and only its release history.")
+@click.option("--created-after", callback=_iso_time, help="Only runs created at or after this time (ISO 8601).")
+@click.option("--created-before", callback=_iso_time, help="Only runs created before this time (ISO 8601).")
+@click.option("--no-releases", is_flag=True, help="Leave the release histories out.")
+@click.option("--progress/--no-progress", default=None,
+              help="Show progress on stderr [default: when stderr is a terminal].")
+@connection_options
+def dump_command(output: Path, agent: str | None, created_after: datetime | None, created_before: datetime | None,
+                 no_releases: bool, progress: bool | None) -> None:
+    """Back the ledger up, online: every run, its events and idempotency records, and release histories.
+
+    JSON Lines with a versioned header (docs/dump-format.md); each run as of its head. A file is
+    replaced only once the dump is whole. Needs any valid token (it only reads).
+    """
+    ticker = _Ticker(sys.stderr.isatty() if progress is None else progress)
+    try:
+        figures = backup.dump_to_file(
+            _connection(click.get_current_context()), output, agent_name=agent, created_after=created_after,
+            created_before=created_before, releases=not no_releases,
+            progress=lambda f: ticker(f"dumping: {f.runs:,} runs, {f.events:,} events"),
+        )
+    finally:
+        ticker.done()
+    where = "standard output" if str(output) == "-" else str(output)
+    click.echo(f"dumped {figures.runs:,} runs, {figures.events:,} events and {figures.releases:,} release entries "
+               f"to {where} ({figures.bytes:,} bytes) in {figures.seconds:.1f} s "
+               f"({_rate(figures.events, figures.seconds)} events)", err=True)
+
+
+@cli.command("restore")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.option("--progress/--no-progress", default=None,
+              help="Show progress on stderr [default: when stderr is a terminal].")
+@json_option
+@connection_options
+def restore_command(file: Path, progress: bool | None, as_json: bool) -> None:
+    """Restore a dump (from `aivcs-ledger dump`; .gz is read compressed) into the daemon. Needs an admin token.
+
+    Every run's hash chain is recomputed; a run that does not match is refused and nothing of it
+    is written. Runs already present with the same content are left unchanged, so restoring
+    again is safe. Exit 1 when anything was refused or the dump is incomplete.
+    """
+    ticker = _Ticker(sys.stderr.isatty() if progress is None else progress)
+    figures = backup.RestoreFigures()
+
+    def refused(outcome: backup.Outcome) -> None:
+        if outcome.verdict == "refused":
+            ticker.done()
+            click.echo(f"refused {outcome.describe()}", err=True)
+
+    def summary() -> dict[str, Any]:
+        return {"records": figures.records, "events": figures.events, "complete": figures.complete,
+                "seconds": round(figures.seconds, 3), **{key.replace(" ", "_"): n for key, n in figures.counts.items()},
+                "refused": [{"run_id": o.run_id, "agent_name": o.agent_name, "first_bad_seq": o.first_bad_seq,
+                             "reason": o.reason} for o in figures.refused]}
+
+    try:
+        with backup.open_dump_for_reading(file) as lines:
+            backup.restore(_connection(click.get_current_context()), iter(lines), figures=figures,
+                           on_outcome=refused,
+                           progress=lambda f: ticker(f"restoring: {f.records:,} records, {f.events:,} events"))
+    except OSError as error:
+        raise Refused(f"cannot read {file}: {error}") from None
+    except LedgerError as error:
+        ticker.done()
+        if isinstance(error, InvalidArgument):
+            raise Refused(f"{file}: {error.message} (record N is line N of the file); "
+                          f"{figures.counts.get('runs restored', 0):,} runs were restored before it") from None
+        raise
+    finally:
+        ticker.done()
+    counts = ", ".join(f"{n:,} {key}" for key, n in sorted(figures.counts.items())) or "nothing"
+    if as_json:
+        click.echo(render.pretty(summary()))
+    click.echo(f"read {figures.records:,} records ({figures.events:,} events) in {figures.seconds:.1f} s "
+               f"({_rate(figures.events, figures.seconds)} events): {counts}", err=True)
+    if not figures.complete:
+        click.echo("error: the dump ended before its end record (truncated?); the run in progress was not restored",
+                   err=True)
+    if figures.refused or not figures.complete:
         click.get_current_context().exit(EXIT_REFUSED)
 
 

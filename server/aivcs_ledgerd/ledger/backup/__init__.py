@@ -1,0 +1,1 @@
+"""Backup and restore of a ledger through the daemon: the dump format, dumping online, restoring checked."""
