@@ -484,13 +484,13 @@ async def test_restore_waits_out_lost_answers_and_repeats_writes_that_committed_
     from aivcs.ledger.v1 import ledger_admin_pb2_grpc
 
     from aivcs_ledgerd.store import StoreUnavailable
+    from harness.faults import Send, intercept
     from harness.inprocess import channel, running
 
     lost: list[str] = []
     async with running() as daemon:
-        real = daemon.db.send
 
-        async def answer_lost_once(sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+        async def answer_lost_once(real: Send, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
             answer = await real(sql, variables)
             for marker in ("INSERT INTO run_events", "CREATE type::record('runs'", "INSERT INTO releases"):
                 if marker in sql and marker not in lost:
@@ -498,7 +498,7 @@ async def test_restore_waits_out_lost_answers_and_repeats_writes_that_committed_
                     raise StoreUnavailable("injected: the answer was lost after the commit")
             return answer
 
-        daemon.db.send = answer_lost_once  # type: ignore[method-assign]
+        intercept(daemon.db, answer_lost_once)
         with gzip.open(setup.dump, "rt", encoding="utf-8") as file:
             lines = [line.rstrip("\n") for line in file]
 
