@@ -14,6 +14,7 @@ from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.ownership import SoleOwner
+from aivcs_ledgerd.ledger.store_errors import translated, translated_stream
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
@@ -83,6 +84,7 @@ class Events:
         self.writers = Writers(db, hub, self.ownership)
         self._reads = asyncio.Semaphore(max_concurrent_reads)
 
+    @translated
     async def append(
         self,
         run_id: str,
@@ -107,6 +109,7 @@ class Events:
             validation.identifier("idempotency_key", idempotency_key)
         return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)
 
+    @translated_stream
     async def read(
         self, run_id: str, from_seq: int = 0, to_seq: int = 0, kinds: list[str] | None = None, limit: int = 0
     ) -> AsyncIterator[list[Event]]:
@@ -181,6 +184,7 @@ class Events:
         async with self._reads:
             return await read_events(self._db, run_id, first, last, kinds)
 
+    @translated_stream
     async def follow(
         self, run_id: str, from_seq: int = 0, elsewhere: Callable[[], Awaitable[bool]] | None = None
     ) -> AsyncIterator[list[Event]]:
@@ -237,6 +241,7 @@ class Events:
                     yield fresh
                     next_seq = fresh[-1].seq + 1
 
+    @translated
     async def verify(self, run_id: str) -> Verdict:
         """Recompute the hash chain from storage as of the run's head when called; report the first break.
 

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
+from aivcs_ledgerd.ledger.store_errors import translated
 from aivcs_ledgerd.model import Page, Release
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict
 from aivcs_ledgerd.store import releases as store
@@ -54,6 +55,7 @@ class Releases:
     async def _fenced(self, agent_name: str, append: Callable[[Queries, Fence | None], Awaitable[Release]]) -> Release:
         return await self._ownership.fenced_write(self.db, store.lock_key(agent_name), append)
 
+    @translated
     async def promote(
         self,
         agent_name: str,
@@ -94,6 +96,7 @@ class Releases:
                 continue
         raise _contended(agent_name)
 
+    @translated
     async def rollback(
         self,
         agent_name: str,
@@ -122,6 +125,7 @@ class Releases:
                 continue
         raise _contended(agent_name)
 
+    @translated
     async def current(self, agent_name: str) -> Release:
         """The agent's newest entry; NotFound when it has none."""
         release = await store.current(self.db, agent_name)
@@ -129,6 +133,7 @@ class Releases:
             raise NotFound(f"agent_name: agent {agent_name!r} has no release")
         return release
 
+    @translated
     async def history(
         self, agent_name: str, page_size: int = 0, page_token: str = "",
         size_of: Callable[[Release], int] | None = None,

@@ -17,13 +17,14 @@ from aivcs_ledgerd.ledger.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    Unavailable,
 )
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
+from aivcs_ledgerd.ledger.store_errors import translated
 from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
-from aivcs_ledgerd.store.errors import StoreUnavailable
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -81,6 +82,7 @@ class Runs:
         self._ownership = ownership or SoleOwner()
         self._default_timeout_ms = default_inactivity_timeout_ms
 
+    @translated
     async def create(self, new: NewRun) -> Run:
         """A new RUNNING run, or the existing one when a client id is retried.
 
@@ -125,14 +127,16 @@ class Runs:
                 raise AlreadyExists(
                     f"run_id: run {run.run_id!r} exists with another spec_digest or agent_name"
                 ) from None
-        raise StoreUnavailable("could not allocate a creation key")
+        raise Unavailable("database error: could not allocate a creation key")
 
+    @translated
     async def get(self, run_id: str) -> Run:
         run = await runs.get_run(self._db, run_id)
         if run is None:
             raise NotFound(f"run_id: no run {run_id!r}")
         return run
 
+    @translated
     async def heartbeat(self, run_id: str) -> Run:
         """Record that a RUNNING run's agent is alive: its last activity (and deadline) move to now."""
         try:
@@ -148,6 +152,7 @@ class Runs:
                 f"run {run_id!r} is {status}; only a RUNNING run takes heartbeats"
             ) from None
 
+    @translated
     async def list(
         self, where: RunFilter, page_size: int, page_token: str, size_of: Callable[[Run], int] | None = None
     ) -> Page:
@@ -160,6 +165,7 @@ class Runs:
         more = len(found) > len(items)
         return Page(items, _encode_token(items[-1].created_ns, scope) if more else None)
 
+    @translated
     async def finish(self, run_id: str, finish: Finish) -> Run:
         now = time.time_ns()
         changes: dict[str, Any] = {

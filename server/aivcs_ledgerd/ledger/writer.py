@@ -29,24 +29,21 @@ from typing import Any
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import (
     Aborted,
-    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     LedgerError,
     NotFound,
-    ResourceExhausted,
     Unavailable,
 )
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+from aivcs_ledgerd.ledger.store_errors import ledger_error
 from aivcs_ledgerd.model import Event, NewEvent, Run
 from aivcs_ledgerd.store import (
     Database,
     DuplicateRecord,
     Rejected,
-    StorageFull,
     StoreConflict,
-    StoreDamaged,
     StoreError,
 )
 from aivcs_ledgerd.store.database import Exclusive
@@ -287,12 +284,8 @@ class Writers:
             self.forget(run_id)
             if isinstance(error, LedgerError):
                 failure: LedgerError = error
-            elif isinstance(error, StorageFull):
-                failure = ResourceExhausted(str(error))
-            elif isinstance(error, StoreDamaged):
-                failure = DataLoss(str(error))
             elif isinstance(error, StoreError):
-                failure = Unavailable(f"database error: {error}")
+                failure = ledger_error(error)
             else:
                 log.exception("append to run %s failed unexpectedly", run_id, extra={"run_id": run_id})
                 failure = Unavailable("the append failed unexpectedly; nothing of it was written")

@@ -12,12 +12,10 @@ import grpc
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc
 from aivcs.ledger.v1 import event_stream_pb2 as pb
 
-from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.ledger import Ledger, keys
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.ledger.limits import MESSAGE_FRAMING, Limits
 from aivcs_ledgerd.model import Event
-from aivcs_ledgerd.store import StoreError
-from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
 from aivcs_ledgerd.transport.peers import OwnerMoved, OwnerUnreachable, Peers, Relayed, is_forwarded, not_owner, routed
 from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
@@ -104,7 +102,8 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
             )
             return answer
 
-        return await routed(self._ownership, run_key(request.run_id), f"run {request.run_id!r}", context, local, remote)
+        key = keys.of_run(request.run_id)
+        return await routed(self._ownership, key, f"run {request.run_id!r}", context, local, remote)
 
     @guarded_stream
     async def IngestEvents(
@@ -183,7 +182,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
             result = await self._append(request, context)
         except Exception as error:
             code, message = status_of(error)
-            if not isinstance(error, LedgerError | StoreError):
+            if not isinstance(error, LedgerError):
                 log.exception("unexpected error in IngestEvents", extra={"run_id": cut(request.run_id)})
             return pb.IngestEventsResponse(
                 batch_id=request.batch_id, error=event_pb2.IngestError(code=code.value[0], message=message)
@@ -226,7 +225,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         that stream breaks. A forwarded subscription is served only here and
         ends with `not_owner` when the run moved.
         """
-        key = run_key(request.run_id)
+        key = keys.of_run(request.run_id)
         forwarded = is_forwarded(context)
         next_seq = max(request.from_seq, 1)
         moved = False

@@ -11,9 +11,8 @@ from aivcs.ledger.v1 import release_pb2, release_registry_pb2_grpc
 from aivcs.ledger.v1 import release_registry_pb2 as pb
 from google.protobuf import timestamp_pb2
 
-from aivcs_ledgerd.ledger import Ledger, validation
+from aivcs_ledgerd.ledger import Ledger, keys, validation
 from aivcs_ledgerd.model import Release
-from aivcs_ledgerd.store.releases import lock_key
 from aivcs_ledgerd.transport.convert import datetime_to_timestamp
 from aivcs_ledgerd.transport.peers import Peers, routed
 from aivcs_ledgerd.transport.status import guarded
@@ -51,7 +50,7 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
             return forwarded
 
         agent = _agent_name(request.agent_name)
-        return await routed(self._ownership, lock_key(agent), f"agent {agent!r}", context, here, remote)
+        return await routed(self._ownership, keys.of_agent(agent), f"agent {agent!r}", context, here, remote)
 
     @guarded
     async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.PromoteResponse:

@@ -9,11 +9,10 @@ from aivcs.ledger.v1 import run_ledger_pb2 as pb
 from aivcs.ledger.v1 import run_ledger_pb2_grpc, run_pb2
 from google.protobuf import struct_pb2
 
-from aivcs_ledgerd.ledger import Ledger, validation
+from aivcs_ledgerd.ledger import Ledger, keys, validation
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.ledger.runs import Finish, NewRun
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
-from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import (
     RUN_STATUS_FROM_PROTO,
     checked_timestamp_ns,
@@ -66,7 +65,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             forwarded: run_pb2.Run = answer.run
             return forwarded
 
-        return await routed(self._ownership, run_key(run_id), f"run {run_id!r}", context, local, remote)
+        return await routed(self._ownership, keys.of_run(run_id), f"run {run_id!r}", context, local, remote)
 
     @guarded
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
@@ -155,7 +154,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             forwarded: run_pb2.Run = answer.run
             return forwarded
 
-        key = run_key(run_id)
+        key = keys.of_run(run_id)
         return pb.HeartbeatResponse(run=await routed(self._ownership, key, f"run {run_id!r}", context, local, remote))
 
     @guarded

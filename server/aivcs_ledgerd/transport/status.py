@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import grpc
 
 from aivcs_ledgerd.ledger import errors
-from aivcs_ledgerd.store import StorageFull, StoreDamaged, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -43,18 +42,12 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     for kind, code in CODES.items():
         if isinstance(error, kind):
             return code, str(error)
-    if isinstance(error, StorageFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
-    if isinstance(error, StoreDamaged):
-        return grpc.StatusCode.DATA_LOSS, str(error)
-    if isinstance(error, StoreError):
-        return grpc.StatusCode.UNAVAILABLE, f"database error: {error}"
     return grpc.StatusCode.UNAVAILABLE, "the daemon met an unexpected error; the call may be retried"
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str) -> None:
     code, message = status_of(error)
-    if not isinstance(error, errors.LedgerError | StoreError):
+    if not isinstance(error, errors.LedgerError):
         log.exception("unexpected error in %s", method)
     await context.abort(code, message)
 
