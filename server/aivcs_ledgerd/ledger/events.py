@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
-from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
+from aivcs_ledgerd.ledger.errors import InvalidArgument, Unavailable, run_not_found
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.ownership import SoleOwner
@@ -120,7 +120,7 @@ class Events:
         wanted = _kinds_filter(kinds)
         run = await get_run(self._db, run_id)
         if run is None:
-            raise NotFound(f"run_id: no run {run_id!r}")
+            raise run_not_found(run_id)
         last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
         remaining = limit or None
         engine_kinds = sorted(wanted) if wanted is not None else None
@@ -210,7 +210,7 @@ class Events:
                     listener.reset()
                     run = await get_run(self._db, run_id)
                     if run is None:
-                        raise NotFound(f"run_id: no run {run_id!r}")
+                        raise run_not_found(run_id)
                     async for window in self._scan(run_id, next_seq, run.total_events, span):
                         yield window
                         next_seq = window[-1].seq + 1
@@ -253,7 +253,7 @@ class Events:
         validation.identifier("run_id", run_id)
         run = await get_run(self._db, run_id)
         if run is None:
-            raise NotFound(f"run_id: no run {run_id!r}")
+            raise run_not_found(run_id)
         digest, expected_seq = "", 1
         async for window in self._scan(run_id, 1, run.total_events, self._window()):
             for event in window:

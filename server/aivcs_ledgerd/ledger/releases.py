@@ -130,7 +130,11 @@ class Releases:
         """The agent's newest entry; NotFound when it has none."""
         release = await store.current(self.db, agent_name)
         if release is None:
-            raise NotFound(f"agent_name: agent {agent_name!r} has no release")
+            raise NotFound(
+                f"agent_name: agent {agent_name!r} has no release",
+                reason="NO_RELEASE",
+                facts={"agent_name": agent_name},
+            )
         return release
 
     @translated
@@ -158,11 +162,17 @@ class Releases:
 def _refusal(reason: str, agent_name: str, digest: str | None, expected: str | None) -> Exception:
     kind, _, detail = reason.partition(":")
     if kind == store.NOT_FOUND:
-        return NotFound(f"agent_name: agent {agent_name!r} has no release to roll back")
+        return NotFound(
+            f"agent_name: agent {agent_name!r} has no release to roll back",
+            reason="NO_RELEASE",
+            facts={"agent_name": agent_name},
+        )
     if kind == store.ABORTED:
         return Aborted(
             f"expected_current_spec_digest: the current release of agent {agent_name!r} is "
-            f"{_describe(detail)}, not {_describe(expected or '')}; nothing was written"
+            f"{_describe(detail)}, not {_describe(expected or '')}; nothing was written",
+            reason="CURRENT_RELEASE_MISMATCH",
+            facts={"agent_name": agent_name, "current_spec_digest": detail},
         )
     if kind == store.NOTHING_BEFORE:
         return FailedPrecondition(f"agent {agent_name!r} has a single release; there is nothing to roll back to")

@@ -16,8 +16,9 @@ from aivcs_ledgerd.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
     Unavailable,
+    run_not_found,
+    run_terminal,
 )
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.ownership import SoleOwner
@@ -133,7 +134,7 @@ class Runs:
     async def get(self, run_id: str) -> Run:
         run = await runs.get_run(self._db, run_id)
         if run is None:
-            raise NotFound(f"run_id: no run {run_id!r}")
+            raise run_not_found(run_id)
         return run
 
     @translated
@@ -146,10 +147,10 @@ class Runs:
             )
         except Rejected as rejected:
             if rejected.reason == "not_found":
-                raise NotFound(f"run_id: no run {run_id!r}") from None
-            status = rejected.reason.partition(":")[2].upper()
-            raise FailedPrecondition(
-                f"run {run_id!r} is {status}; only a RUNNING run takes heartbeats"
+                raise run_not_found(run_id) from None
+            status = RunStatus(rejected.reason.partition(":")[2])
+            raise run_terminal(
+                run_id, status, f"run {run_id!r} is {status.name}; only a RUNNING run takes heartbeats"
             ) from None
 
     @translated
@@ -197,15 +198,21 @@ class Runs:
 
 def _refusal(run_id: str, reason: str, finish: Finish) -> Exception:
     if reason == "not_found":
-        return NotFound(f"run_id: no run {run_id!r}")
+        return run_not_found(run_id)
     if reason.startswith("terminal:"):
-        status = reason.split(":", 1)[1].upper()
-        return FailedPrecondition(f"run {run_id!r} is already {status}; terminal runs never change")
+        status = RunStatus(reason.split(":", 1)[1])
+        return run_terminal(run_id, status, f"run {run_id!r} is already {status.name}; terminal runs never change")
     if reason.startswith("count:"):
         stored = reason.split(":", 1)[1]
         return FailedPrecondition(
             f"expected_total_events: run {run_id!r} holds {stored} events, "
-            f"not {finish.expected_total_events}; the run stays RUNNING"
+            f"not {finish.expected_total_events}; the run stays RUNNING",
+            reason="EVENT_COUNT_MISMATCH",
+            facts={
+                "run_id": run_id,
+                "total_events": stored,
+                "expected_total_events": str(finish.expected_total_events),
+            },
         )
     return FailedPrecondition(f"run {run_id!r}: {reason}")
 

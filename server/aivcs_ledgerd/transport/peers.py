@@ -18,6 +18,9 @@ from typing import Any, TypeVar
 import grpc
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import event_stream_pb2_grpc, release_registry_pb2_grpc, run_ledger_pb2_grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
 
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
@@ -36,9 +39,10 @@ T = TypeVar("T")
 class Relayed(LedgerError):
     """The owner's refusal, passed on with its own status code."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None) -> None:
         super().__init__(message)
         self.relayed_code = code
+        self.relayed_details = details or []  # its google.rpc error details, passed on unchanged
 
 
 class OwnerMoved(Exception):
@@ -118,7 +122,7 @@ class Peers:
             log.info("owner at %s did not answer %s: %s", address, method, details)
             return OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry")
         self._count(method, "refused")
-        return Relayed(error.code(), details)
+        return Relayed(error.code(), details, _error_details(error))
 
     async def unary(self, address: str, service: str, method: str, request: Any, context: Context) -> Any:
         """Call `service.method` on the replica at `address`; raise Relayed, OwnerMoved or OwnerUnreachable."""
@@ -197,3 +201,12 @@ async def routed(
                 raise
             await asyncio.sleep(UNREACHABLE_PAUSE_SECONDS)
     raise Unavailable(f"ownership of {what} kept moving between replicas; retry")
+
+
+def _error_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
+    """The google.rpc error details of the owner's refusal (none when it sent none or they do not decode)."""
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (ValueError, DecodeError):
+        return []
+    return list(status.details) if status is not None else []
