@@ -22,6 +22,7 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable
 
+from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
@@ -74,6 +75,14 @@ class Releases:
         promotion unless a COMPLETED, successful run of this spec by this
         agent is in the ledger.
         """
+        agent_name = validation.identifier("agent_name", agent_name)
+        spec_digest = validation.digest("spec_digest", spec_digest)
+        promoted_by = validation.identifier("promoted_by", promoted_by)
+        version_label = validation.optional_text("version_label", version_label, validation.MAX_LABEL_BYTES)
+        notes = validation.optional_text("notes", notes, validation.MAX_NOTES_BYTES)
+        expected_current_spec_digest = validation.expected_digest(
+            "expected_current_spec_digest", expected_current_spec_digest
+        )
         for _ in range(ATTEMPTS):
             try:
                 return await self._fenced(
@@ -111,6 +120,13 @@ class Releases:
         The new entry copies the re-appended one's spec_digest and
         version_label, and its notes unless `notes` is given.
         """
+        agent_name = validation.identifier("agent_name", agent_name)
+        promoted_by = validation.identifier("promoted_by", promoted_by)
+        to_spec_digest = validation.optional_digest("to_spec_digest", to_spec_digest)
+        expected_current_spec_digest = validation.expected_digest(
+            "expected_current_spec_digest", expected_current_spec_digest
+        )
+        notes = validation.optional_text("notes", notes, validation.MAX_NOTES_BYTES)
         for _ in range(ATTEMPTS):
             try:
                 return await self._fenced(
@@ -128,6 +144,7 @@ class Releases:
     @translated
     async def current(self, agent_name: str) -> Release:
         """The agent's newest entry; NotFound when it has none."""
+        agent_name = validation.identifier("agent_name", agent_name)
         release = await store.current(self.db, agent_name)
         if release is None:
             raise NotFound(
@@ -148,6 +165,7 @@ class Releases:
         token holds the sequence the next page starts below, so entries
         appended meanwhile neither shift nor repeat what later pages hold.
         """
+        agent_name = validation.identifier("agent_name", agent_name)
         if page_size < 0:
             raise InvalidArgument("page_size", f"must not be negative, got {page_size}")
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)

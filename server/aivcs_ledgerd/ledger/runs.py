@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import time
@@ -12,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
@@ -89,6 +91,7 @@ class Runs:
 
         A retry returns the run as first created, with the inactivity timeout it got then.
         """
+        new = _checked(new)
         timeout_ms = self._default_timeout_ms if new.inactivity_timeout_ms is None else new.inactivity_timeout_ms
         if timeout_ms > MAX_INACTIVITY_TIMEOUT_MS:
             raise InvalidArgument(
@@ -132,6 +135,7 @@ class Runs:
 
     @translated
     async def get(self, run_id: str) -> Run:
+        validation.identifier("run_id", run_id)
         run = await runs.get_run(self._db, run_id)
         if run is None:
             raise run_not_found(run_id)
@@ -140,6 +144,7 @@ class Runs:
     @translated
     async def heartbeat(self, run_id: str) -> Run:
         """Record that a RUNNING run's agent is alive: its last activity (and deadline) move to now."""
+        validation.identifier("run_id", run_id)
         try:
             return await self._ownership.fenced_write(
                 self._db, runs.run_key(run_id),
@@ -158,6 +163,8 @@ class Runs:
         self, where: RunFilter, page_size: int, page_token: str, size_of: Callable[[Run], int] | None = None
     ) -> Page:
         """A page of runs, newest first: at most `page_size`, and (with `size_of`) at most PAGE_BYTES."""
+        if where.spec_digest is not None:
+            where = dataclasses.replace(where, spec_digest=validation.digest("spec_digest", where.spec_digest))
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
         scope = _filter_scope(where)
         before = _decode_token(page_token, scope) if page_token else None
@@ -168,6 +175,13 @@ class Runs:
 
     @translated
     async def finish(self, run_id: str, finish: Finish) -> Run:
+        validation.identifier("run_id", run_id)
+        finish = dataclasses.replace(
+            finish,
+            duration_ms=validation.below_2_63("duration_ms", finish.duration_ms),
+            final_state_digest=validation.optional_digest("final_state_digest", finish.final_state_digest),
+            reason=validation.text("reason", finish.reason),
+        )
         now = time.time_ns()
         changes: dict[str, Any] = {
             "status": finish.status.value,
@@ -194,6 +208,22 @@ class Runs:
             raise _refusal(run_id, rejected.reason, finish) from None
         self._hub.publish(run_id, None)
         return run
+
+
+def _checked(new: NewRun) -> NewRun:
+    """`new` with every field checked (and the digest in lower case), in the order the contract lists them."""
+    return dataclasses.replace(
+        new,
+        spec_digest=validation.digest("spec_digest", new.spec_digest),
+        agent_name=validation.identifier("agent_name", new.agent_name),
+        git_sha=validation.optional_text("git_sha", new.git_sha, validation.MAX_ID_BYTES),
+        tags=validation.json_object("tags", new.tags),
+        evaluation=dataclasses.replace(
+            new.evaluation,
+            rubric_path=validation.text("evaluation.rubric_path", new.evaluation.rubric_path),
+        ),
+        run_id=None if new.run_id is None else validation.identifier("run_id", new.run_id),
+    )
 
 
 def _refusal(run_id: str, reason: str, finish: Finish) -> Exception:
