@@ -84,9 +84,8 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, 
     if not isinstance(error, errors.LedgerError):
         log.exception("unexpected error in %s", method)
     status = rich_status(error)
-    if not status.details:
-        await context.abort(code, message)
-    await context.abort(code, message, ((DETAILS_KEY, status.SerializeToString()),))
+    trailer = ((DETAILS_KEY, status.SerializeToString()),) if status.details else ()
+    await context.abort(code, message, trailer)
 
 
 def guarded(
