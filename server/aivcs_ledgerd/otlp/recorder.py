@@ -33,7 +33,6 @@ from dataclasses import dataclass, field
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import (
     AlreadyExists,
-    DataLoss,
     FailedPrecondition,
     LedgerError,
     ResourceExhausted,
@@ -74,7 +73,8 @@ class Outcome:
 
 
 def _retryable(error: Exception) -> bool:
-    return isinstance(error, Unavailable | ResourceExhausted | DataLoss) or not isinstance(error, LedgerError)
+    # A full disk may have room again later; damaged data will not mend itself, so that span is refused.
+    return isinstance(error, Unavailable | ResourceExhausted) or not isinstance(error, LedgerError)
 
 
 class TraceRecorder:
