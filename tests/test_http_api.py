@@ -96,6 +96,34 @@ def test_refusals_are_json_with_the_grpc_codes_http_status(served: HttpDaemon, s
     refused(call(served.base, "/v1/runs/no-such-run:verify"), 404, "NOT_FOUND")
 
 
+def test_refusals_carry_the_grpc_error_details_as_google_rpc_status_json(served: HttpDaemon, stubs: Stubs) -> None:
+    error_info = "type.googleapis.com/google.rpc.ErrorInfo"
+    missing = call(served.base, "/v1/runs/no-such-run")
+    refused(missing, 404, "NOT_FOUND")
+    assert missing.body["details"] == [
+        {
+            "@type": error_info,
+            "reason": "ERROR_REASON_RUN_NOT_FOUND",
+            "domain": "ledger.aivcs.dev",
+            "metadata": {"run_id": "no-such-run"},
+        }
+    ]
+    path = "/v1/agents/http-details/releases"
+    first = call(served.base, path + ":promote", method="POST", body={"specDigest": SPEC_A, "promotedBy": "ci"})
+    assert first.status == 200, first.body
+    body = {"spec_digest": SPEC_C, "promoted_by": "ci", "expected_current_spec_digest": SPEC_B}
+    stale = call(served.base, path + ":promote", method="POST", body=body)
+    refused(stale, 409, "ABORTED")
+    [info] = [detail for detail in stale.body["details"] if detail["@type"] == error_info]
+    assert info["reason"] == "ERROR_REASON_CURRENT_RELEASE_MISMATCH"
+    assert info["metadata"] == {"agent_name": "http-details", "current_spec_digest": SPEC_A}
+    bad = call(served.base, "/v1/runs?spec_digest=short")
+    refused(bad, 400, "INVALID_ARGUMENT")
+    types = {detail["@type"] for detail in bad.body["details"]}
+    assert types == {error_info, "type.googleapis.com/google.rpc.BadRequest"}, bad.body
+    assert "details" not in call(served.base, "/v1/nothing-here").body  # no reason, no details
+
+
 def test_events_by_seq_range_kinds_and_limit(served: HttpDaemon, stubs: Stubs) -> None:
     run_id = create(stubs, "http-reader")
     append(stubs, run_id, *[("step" if i % 3 else "tool", {"i": i}) for i in range(1, 11)])

@@ -25,9 +25,10 @@ ALLOWED: dict[str, set[str]] = {
     "config": BASE | {"ledger"},
     "upkeep": BASE | {"store"},
     "middleware": BASE | {"config", "ledger", "store"},
-    "transport": BASE | {"config", "ledger", "store"},
-    "otlp": BASE | {"config", "ledger", "store", "transport"},
-    "http": BASE | {"config", "ledger", "store", "transport", "middleware"},
+    # The ways in know the ledger only: its errors, keys and limits; never the store's.
+    "transport": BASE | {"config", "ledger"},
+    "otlp": BASE | {"config", "ledger", "transport"},
+    "http": BASE | {"config", "ledger", "transport", "middleware"},
     "process": BASE | {"config", "ledger", "store", "upkeep", "middleware", "transport", "otlp", "http"},
     "__main__": {"process"},
 }

@@ -18,6 +18,8 @@ from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.event_stream_pb2_grpc import EventStreamStub
 from aivcs.ledger.v1.release_registry_pb2_grpc import ReleaseRegistryStub
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from harness.daemon import assert_serving, free_port, start_daemon
 from harness.metrics import sample, scrape
@@ -366,6 +368,11 @@ def test_ingest_batches_and_finishing_a_run_through_a_replica_that_does_not_own_
                     runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id, expected_total_events=5), timeout=10)
                 assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
                 assert "61" in (refused.value.details() or "")
+                # ... and with its error details, passed on unchanged by the replica that forwarded the call.
+                assert reason_and_metadata(refused.value) == (
+                    "ERROR_REASON_EVENT_COUNT_MISMATCH",
+                    {"run_id": run_id, "total_events": "61", "expected_total_events": "5"},
+                )
                 done = runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id, expected_total_events=61), timeout=10)
                 assert done.run.total_events == 61
                 with pytest.raises(grpc.RpcError) as terminal:
@@ -373,7 +380,17 @@ def test_ingest_batches_and_finishing_a_run_through_a_replica_that_does_not_own_
                         es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="late")]), timeout=10
                     )
                 assert terminal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert reason_and_metadata(terminal.value)[0] == "ERROR_REASON_RUN_TERMINAL"
                 assert runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id), timeout=30).ok
             assert "took ownership of run:" not in other.log()  # every write was the owner's
         finally:
             stop_replicas([owner, other])
+
+
+def reason_and_metadata(error: grpc.RpcError) -> tuple[str, dict[str, str]]:
+    """The google.rpc.ErrorInfo of a refusal, from its grpc-status-details-bin trailer."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "the refusal carries no google.rpc.Status"
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info)
+    return info.reason, dict(info.metadata)

@@ -51,6 +51,33 @@ def test_errors_carry_the_code_and_the_daemons_message(client: Client) -> None:
         client.runs.complete(run.run_id)
 
 
+def test_refusals_carry_the_facts_a_caller_acts_on(client: Client) -> None:
+    run = client.runs.create(digest(), unique("facts"))
+    client.events.append(run.run_id, [("a", {}), ("b", {})])
+    with pytest.raises(Aborted) as stale:
+        client.events.append(run.run_id, [("c", {})], expected_last_seq=0)
+    assert stale.value.reason == "ERROR_REASON_LAST_SEQ_MISMATCH"
+    assert (stale.value.run_id, stale.value.last_seq) == (run.run_id, 2)
+    client.events.append(run.run_id, [("c", {})], expected_last_seq=stale.value.last_seq)  # the retry it allows
+    client.runs.cancel(run.run_id, "stopped")
+    with pytest.raises(FailedPrecondition) as terminal:
+        client.events.append(run.run_id, [("d", {})])
+    assert terminal.value.reason == "ERROR_REASON_RUN_TERMINAL"
+    assert terminal.value.run_status is RunStatus.CANCELLED
+    writer = client.events.writer(run.run_id)  # IngestEvents: the same details per batch
+    writer.emit("late")
+    with pytest.raises(FailedPrecondition) as refused:
+        writer.close()
+    assert (refused.value.reason, refused.value.run_status) == ("ERROR_REASON_RUN_TERMINAL", RunStatus.CANCELLED)
+    with pytest.raises(NotFound) as missing:
+        client.runs.get("no-such-run")
+    assert (missing.value.reason, missing.value.run_id, missing.value.last_seq) == (
+        "ERROR_REASON_RUN_NOT_FOUND",
+        "no-such-run",
+        None,
+    )
+
+
 def test_client_side_validation_refuses_what_the_daemon_would(client: Client) -> None:
     with pytest.raises(InvalidArgument, match="kind"):
         client.events.append("any", [("", {})])

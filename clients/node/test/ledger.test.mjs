@@ -45,6 +45,15 @@ describe("LedgerClient against aivcs-ledgerd", () => {
     const second = await client.appendEvents(run.runId, [{ kind: "node_exited" }], { expectedLastSeq: 2 });
     assert.equal(second.lastSeq, 3);
 
+    await assert.rejects(
+      client.appendEvents(run.runId, [{ kind: "stale" }], { expectedLastSeq: 1 }),
+      (error) =>
+        error instanceof LedgerError &&
+        error.code === Code.ABORTED &&
+        error.reason === "ERROR_REASON_LAST_SEQ_MISMATCH" &&
+        error.lastSeq === 3 &&
+        error.metadata.run_id === run.runId,
+    );
     const events = [];
     for await (const event of client.readEvents(run.runId)) events.push(event);
     assert.deepEqual(events.map((e) => e.seq), [1, 2, 3]);
@@ -132,6 +141,11 @@ describe("LedgerClient against aivcs-ledgerd", () => {
     await assert.rejects(client.appendEvents(run.runId, [{ kind: "x" }], { expectedLastSeq: 5 }), { code: Code.ABORTED });
     await client.cancelRun(run.runId, "stop");
     await assert.rejects(client.appendEvents(run.runId, [{ kind: "x" }]), { code: Code.FAILED_PRECONDITION });
+    await assert.rejects(client.appendEvents(run.runId, [{ kind: "x" }]), (error) => {
+      assert.equal(error.reason, "ERROR_REASON_RUN_TERMINAL");
+      assert.equal(error.runStatus, "cancelled");
+      return true;
+    });
   });
 
   test("idempotency keys make an append safe to retry", async () => {

@@ -24,7 +24,6 @@ from aivcs_ledgerd.http.errors import invalid, refusal_of, status_body
 from aivcs_ledgerd.http.jsonmap import from_query, to_json
 from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.ledger.errors import LedgerError
-from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.transport.convert import event_to_proto, run_to_proto
 
 
@@ -72,7 +71,7 @@ class LiveFeed:
                 await response.write(message("events", to_json(batch), window[-1].seq))
             run = await self._ledger.runs.get(query.run_id)
             await response.write(message("end", to_json(run_ledger_pb2.GetRunResponse(run=run_to_proto(run)))))
-        except (LedgerError, StoreError) as error:
+        except LedgerError as error:
             await response.write(message("error", status_body(refusal_of(error))))
         except ConnectionResetError:
             pass  # the client left

@@ -21,7 +21,7 @@ on gRPC; here it answers one ReadEventsResponse of at most `limit` events
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NoReturn, TypeVar, cast
 
 import grpc
@@ -29,7 +29,7 @@ from aiohttp import web
 from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2
 from google.protobuf.message import Message
 
-from aivcs_ledgerd.http.errors import Refusal, invalid
+from aivcs_ledgerd.http.errors import Refusal, details_in, invalid
 from aivcs_ledgerd.http.jsonmap import from_query, parse, to_json
 from aivcs_ledgerd.ledger import Ledger, validation
 from aivcs_ledgerd.transport.convert import event_to_proto
@@ -59,8 +59,10 @@ class HttpCall:
     def time_remaining(self) -> float | None:
         return None
 
-    async def abort(self, code: grpc.StatusCode, details: str = "") -> NoReturn:
-        raise Refusal(code, details)
+    async def abort(
+        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[tuple[str, str | bytes]] = ()
+    ) -> NoReturn:
+        raise Refusal(code, details, details_in(trailing_metadata))
 
 
 class Api:

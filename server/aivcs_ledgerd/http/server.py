@@ -29,7 +29,6 @@ from aivcs_ledgerd.http.routes import Api
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError
 from aivcs_ledgerd.middleware.security import Role, SecurityError, load_tokens
-from aivcs_ledgerd.store import StoreError
 from aivcs_ledgerd.transport.peers import Peers
 from aivcs_ledgerd.util.ports import PortUnavailable, bind_error, check_every_address_free, check_exclusive
 
@@ -42,7 +41,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     """Every refusal of an API call as JSON with its gRPC code's HTTP status; nothing unplanned escapes."""
     try:
         return await handler(request)
-    except (Refusal, LedgerError, StoreError) as error:
+    except (Refusal, LedgerError) as error:
         return error_response(refusal_of(error))
     except web.HTTPException as error:
         if not request.path.startswith(API_PREFIX) or error.status < 400:

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
-from aivcs_ledgerd.ledger.errors import InvalidArgument, NotFound, Unavailable
+from aivcs_ledgerd.ledger.errors import InvalidArgument, Unavailable, run_not_found
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.ownership import SoleOwner
+from aivcs_ledgerd.ledger.store_errors import translated, translated_stream
 from aivcs_ledgerd.ledger.writer import AppendResult, Pending, Writers
 from aivcs_ledgerd.model import Event, NewEvent
 from aivcs_ledgerd.store import Database
@@ -82,6 +83,7 @@ class Events:
         self.writers = Writers(db, hub, self.ownership)
         self._reads = asyncio.Semaphore(max_concurrent_reads)
 
+    @translated
     async def append(
         self,
         run_id: str,
@@ -106,6 +108,7 @@ class Events:
             validation.identifier("idempotency_key", idempotency_key)
         return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)
 
+    @translated_stream
     async def read(
         self, run_id: str, from_seq: int = 0, to_seq: int = 0, kinds: list[str] | None = None, limit: int = 0
     ) -> AsyncIterator[list[Event]]:
@@ -116,7 +119,7 @@ class Events:
         wanted = _kinds_filter(kinds)
         run = await get_run(self._db, run_id)
         if run is None:
-            raise NotFound(f"run_id: no run {run_id!r}")
+            raise run_not_found(run_id)
         last = run.total_events if to_seq == 0 else min(to_seq, run.total_events)
         remaining = limit or None
         engine_kinds = sorted(wanted) if wanted is not None else None
@@ -192,6 +195,7 @@ class Events:
         async with self._reads:
             return await start_read(self._db, run_id, first, last, kinds)
 
+    @translated_stream
     async def follow(
         self, run_id: str, from_seq: int = 0, elsewhere: Callable[[], Awaitable[bool]] | None = None
     ) -> AsyncIterator[list[Event]]:
@@ -217,7 +221,7 @@ class Events:
                     listener.reset()
                     run = await get_run(self._db, run_id)
                     if run is None:
-                        raise NotFound(f"run_id: no run {run_id!r}")
+                        raise run_not_found(run_id)
                     async for window in self._scan(run_id, next_seq, run.total_events, span):
                         yield window
                         next_seq = window[-1].seq + 1
@@ -248,6 +252,7 @@ class Events:
                     yield fresh
                     next_seq = fresh[-1].seq + 1
 
+    @translated
     async def verify(self, run_id: str) -> Verdict:
         """Recompute the hash chain from storage as of the run's head when called; report the first break.
 
@@ -259,7 +264,7 @@ class Events:
         validation.identifier("run_id", run_id)
         run = await get_run(self._db, run_id)
         if run is None:
-            raise NotFound(f"run_id: no run {run_id!r}")
+            raise run_not_found(run_id)
         digest, expected_seq = "", 1
         async for window in self._scan(run_id, 1, run.total_events, self._window()):
             for event in window:

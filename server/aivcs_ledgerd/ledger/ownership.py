@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
 from aivcs_ledgerd.ledger.errors import Unavailable
+from aivcs_ledgerd.ledger.store_errors import translated
 from aivcs_ledgerd.store import Database, Rejected, StoreConflict, StoreError
 from aivcs_ledgerd.store import leases as store
 from aivcs_ledgerd.store.database import Exclusive, Queries
@@ -252,6 +253,7 @@ class Leases(SoleOwner):
             return None
         return known[0]
 
+    @translated  # the ways in ask this before any ledger call: a store error must not escape
     async def locate(self, key: str) -> str | None:
         if key in self._terms and time.monotonic() < self._terms[key].valid_until:
             return None
@@ -264,6 +266,7 @@ class Leases(SoleOwner):
         self._remote[key] = (held.address, time.monotonic() + REMOTE_CACHE_SECONDS)
         return held.address
 
+    @translated
     async def claim(self, key: str) -> str | None:
         try:
             async with self._db.exclusive(key) as session:

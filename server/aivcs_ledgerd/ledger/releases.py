@@ -22,9 +22,11 @@ import binascii
 import json
 from collections.abc import Awaitable, Callable
 
+from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
+from aivcs_ledgerd.ledger.store_errors import translated
 from aivcs_ledgerd.model import Page, Release
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, StoreConflict
 from aivcs_ledgerd.store import releases as store
@@ -54,6 +56,7 @@ class Releases:
     async def _fenced(self, agent_name: str, append: Callable[[Queries, Fence | None], Awaitable[Release]]) -> Release:
         return await self._ownership.fenced_write(self.db, store.lock_key(agent_name), append)
 
+    @translated
     async def promote(
         self,
         agent_name: str,
@@ -72,6 +75,14 @@ class Releases:
         promotion unless a COMPLETED, successful run of this spec by this
         agent is in the ledger.
         """
+        agent_name = validation.identifier("agent_name", agent_name)
+        spec_digest = validation.digest("spec_digest", spec_digest)
+        promoted_by = validation.identifier("promoted_by", promoted_by)
+        version_label = validation.optional_text("version_label", version_label, validation.MAX_LABEL_BYTES)
+        notes = validation.optional_text("notes", notes, validation.MAX_NOTES_BYTES)
+        expected_current_spec_digest = validation.expected_digest(
+            "expected_current_spec_digest", expected_current_spec_digest
+        )
         for _ in range(ATTEMPTS):
             try:
                 return await self._fenced(
@@ -94,6 +105,7 @@ class Releases:
                 continue
         raise _contended(agent_name)
 
+    @translated
     async def rollback(
         self,
         agent_name: str,
@@ -108,6 +120,13 @@ class Releases:
         The new entry copies the re-appended one's spec_digest and
         version_label, and its notes unless `notes` is given.
         """
+        agent_name = validation.identifier("agent_name", agent_name)
+        promoted_by = validation.identifier("promoted_by", promoted_by)
+        to_spec_digest = validation.optional_digest("to_spec_digest", to_spec_digest)
+        expected_current_spec_digest = validation.expected_digest(
+            "expected_current_spec_digest", expected_current_spec_digest
+        )
+        notes = validation.optional_text("notes", notes, validation.MAX_NOTES_BYTES)
         for _ in range(ATTEMPTS):
             try:
                 return await self._fenced(
@@ -122,13 +141,20 @@ class Releases:
                 continue
         raise _contended(agent_name)
 
+    @translated
     async def current(self, agent_name: str) -> Release:
         """The agent's newest entry; NotFound when it has none."""
+        agent_name = validation.identifier("agent_name", agent_name)
         release = await store.current(self.db, agent_name)
         if release is None:
-            raise NotFound(f"agent_name: agent {agent_name!r} has no release")
+            raise NotFound(
+                f"agent_name: agent {agent_name!r} has no release",
+                reason="NO_RELEASE",
+                facts={"agent_name": agent_name},
+            )
         return release
 
+    @translated
     async def history(
         self, agent_name: str, page_size: int = 0, page_token: str = "",
         size_of: Callable[[Release], int] | None = None,
@@ -139,6 +165,7 @@ class Releases:
         token holds the sequence the next page starts below, so entries
         appended meanwhile neither shift nor repeat what later pages hold.
         """
+        agent_name = validation.identifier("agent_name", agent_name)
         if page_size < 0:
             raise InvalidArgument("page_size", f"must not be negative, got {page_size}")
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
@@ -153,11 +180,17 @@ class Releases:
 def _refusal(reason: str, agent_name: str, digest: str | None, expected: str | None) -> Exception:
     kind, _, detail = reason.partition(":")
     if kind == store.NOT_FOUND:
-        return NotFound(f"agent_name: agent {agent_name!r} has no release to roll back")
+        return NotFound(
+            f"agent_name: agent {agent_name!r} has no release to roll back",
+            reason="NO_RELEASE",
+            facts={"agent_name": agent_name},
+        )
     if kind == store.ABORTED:
         return Aborted(
             f"expected_current_spec_digest: the current release of agent {agent_name!r} is "
-            f"{_describe(detail)}, not {_describe(expected or '')}; nothing was written"
+            f"{_describe(detail)}, not {_describe(expected or '')}; nothing was written",
+            reason="CURRENT_RELEASE_MISMATCH",
+            facts={"agent_name": agent_name, "current_spec_digest": detail},
         )
     if kind == store.NOTHING_BEFORE:
         return FailedPrecondition(f"agent {agent_name!r} has a single release; there is nothing to roll back to")

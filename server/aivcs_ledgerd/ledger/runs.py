@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import time
@@ -12,18 +13,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from aivcs_ledgerd.ledger import validation
 from aivcs_ledgerd.ledger.errors import (
     AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
-    NotFound,
+    Unavailable,
+    run_not_found,
+    run_terminal,
 )
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.ownership import SoleOwner
 from aivcs_ledgerd.ledger.pages import within_bytes
+from aivcs_ledgerd.ledger.store_errors import translated
 from aivcs_ledgerd.model import Evaluation, Page, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected, runs
-from aivcs_ledgerd.store.errors import StoreUnavailable
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
 
 DEFAULT_PAGE_SIZE = 50
@@ -81,11 +85,13 @@ class Runs:
         self._ownership = ownership or SoleOwner()
         self._default_timeout_ms = default_inactivity_timeout_ms
 
+    @translated
     async def create(self, new: NewRun) -> Run:
         """A new RUNNING run, or the existing one when a client id is retried.
 
         A retry returns the run as first created, with the inactivity timeout it got then.
         """
+        new = _checked(new)
         timeout_ms = self._default_timeout_ms if new.inactivity_timeout_ms is None else new.inactivity_timeout_ms
         if timeout_ms > MAX_INACTIVITY_TIMEOUT_MS:
             raise InvalidArgument(
@@ -125,16 +131,20 @@ class Runs:
                 raise AlreadyExists(
                     f"run_id: run {run.run_id!r} exists with another spec_digest or agent_name"
                 ) from None
-        raise StoreUnavailable("could not allocate a creation key")
+        raise Unavailable("database error: could not allocate a creation key")
 
+    @translated
     async def get(self, run_id: str) -> Run:
+        validation.identifier("run_id", run_id)
         run = await runs.get_run(self._db, run_id)
         if run is None:
-            raise NotFound(f"run_id: no run {run_id!r}")
+            raise run_not_found(run_id)
         return run
 
+    @translated
     async def heartbeat(self, run_id: str) -> Run:
         """Record that a RUNNING run's agent is alive: its last activity (and deadline) move to now."""
+        validation.identifier("run_id", run_id)
         try:
             return await self._ownership.fenced_write(
                 self._db, runs.run_key(run_id),
@@ -142,16 +152,19 @@ class Runs:
             )
         except Rejected as rejected:
             if rejected.reason == "not_found":
-                raise NotFound(f"run_id: no run {run_id!r}") from None
-            status = rejected.reason.partition(":")[2].upper()
-            raise FailedPrecondition(
-                f"run {run_id!r} is {status}; only a RUNNING run takes heartbeats"
+                raise run_not_found(run_id) from None
+            status = RunStatus(rejected.reason.partition(":")[2])
+            raise run_terminal(
+                run_id, status, f"run {run_id!r} is {status.name}; only a RUNNING run takes heartbeats"
             ) from None
 
+    @translated
     async def list(
         self, where: RunFilter, page_size: int, page_token: str, size_of: Callable[[Run], int] | None = None
     ) -> Page:
         """A page of runs, newest first: at most `page_size`, and (with `size_of`) at most PAGE_BYTES."""
+        if where.spec_digest is not None:
+            where = dataclasses.replace(where, spec_digest=validation.digest("spec_digest", where.spec_digest))
         size = DEFAULT_PAGE_SIZE if page_size == 0 else min(page_size, MAX_PAGE_SIZE)
         scope = _filter_scope(where)
         before = _decode_token(page_token, scope) if page_token else None
@@ -160,7 +173,15 @@ class Runs:
         more = len(found) > len(items)
         return Page(items, _encode_token(items[-1].created_ns, scope) if more else None)
 
+    @translated
     async def finish(self, run_id: str, finish: Finish) -> Run:
+        validation.identifier("run_id", run_id)
+        finish = dataclasses.replace(
+            finish,
+            duration_ms=validation.below_2_63("duration_ms", finish.duration_ms),
+            final_state_digest=validation.optional_digest("final_state_digest", finish.final_state_digest),
+            reason=validation.text("reason", finish.reason),
+        )
         now = time.time_ns()
         changes: dict[str, Any] = {
             "status": finish.status.value,
@@ -189,17 +210,39 @@ class Runs:
         return run
 
 
+def _checked(new: NewRun) -> NewRun:
+    """`new` with every field checked (and the digest in lower case), in the order the contract lists them."""
+    return dataclasses.replace(
+        new,
+        spec_digest=validation.digest("spec_digest", new.spec_digest),
+        agent_name=validation.identifier("agent_name", new.agent_name),
+        git_sha=validation.optional_text("git_sha", new.git_sha, validation.MAX_ID_BYTES),
+        tags=validation.json_object("tags", new.tags),
+        evaluation=dataclasses.replace(
+            new.evaluation,
+            rubric_path=validation.text("evaluation.rubric_path", new.evaluation.rubric_path),
+        ),
+        run_id=None if new.run_id is None else validation.identifier("run_id", new.run_id),
+    )
+
+
 def _refusal(run_id: str, reason: str, finish: Finish) -> Exception:
     if reason == "not_found":
-        return NotFound(f"run_id: no run {run_id!r}")
+        return run_not_found(run_id)
     if reason.startswith("terminal:"):
-        status = reason.split(":", 1)[1].upper()
-        return FailedPrecondition(f"run {run_id!r} is already {status}; terminal runs never change")
+        status = RunStatus(reason.split(":", 1)[1])
+        return run_terminal(run_id, status, f"run {run_id!r} is already {status.name}; terminal runs never change")
     if reason.startswith("count:"):
         stored = reason.split(":", 1)[1]
         return FailedPrecondition(
             f"expected_total_events: run {run_id!r} holds {stored} events, "
-            f"not {finish.expected_total_events}; the run stays RUNNING"
+            f"not {finish.expected_total_events}; the run stays RUNNING",
+            reason="EVENT_COUNT_MISMATCH",
+            facts={
+                "run_id": run_id,
+                "total_events": stored,
+                "expected_total_events": str(finish.expected_total_events),
+            },
         )
     return FailedPrecondition(f"run {run_id!r}: {reason}")
 

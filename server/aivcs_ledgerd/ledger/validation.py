@@ -15,6 +15,8 @@ from aivcs_ledgerd.ledger.errors import InvalidArgument
 DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 MAX_ID_BYTES = 256
 MAX_TEXT_BYTES = 4096
+MAX_LABEL_BYTES = 256  # a release's version_label
+MAX_NOTES_BYTES = 64 * 1024  # a release's notes
 
 
 def digest(field: str, value: str) -> str:
@@ -22,6 +24,26 @@ def digest(field: str, value: str) -> str:
     if not DIGEST.fullmatch(value):
         raise InvalidArgument(field, f"must be 64 hexadecimal characters (SHA-256), got {_show(value)}")
     return value.lower()
+
+
+def optional_digest(field: str, value: str | None) -> str | None:
+    return None if value is None else digest(field, value)
+
+
+def expected_digest(field: str, value: str | None) -> str | None:
+    """A compare-and-set expectation: None (no expectation), "" (expects nothing yet) or a digest."""
+    return digest(field, value) if value else value
+
+
+def optional_text(field: str, value: str | None, max_bytes: int = MAX_TEXT_BYTES) -> str | None:
+    return None if value is None else text(field, value, max_bytes)
+
+
+def below_2_63(field: str, value: int) -> int:
+    """An unsigned count that must fit SurrealDB's signed 64-bit integers."""
+    if value >= 2**63:
+        raise InvalidArgument(field, f"must be below 2^63, got {value}")
+    return value
 
 
 def identifier(field: str, value: str, max_bytes: int = MAX_ID_BYTES) -> str:

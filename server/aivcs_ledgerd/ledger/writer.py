@@ -28,25 +28,22 @@ from typing import Any
 
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import (
-    Aborted,
-    DataLoss,
-    FailedPrecondition,
     InvalidArgument,
     LedgerError,
-    NotFound,
-    ResourceExhausted,
     Unavailable,
+    last_seq_mismatch,
+    run_not_found,
+    run_terminal,
 )
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+from aivcs_ledgerd.ledger.store_errors import ledger_error
 from aivcs_ledgerd.model import Event, NewEvent, Run
 from aivcs_ledgerd.store import (
     Database,
     DuplicateRecord,
     Rejected,
-    StorageFull,
     StoreConflict,
-    StoreDamaged,
     StoreError,
 )
 from aivcs_ledgerd.store.database import Exclusive, Queries
@@ -284,12 +281,8 @@ class Writers:
             self.forget(run_id)
             if isinstance(error, LedgerError):
                 failure: LedgerError = error
-            elif isinstance(error, StorageFull):
-                failure = ResourceExhausted(str(error))
-            elif isinstance(error, StoreDamaged):
-                failure = DataLoss(str(error))
             elif isinstance(error, StoreError):
-                failure = Unavailable(f"database error: {error}")
+                failure = ledger_error(error)
             else:
                 log.exception("append to run %s failed unexpectedly", run_id, extra={"run_id": run_id})
                 failure = Unavailable("the append failed unexpectedly; nothing of it was written")
@@ -313,7 +306,7 @@ class Writers:
         head = await self._head(session, run_id)
         if head is None:
             for batch in group:
-                _settle(batch, NotFound(f"run_id: no run {run_id!r}"))
+                _settle(batch, run_not_found(run_id))
             return None
         keys = [b.idempotency_key for b in group if b.idempotency_key is not None]
         stored = await find_appends(session, run_id, keys) if keys else {}
@@ -331,12 +324,11 @@ class Writers:
                     plan.answers.append((batch, AppendResult(earlier.first_seq, earlier.last_seq, replayed=True)))
                 continue
             if head.status.terminal:
-                plan.answers.append((batch, FailedPrecondition(
-                    f"run {run_id!r} is {head.status.name}; terminal runs take no events")))
+                plan.answers.append((batch, run_terminal(
+                    run_id, head.status, f"run {run_id!r} is {head.status.name}; terminal runs take no events")))
                 continue
             if batch.expected_last_seq is not None and batch.expected_last_seq != last_seq:
-                plan.answers.append((batch, Aborted(
-                    f"expected_last_seq: run {run_id!r} is at seq {last_seq}, not {batch.expected_last_seq}")))
+                plan.answers.append((batch, last_seq_mismatch(run_id, last_seq, batch.expected_last_seq)))
                 continue
             first = last_seq + 1
             for pending in batch.events:

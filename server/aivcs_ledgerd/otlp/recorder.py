@@ -36,13 +36,18 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from aivcs_ledgerd.ledger import Ledger
-from aivcs_ledgerd.ledger.errors import AlreadyExists, FailedPrecondition, LedgerError, Unavailable
+from aivcs_ledgerd.ledger.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    LedgerError,
+    ResourceExhausted,
+    Unavailable,
+)
 from aivcs_ledgerd.ledger.ownership import NotOwner
 from aivcs_ledgerd.ledger.runs import Finish, NewRun
 from aivcs_ledgerd.ledger.writer import AppendResult
 from aivcs_ledgerd.model import Evaluation, RunStatus
 from aivcs_ledgerd.otlp.spans import SpanRecord, derived_spec_digest
-from aivcs_ledgerd.store import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +81,8 @@ class Outcome:
 
 
 def _retryable(error: Exception) -> bool:
-    return isinstance(error, Unavailable | StoreError) or not isinstance(error, LedgerError)
+    # A full disk may have room again later; damaged data will not mend itself, so that span is refused.
+    return isinstance(error, Unavailable | ResourceExhausted) or not isinstance(error, LedgerError)
 
 
 class TraceRecorder:
@@ -156,7 +162,7 @@ class TraceRecorder:
         elif isinstance(answer, Exception) and not _retryable(answer):
             outcome.refuse(f"span {span.span_id} of trace {span.run_id}: {answer}")
         elif isinstance(answer, Exception):
-            if not isinstance(answer, LedgerError | StoreError):
+            if not isinstance(answer, LedgerError):
                 log.error(
                     "storing span %s of run %s failed unexpectedly",
                     span.span_id,

@@ -30,13 +30,12 @@ import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as pb
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.ledger import Ledger, keys
 from aivcs_ledgerd.ledger.errors import InvalidArgument, Unavailable
 from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.methods import TRACE_SERVICE
 from aivcs_ledgerd.otlp.recorder import Outcome, TraceRecorder
 from aivcs_ledgerd.otlp.spans import SpanRecord, SpanRefused, map_span
-from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.peers import (
     ATTEMPTS,
     OwnerMoved,
@@ -169,7 +168,7 @@ class TraceServiceServicer:
         owners: dict[str, list[str]] = {}
         here: list[SpanRecord] = []
         for run_id, address in moved.items():
-            owner = address or await self._ownership.locate(run_key(run_id))
+            owner = address or await self._ownership.locate(keys.of_run(run_id))
             if owner is None:
                 here.extend(records[run_id])
             else:
@@ -183,12 +182,12 @@ class TraceServiceServicer:
                 )
             except OwnerMoved:
                 for run_id in run_ids:
-                    self._ownership.forget_remote(run_key(run_id))
+                    self._ownership.forget_remote(keys.of_run(run_id))
                     again[run_id] = None
                 continue
             except OwnerUnreachable as unreachable:
                 for run_id in run_ids:
-                    self._ownership.forget_remote(run_key(run_id))
+                    self._ownership.forget_remote(keys.of_run(run_id))
                 answers.retryable = answers.retryable or str(unreachable)
                 continue
             except Relayed as refused:

@@ -11,16 +11,15 @@ from typing import Any
 import grpc
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2_grpc
 from aivcs.ledger.v1 import event_stream_pb2 as pb
+from google.rpc import code_pb2
 
-from aivcs_ledgerd.ledger import Ledger
+from aivcs_ledgerd.ledger import Ledger, keys
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.ledger.limits import MESSAGE_FRAMING, Limits
 from aivcs_ledgerd.model import Event
-from aivcs_ledgerd.store import StoreError
-from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import event_to_proto, new_events
 from aivcs_ledgerd.transport.peers import OwnerMoved, OwnerUnreachable, Peers, Relayed, is_forwarded, not_owner, routed
-from aivcs_ledgerd.transport.status import guarded, guarded_stream, status_of
+from aivcs_ledgerd.transport.status import guarded, guarded_stream, rich_status
 from aivcs_ledgerd.util.futures import retrieve_exception
 from aivcs_ledgerd.util.text import cut
 
@@ -105,7 +104,8 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 first_seq=answer.first_seq, last_seq=answer.last_seq, replayed=answer.replayed
             )
 
-        return await routed(self._ownership, run_key(request.run_id), f"run {request.run_id!r}", context, local, remote)
+        key = keys.of_run(request.run_id)
+        return await routed(self._ownership, key, f"run {request.run_id!r}", context, local, remote)
 
     @guarded_stream
     async def IngestEvents(
@@ -245,12 +245,13 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         try:
             result = await self._append(request, context)
         except Exception as error:
-            code, message = status_of(error)
-            if not isinstance(error, LedgerError | StoreError):
+            status = rich_status(error)
+            if not isinstance(error, LedgerError):
                 log.exception("unexpected error in IngestEvents", extra={"run_id": cut(request.run_id)})
-            return pb.IngestEventsResponse(
-                batch_id=request.batch_id, error=event_pb2.IngestError(code=code.value[0], message=message)
+            refusal = event_pb2.IngestError(
+                code=code_pb2.Code.ValueType(status.code), message=status.message, details=status.details
             )
+            return pb.IngestEventsResponse(batch_id=request.batch_id, error=refusal)
         return pb.IngestEventsResponse(
             batch_id=request.batch_id, first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed
         )
@@ -289,7 +290,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         that stream breaks. A forwarded subscription is served only here and
         ends with `not_owner` when the run moved.
         """
-        key = run_key(request.run_id)
+        key = keys.of_run(request.run_id)
         forwarded = is_forwarded(context)
         next_seq = max(request.from_seq, 1)
         moved = False

@@ -30,6 +30,9 @@ from typing import Any, TypeVar
 import grpc
 from aivcs.ledger.v1 import event_stream_pb2 as es
 from aivcs.ledger.v1 import event_stream_pb2_grpc, release_registry_pb2_grpc, run_ledger_pb2_grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from grpc_status import rpc_status
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
@@ -53,9 +56,10 @@ T = TypeVar("T")
 class Relayed(LedgerError):
     """The owner's refusal, passed on with its own status code."""
 
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, code: grpc.StatusCode, message: str, details: list[any_pb2.Any] | None = None) -> None:
         super().__init__(message)
         self.relayed_code = code
+        self.relayed_details = details or []  # its google.rpc error details, passed on unchanged
 
 
 class OwnerMoved(Exception):
@@ -187,7 +191,7 @@ class Peers:
             outcome = "unreachable"
             failure = OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry")
         else:
-            outcome, failure = "refused", Relayed(error.code(), details)
+            outcome, failure = "refused", Relayed(error.code(), details, _error_details(error))
         if count:
             self._count(method, outcome)
         return failure
@@ -224,7 +228,7 @@ class Peers:
                 self._count(method, "moved")
                 raise OwnerMoved(answer.error.message)
             self._count(method, "refused")
-            raise Relayed(code, answer.error.message)
+            raise Relayed(code, answer.error.message, list(answer.error.details))
         self._count(method, "ok")
         return answer
 
@@ -326,3 +330,12 @@ async def routed(
                 raise
             await asyncio.sleep(UNREACHABLE_PAUSE_SECONDS)
     raise Unavailable(f"ownership of {what} kept moving between replicas; retry")
+
+
+def _error_details(error: grpc.aio.AioRpcError) -> list[any_pb2.Any]:
+    """The google.rpc error details of the owner's refusal (none when it sent none or they do not decode)."""
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except (ValueError, DecodeError):
+        return []
+    return list(status.details) if status is not None else []

@@ -11,18 +11,13 @@ from aivcs.ledger.v1 import release_pb2, release_registry_pb2_grpc
 from aivcs.ledger.v1 import release_registry_pb2 as pb
 from google.protobuf import timestamp_pb2
 
-from aivcs_ledgerd.ledger import Ledger, validation
+from aivcs_ledgerd.ledger import Ledger, keys, validation
 from aivcs_ledgerd.model import Release
-from aivcs_ledgerd.store.releases import lock_key
 from aivcs_ledgerd.transport.convert import datetime_to_timestamp
 from aivcs_ledgerd.transport.peers import Peers, routed
 from aivcs_ledgerd.transport.status import guarded
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-MAX_LABEL_BYTES = 256
-MAX_NOTES_BYTES = 64 * 1024
-
 
 class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer):
     def __init__(self, ledger: Ledger, peers: Peers | None = None) -> None:
@@ -51,7 +46,7 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
             return forwarded
 
         agent = _agent_name(request.agent_name)
-        return await routed(self._ownership, lock_key(agent), f"agent {agent!r}", context, here, remote)
+        return await routed(self._ownership, keys.of_agent(agent), f"agent {agent!r}", context, here, remote)
 
     @guarded
     async def Promote(self, request: pb.PromoteRequest, context: Context) -> pb.PromoteResponse:
@@ -61,13 +56,11 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
 
     async def _promote(self, request: pb.PromoteRequest) -> Release:
         return await self._releases.promote(
-            _agent_name(request.agent_name),
-            validation.digest("spec_digest", request.spec_digest),
-            validation.identifier("promoted_by", request.promoted_by),
-            version_label=validation.text("version_label", request.version_label, MAX_LABEL_BYTES)
-            if request.HasField("version_label")
-            else None,
-            notes=validation.text("notes", request.notes, MAX_NOTES_BYTES) if request.HasField("notes") else None,
+            request.agent_name,
+            request.spec_digest,
+            request.promoted_by,
+            version_label=request.version_label if request.HasField("version_label") else None,
+            notes=request.notes if request.HasField("notes") else None,
             expected_current_spec_digest=_expected(request),
             require_successful_run=request.require_successful_run,
         )
@@ -80,23 +73,21 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
 
     async def _rollback(self, request: pb.RollbackRequest) -> Release:
         return await self._releases.rollback(
-            _agent_name(request.agent_name),
-            validation.identifier("promoted_by", request.promoted_by),
-            to_spec_digest=validation.digest("to_spec_digest", request.to_spec_digest)
-            if request.HasField("to_spec_digest")
-            else None,
+            request.agent_name,
+            request.promoted_by,
+            to_spec_digest=request.to_spec_digest if request.HasField("to_spec_digest") else None,
             expected_current_spec_digest=_expected(request),
-            notes=validation.text("notes", request.notes, MAX_NOTES_BYTES) if request.HasField("notes") else None,
+            notes=request.notes if request.HasField("notes") else None,
         )
 
     @guarded
     async def GetCurrent(self, request: pb.GetCurrentRequest, context: Context) -> pb.GetCurrentResponse:
-        release = await self._releases.current(_agent_name(request.agent_name))
+        release = await self._releases.current(request.agent_name)
         return pb.GetCurrentResponse(release=release_to_proto(release))
 
     @guarded
     async def GetHistory(self, request: pb.GetHistoryRequest, context: Context) -> pb.GetHistoryResponse:
-        page = await self._releases.history(_agent_name(request.agent_name), request.page_size, request.page_token,
+        page = await self._releases.history(request.agent_name, request.page_size, request.page_token,
                                             size_of=lambda release: release_to_proto(release).ByteSize())
         return pb.GetHistoryResponse(
             releases=[release_to_proto(release) for release in page.items], next_page_token=page.next_cursor or ""
@@ -104,15 +95,13 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
 
 
 def _agent_name(value: str) -> str:
+    """Checked here too: the agent's ownership key routes the call before the ledger sees it."""
     return validation.identifier("agent_name", value)
 
 
 def _expected(request: pb.PromoteRequest | pb.RollbackRequest) -> str | None:
-    """The compare-and-set expectation: None when unset, "" for "no release yet"."""
-    if not request.HasField("expected_current_spec_digest"):
-        return None
-    value = request.expected_current_spec_digest
-    return validation.digest("expected_current_spec_digest", value) if value else ""
+    """The compare-and-set expectation: None when unset, "" for "no release yet" (checked by the ledger)."""
+    return request.expected_current_spec_digest if request.HasField("expected_current_spec_digest") else None
 
 
 def release_to_proto(release: Release) -> release_pb2.Release:

@@ -9,11 +9,10 @@ from aivcs.ledger.v1 import run_ledger_pb2 as pb
 from aivcs.ledger.v1 import run_ledger_pb2_grpc, run_pb2
 from google.protobuf import struct_pb2
 
-from aivcs_ledgerd.ledger import Ledger, validation
+from aivcs_ledgerd.ledger import Ledger, keys, validation
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.ledger.runs import Finish, NewRun
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
-from aivcs_ledgerd.store.runs import run_key
 from aivcs_ledgerd.transport.convert import (
     RUN_STATUS_FROM_PROTO,
     checked_timestamp_ns,
@@ -24,12 +23,6 @@ from aivcs_ledgerd.transport.peers import Peers, routed
 from aivcs_ledgerd.transport.status import guarded
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-
-def duration_ms(value: int) -> int:
-    if value >= 2**63:
-        raise InvalidArgument("duration_ms", f"must be below 2^63, got {value}")
-    return value
 
 
 # Tags are kept with the run and sent with it in every GetRun and ListRuns answer.
@@ -52,7 +45,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
 
     async def _finish(self, method: str, request: Any, finish: Finish, context: Context) -> run_pb2.Run:
         """Finish the run here, or on the replica that owns it (several replicas on one database)."""
-        run_id = validation.identifier("run_id", request.run_id)
+        run_id = validation.identifier("run_id", request.run_id)  # also here: its key routes the call
 
         async def local() -> run_pb2.Run:
             run: Run = await self._runs.finish(run_id, finish)
@@ -66,29 +59,29 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             forwarded: run_pb2.Run = answer.run
             return forwarded
 
-        return await routed(self._ownership, run_key(run_id), f"run {run_id!r}", context, local, remote)
+        return await routed(self._ownership, keys.of_run(run_id), f"run {run_id!r}", context, local, remote)
 
     @guarded
     async def CreateRun(self, request: pb.CreateRunRequest, context: Context) -> pb.CreateRunResponse:
+        # The ledger checks each field (ledger/validation.py); the serialized size of tags is checked here.
         new = NewRun(
-            spec_digest=validation.digest("spec_digest", request.spec_digest),
-            agent_name=validation.identifier("agent_name", request.agent_name),
-            git_sha=validation.text("git_sha", request.git_sha, validation.MAX_ID_BYTES)
-            if request.HasField("git_sha") else None,
+            spec_digest=request.spec_digest,
+            agent_name=request.agent_name,
+            git_sha=request.git_sha if request.HasField("git_sha") else None,
             tags=struct_to_dict("tags", _bounded_tags(request.tags)),
             evaluation=Evaluation(
-                rubric_path=validation.text("evaluation.rubric_path", request.evaluation.rubric_path),
+                rubric_path=request.evaluation.rubric_path,
                 is_promotion_gate=request.evaluation.is_promotion_gate,
                 agent_phase=request.evaluation.agent_phase,
             ),
-            run_id=validation.identifier("run_id", request.run_id) if request.HasField("run_id") else None,
+            run_id=request.run_id if request.HasField("run_id") else None,
             inactivity_timeout_ms=request.inactivity_timeout_ms if request.HasField("inactivity_timeout_ms") else None,
         )
         return pb.CreateRunResponse(run=run_to_proto(await self._runs.create(new)))
 
     @guarded
     async def GetRun(self, request: pb.GetRunRequest, context: Context) -> pb.GetRunResponse:
-        run = await self._runs.get(validation.identifier("run_id", request.run_id))
+        run = await self._runs.get(request.run_id)
         return pb.GetRunResponse(run=run_to_proto(run))
 
     @guarded
@@ -96,8 +89,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
         if request.status not in RUN_STATUS_FROM_PROTO and request.status != run_pb2.RUN_STATUS_UNSPECIFIED:
             raise InvalidArgument("status", f"unknown RunStatus value {request.status}")
         where = RunFilter(
-            spec_digest=validation.digest("spec_digest", request.spec_digest)
-            if request.HasField("spec_digest") else None,
+            spec_digest=request.spec_digest if request.HasField("spec_digest") else None,
             agent_name=request.agent_name if request.HasField("agent_name") else None,
             git_sha=request.git_sha if request.HasField("git_sha") else None,
             status=RUN_STATUS_FROM_PROTO.get(request.status),
@@ -116,9 +108,8 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
     async def CompleteRun(self, request: pb.CompleteRunRequest, context: Context) -> pb.CompleteRunResponse:
         finish = Finish(
             RunStatus.COMPLETED,
-            duration_ms(request.duration_ms),
-            final_state_digest=validation.digest("final_state_digest", request.final_state_digest)
-            if request.HasField("final_state_digest") else None,
+            request.duration_ms,
+            final_state_digest=request.final_state_digest if request.HasField("final_state_digest") else None,
             expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
         )
         return pb.CompleteRunResponse(run=await self._finish("CompleteRun", request, finish, context))
@@ -127,17 +118,15 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
     async def FailRun(self, request: pb.FailRunRequest, context: Context) -> pb.FailRunResponse:
         finish = Finish(
             RunStatus.FAILED,
-            duration_ms(request.duration_ms),
-            reason=validation.text("reason", request.reason),
+            request.duration_ms,
+            reason=request.reason,
             expected_total_events=request.expected_total_events if request.HasField("expected_total_events") else None,
         )
         return pb.FailRunResponse(run=await self._finish("FailRun", request, finish, context))
 
     @guarded
     async def CancelRun(self, request: pb.CancelRunRequest, context: Context) -> pb.CancelRunResponse:
-        finish = Finish(
-            RunStatus.CANCELLED, duration_ms(request.duration_ms), reason=validation.text("reason", request.reason)
-        )
+        finish = Finish(RunStatus.CANCELLED, request.duration_ms, reason=request.reason)
         return pb.CancelRunResponse(run=await self._finish("CancelRun", request, finish, context))
 
     @guarded
@@ -155,7 +144,7 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             forwarded: run_pb2.Run = answer.run
             return forwarded
 
-        key = run_key(run_id)
+        key = keys.of_run(run_id)
         return pb.HeartbeatResponse(run=await routed(self._ownership, key, f"run {run_id!r}", context, local, remote))
 
     @guarded

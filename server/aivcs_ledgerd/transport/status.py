@@ -1,9 +1,11 @@
 """Domain refusals to gRPC status codes, in one place.
 
 Every servicer method is wrapped by `guarded`, so a LedgerError becomes its
-status with the ledger's message, and anything unexpected becomes
-UNAVAILABLE (store trouble) or is logged and answered INTERNAL-free as
-UNAVAILABLE too: no request may surface as UNKNOWN or take the daemon down.
+status with the ledger's message, and anything unexpected is logged and
+answered INTERNAL-free as UNAVAILABLE: no request may surface as UNKNOWN or
+take the daemon down. A refusal with a reason also carries its facts as
+google.rpc error details (google.rpc.Status in the `grpc-status-details-bin`
+trailer; proto/aivcs/ledger/v1/errors.proto lists the reasons).
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from aivcs_ledgerd.ledger import errors
-from aivcs_ledgerd.store import StorageFull, StoreDamaged, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,12 @@ CODES: dict[type[errors.LedgerError], grpc.StatusCode] = {
     errors.DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
+# google.rpc.ErrorInfo.domain of every reason this daemon sends.
+DOMAIN = "ledger.aivcs.dev"
+REASON_PREFIX = "ERROR_REASON_"
+# The trailer that carries a google.rpc.Status (the gRPC convention grpcio-status follows).
+DETAILS_KEY = "grpc-status-details-bin"
+
 Request = TypeVar("Request")
 Response = TypeVar("Response")
 
@@ -43,20 +52,40 @@ def status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     for kind, code in CODES.items():
         if isinstance(error, kind):
             return code, str(error)
-    if isinstance(error, StorageFull):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
-    if isinstance(error, StoreDamaged):
-        return grpc.StatusCode.DATA_LOSS, str(error)
-    if isinstance(error, StoreError):
-        return grpc.StatusCode.UNAVAILABLE, f"database error: {error}"
     return grpc.StatusCode.UNAVAILABLE, "the daemon met an unexpected error; the call may be retried"
+
+
+def details_of(error: Exception) -> list[any_pb2.Any]:
+    """The google.rpc error details a caller gets with `error`'s status: none unless it names a reason."""
+    relayed = getattr(error, "relayed_details", None)
+    if isinstance(relayed, list):
+        return relayed  # the owning replica's own details (transport/peers.py)
+    if not isinstance(error, errors.LedgerError) or not error.reason:
+        return []
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=REASON_PREFIX + error.reason, domain=DOMAIN, metadata=error.facts))
+    details = [info]
+    if isinstance(error, errors.InvalidArgument):
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.problem)
+        bad_request = any_pb2.Any()
+        bad_request.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+        details.append(bad_request)
+    return details
+
+
+def rich_status(error: Exception) -> status_pb2.Status:
+    """`error` as a google.rpc.Status: code, message and details."""
+    code, message = status_of(error)
+    return status_pb2.Status(code=code.value[0], message=message, details=details_of(error))
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str) -> None:
     code, message = status_of(error)
-    if not isinstance(error, errors.LedgerError | StoreError):
+    if not isinstance(error, errors.LedgerError):
         log.exception("unexpected error in %s", method)
-    await context.abort(code, message)
+    status = rich_status(error)
+    trailer = ((DETAILS_KEY, status.SerializeToString()),) if status.details else ()
+    await context.abort(code, message, trailer)
 
 
 def guarded(

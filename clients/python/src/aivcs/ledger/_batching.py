@@ -146,7 +146,7 @@ class BatchBook:
             expected = self._unacked[0].batch_id if self._unacked else None
             raise BatchRefused(Internal(f"IngestEvents answered batch {response.batch_id}, expected {expected}"))
         if response.HasField("error"):
-            raise BatchRefused(error_from_code(response.error.code, response.error.message))
+            raise BatchRefused(error_from_code(response.error.code, response.error.message, response.error.details))
         batch = self._unacked.popleft()
         self._in_flight -= 1
         if self.idle:

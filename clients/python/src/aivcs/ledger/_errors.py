@@ -3,11 +3,26 @@
 Every call of the client raises a `LedgerError` (never a bare `grpc.RpcError`),
 so callers can catch by meaning (`except NotFound:`) and still read the exact
 code and the daemon's message, which names the offending field.
+
+A refusal the caller can act on also has a `reason` and its `metadata`, from
+the google.rpc.ErrorInfo the daemon attaches (proto/aivcs/ledger/v1/errors.proto):
+e.g. an `Aborted` append's `last_seq` is the run's current last seq, a
+`FailedPrecondition`'s `run_status` the terminal status. Act on those, not on
+the message text.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+
+if TYPE_CHECKING:
+    from aivcs.ledger._models import RunStatus
 
 __all__ = [
     "Aborted",
@@ -32,15 +47,48 @@ __all__ = [
 class LedgerError(Exception):
     """A call the daemon refused or could not answer.
 
-    `code` is the gRPC status code, `message` the daemon's own words.
+    `code` is the gRPC status code, `message` the daemon's own words;
+    `reason` (an ErrorReason name such as "ERROR_REASON_LAST_SEQ_MISMATCH",
+    "" when the daemon gave none) and `metadata` are its structured details.
     """
 
     default_code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
 
-    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        code: grpc.StatusCode | None = None,
+        *,
+        reason: str = "",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         self.code: grpc.StatusCode = code if code is not None else self.default_code
         self.message = message
+        self.reason = reason
+        self.metadata: dict[str, str] = dict(metadata or {})
         super().__init__(message)
+
+    @property
+    def run_id(self) -> str | None:
+        """The run the refusal is about, when the daemon named one."""
+        return self.metadata.get("run_id")
+
+    @property
+    def last_seq(self) -> int | None:
+        """For an expected_last_seq mismatch: the run's last seq when the batch was refused."""
+        value = self.metadata.get("last_seq")
+        return int(value) if value is not None and value.isdigit() else None
+
+    @property
+    def run_status(self) -> RunStatus | None:
+        """For a refusal because the run is terminal: its status."""
+        from aivcs.ledger._models import RunStatus  # _models imports this module
+
+        name = self.metadata.get("status", "")
+        try:
+            return RunStatus(name.removeprefix("RUN_STATUS_").lower()) if name else None
+        except ValueError:
+            return None
 
     @property
     def code_name(self) -> str:
@@ -152,14 +200,35 @@ _CLASSES: dict[grpc.StatusCode, type[LedgerError]] = {
 _BY_NUMBER: dict[int, grpc.StatusCode] = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def error_for(code: grpc.StatusCode, message: str) -> LedgerError:
-    """The exception for `code`: its own subclass where there is one."""
-    return _CLASSES.get(code, LedgerError)(message, code)
+# The trailer carrying a google.rpc.Status with the refusal's details.
+DETAILS_KEY = "grpc-status-details-bin"
 
 
-def error_from_code(number: int, message: str) -> LedgerError:
-    """The exception for a numeric status code, as IngestEvents reports per batch."""
-    return error_for(_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN), message)
+def error_for(code: grpc.StatusCode, message: str, details: Iterable[any_pb2.Any] = ()) -> LedgerError:
+    """The exception for `code`: its own subclass where there is one, with the ErrorInfo among `details`."""
+    reason, metadata = "", {}
+    for detail in details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+            break
+    return _CLASSES.get(code, LedgerError)(message, code, reason=reason, metadata=metadata)
+
+
+def error_from_code(number: int, message: str, details: Iterable[any_pb2.Any] = ()) -> LedgerError:
+    """The exception for a numeric status code and its details, as IngestEvents reports per batch."""
+    return error_for(_BY_NUMBER.get(number, grpc.StatusCode.UNKNOWN), message, details)
+
+
+def _details(error: Any) -> Sequence[any_pb2.Any]:
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == DETAILS_KEY and isinstance(value, bytes):
+            try:
+                return list(status_pb2.Status.FromString(value).details)
+            except DecodeError:
+                return []
+    return []
 
 
 def error_from_rpc(error: grpc.RpcError) -> LedgerError:
@@ -168,4 +237,4 @@ def error_from_rpc(error: grpc.RpcError) -> LedgerError:
     details = error.details() if callable(getattr(error, "details", None)) else None
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    return error_for(code, details or code.name.lower().replace("_", " "))
+    return error_for(code, details or code.name.lower().replace("_", " "), _details(error))

@@ -3,10 +3,14 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
+from google.protobuf import any_pb2 as _any_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.rpc import code_pb2 as _code_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -121,22 +125,32 @@ class IngestError(_message.Message):
 
     CODE_FIELD_NUMBER: _builtins.int
     MESSAGE_FIELD_NUMBER: _builtins.int
-    code: _builtins.int
-    """The numeric gRPC status code the same batch would get from AppendEvents,
-    e.g. 3 (INVALID_ARGUMENT), 5 (NOT_FOUND), 9 (FAILED_PRECONDITION),
-    10 (ABORTED), 14 (UNAVAILABLE).
+    DETAILS_FIELD_NUMBER: _builtins.int
+    code: _code_pb2.Code.ValueType
+    """The gRPC status code the same batch would get from AppendEvents, e.g.
+    INVALID_ARGUMENT (3), NOT_FOUND (5), FAILED_PRECONDITION (9), ABORTED
+    (10), UNAVAILABLE (14). Same numbers as the int32 this field once was.
     """
     message: _builtins.str
     """Human-readable reason, naming the offending field where there is one."""
+    @_builtins.property
+    def details(self) -> _containers.RepeatedCompositeFieldContainer[_any_pb2.Any]:
+        """The details the same refusal carries in AppendEvents' google.rpc.Status:
+        a google.rpc.ErrorInfo whose reason is an ErrorReason name (see
+        errors.proto), and for a refused field a google.rpc.BadRequest. Empty
+        for refusals without details.
+        """
+
     def __init__(
         self,
         *,
-        code: _builtins.int = ...,
+        code: _code_pb2.Code.ValueType = ...,
         message: _builtins.str = ...,
+        details: _abc.Iterable[_any_pb2.Any] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "details", b"details", "message", b"message"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

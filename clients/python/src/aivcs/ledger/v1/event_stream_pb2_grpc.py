@@ -82,9 +82,13 @@ class EventStreamServicer:
     """
 
     def AppendEvents(self, request, context):
-        """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run,
-        FAILED_PRECONDITION for a terminal one, ABORTED when expected_last_seq
-        does not match; in each case nothing is written.
+        """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run
+        (ERROR_REASON_RUN_NOT_FOUND), FAILED_PRECONDITION for a terminal one
+        (ERROR_REASON_RUN_TERMINAL, with its status), ABORTED when
+        expected_last_seq does not match (ERROR_REASON_LAST_SEQ_MISMATCH, with
+        the run's last seq to retry from), INVALID_ARGUMENT for a refused field
+        (ERROR_REASON_INVALID_FIELD); in each case nothing is written. The
+        details are in the google.rpc.Status (see errors.proto).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -92,7 +96,8 @@ class EventStreamServicer:
 
     def IngestEvents(self, request_iterator, context):
         """Appends a stream of batches, for any runs, answering each batch in order
-        with its seqs or its error. A refused batch does not end the stream.
+        with its seqs or its error (IngestError: the code and details
+        AppendEvents would give). A refused batch does not end the stream.
         Acknowledged batches are stored even if the stream breaks afterwards.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -101,7 +106,7 @@ class EventStreamServicer:
 
     def ReadEvents(self, request, context):
         """Streams stored events of one run in ascending seq, in messages well under
-        4 MiB. NOT_FOUND for an unknown run.
+        4 MiB. NOT_FOUND for an unknown run (ERROR_REASON_RUN_NOT_FOUND).
         HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -45,18 +45,23 @@ class EventStreamStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> EventStreamAsyncStub: ...
     AppendEvents: _grpc.UnaryUnaryMultiCallable[_event_stream_pb2.AppendEventsRequest, _event_stream_pb2.AppendEventsResponse]
-    """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run,
-    FAILED_PRECONDITION for a terminal one, ABORTED when expected_last_seq
-    does not match; in each case nothing is written.
+    """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run
+    (ERROR_REASON_RUN_NOT_FOUND), FAILED_PRECONDITION for a terminal one
+    (ERROR_REASON_RUN_TERMINAL, with its status), ABORTED when
+    expected_last_seq does not match (ERROR_REASON_LAST_SEQ_MISMATCH, with
+    the run's last seq to retry from), INVALID_ARGUMENT for a refused field
+    (ERROR_REASON_INVALID_FIELD); in each case nothing is written. The
+    details are in the google.rpc.Status (see errors.proto).
     """
     IngestEvents: _grpc.StreamStreamMultiCallable[_event_stream_pb2.IngestEventsRequest, _event_stream_pb2.IngestEventsResponse]
     """Appends a stream of batches, for any runs, answering each batch in order
-    with its seqs or its error. A refused batch does not end the stream.
+    with its seqs or its error (IngestError: the code and details
+    AppendEvents would give). A refused batch does not end the stream.
     Acknowledged batches are stored even if the stream breaks afterwards.
     """
     ReadEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.ReadEventsRequest, _event_stream_pb2.ReadEventsResponse]
     """Streams stored events of one run in ascending seq, in messages well under
-    4 MiB. NOT_FOUND for an unknown run.
+    4 MiB. NOT_FOUND for an unknown run (ERROR_REASON_RUN_NOT_FOUND).
     HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
     """
     SubscribeEvents: _grpc.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]
@@ -85,18 +90,23 @@ class EventStreamAsyncStub(EventStreamStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     AppendEvents: _aio.UnaryUnaryMultiCallable[_event_stream_pb2.AppendEventsRequest, _event_stream_pb2.AppendEventsResponse]  # type: ignore[assignment]
-    """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run,
-    FAILED_PRECONDITION for a terminal one, ABORTED when expected_last_seq
-    does not match; in each case nothing is written.
+    """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run
+    (ERROR_REASON_RUN_NOT_FOUND), FAILED_PRECONDITION for a terminal one
+    (ERROR_REASON_RUN_TERMINAL, with its status), ABORTED when
+    expected_last_seq does not match (ERROR_REASON_LAST_SEQ_MISMATCH, with
+    the run's last seq to retry from), INVALID_ARGUMENT for a refused field
+    (ERROR_REASON_INVALID_FIELD); in each case nothing is written. The
+    details are in the google.rpc.Status (see errors.proto).
     """
     IngestEvents: _aio.StreamStreamMultiCallable[_event_stream_pb2.IngestEventsRequest, _event_stream_pb2.IngestEventsResponse]  # type: ignore[assignment]
     """Appends a stream of batches, for any runs, answering each batch in order
-    with its seqs or its error. A refused batch does not end the stream.
+    with its seqs or its error (IngestError: the code and details
+    AppendEvents would give). A refused batch does not end the stream.
     Acknowledged batches are stored even if the stream breaks afterwards.
     """
     ReadEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.ReadEventsRequest, _event_stream_pb2.ReadEventsResponse]  # type: ignore[assignment]
     """Streams stored events of one run in ascending seq, in messages well under
-    4 MiB. NOT_FOUND for an unknown run.
+    4 MiB. NOT_FOUND for an unknown run (ERROR_REASON_RUN_NOT_FOUND).
     HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
     """
     SubscribeEvents: _aio.UnaryStreamMultiCallable[_event_stream_pb2.SubscribeEventsRequest, _event_stream_pb2.SubscribeEventsResponse]  # type: ignore[assignment]
@@ -128,9 +138,13 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
         request: _event_stream_pb2.AppendEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_event_stream_pb2.AppendEventsResponse, _abc.Awaitable[_event_stream_pb2.AppendEventsResponse]]:
-        """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run,
-        FAILED_PRECONDITION for a terminal one, ABORTED when expected_last_seq
-        does not match; in each case nothing is written.
+        """Appends one batch to a RUNNING run. NOT_FOUND for an unknown run
+        (ERROR_REASON_RUN_NOT_FOUND), FAILED_PRECONDITION for a terminal one
+        (ERROR_REASON_RUN_TERMINAL, with its status), ABORTED when
+        expected_last_seq does not match (ERROR_REASON_LAST_SEQ_MISMATCH, with
+        the run's last seq to retry from), INVALID_ARGUMENT for a refused field
+        (ERROR_REASON_INVALID_FIELD); in each case nothing is written. The
+        details are in the google.rpc.Status (see errors.proto).
         """
 
     @_abc_1.abstractmethod
@@ -140,7 +154,8 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_event_stream_pb2.IngestEventsResponse], _abc.AsyncIterator[_event_stream_pb2.IngestEventsResponse]]:
         """Appends a stream of batches, for any runs, answering each batch in order
-        with its seqs or its error. A refused batch does not end the stream.
+        with its seqs or its error (IngestError: the code and details
+        AppendEvents would give). A refused batch does not end the stream.
         Acknowledged batches are stored even if the stream breaks afterwards.
         """
 
@@ -151,7 +166,7 @@ class EventStreamServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_event_stream_pb2.ReadEventsResponse], _abc.AsyncIterator[_event_stream_pb2.ReadEventsResponse]]:
         """Streams stored events of one run in ascending seq, in messages well under
-        4 MiB. NOT_FOUND for an unknown run.
+        4 MiB. NOT_FOUND for an unknown run (ERROR_REASON_RUN_NOT_FOUND).
         HTTP (--http-listen): GET /v1/runs/{run_id}/events (one page of at most `limit` events).
         """
 

@@ -66,7 +66,11 @@ class ReleaseRegistryServicer:
     """
 
     def Promote(self, request, context):
-        """Appends a release that becomes the agent's current one.
+        """Appends a release that becomes the agent's current one. ABORTED when
+        expected_current_spec_digest does not match
+        (ERROR_REASON_CURRENT_RELEASE_MISMATCH, with the current spec_digest; see
+        errors.proto), FAILED_PRECONDITION when require_successful_run finds no
+        such run.
         HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -77,8 +81,8 @@ class ReleaseRegistryServicer:
         """Re-appends an earlier release as the new current one, like
         `kubectl rollout undo`: by default the entry before the current one, so a
         second rollback returns to where the first started. NOT_FOUND for an
-        agent with no history, FAILED_PRECONDITION when there is nothing to roll
-        back to.
+        agent with no history (ERROR_REASON_NO_RELEASE), FAILED_PRECONDITION
+        when there is nothing to roll back to, ABORTED as for Promote.
         HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -86,7 +90,8 @@ class ReleaseRegistryServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetCurrent(self, request, context):
-        """Returns the agent's current release; NOT_FOUND when it has none.
+        """Returns the agent's current release; NOT_FOUND when it has none
+        (ERROR_REASON_NO_RELEASE).
         HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

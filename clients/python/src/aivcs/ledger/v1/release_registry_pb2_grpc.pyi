@@ -37,19 +37,24 @@ class ReleaseRegistryStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReleaseRegistryAsyncStub: ...
     Promote: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.PromoteRequest, _release_registry_pb2.PromoteResponse]
-    """Appends a release that becomes the agent's current one.
+    """Appends a release that becomes the agent's current one. ABORTED when
+    expected_current_spec_digest does not match
+    (ERROR_REASON_CURRENT_RELEASE_MISMATCH, with the current spec_digest; see
+    errors.proto), FAILED_PRECONDITION when require_successful_run finds no
+    such run.
     HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
     """
     Rollback: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.RollbackRequest, _release_registry_pb2.RollbackResponse]
     """Re-appends an earlier release as the new current one, like
     `kubectl rollout undo`: by default the entry before the current one, so a
     second rollback returns to where the first started. NOT_FOUND for an
-    agent with no history, FAILED_PRECONDITION when there is nothing to roll
-    back to.
+    agent with no history (ERROR_REASON_NO_RELEASE), FAILED_PRECONDITION
+    when there is nothing to roll back to, ABORTED as for Promote.
     HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
     """
     GetCurrent: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.GetCurrentRequest, _release_registry_pb2.GetCurrentResponse]
-    """Returns the agent's current release; NOT_FOUND when it has none.
+    """Returns the agent's current release; NOT_FOUND when it has none
+    (ERROR_REASON_NO_RELEASE).
     HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
     """
     GetHistory: _grpc.UnaryUnaryMultiCallable[_release_registry_pb2.GetHistoryRequest, _release_registry_pb2.GetHistoryResponse]
@@ -67,19 +72,24 @@ class ReleaseRegistryAsyncStub(ReleaseRegistryStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Promote: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.PromoteRequest, _release_registry_pb2.PromoteResponse]  # type: ignore[assignment]
-    """Appends a release that becomes the agent's current one.
+    """Appends a release that becomes the agent's current one. ABORTED when
+    expected_current_spec_digest does not match
+    (ERROR_REASON_CURRENT_RELEASE_MISMATCH, with the current spec_digest; see
+    errors.proto), FAILED_PRECONDITION when require_successful_run finds no
+    such run.
     HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
     """
     Rollback: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.RollbackRequest, _release_registry_pb2.RollbackResponse]  # type: ignore[assignment]
     """Re-appends an earlier release as the new current one, like
     `kubectl rollout undo`: by default the entry before the current one, so a
     second rollback returns to where the first started. NOT_FOUND for an
-    agent with no history, FAILED_PRECONDITION when there is nothing to roll
-    back to.
+    agent with no history (ERROR_REASON_NO_RELEASE), FAILED_PRECONDITION
+    when there is nothing to roll back to, ABORTED as for Promote.
     HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
     """
     GetCurrent: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.GetCurrentRequest, _release_registry_pb2.GetCurrentResponse]  # type: ignore[assignment]
-    """Returns the agent's current release; NOT_FOUND when it has none.
+    """Returns the agent's current release; NOT_FOUND when it has none
+    (ERROR_REASON_NO_RELEASE).
     HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
     """
     GetHistory: _aio.UnaryUnaryMultiCallable[_release_registry_pb2.GetHistoryRequest, _release_registry_pb2.GetHistoryResponse]  # type: ignore[assignment]
@@ -100,7 +110,11 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _release_registry_pb2.PromoteRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_release_registry_pb2.PromoteResponse, _abc.Awaitable[_release_registry_pb2.PromoteResponse]]:
-        """Appends a release that becomes the agent's current one.
+        """Appends a release that becomes the agent's current one. ABORTED when
+        expected_current_spec_digest does not match
+        (ERROR_REASON_CURRENT_RELEASE_MISMATCH, with the current spec_digest; see
+        errors.proto), FAILED_PRECONDITION when require_successful_run finds no
+        such run.
         HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:promote (body: the request).
         """
 
@@ -113,8 +127,8 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
         """Re-appends an earlier release as the new current one, like
         `kubectl rollout undo`: by default the entry before the current one, so a
         second rollback returns to where the first started. NOT_FOUND for an
-        agent with no history, FAILED_PRECONDITION when there is nothing to roll
-        back to.
+        agent with no history (ERROR_REASON_NO_RELEASE), FAILED_PRECONDITION
+        when there is nothing to roll back to, ABORTED as for Promote.
         HTTP (--http-listen): POST /v1/agents/{agent_name}/releases:rollback (body: the request).
         """
 
@@ -124,7 +138,8 @@ class ReleaseRegistryServicer(metaclass=_abc_1.ABCMeta):
         request: _release_registry_pb2.GetCurrentRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_release_registry_pb2.GetCurrentResponse, _abc.Awaitable[_release_registry_pb2.GetCurrentResponse]]:
-        """Returns the agent's current release; NOT_FOUND when it has none.
+        """Returns the agent's current release; NOT_FOUND when it has none
+        (ERROR_REASON_NO_RELEASE).
         HTTP (--http-listen): GET /v1/agents/{agent_name}/releases:current.
         """
 

@@ -28,6 +28,8 @@ if _version_not_supported:
 class RunLedgerStub:
     """Records runs of agents and their lifecycle: RUNNING, then exactly one of
     COMPLETED, FAILED or CANCELLED, after which the run never changes.
+    Every refused field is INVALID_ARGUMENT with ERROR_REASON_INVALID_FIELD;
+    the details each refusal carries are listed in errors.proto.
     """
 
     def __init__(self, channel):
@@ -81,6 +83,8 @@ class RunLedgerStub:
 class RunLedgerServicer:
     """Records runs of agents and their lifecycle: RUNNING, then exactly one of
     COMPLETED, FAILED or CANCELLED, after which the run never changes.
+    Every refused field is INVALID_ARGUMENT with ERROR_REASON_INVALID_FIELD;
+    the details each refusal carries are listed in errors.proto.
     """
 
     def CreateRun(self, request, context):
@@ -93,7 +97,8 @@ class RunLedgerServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetRun(self, request, context):
-        """Returns one run; NOT_FOUND when it does not exist.
+        """Returns one run; NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) when it does not
+        exist.
         HTTP (--http-listen): GET /v1/runs/{run_id}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -112,8 +117,10 @@ class RunLedgerServicer:
 
     def CompleteRun(self, request, context):
         """Moves a RUNNING run to COMPLETED with success true. FAILED_PRECONDITION
-        on a terminal run or an expected_total_events mismatch; the run is then
-        unchanged.
+        on a terminal run (ERROR_REASON_RUN_TERMINAL, with its status) or an
+        expected_total_events mismatch (ERROR_REASON_EVENT_COUNT_MISMATCH, with
+        the stored count); the run is then unchanged. NOT_FOUND
+        (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -121,15 +128,17 @@ class RunLedgerServicer:
 
     def FailRun(self, request, context):
         """Moves a RUNNING run to FAILED with success false. FAILED_PRECONDITION on
-        a terminal run or an expected_total_events mismatch; the run is then
-        unchanged.
+        a terminal run or an expected_total_events mismatch, with the details of
+        CompleteRun; the run is then unchanged. NOT_FOUND as for CompleteRun.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def CancelRun(self, request, context):
-        """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run.
+        """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run
+        (ERROR_REASON_RUN_TERMINAL, with its status); NOT_FOUND
+        (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -152,7 +161,8 @@ class RunLedgerServicer:
         so a long quiet step does not hit the run's inactivity timeout. Moves
         Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
         terminal run (e.g. one the daemon already failed for inactivity), so a
-        writer learns its run was ended; NOT_FOUND for an unknown run.
+        writer learns its run was ended (ERROR_REASON_RUN_TERMINAL, with the
+        status); NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -212,6 +222,8 @@ def add_RunLedgerServicer_to_server(servicer, server):
 class RunLedger:
     """Records runs of agents and their lifecycle: RUNNING, then exactly one of
     COMPLETED, FAILED or CANCELLED, after which the run never changes.
+    Every refused field is INVALID_ARGUMENT with ERROR_REASON_INVALID_FIELD;
+    the details each refusal carries are listed in errors.proto.
     """
 
     @staticmethod

@@ -29,6 +29,8 @@ GRPC_VERSION: str
 class RunLedgerStub:
     """Records runs of agents and their lifecycle: RUNNING, then exactly one of
     COMPLETED, FAILED or CANCELLED, after which the run never changes.
+    Every refused field is INVALID_ARGUMENT with ERROR_REASON_INVALID_FIELD;
+    the details each refusal carries are listed in errors.proto.
     """
 
     @_typing.overload
@@ -41,7 +43,8 @@ class RunLedgerStub:
     match (a safe retry) and ALREADY_EXISTS otherwise.
     """
     GetRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.GetRunRequest, _run_ledger_pb2.GetRunResponse]
-    """Returns one run; NOT_FOUND when it does not exist.
+    """Returns one run; NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) when it does not
+    exist.
     HTTP (--http-listen): GET /v1/runs/{run_id}.
     """
     ListRuns: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.ListRunsRequest, _run_ledger_pb2.ListRunsResponse]
@@ -52,16 +55,21 @@ class RunLedgerStub:
     """
     CompleteRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.CompleteRunRequest, _run_ledger_pb2.CompleteRunResponse]
     """Moves a RUNNING run to COMPLETED with success true. FAILED_PRECONDITION
-    on a terminal run or an expected_total_events mismatch; the run is then
-    unchanged.
+    on a terminal run (ERROR_REASON_RUN_TERMINAL, with its status) or an
+    expected_total_events mismatch (ERROR_REASON_EVENT_COUNT_MISMATCH, with
+    the stored count); the run is then unchanged. NOT_FOUND
+    (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
     """
     FailRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.FailRunRequest, _run_ledger_pb2.FailRunResponse]
     """Moves a RUNNING run to FAILED with success false. FAILED_PRECONDITION on
-    a terminal run or an expected_total_events mismatch; the run is then
-    unchanged.
+    a terminal run or an expected_total_events mismatch, with the details of
+    CompleteRun; the run is then unchanged. NOT_FOUND as for CompleteRun.
     """
     CancelRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.CancelRunRequest, _run_ledger_pb2.CancelRunResponse]
-    """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run."""
+    """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run
+    (ERROR_REASON_RUN_TERMINAL, with its status); NOT_FOUND
+    (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
+    """
     VerifyRun: _grpc.UnaryUnaryMultiCallable[_run_ledger_pb2.VerifyRunRequest, _run_ledger_pb2.VerifyRunResponse]
     """Recomputes the run's hash chain from storage (see Event.digest) and
     reports whether it holds and, if not, the first seq where it breaks.
@@ -75,13 +83,16 @@ class RunLedgerStub:
     so a long quiet step does not hit the run's inactivity timeout. Moves
     Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
     terminal run (e.g. one the daemon already failed for inactivity), so a
-    writer learns its run was ended; NOT_FOUND for an unknown run.
+    writer learns its run was ended (ERROR_REASON_RUN_TERMINAL, with the
+    status); NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
     """
 
 @_typing.type_check_only
 class RunLedgerAsyncStub(RunLedgerStub):
     """Records runs of agents and their lifecycle: RUNNING, then exactly one of
     COMPLETED, FAILED or CANCELLED, after which the run never changes.
+    Every refused field is INVALID_ARGUMENT with ERROR_REASON_INVALID_FIELD;
+    the details each refusal carries are listed in errors.proto.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -91,7 +102,8 @@ class RunLedgerAsyncStub(RunLedgerStub):
     match (a safe retry) and ALREADY_EXISTS otherwise.
     """
     GetRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.GetRunRequest, _run_ledger_pb2.GetRunResponse]  # type: ignore[assignment]
-    """Returns one run; NOT_FOUND when it does not exist.
+    """Returns one run; NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) when it does not
+    exist.
     HTTP (--http-listen): GET /v1/runs/{run_id}.
     """
     ListRuns: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.ListRunsRequest, _run_ledger_pb2.ListRunsResponse]  # type: ignore[assignment]
@@ -102,16 +114,21 @@ class RunLedgerAsyncStub(RunLedgerStub):
     """
     CompleteRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.CompleteRunRequest, _run_ledger_pb2.CompleteRunResponse]  # type: ignore[assignment]
     """Moves a RUNNING run to COMPLETED with success true. FAILED_PRECONDITION
-    on a terminal run or an expected_total_events mismatch; the run is then
-    unchanged.
+    on a terminal run (ERROR_REASON_RUN_TERMINAL, with its status) or an
+    expected_total_events mismatch (ERROR_REASON_EVENT_COUNT_MISMATCH, with
+    the stored count); the run is then unchanged. NOT_FOUND
+    (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
     """
     FailRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.FailRunRequest, _run_ledger_pb2.FailRunResponse]  # type: ignore[assignment]
     """Moves a RUNNING run to FAILED with success false. FAILED_PRECONDITION on
-    a terminal run or an expected_total_events mismatch; the run is then
-    unchanged.
+    a terminal run or an expected_total_events mismatch, with the details of
+    CompleteRun; the run is then unchanged. NOT_FOUND as for CompleteRun.
     """
     CancelRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.CancelRunRequest, _run_ledger_pb2.CancelRunResponse]  # type: ignore[assignment]
-    """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run."""
+    """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run
+    (ERROR_REASON_RUN_TERMINAL, with its status); NOT_FOUND
+    (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
+    """
     VerifyRun: _aio.UnaryUnaryMultiCallable[_run_ledger_pb2.VerifyRunRequest, _run_ledger_pb2.VerifyRunResponse]  # type: ignore[assignment]
     """Recomputes the run's hash chain from storage (see Event.digest) and
     reports whether it holds and, if not, the first seq where it breaks.
@@ -125,12 +142,15 @@ class RunLedgerAsyncStub(RunLedgerStub):
     so a long quiet step does not hit the run's inactivity timeout. Moves
     Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
     terminal run (e.g. one the daemon already failed for inactivity), so a
-    writer learns its run was ended; NOT_FOUND for an unknown run.
+    writer learns its run was ended (ERROR_REASON_RUN_TERMINAL, with the
+    status); NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
     """
 
 class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
     """Records runs of agents and their lifecycle: RUNNING, then exactly one of
     COMPLETED, FAILED or CANCELLED, after which the run never changes.
+    Every refused field is INVALID_ARGUMENT with ERROR_REASON_INVALID_FIELD;
+    the details each refusal carries are listed in errors.proto.
     """
 
     @_abc_1.abstractmethod
@@ -150,7 +170,8 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         request: _run_ledger_pb2.GetRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_ledger_pb2.GetRunResponse, _abc.Awaitable[_run_ledger_pb2.GetRunResponse]]:
-        """Returns one run; NOT_FOUND when it does not exist.
+        """Returns one run; NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) when it does not
+        exist.
         HTTP (--http-listen): GET /v1/runs/{run_id}.
         """
 
@@ -173,8 +194,10 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_run_ledger_pb2.CompleteRunResponse, _abc.Awaitable[_run_ledger_pb2.CompleteRunResponse]]:
         """Moves a RUNNING run to COMPLETED with success true. FAILED_PRECONDITION
-        on a terminal run or an expected_total_events mismatch; the run is then
-        unchanged.
+        on a terminal run (ERROR_REASON_RUN_TERMINAL, with its status) or an
+        expected_total_events mismatch (ERROR_REASON_EVENT_COUNT_MISMATCH, with
+        the stored count); the run is then unchanged. NOT_FOUND
+        (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
         """
 
     @_abc_1.abstractmethod
@@ -184,8 +207,8 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_run_ledger_pb2.FailRunResponse, _abc.Awaitable[_run_ledger_pb2.FailRunResponse]]:
         """Moves a RUNNING run to FAILED with success false. FAILED_PRECONDITION on
-        a terminal run or an expected_total_events mismatch; the run is then
-        unchanged.
+        a terminal run or an expected_total_events mismatch, with the details of
+        CompleteRun; the run is then unchanged. NOT_FOUND as for CompleteRun.
         """
 
     @_abc_1.abstractmethod
@@ -194,7 +217,10 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         request: _run_ledger_pb2.CancelRunRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_run_ledger_pb2.CancelRunResponse, _abc.Awaitable[_run_ledger_pb2.CancelRunResponse]]:
-        """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run."""
+        """Moves a RUNNING run to CANCELLED. FAILED_PRECONDITION on a terminal run
+        (ERROR_REASON_RUN_TERMINAL, with its status); NOT_FOUND
+        (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
+        """
 
     @_abc_1.abstractmethod
     def VerifyRun(
@@ -220,7 +246,8 @@ class RunLedgerServicer(metaclass=_abc_1.ABCMeta):
         so a long quiet step does not hit the run's inactivity timeout. Moves
         Run.last_activity_at to the server's time. FAILED_PRECONDITION on a
         terminal run (e.g. one the daemon already failed for inactivity), so a
-        writer learns its run was ended; NOT_FOUND for an unknown run.
+        writer learns its run was ended (ERROR_REASON_RUN_TERMINAL, with the
+        status); NOT_FOUND (ERROR_REASON_RUN_NOT_FOUND) for an unknown run.
         """
 
 def add_RunLedgerServicer_to_server(servicer: RunLedgerServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
