@@ -47,8 +47,8 @@ REMOTE_SCHEMES = frozenset({"ws", "wss", "http", "https"})
 # bugs _connect and Database.checkpoint work around.
 SURREALKV_SCHEMES = frozenset({"surrealkv", "file"})
 # Opening or closing a durable embedded engine works through the data: a close writes the
-# memtable to a table file, an open may first merge table files (measured on 2 cores: up to 3 s
-# with 1M events stored, 6.7 s once at 1.1M, growing with the data). Those steps get this long,
+# memtable to a table file, an open may first merge table files (seconds, growing with the
+# data). Those steps get this long,
 # not the round-trip timeout, so that a big store neither fails to start nor breaks a checkpoint.
 EMBEDDED_OPEN_SECONDS = 600.0
 THROW_PREFIX = "aivcs:"
@@ -283,8 +283,8 @@ class Database:
 
         SurrealKV in this engine build never flushes its memtable while open:
         memory grows with every write, and at the second memtable rotation
-        every write stalls for good (measured: 1.59M events on a 24 GB host,
-        186k events when the host reports 2 GB). Closing flushes it. Calls
+        every write stalls for good (sooner on a host with less RAM: the
+        engine sizes its memtable from it). Closing flushes it. Calls
         wait in front of the gate meanwhile; calls already inside finish
         first. Raises StoreUnavailable when they do not finish within the
         timeout (nothing is closed then) or when the reopen fails (every

@@ -151,8 +151,8 @@ async def append(
     because encoding::json::decode in SurrealDB 3.2.4 misreads about one
     full-precision double in ten by an ulp, which would change an
     acknowledged payload and break its hash chain; and not as SDK values,
-    whose pure-Python CBOR encoder cost ten times as much (about 1 ms per
-    100 events, on the run's serial path). CBOR null decodes to NULL, not
+    whose pure-Python CBOR encoder costs about ten times as much, on the
+    run's serial path. CBOR null decodes to NULL, not
     NONE, so a null field is kept.
 
     The transaction re-checks that the run is RUNNING and still at

@@ -10,9 +10,9 @@ intact. Closing the engine flushes it (Database.checkpoint).
 So every `interval` seconds this reads the size of the engine's write-ahead
 log, which tracks the memtable, and checkpoints when it passes
 `wal_bytes`, or at once when the log has rotated (more than one file).
-A checkpoint pauses every database call for a fraction of a second (about
-0.3 s per 50 MB of log on 2 cores; seconds, growing with the data, when reopening
-compacts table files).
+A checkpoint pauses every database call for a moment (longer with more
+log, and seconds, growing with the data, when reopening compacts table
+files; `python -m bench.checkpoint_pause` measures it).
 
 After a storage fault (a write the engine could not make durable, e.g. on
 a full disk) the same loop brings the store back: once the file system has

@@ -3,9 +3,9 @@
 The embedded engine allocates through glibc's malloc from many threads,
 so glibc keeps many arenas, and it keeps what they free for reuse instead
 of returning it. After a checkpoint closes the engine (its memtable and
-caches freed), the daemon's RSS would stay at its high-water mark:
-measured, +262 MB over 300,000 events with a checkpoint every 50,000, and
-+25 MB when each checkpoint is followed by `malloc_trim(0)`.
+caches freed), the daemon's RSS would stay at its high-water mark;
+`malloc_trim(0)` after each checkpoint returns it (README, "Storage
+engine memory", has the figures).
 """
 
 from __future__ import annotations
