@@ -32,6 +32,7 @@ lint:
 	$(BUF) format --diff --exit-code
 	$(PY) tools/generate_protos.py --check
 	$(PY) -m ruff check $(PY_SOURCES)
+	$(PY) -m ruff format --check $(PY_SOURCES)
 	$(PY) -m mypy server clients/python/src/aivcs/ledger
 
 test: lint test-python test-node

@@ -31,17 +31,25 @@ from bench.stats import Rate
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="CI-sized: 100,000-event scale run, 1,000 runs (about 2 minutes)")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="CI-sized: 100,000-event scale run, 1,000 runs (about 2 minutes)"
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check the benchmark runs")
-    parser.add_argument("--clients", default="auto",
-                        help="client processes for the unary load: a number, or auto (measure 1 and 2 "
-                             "against the no-storage server and keep the faster)")
+    parser.add_argument(
+        "--clients",
+        default="auto",
+        help="client processes for the unary load: a number, or auto (measure 1 and 2 "
+        "against the no-storage server and keep the faster)",
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench-results" / "bench.json", help="JSON report")
-    parser.add_argument("--profile", action="store_true",
-                        help="sample the daemon with py-spy during each figure (bench-results/profile-*.txt)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample the daemon with py-spy during each figure (bench-results/profile-*.txt)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     return parser.parse_args(argv)
 
@@ -66,11 +74,14 @@ def measure_ceilings(
         stream = pool.ingest(null.target, "null-stream", sizes.stream_messages, 1)
         say(f"  {stream.per_second:,.0f} events/s")
         say(f"ceiling: no-storage AppendEvents and GetRun one at a time, {sizes.sequential_calls} calls each")
-        null_latencies = sequential.Latencies(pool.sequential_appends(null.target, "null-sequential",
-                                                                     sizes.sequential_calls),
-                                              pool.get_runs(null.target, "null-sequential", sizes.sequential_calls))
-        say(f"  AppendEvents p50 {null_latencies.append.p50_ms:.2f} ms, "
-            f"GetRun p50 {null_latencies.get_run.p50_ms:.2f} ms")
+        null_latencies = sequential.Latencies(
+            pool.sequential_appends(null.target, "null-sequential", sizes.sequential_calls),
+            pool.get_runs(null.target, "null-sequential", sizes.sequential_calls),
+        )
+        say(
+            f"  AppendEvents p50 {null_latencies.append.p50_ms:.2f} ms, "
+            f"GetRun p50 {null_latencies.get_run.p50_ms:.2f} ms"
+        )
     finally:
         null.stop()
         pool.server_pid = None
@@ -78,8 +89,10 @@ def measure_ceilings(
     direct = asyncio.run(engine.ceilings(tmp, sizes.batch_events, BATCH, sizes.engine_read_passes))
     for encoding, (inserts, reads) in direct.variants.items():
         say(f"  {encoding}: inserts {inserts.per_second:,.0f} events/s, reads {reads.per_second:,.0f} events/s")
-    say(f"ceiling: engine index layouts: {sizes.layout_single} one-event transactions, then "
-        f"{sizes.layout_events} events at " + " and ".join(f"{n}" for n in LAYOUT_BATCHES) + " per transaction")
+    say(
+        f"ceiling: engine index layouts: {sizes.layout_single} one-event transactions, then "
+        f"{sizes.layout_events} events at " + " and ".join(f"{n}" for n in LAYOUT_BATCHES) + " per transaction"
+    )
     layouts = asyncio.run(engine.layouts(tmp, sizes.layout_single, sizes.layout_events, LAYOUT_BATCHES))
     for layout, figures in layouts.items():
         bulk = ", ".join(f"{n}/tx {rate.per_second:,.0f} events/s" for n, rate in figures.bulk.items())
@@ -94,8 +107,9 @@ def meta() -> dict[str, Any]:
         except importlib.metadata.PackageNotFoundError:
             return "?"
 
-    commit = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True,
-                            text=True, check=False).stdout.strip()
+    commit = subprocess.run(
+        ["git", "describe", "--always", "--dirty"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.strip()
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "commit": commit,
@@ -127,16 +141,22 @@ def main(argv: list[str] | None = None) -> int:
             figures = daemon_figures.measure(pool, daemon, sizes, processes, profiler)
             say("daemon: bystander append p99, unloaded, with filtered readers, with idle subscribers")
             others = bystander.measure(daemon, *bystander.SIZES[sizes.mode])
-            say(f"  {others.unloaded_p99_ms:.1f} / {others.filtered_readers_p99_ms:.1f} / "
-                f"{others.idle_subscribers_p99_ms:.1f} ms")
+            say(
+                f"  {others.unloaded_p99_ms:.1f} / {others.filtered_readers_p99_ms:.1f} / "
+                f"{others.idle_subscribers_p99_ms:.1f} ms"
+            )
             spans = otlp_figures.span_count(sizes)
-            say(f"daemon: OTLP Export against IngestEvents, the same {spans:,} spans, "
-                f"{otlp_figures.SPANS_PER_EXPORT} per request")
+            say(
+                f"daemon: OTLP Export against IngestEvents, the same {spans:,} spans, "
+                f"{otlp_figures.SPANS_PER_EXPORT} per request"
+            )
             with profiler.phase("otlp"):
                 otlp = otlp_figures.measure(daemon.target, daemon.process.pid, sizes)
             for name, rate in zip(("IngestEvents", "Export"), otlp, strict=True):
-                say(f"  {name}: {rate.per_second:,.0f} spans/s, server {rate.server_cpu:.2f} cores, "
-                    f"client {rate.client_cpu:.2f}")
+                say(
+                    f"  {name}: {rate.per_second:,.0f} spans/s, server {rate.server_cpu:.2f} cores, "
+                    f"client {rate.client_cpu:.2f}"
+                )
         except BaseException:
             # The log lives in the temporary folder, which goes with the exception: keep its end.
             print(f"daemon log, last lines:\n{daemon.log()[-4000:]}", file=sys.stderr)
@@ -149,23 +169,41 @@ def main(argv: list[str] | None = None) -> int:
                 raise
         if code != 0:
             raise RuntimeError(f"the daemon exited with {code} on SIGTERM:\n{daemon.log()[-2000:]}")
-    info |= {"db": "surrealkv:// (temporary folder)", "seconds": round(time.monotonic() - began, 1),
-             "load_average_at_end": os.getloadavg()}
+    info |= {
+        "db": "surrealkv:// (temporary folder)",
+        "seconds": round(time.monotonic() - began, 1),
+        "load_average_at_end": os.getloadavg(),
+    }
     daemon_latencies = sequential.Latencies(figures.sequential_append, figures.sequential_get_run)
-    result_rows = (sequential.rows(null_latencies, daemon_latencies, layouts) + report.rows(sizes, ceilings, figures)
-                   + bystander.rows(others) + otlp_figures.rows(*otlp))
+    result_rows = (
+        sequential.rows(null_latencies, daemon_latencies, layouts)
+        + report.rows(sizes, ceilings, figures)
+        + bystander.rows(others)
+        + otlp_figures.rows(*otlp)
+    )
     print(report.table(sizes, ceilings, figures, result_rows, processes))
     if profiler.hot:
         print(_hot_text(profiler.hot))
     document = report.document(sizes, ceilings, figures, result_rows, processes, info, profiler.hot)
-    report.write(args.out, document | {"bystander": others.as_dict(), "sequential": {
-        "no_storage": {"append": null_latencies.append.as_dict(), "get_run": null_latencies.get_run.as_dict()},
-        "daemon": {"append": daemon_latencies.append.as_dict(), "get_run": daemon_latencies.get_run.as_dict()},
-        "engine_layouts": {
-            layout: {"single": c.single.as_dict(), **{f"bulk_{n}": r.as_dict() for n, r in c.bulk.items()}}
-            for layout, c in layouts.items()}}})
-    print(f"\n{info['seconds']:.0f} s; load average {info['load_average_at_start'][0]:.2f} at start, "
-          f"{info['load_average_at_end'][0]:.2f} at end; JSON: {args.out}")
+    report.write(
+        args.out,
+        document
+        | {
+            "bystander": others.as_dict(),
+            "sequential": {
+                "no_storage": {"append": null_latencies.append.as_dict(), "get_run": null_latencies.get_run.as_dict()},
+                "daemon": {"append": daemon_latencies.append.as_dict(), "get_run": daemon_latencies.get_run.as_dict()},
+                "engine_layouts": {
+                    layout: {"single": c.single.as_dict(), **{f"bulk_{n}": r.as_dict() for n, r in c.bulk.items()}}
+                    for layout, c in layouts.items()
+                },
+            },
+        },
+    )
+    print(
+        f"\n{info['seconds']:.0f} s; load average {info['load_average_at_start'][0]:.2f} at start, "
+        f"{info['load_average_at_end'][0]:.2f} at end; JSON: {args.out}"
+    )
     missed = [row.figure for row in result_rows if row.passed is False]
     return 1 if args.strict and missed else 0
 

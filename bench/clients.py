@@ -84,8 +84,9 @@ class ClientPool:
         """GetRun of `run_id`, one call at a time."""
         return combine(self.run([GetRuns(target, run_id, calls)]), 1)
 
-    def ingest(self, target: str, run_id: str, messages: int, per_message: int, first: int = 0,
-               prebuild: bool = True) -> Rate:
+    def ingest(
+        self, target: str, run_id: str, messages: int, per_message: int, first: int = 0, prebuild: bool = True
+    ) -> Rate:
         """One pipelined IngestEvents stream (one process: one stream)."""
         return combine(self.run([Ingest(target, run_id, messages, per_message, first, prebuild)]), 1)
 
@@ -96,10 +97,9 @@ class ClientPool:
         """CreateRun for every id, IN_FLIGHT at a time over all processes."""
         jobs: list[Job] = []
         start = 0
-        for share, in_flight in zip(split(len(run_ids), self.processes), split(IN_FLIGHT, self.processes),
-                                    strict=True):
+        for share, in_flight in zip(split(len(run_ids), self.processes), split(IN_FLIGHT, self.processes), strict=True):
             if share:
-                jobs.append(CreateRuns(target, tuple(run_ids[start:start + share]), in_flight))
+                jobs.append(CreateRuns(target, tuple(run_ids[start : start + share]), in_flight))
             start += share
         outcomes = self.run(jobs)
         rate = combine(outcomes, len(jobs))

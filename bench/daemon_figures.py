@@ -76,8 +76,10 @@ def measure(pool: ClientPool, daemon: DaemonProcess, sizes: Sizes, processes: in
         sequential_append = pool.sequential_appends(target, SEQUENTIAL_RUN, sizes.sequential_calls)
     with profiler.phase("sequential-get-run"):
         sequential_get_run = pool.get_runs(target, SEQUENTIAL_RUN, sizes.sequential_calls)
-    say(f"  AppendEvents p50 {sequential_append.p50_ms:.2f} ms, p99 {sequential_append.p99_ms:.2f} ms; "
-        f"GetRun p50 {sequential_get_run.p50_ms:.2f} ms, p99 {sequential_get_run.p99_ms:.2f} ms")
+    say(
+        f"  AppendEvents p50 {sequential_append.p50_ms:.2f} ms, p99 {sequential_append.p99_ms:.2f} ms; "
+        f"GetRun p50 {sequential_get_run.p50_ms:.2f} ms, p99 {sequential_get_run.p99_ms:.2f} ms"
+    )
 
     say(f"daemon: unary AppendEvents, {sizes.unary_calls} calls over {processes} client process(es)")
     with profiler.phase("unary"):
@@ -145,15 +147,30 @@ def measure(pool: ClientPool, daemon: DaemonProcess, sizes: Sizes, processes: in
     say(f"  {read_at_scale.per_second:,.0f} events/s")
 
     return DaemonFigures(
-        unary=unary, ingest_one=ingest_one, ingest_batch=ingest_batch,
-        probe_few_runs=probe_few, probe_many_runs=probe_many, runs_few=len(first_runs),
+        unary=unary,
+        ingest_one=ingest_one,
+        ingest_batch=ingest_batch,
+        probe_few_runs=probe_few,
+        probe_many_runs=probe_many,
+        runs_few=len(first_runs),
         runs_many=len(first_runs) + len(more),
-        page_first_s=pages["first"], page_deep_s=pages["deep"], runs_listed=runs,
-        probe_start=probe_start, probe_at_scale=probe_end, fill=fill, scale_length=length,
-        rss_before_mb=rss_before, rss_after_mb=rss_after,
+        page_first_s=pages["first"],
+        page_deep_s=pages["deep"],
+        runs_listed=runs,
+        probe_start=probe_start,
+        probe_at_scale=probe_end,
+        fill=fill,
+        scale_length=length,
+        rss_before_mb=rss_before,
+        rss_after_mb=rss_after,
         ingested_between_rss=probe_start.events + fill.events + probe_end.events,
-        read=read, read_at_scale=read_at_scale,
-        sequential_append=sequential_append, sequential_get_run=sequential_get_run,
-        extra={"rss_at_start_mb": round(rss_start, 1), "rss_at_end_mb": round(rss_mb(pid), 1),
-               "rss_during_fill": sampler.samples_mb()},
+        read=read,
+        read_at_scale=read_at_scale,
+        sequential_append=sequential_append,
+        sequential_get_run=sequential_get_run,
+        extra={
+            "rss_at_start_mb": round(rss_start, 1),
+            "rss_at_end_mb": round(rss_mb(pid), 1),
+            "rss_during_fill": sampler.samples_mb(),
+        },
     )

@@ -48,19 +48,25 @@ from harness.proc import rss_mb
 UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
 INSERT = {
     "sdk": f"BEGIN TRANSACTION; INSERT INTO run_events $events RETURN NONE; {UPDATE_RUN} COMMIT TRANSACTION;",
-    **{encoding: f"""BEGIN TRANSACTION;
+    **{
+        encoding: f"""BEGIN TRANSACTION;
     INSERT INTO run_events encoding::{encoding}::decode($events).map(|$e| {{
         id: type::record('run_events', [$run_id, $e[0]]), run_id: $run_id, seq: $e[0], kind: $e[1], payload: $e[2],
         timestamp: time::from_nanos($e[3]), timestamp_ns: $e[3], digest: $e[4],
     }}) RETURN NONE;
     {UPDATE_RUN}
-    COMMIT TRANSACTION;""" for encoding in ("json", "cbor")},
+    COMMIT TRANSACTION;"""
+        for encoding in ("json", "cbor")
+    },
 }
 RANGE = "run_events:[$run_id, $from_seq]..=[$run_id, $to_seq]"
 READ = {
     "sdk": f"SELECT seq, kind, payload, timestamp_ns, digest FROM {RANGE};",
-    **{encoding: f"RETURN encoding::{encoding}::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
-                 f"FROM {RANGE}));" for encoding in ("json", "cbor")},
+    **{
+        encoding: f"RETURN encoding::{encoding}::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
+        f"FROM {RANGE}));"
+        for encoding in ("json", "cbor")
+    },
 }
 DECODE: dict[str, Callable[[Any], Any]] = {"sdk": lambda rows: rows, "json": json.loads, "cbor": cbor2.loads}
 READ_WINDOW = 1000
@@ -96,11 +102,19 @@ def _batches(encoding: str, events: int, batch: int, run_id: str = RUN_ID) -> li
         seqs = range(first, min(first + batch, events + 1))
         rows: Any
         if encoding == "sdk":
-            rows = [{
-                "id": RecordID("run_events", [run_id, seq]), "run_id": run_id, "seq": seq, "kind": workload.KIND,
-                "payload": workload.payload(seq), "timestamp": ns_to_datetime(now + seq), "timestamp_ns": now + seq,
-                "digest": _digest(seq),
-            } for seq in seqs]
+            rows = [
+                {
+                    "id": RecordID("run_events", [run_id, seq]),
+                    "run_id": run_id,
+                    "seq": seq,
+                    "kind": workload.KIND,
+                    "payload": workload.payload(seq),
+                    "timestamp": ns_to_datetime(now + seq),
+                    "timestamp_ns": now + seq,
+                    "digest": _digest(seq),
+                }
+                for seq in seqs
+            ]
         else:
             plain = [[seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)] for seq in seqs]
             rows = json.dumps(plain, separators=(",", ":")) if encoding == "json" else cbor2.dumps(plain)
@@ -136,12 +150,27 @@ async def _measure(
         await connection.use("aivcs", "ledger")
         await init_schema(db)
         created = time.time_ns()
-        await create_run(db, Run(
-            run_id=RUN_ID, spec_digest=workload.SPEC_DIGEST, agent_name=workload.AGENT, git_sha=None, tags={},
-            evaluation=Evaluation(), status=RunStatus.RUNNING, total_events=0, final_state_digest=None,
-            duration_ms=0, success=False, created_at=ns_to_datetime(created), completed_at=None,
-            events_digest="", status_reason="", created_ns=created,
-        ))
+        await create_run(
+            db,
+            Run(
+                run_id=RUN_ID,
+                spec_digest=workload.SPEC_DIGEST,
+                agent_name=workload.AGENT,
+                git_sha=None,
+                tags={},
+                evaluation=Evaluation(),
+                status=RunStatus.RUNNING,
+                total_events=0,
+                final_state_digest=None,
+                duration_ms=0,
+                success=False,
+                created_at=ns_to_datetime(created),
+                completed_at=None,
+                events_digest="",
+                status_reason="",
+                created_ns=created,
+            ),
+        )
         batches = _batches(encoding, events, batch)
         rss_before = rss_mb(os.getpid())
         started, cpu = time.perf_counter(), time.process_time()
@@ -159,8 +188,7 @@ async def _measure(
         for _ in range(read_passes):
             for first in range(1, events + 1, READ_WINDOW):
                 last = min(first + READ_WINDOW - 1, events)
-                [found] = _check(await db.send(
-                    READ[encoding], {"run_id": RUN_ID, "from_seq": first, "to_seq": last}))
+                [found] = _check(await db.send(READ[encoding], {"run_id": RUN_ID, "from_seq": first, "to_seq": last}))
                 rows = DECODE[encoding](found)
                 head = rows[0]["seq"] if encoding == "sdk" else rows[0][0]
                 if len(rows) != last - first + 1 or head != first:
@@ -178,14 +206,17 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
     rss: dict[str, float] = {}
     for encoding in ("sdk", "json", "cbor"):
         inserts, reads, rss[encoding] = await _measure(
-            folder / f"engine-{encoding}", encoding, events, batch, read_passes)
+            folder / f"engine-{encoding}", encoding, events, batch, read_passes
+        )
         variants[encoding] = (inserts, reads)
     insert_via = max(variants, key=lambda encoding: variants[encoding][0].per_second)
     read_via = max(variants, key=lambda encoding: variants[encoding][1].per_second)
-    checkpointed, _, _ = await _measure(folder / "engine-checkpointed", "cbor", events, batch, 0,
-                                        checkpoint_bytes=Settings().checkpoint_wal_mb << 20)
-    return EngineCeilings(variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants, rss,
-                          checkpointed)
+    checkpointed, _, _ = await _measure(
+        folder / "engine-checkpointed", "cbor", events, batch, 0, checkpoint_bytes=Settings().checkpoint_wal_mb << 20
+    )
+    return EngineCeilings(
+        variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants, rss, checkpointed
+    )
 
 
 # The layouts differ only by which secondary indexes exist: the seed's on run_events too
@@ -224,12 +255,27 @@ async def _layout(
         runs = [f"{RUN_ID}-single", *(f"{RUN_ID}-{size}" for size in sizes)]
         for run_id in runs:
             created = time.time_ns()
-            await create_run(db, Run(
-                run_id=run_id, spec_digest=workload.SPEC_DIGEST, agent_name=workload.AGENT, git_sha=None, tags={},
-                evaluation=Evaluation(), status=RunStatus.RUNNING, total_events=0, final_state_digest=None,
-                duration_ms=0, success=False, created_at=ns_to_datetime(created), completed_at=None,
-                events_digest="", status_reason="", created_ns=created,
-            ))
+            await create_run(
+                db,
+                Run(
+                    run_id=run_id,
+                    spec_digest=workload.SPEC_DIGEST,
+                    agent_name=workload.AGENT,
+                    git_sha=None,
+                    tags={},
+                    evaluation=Evaluation(),
+                    status=RunStatus.RUNNING,
+                    total_events=0,
+                    final_state_digest=None,
+                    duration_ms=0,
+                    success=False,
+                    created_at=ns_to_datetime(created),
+                    completed_at=None,
+                    events_digest="",
+                    status_reason="",
+                    created_ns=created,
+                ),
+            )
         latencies = []
         batches = _batches("cbor", single_calls, 1, runs[0])
         started, cpu = time.perf_counter(), time.process_time()
@@ -255,5 +301,7 @@ async def layouts(
     folder: Path, single_calls: int, bulk_events: int, sizes: tuple[int, ...]
 ) -> dict[str, LayoutCeilings]:
     """Each layout of LAYOUTS on a fresh durable database: one-event transactions, and bulk inserts."""
-    return {layout: await _layout(folder / f"layout-{index}", layout, single_calls, bulk_events, sizes)
-            for index, layout in enumerate(LAYOUTS)}
+    return {
+        layout: await _layout(folder / f"layout-{index}", layout, single_calls, bulk_events, sizes)
+        for index, layout in enumerate(LAYOUTS)
+    }

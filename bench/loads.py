@@ -154,7 +154,7 @@ async def _unary(channel: grpc.aio.Channel, job: Unary, barrier: Barrier | None)
     # Warm the connection and the server's handlers; not counted.
     warm = [workload.append_request(job.run_id, -1 - i) for i in range(max(job.in_flight, WARM_CALLS))]
     for start in range(0, len(warm), job.in_flight):
-        await asyncio.gather(*(stub.AppendEvents(request) for request in warm[start:start + job.in_flight]))
+        await asyncio.gather(*(stub.AppendEvents(request) for request in warm[start : start + job.in_flight]))
     latencies: list[float] = []
     pending = iter(requests)
 

@@ -54,9 +54,25 @@ def _mlflow_server(tmp: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     log = (tmp / "mlflow.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{tmp / 'mlflow.db'}", "--default-artifact-root", str(tmp / "artifacts")],
-        stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp / 'mlflow.db'}",
+            "--default-artifact-root",
+            str(tmp / "artifacts"),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=tmp,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -84,8 +100,9 @@ def measure_mlflow(tmp: Path, calls: int, batches: int) -> tuple[Rate, Rate]:
         for i in range(20):  # warm: connection, server caches
             client.log_metric(run_id, "warm", float(i), step=i)
         now = int(time.time() * 1000)
-        per_event = _timed(calls, 1, lambda i: client.log_metric(run_id, workload.KIND, float(i), timestamp=now,
-                                                                  step=i))
+        per_event = _timed(
+            calls, 1, lambda i: client.log_metric(run_id, workload.KIND, float(i), timestamp=now, step=i)
+        )
 
         def batch(i: int) -> None:
             metrics = [Metric(workload.KIND, float(n), now, n) for n in range(i * BATCH, (i + 1) * BATCH)]
@@ -105,10 +122,13 @@ def measure_daemon(tmp: Path, calls: int, batches: int) -> tuple[Rate, Rate]:
             run = client.runs.create(workload.SPEC_DIGEST, workload.AGENT)
             for i in range(20):
                 client.events.append(run.run_id, [(workload.KIND, workload.payload(-1 - i))])
-            per_event = _timed(calls, 1, lambda i: client.events.append(
-                run.run_id, [(workload.KIND, workload.payload(i))]))
-            bodies = [[(workload.KIND, workload.payload(n)) for n in range(i * BATCH, (i + 1) * BATCH)]
-                      for i in range(batches)]
+            per_event = _timed(
+                calls, 1, lambda i: client.events.append(run.run_id, [(workload.KIND, workload.payload(i))])
+            )
+            bodies = [
+                [(workload.KIND, workload.payload(n)) for n in range(i * BATCH, (i + 1) * BATCH)]
+                for i in range(batches)
+            ]
             batched = _timed(batches, BATCH, lambda i: client.events.append(run.run_id, bodies[i]))
     finally:
         daemon.stop(timeout=120)
@@ -116,8 +136,9 @@ def measure_daemon(tmp: Path, calls: int, batches: int) -> tuple[Rate, Rate]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.mlflow_compare", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mlflow_compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)
@@ -133,12 +154,16 @@ def main(argv: list[str] | None = None) -> int:
         theirs = measure_mlflow(tmp / "mlflow", calls, batches)
     print(f"one sequential client each; per event: {calls} calls; batches: {batches} of {BATCH}")
     print(f"{'figure':<28} {'daemon':>12} {'MLflow':>12} {'ratio':>7}  target")
-    for name, daemon, mlflow, target in (("per event, events/s", ours[0], theirs[0], 20.0),
-                                         (f"batch of {BATCH}, events/s", ours[1], theirs[1], 3.0)):
+    for name, daemon, mlflow, target in (
+        ("per event, events/s", ours[0], theirs[0], 20.0),
+        (f"batch of {BATCH}, events/s", ours[1], theirs[1], 3.0),
+    ):
         ratio = daemon.per_second / mlflow.per_second
         verdict = "PASS" if ratio >= target else "FAIL"
-        print(f"{name:<28} {daemon.per_second:>12,.0f} {mlflow.per_second:>12,.0f} {ratio:>7.2f}  >= {target:g} x "
-              f"{verdict}   (p50 {daemon.p50_ms:.2f} ms against {mlflow.p50_ms:.2f} ms)")
+        print(
+            f"{name:<28} {daemon.per_second:>12,.0f} {mlflow.per_second:>12,.0f} {ratio:>7.2f}  >= {target:g} x "
+            f"{verdict}   (p50 {daemon.p50_ms:.2f} ms against {mlflow.p50_ms:.2f} ms)"
+        )
     return 0
 
 

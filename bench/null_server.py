@@ -45,9 +45,7 @@ class NullEventStream(event_stream_pb2_grpc.EventStreamServicer):
             first, last = self._assign(request.run_id, len(request.events))
             yield pb.IngestEventsResponse(batch_id=request.batch_id, first_seq=first, last_seq=last)
 
-    async def ReadEvents(
-        self, request: pb.ReadEventsRequest, context: Context
-    ) -> AsyncIterator[pb.ReadEventsResponse]:
+    async def ReadEvents(self, request: pb.ReadEventsRequest, context: Context) -> AsyncIterator[pb.ReadEventsResponse]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the no-storage server stores nothing to read")
         yield pb.ReadEventsResponse()
 
@@ -62,8 +60,13 @@ class NullRunLedger(run_ledger_pb2_grpc.RunLedgerServicer):
     """GetRun only: the same run, with the fields a stored run of the benchmark has, for any id."""
 
     def __init__(self) -> None:
-        self._run = run_pb2.Run(spec_digest="0" * 64, agent_name="bench-agent", status=run_pb2.RUN_STATUS_RUNNING,
-                                total_events=1000, events_digest="0" * 64)
+        self._run = run_pb2.Run(
+            spec_digest="0" * 64,
+            agent_name="bench-agent",
+            status=run_pb2.RUN_STATUS_RUNNING,
+            total_events=1000,
+            events_digest="0" * 64,
+        )
         self._run.created_at.GetCurrentTime()
 
     async def GetRun(self, request: run_ledger_pb2.GetRunRequest, context: Context) -> run_ledger_pb2.GetRunResponse:

@@ -51,9 +51,21 @@ class Profiler:
             return
         out = self.folder / f"profile-{name}.txt"
         recorder = subprocess.Popen(
-            [self._binary, "record", "--pid", str(self.pid), "--format", "raw", "--rate", str(RATE),
-             "--nonblocking", "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                self._binary,
+                "record",
+                "--pid",
+                str(self.pid),
+                "--format",
+                "raw",
+                "--rate",
+                str(RATE),
+                "--nonblocking",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         try:
             yield
@@ -89,8 +101,11 @@ def hot_spots(collapsed: Path, top: int = 12) -> dict[str, Any]:
             continue
         total += count
         self_time[leaf] += count
-        own = {_frame_name(frame) for frame in frames
-               if any(part in frame for part in OWN_CODE) and not any(part in frame for part in ENTRY)}
+        own = {
+            _frame_name(frame)
+            for frame in frames
+            if any(part in frame for part in OWN_CODE) and not any(part in frame for part in ENTRY)
+        }
         for name in own:
             inclusive[name] += count
 
@@ -99,5 +114,9 @@ def hot_spots(collapsed: Path, top: int = 12) -> dict[str, Any]:
 
     if not total:
         return {"samples": 0, "waiting_samples": waiting}
-    return {"samples": total, "waiting_samples": waiting, "self_pct": share(self_time),
-            "inclusive_pct": share(inclusive)}
+    return {
+        "samples": total,
+        "waiting_samples": waiting,
+        "self_pct": share(self_time),
+        "inclusive_pct": share(inclusive),
+    }

@@ -29,8 +29,9 @@ class Latencies:
     get_run: Rate
 
 
-def _ms_row(key: str, figure: str, value: float, reference: float, name: str, target: float | None = None,
-            detail: bool = False) -> Row:
+def _ms_row(
+    key: str, figure: str, value: float, reference: float, name: str, target: float | None = None, detail: bool = False
+) -> Row:
     ratio = value / reference if reference > 0 else math.nan
     if target is None:
         return Row(key, figure, value, "ms", reference, name, ratio, "(none)", None, detail)
@@ -40,27 +41,74 @@ def _ms_row(key: str, figure: str, value: float, reference: float, name: str, ta
 def rows(null: Latencies, daemon: Latencies, layouts: dict[str, LayoutCeilings]) -> list[Row]:
     engine = layouts[LAYOUTS[1]].single  # the layout the daemon writes
     out = [
-        _ms_row("sequential_append_p50_ms", "AppendEvents one at a time, p50", daemon.append.p50_ms,
-                null.append.p50_ms, "no-storage p50", P50_TARGET),
-        _ms_row("sequential_append_p99_ms", "AppendEvents one at a time, p99", daemon.append.p99_ms,
-                null.append.p99_ms, "no-storage p99", detail=True),
-        _ms_row("sequential_append_engine_ms", "AppendEvents one at a time, p50", daemon.append.p50_ms,
-                null.append.p50_ms + engine.p50_ms, "no-storage + engine", detail=True),
-        _ms_row("sequential_get_run_p50_ms", "GetRun one at a time, p50", daemon.get_run.p50_ms,
-                null.get_run.p50_ms, "no-storage p50"),
-        _ms_row("sequential_get_run_p99_ms", "GetRun one at a time, p99", daemon.get_run.p99_ms,
-                null.get_run.p99_ms, "no-storage p99", detail=True),
+        _ms_row(
+            "sequential_append_p50_ms",
+            "AppendEvents one at a time, p50",
+            daemon.append.p50_ms,
+            null.append.p50_ms,
+            "no-storage p50",
+            P50_TARGET,
+        ),
+        _ms_row(
+            "sequential_append_p99_ms",
+            "AppendEvents one at a time, p99",
+            daemon.append.p99_ms,
+            null.append.p99_ms,
+            "no-storage p99",
+            detail=True,
+        ),
+        _ms_row(
+            "sequential_append_engine_ms",
+            "AppendEvents one at a time, p50",
+            daemon.append.p50_ms,
+            null.append.p50_ms + engine.p50_ms,
+            "no-storage + engine",
+            detail=True,
+        ),
+        _ms_row(
+            "sequential_get_run_p50_ms",
+            "GetRun one at a time, p50",
+            daemon.get_run.p50_ms,
+            null.get_run.p50_ms,
+            "no-storage p50",
+        ),
+        _ms_row(
+            "sequential_get_run_p99_ms",
+            "GetRun one at a time, p99",
+            daemon.get_run.p99_ms,
+            null.get_run.p99_ms,
+            "no-storage p99",
+            detail=True,
+        ),
     ]
     bare = layouts[LAYOUTS[-1]].single.p50_ms
     for layout, ceiling in layouts.items():
-        out.append(_ms_row(f"engine_single_p50_ms[{layout}]", f"engine 1-event transaction p50, {layout}",
-                           ceiling.single.p50_ms, bare, "no secondary index"))
+        out.append(
+            _ms_row(
+                f"engine_single_p50_ms[{layout}]",
+                f"engine 1-event transaction p50, {layout}",
+                ceiling.single.p50_ms,
+                bare,
+                "no secondary index",
+            )
+        )
     for size in next(iter(layouts.values())).bulk:
         best = layouts[LAYOUTS[-1]].bulk[size].per_second
         for layout, ceiling in layouts.items():
             rate = ceiling.bulk[size].per_second
-            out.append(Row(f"engine_bulk_{size}[{layout}]", f"engine insert {size}/tx, {layout}", rate, "events/s",
-                           best, "no secondary index", rate / best, "(none)", None))
+            out.append(
+                Row(
+                    f"engine_bulk_{size}[{layout}]",
+                    f"engine insert {size}/tx, {layout}",
+                    rate,
+                    "events/s",
+                    best,
+                    "no secondary index",
+                    rate / best,
+                    "(none)",
+                    None,
+                )
+            )
     return out
 
 
@@ -68,5 +116,7 @@ def summary(null: Latencies, daemon: Latencies) -> str:
     def line(name: str, rate: Rate) -> str:
         return f"{name} p50 {rate.p50_ms:.2f} ms, p99 {rate.p99_ms:.2f} ms"
 
-    return (f"sequential: daemon {line('AppendEvents', daemon.append)}; {line('GetRun', daemon.get_run)}; "
-            f"no-storage {line('AppendEvents', null.append)}; {line('GetRun', null.get_run)}")
+    return (
+        f"sequential: daemon {line('AppendEvents', daemon.append)}; {line('GetRun', daemon.get_run)}; "
+        f"no-storage {line('AppendEvents', null.append)}; {line('GetRun', null.get_run)}"
+    )

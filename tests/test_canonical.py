@@ -29,8 +29,17 @@ def test_matches_reference_encoder(value: Any) -> None:
 @pytest.mark.parametrize(
     "value",
     [
-        1.0, -0.0, 2.0**53, 2.0**60, 1e21, 1e-7, 0.0001, 1.5e16, 123.456,
-        "\u2028\x00\x1f\"\\", {"\U0001f600": 1, "\ufb01": 2},
+        1.0,
+        -0.0,
+        2.0**53,
+        2.0**60,
+        1e21,
+        1e-7,
+        0.0001,
+        1.5e16,
+        123.456,
+        '\u2028\x00\x1f"\\',
+        {"\U0001f600": 1, "\ufb01": 2},
     ],
 )
 def test_edge_cases_match_reference(value: Any) -> None:

@@ -165,7 +165,8 @@ async def test_memory_a_checkpoint_frees_goes_back_to_the_os(tmp_path: Path) -> 
         heap.trim()
         before = rss_mb(os.getpid())
         await db.query(
-            "FOR $n IN 1..=60000 { CREATE type::record('probe', $n) SET n = $n, pad = string::repeat('p', 200) };")
+            "FOR $n IN 1..=60000 { CREATE type::record('probe', $n) SET n = $n, pad = string::repeat('p', 200) };"
+        )
         grown = rss_mb(os.getpid()) - before
         assert grown > 30, f"the memtable should hold tens of MB, grew {grown:.0f} MB"
         checkpointer = Checkpointer(db, wal_bytes=1, interval=0.05)
@@ -315,7 +316,8 @@ def test_checkpoints_under_load_lose_and_reorder_nothing(tmp_path: Path) -> None
             stored = {
                 e.seq: e.payload.fields["token"].number_value
                 for message in events.ReadEvents(es.ReadEventsRequest(run_id=run_id))
-                for e in message.events if "token" in e.payload.fields
+                for e in message.events
+                if "token" in e.payload.fields
             }
             for first, last, tokens in acks:
                 assert [stored[seq] for seq in range(first, last + 1)] == tokens, (first, last)
@@ -339,8 +341,16 @@ def _small_host_launcher(tmp_path: Path) -> list[str]:
             line = f"{name}:         800000 kB"
         lines.append(line)
     fake.write_text("\n".join(lines) + "\n")
-    launcher = ["unshare", "-m", "--propagation", "private", "sh", "-c",
-                f'mount --bind "{fake}" /proc/meminfo && exec "$@"', "sh"]
+    launcher = [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        f'mount --bind "{fake}" /proc/meminfo && exec "$@"',
+        "sh",
+    ]
     probe = subprocess.run([*launcher, "head", "-1", "/proc/meminfo"], capture_output=True, text=True)
     if probe.returncode != 0 or "1000000" not in probe.stdout:
         pytest.skip(f"cannot fake a small host here: {probe.stderr.strip()[:200]}")
@@ -357,8 +367,12 @@ def test_a_small_host_ingests_past_the_engines_stall(tmp_path: Path) -> None:
     without them an event writes less, and 130k events rotate the log only once.
     """
     launcher = _small_host_launcher(tmp_path)
-    daemon = start_daemon(tmp_path, f"surrealkv://{tmp_path / 'data'}",
-                          extra=["--checkpoint-wal-mb", "1000", "--seed-indexes"], launcher=launcher)
+    daemon = start_daemon(
+        tmp_path,
+        f"surrealkv://{tmp_path / 'data'}",
+        extra=["--checkpoint-wal-mb", "1000", "--seed-indexes"],
+        launcher=launcher,
+    )
     try:
         with daemon.channel() as channel:
             runs = run_ledger_pb2_grpc.RunLedgerStub(channel)

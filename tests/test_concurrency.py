@@ -173,7 +173,7 @@ async def test_two_ledgers_on_one_handle_share_the_sequence(db_url: str) -> None
         sizes = [1, 5, 1, 30, 2, 1, 11, 1, 60, 3]  # 115 per writer
         await asyncio.gather(
             *(
-                writer(ledger, f"{side}{w}", sizes[w % len(sizes):] + sizes[: w % len(sizes)])
+                writer(ledger, f"{side}{w}", sizes[w % len(sizes) :] + sizes[: w % len(sizes)])
                 for side, ledger in (("a", first), ("b", second))
                 for w in range(8)
             )
@@ -213,8 +213,9 @@ async def test_two_ledgers_with_optimistic_writers_never_both_win(db_url: str) -
                 assert answer.first_seq == head + 1
                 wins.append(Ack(answer.first_seq, answer.last_seq, sent))
 
-        await asyncio.gather(*(optimist(ledger, f"{side}{w}") for side, ledger in (("a", first), ("b", second))
-                               for w in range(4)))
+        await asyncio.gather(
+            *(optimist(ledger, f"{side}{w}") for side, ledger in (("a", first), ("b", second)) for w in range(4))
+        )
         stored = [(e.seq, e.payload) async for window in first.events.read(run.run_id) for e in window]
         check_stored(stored, wins, 2 * len(wins))
         assert all(payload["after"] == seq - 1 - payload["i"] for seq, payload in stored)

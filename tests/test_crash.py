@@ -26,6 +26,7 @@ from harness.supervisor import Connection, Supervisor, connect
 KILLS = int(os.environ.get("AIVCS_CRASH_KILLS", "20"))
 SEED = int(os.environ.get("AIVCS_CRASH_SEED", str(random.randrange(1_000_000))))
 
+
 def explain(verdict: Verdict) -> str:
     fields = {k: v for k, v in vars(verdict).items() if k != "problems"}
     return f"seed {SEED}: {fields}\nproblems: {verdict.problems[:20]}"
@@ -34,8 +35,11 @@ def explain(verdict: Verdict) -> str:
 def assert_intact(verdict: Verdict, every_batch_acknowledged: bool) -> None:
     """Every invariant of the ledger, as figures, so a failure shows all of them at once."""
     broken = {
-        "duplicates": verdict.duplicates, "gaps": verdict.gaps, "partial": verdict.partial,
-        "invented": verdict.invented, "verify_failed": verdict.verify_failed,
+        "duplicates": verdict.duplicates,
+        "gaps": verdict.gaps,
+        "partial": verdict.partial,
+        "invented": verdict.invented,
+        "verify_failed": verdict.verify_failed,
         "problems": len([p for p in verdict.problems if "replay answered" not in p]),
     }
     assert not any(broken.values()), explain(verdict)
@@ -118,7 +122,8 @@ def test_appends_acknowledged_after_a_torn_wal_tail_was_repaired_survive_the_nex
             for index, item in enumerate(items):
                 item.payload.update({"token": f"{prefix}{number}.{index}"})
             reply = connection.events.AppendEvents(
-                es.AppendEventsRequest(run_id=run_id, events=items, idempotency_key=f"{prefix}{number}"), timeout=30)
+                es.AppendEventsRequest(run_id=run_id, events=items, idempotency_key=f"{prefix}{number}"), timeout=30
+            )
             acknowledged.update({f"{prefix}{number}.{i}": reply.first_seq + i for i in range(10)})
         return acknowledged
 
@@ -135,8 +140,11 @@ def test_appends_acknowledged_after_a_torn_wal_tail_was_repaired_survive_the_nex
             acknowledged = append_batches(connection, "b")
         supervisor.kill()
         with connect(supervisor.start()) as connection:
-            stored = {e.payload.fields["token"].string_value: e.seq for m in connection.events.ReadEvents(
-                es.ReadEventsRequest(run_id=run_id), timeout=30) for e in m.events}
+            stored = {
+                e.payload.fields["token"].string_value: e.seq
+                for m in connection.events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=30)
+                for e in m.events
+            }
             verdict = connection.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id))
         lost = sorted(token for token, seq in acknowledged.items() if stored.get(token) != seq)
         assert not lost, f"{len(lost)} of {len(acknowledged)} events acknowledged after the repair are gone"

@@ -69,8 +69,11 @@ def test_acknowledged_events_are_all_there_after_a_restart(tmp_path: Path, db_ur
     with serving(tmp_path, db_url) as (runs, events):
         new_run(runs, "kept")
         for n in range(5):
-            events.AppendEvents(es.AppendEventsRequest(
-                run_id="kept", events=batch([{"batch": n, "i": i, "text": "é✓"} for i in range(1 + 20 * n)])))
+            events.AppendEvents(
+                es.AppendEventsRequest(
+                    run_id="kept", events=batch([{"batch": n, "i": i, "text": "é✓"} for i in range(1 + 20 * n)])
+                )
+            )
         before = read_all(events, "kept")
         run_before = runs.GetRun(rl.GetRunRequest(run_id="kept")).run
         new_run(runs, "finished")
@@ -147,14 +150,13 @@ def test_idempotent_retry_after_a_restart_returns_the_original_range(tmp_path: P
         assert (original.first_seq, original.last_seq, original.replayed) == (2, 3, False)
 
     with serving(tmp_path, db_url) as (runs, events):
-        retry = events.AppendEvents(
-            es.AppendEventsRequest(run_id="retry", events=sent, idempotency_key="lost-answer")
-        )
+        retry = events.AppendEvents(es.AppendEventsRequest(run_id="retry", events=sent, idempotency_key="lost-answer"))
         assert (retry.first_seq, retry.last_seq, retry.replayed) == (2, 3, True)
         assert runs.GetRun(rl.GetRunRequest(run_id="retry")).run.total_events == 3
         with pytest.raises(grpc.RpcError) as reused:
-            events.AppendEvents(es.AppendEventsRequest(
-                run_id="retry", events=batch([{"step": 9}]), idempotency_key="lost-answer"))
+            events.AppendEvents(
+                es.AppendEventsRequest(run_id="retry", events=batch([{"step": 9}]), idempotency_key="lost-answer")
+            )
         assert reused.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
         assert "idempotency_key" in reused.value.details()  # type: ignore[attr-defined]
         fresh = events.AppendEvents(es.AppendEventsRequest(run_id="retry", events=sent, idempotency_key="new"))

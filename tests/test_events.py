@@ -65,8 +65,11 @@ def payloads(stored: list[event_pb2.Event]) -> list[dict[str, Any]]:
 
 def test_appends_get_consecutive_seqs_and_are_read_back_as_sent(runs: RunLedgerStub, events: EventStreamStub) -> None:
     run_id = new_run(runs)
-    first = [event("a", {"i": 0, "text": "héllo ✓", "nested": {"list": [1, 2.5, True, None, "x"]}}),
-             event("b", {"i": 1}), event("c")]
+    first = [
+        event("a", {"i": 0, "text": "héllo ✓", "nested": {"list": [1, 2.5, True, None, "x"]}}),
+        event("b", {"i": 1}),
+        event("c"),
+    ]
     assert (append(events, run_id, first).first_seq, append(events, run_id, first).first_seq) == (1, 4)
     single = append(events, run_id, [event("d", {"i": 3})])
     assert (single.first_seq, single.last_seq, single.replayed) == (7, 7, False)
@@ -130,9 +133,7 @@ def test_non_finite_numbers_in_payload_are_invalid_argument(
     assert total(runs, run_id) == 0
 
 
-def test_timestamp_outside_the_protobuf_range_is_invalid_argument(
-    runs: RunLedgerStub, events: EventStreamStub
-) -> None:
+def test_timestamp_outside_the_protobuf_range_is_invalid_argument(runs: RunLedgerStub, events: EventStreamStub) -> None:
     run_id = new_run(runs)
     too_late = event_pb2.EventInput(kind="k", timestamp=timestamp_pb2.Timestamp(seconds=253_402_300_800))
     bad_nanos = event_pb2.EventInput(kind="k", timestamp=timestamp_pb2.Timestamp(seconds=1, nanos=-1))
@@ -144,8 +145,13 @@ def test_timestamp_outside_the_protobuf_range_is_invalid_argument(
 
 @pytest.mark.parametrize(
     "when",
-    [datetime(1, 1, 1, tzinfo=UTC), datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC), datetime(1500, 6, 1, tzinfo=UTC),
-     datetime(2300, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)],
+    [
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC),
+        datetime(1500, 6, 1, tzinfo=UTC),
+        datetime(2300, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),
+    ],
     ids=lambda d: str(d.year),
 )
 def test_any_valid_protobuf_timestamp_is_stored_or_refused_by_name(
@@ -429,8 +435,9 @@ def test_large_runs_are_read_in_chunks_under_4_mib(
 def rfc3339_nanos(ts: timestamp_pb2.Timestamp) -> str:
     """RFC 3339 in UTC with exactly nine fractional digits and "Z", written out field by field."""
     day = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=ts.seconds)
-    return (f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{day.hour:02d}:{day.minute:02d}:{day.second:02d}"
-            f".{ts.nanos:09d}Z")
+    return (
+        f"{day.year:04d}-{day.month:02d}-{day.day:02d}T{day.hour:02d}:{day.minute:02d}:{day.second:02d}.{ts.nanos:09d}Z"
+    )
 
 
 def documented_digest(prev: str, stored: event_pb2.Event) -> str:
@@ -447,14 +454,21 @@ def documented_digest(prev: str, stored: event_pb2.Event) -> str:
 
 def test_event_digest_follows_the_documented_canonical_form(runs: RunLedgerStub, events: EventStreamStub) -> None:
     run_id = new_run(runs)
-    append(events, run_id, [
-        event("first", {"text": "héllo \u2028 \"quoted\" ✓ 𝄞", "n": 1.5, "big": 1e21, "small": 1e-7, "neg": -3}),
-        event("no-payload"),
-        event("nested", {"z": [1, {"b": False, "a": True}], "a": {"y": "", "x": [[]]}},
-              at_ns=1_767_323_045 * NANOS + 6),
-        event("epoch", {"k": "v"}, at_ns=0),
-        event("pre-epoch", {}, at_ns=-1),
-    ])
+    append(
+        events,
+        run_id,
+        [
+            event("first", {"text": 'héllo \u2028 "quoted" ✓ 𝄞', "n": 1.5, "big": 1e21, "small": 1e-7, "neg": -3}),
+            event("no-payload"),
+            event(
+                "nested",
+                {"z": [1, {"b": False, "a": True}], "a": {"y": "", "x": [[]]}},
+                at_ns=1_767_323_045 * NANOS + 6,
+            ),
+            event("epoch", {"k": "v"}, at_ns=0),
+            event("pre-epoch", {}, at_ns=-1),
+        ],
+    )
     append(events, run_id, [event("second-batch", {"ints": [0, 10, 2**52]})])
     stored = read(events, run_id)
     assert len(stored) == 6

@@ -90,9 +90,13 @@ async def client() -> AsyncIterator[Client]:
         faults = StoreFaults(daemon, timeout=DB_TIMEOUT)
         try:
             yield Client(
-                daemon, channel, run_ledger_pb2_grpc.RunLedgerStub(channel),
-                event_stream_pb2_grpc.EventStreamStub(channel), release_registry_pb2_grpc.ReleaseRegistryStub(channel),
-                health_pb2_grpc.HealthStub(channel), faults,
+                daemon,
+                channel,
+                run_ledger_pb2_grpc.RunLedgerStub(channel),
+                event_stream_pb2_grpc.EventStreamStub(channel),
+                release_registry_pb2_grpc.ReleaseRegistryStub(channel),
+                health_pb2_grpc.HealthStub(channel),
+                faults,
             )
         finally:
             faults.restore()
@@ -123,8 +127,9 @@ class Batch:
         return es.AppendEventsRequest(run_id=self.run_id, events=self.inputs(), idempotency_key=self.key)
 
     def ingest_request(self, batch_id: int) -> es.IngestEventsRequest:
-        return es.IngestEventsRequest(batch_id=batch_id, run_id=self.run_id, events=self.inputs(),
-                                      idempotency_key=self.key)
+        return es.IngestEventsRequest(
+            batch_id=batch_id, run_id=self.run_id, events=self.inputs(), idempotency_key=self.key
+        )
 
 
 async def append(client: Client, batch: Batch, deadline: float = 10) -> tuple[int, int] | Code:
@@ -139,7 +144,8 @@ async def append(client: Client, batch: Batch, deadline: float = 10) -> tuple[in
 async def ingest(client: Client, batches: list[Batch], deadline: float = 20) -> dict[str, tuple[int, int] | Code]:
     """Send every batch on one IngestEvents stream; each batch's answer, by key."""
     call = client.events.IngestEvents(
-        (b.ingest_request(i) for i, b in enumerate(batches)), timeout=deadline  # type: ignore[arg-type]
+        (b.ingest_request(i) for i, b in enumerate(batches)),
+        timeout=deadline,  # type: ignore[arg-type]
     )
     answers: dict[str, tuple[int, int] | Code] = {}
     try:
@@ -218,7 +224,8 @@ async def every_rpc(client: Client, run_id: str, done_run: str) -> dict[str, Cod
     calls: dict[str, Callable[[], Awaitable[Any]]] = {
         "CreateRun": lambda: client.runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="faults")),
         "CreateRun(retry)": lambda: client.runs.CreateRun(
-            rl.CreateRunRequest(spec_digest=SPEC, agent_name="faults", run_id=run_id)),
+            rl.CreateRunRequest(spec_digest=SPEC, agent_name="faults", run_id=run_id)
+        ),
         "GetRun": lambda: client.runs.GetRun(rl.GetRunRequest(run_id=run_id)),
         "ListRuns": lambda: client.runs.ListRuns(rl.ListRunsRequest(agent_name="faults")),
         "CompleteRun": lambda: client.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id, expected_total_events=99)),
@@ -226,14 +233,19 @@ async def every_rpc(client: Client, run_id: str, done_run: str) -> dict[str, Cod
         "CancelRun": lambda: client.runs.CancelRun(rl.CancelRunRequest(run_id=done_run)),
         "VerifyRun": lambda: client.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id)),
         "AppendEvents": lambda: client.events.AppendEvents(
-            es.AppendEventsRequest(run_id=run_id, events=[event], expected_last_seq=99)),
+            es.AppendEventsRequest(run_id=run_id, events=[event], expected_last_seq=99)
+        ),
         "ReadEvents": lambda: _drain(client.events.ReadEvents(es.ReadEventsRequest(run_id=run_id))),
         "SubscribeEvents": lambda: _drain(client.events.SubscribeEvents(es.SubscribeEventsRequest(run_id=done_run))),
         "IngestEvents": lambda: _ingest_one(client, run_id, event),
-        "Promote": lambda: client.releases.Promote(rr.PromoteRequest(
-            agent_name="faults-agent", spec_digest=SPEC, promoted_by="t", expected_current_spec_digest=OTHER_SPEC)),
-        "Rollback": lambda: client.releases.Rollback(rr.RollbackRequest(
-            agent_name="faults-agent", promoted_by="t", expected_current_spec_digest=OTHER_SPEC)),
+        "Promote": lambda: client.releases.Promote(
+            rr.PromoteRequest(
+                agent_name="faults-agent", spec_digest=SPEC, promoted_by="t", expected_current_spec_digest=OTHER_SPEC
+            )
+        ),
+        "Rollback": lambda: client.releases.Rollback(
+            rr.RollbackRequest(agent_name="faults-agent", promoted_by="t", expected_current_spec_digest=OTHER_SPEC)
+        ),
         "GetCurrent": lambda: client.releases.GetCurrent(rr.GetCurrentRequest(agent_name="faults-agent")),
         "GetHistory": lambda: client.releases.GetHistory(rr.GetHistoryRequest(agent_name="faults-agent")),
     }
@@ -269,8 +281,9 @@ async def _ingest_one(client: Client, run_id: str, event: event_pb2.EventInput) 
 async def prepared(client: Client) -> tuple[str, str, list[event_pb2.Event]]:
     """A running run with events, a completed one, and a release history: what faults must not change."""
     run_id = await client.new_run()
-    await client.events.AppendEvents(es.AppendEventsRequest(
-        run_id=run_id, events=[event_pb2.EventInput(kind="k") for _ in range(5)]))
+    await client.events.AppendEvents(
+        es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="k") for _ in range(5)])
+    )
     done_run = await client.new_run()
     await client.runs.CompleteRun(rl.CompleteRunRequest(run_id=done_run))
     await client.releases.Promote(rr.PromoteRequest(agent_name="faults-agent", spec_digest=SPEC, promoted_by="t"))
@@ -299,8 +312,9 @@ async def test_every_rpc_answers_unavailable_or_aborted_while_the_store_fails(cl
     assert not wrong, f"with the store failing ({name}), these RPCs answered other than UNAVAILABLE/ABORTED: {wrong}"
     await client.wait_health(SERVING)
     assert await client.read(run_id) == before
-    assert (await client.releases.GetCurrent(rr.GetCurrentRequest(agent_name="faults-agent"))).release.spec_digest \
-        == SPEC
+    assert (
+        await client.releases.GetCurrent(rr.GetCurrentRequest(agent_name="faults-agent"))
+    ).release.spec_digest == SPEC
     await assert_recovered(client)
 
 
@@ -389,8 +403,9 @@ async def test_a_write_that_executed_but_failed_reaches_subscribers_once(client:
     await client.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id, expected_total_events=9))
     await asyncio.wait_for(follower, timeout=15)
     assert seen == list(range(1, 10))
-    await assert_whole_or_absent(client, [first, lost_answer, third],
-                                 {"sub-1": (1, 3), "sub-2": (4, 7), "sub-3": (8, 9)}, must_be_stored=True)
+    await assert_whole_or_absent(
+        client, [first, lost_answer, third], {"sub-1": (1, 3), "sub-2": (4, 7), "sub-3": (8, 9)}, must_be_stored=True
+    )
 
 
 async def test_create_run_retry_after_an_executed_but_failed_create_returns_the_run(client: Client) -> None:
@@ -408,8 +423,9 @@ async def test_a_read_failing_mid_stream_ends_unavailable_not_ok(client: Client)
     """A read that loses the store after its first window must not end OK with events missing."""
     run_id = await client.new_run("longread")
     for _ in range(5):
-        await client.events.AppendEvents(es.AppendEventsRequest(
-            run_id=run_id, events=[event_pb2.EventInput(kind="k") for _ in range(500)]))
+        await client.events.AppendEvents(
+            es.AppendEventsRequest(run_id=run_id, events=[event_pb2.EventInput(kind="k") for _ in range(500)])
+        )
     client.faults.install(client.faults.nth(2), only=lambda sql: "run_events:[" in sql)
     got: list[int] = []
     with pytest.raises(grpc.aio.AioRpcError) as info:

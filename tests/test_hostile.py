@@ -121,8 +121,9 @@ def test_ingest_stream_with_an_unparseable_message_ends_promptly(h: Harness) -> 
     """A valid batch, then bytes that are not an IngestEventsRequest: the first is answered and the
     stream then ends with INVALID_ARGUMENT, not left open until the client's deadline."""
     good = es.IngestEventsRequest(batch_id=1, run_id=SCRATCH, events=[event_pb2.EventInput(kind="k")])
-    call = h.channel.stream_stream(PATHS["IngestEvents"])(iter([good.SerializeToString(), b"\x12\x03\xff\xfe\xfd"]),
-                                                          timeout=10)
+    call = h.channel.stream_stream(PATHS["IngestEvents"])(
+        iter([good.SerializeToString(), b"\x12\x03\xff\xfe\xfd"]), timeout=10
+    )
     replies = []
     with pytest.raises(grpc.RpcError) as info:
         replies.extend(es.IngestEventsResponse.FromString(raw) for raw in call)
@@ -146,8 +147,9 @@ def test_messages_at_the_size_limits(h: Harness) -> None:
     assert code == Code.RESOURCE_EXHAUSTED, details  # over the message limit: refused by the transport
     code, _, details = h.call("GetRun", rl.GetRunRequest(run_id="r" * (limit - 1024)))
     assert code == Code.INVALID_ARGUMENT and "run_id" in details, details
-    code, _, details = h.call("AppendEvents", es.AppendEventsRequest(
-        run_id=SCRATCH, events=[event_pb2.EventInput(kind="k")] * 1001))
+    code, _, details = h.call(
+        "AppendEvents", es.AppendEventsRequest(run_id=SCRATCH, events=[event_pb2.EventInput(kind="k")] * 1001)
+    )
     assert code == Code.INVALID_ARGUMENT and "events" in details, details
     wide_payload = event_pb2.EventInput(kind="wide")
     wide_payload.payload.update(wide(40_000))
@@ -158,20 +160,30 @@ def test_messages_at_the_size_limits(h: Harness) -> None:
 
 OUT_OF_RANGE = {
     "CompleteRun expected_total_events=2**64-1": (
-        "CompleteRun", lambda run_id: rl.CompleteRunRequest(run_id=run_id, expected_total_events=U64_MAX),
-        {Code.FAILED_PRECONDITION}),
+        "CompleteRun",
+        lambda run_id: rl.CompleteRunRequest(run_id=run_id, expected_total_events=U64_MAX),
+        {Code.FAILED_PRECONDITION},
+    ),
     "FailRun expected_total_events=2**63": (
-        "FailRun", lambda run_id: rl.FailRunRequest(run_id=run_id, expected_total_events=2**63),
-        {Code.FAILED_PRECONDITION}),
+        "FailRun",
+        lambda run_id: rl.FailRunRequest(run_id=run_id, expected_total_events=2**63),
+        {Code.FAILED_PRECONDITION},
+    ),
     "CompleteRun duration_ms=2**64-1": (
-        "CompleteRun", lambda run_id: rl.CompleteRunRequest(run_id=run_id, duration_ms=U64_MAX),
-        {Code.OK, Code.INVALID_ARGUMENT}),
+        "CompleteRun",
+        lambda run_id: rl.CompleteRunRequest(run_id=run_id, duration_ms=U64_MAX),
+        {Code.OK, Code.INVALID_ARGUMENT},
+    ),
     "FailRun duration_ms=2**63": (
-        "FailRun", lambda run_id: rl.FailRunRequest(run_id=run_id, duration_ms=2**63),
-        {Code.OK, Code.INVALID_ARGUMENT}),
+        "FailRun",
+        lambda run_id: rl.FailRunRequest(run_id=run_id, duration_ms=2**63),
+        {Code.OK, Code.INVALID_ARGUMENT},
+    ),
     "CancelRun duration_ms=2**64-1": (
-        "CancelRun", lambda run_id: rl.CancelRunRequest(run_id=run_id, duration_ms=U64_MAX),
-        {Code.OK, Code.INVALID_ARGUMENT}),
+        "CancelRun",
+        lambda run_id: rl.CancelRunRequest(run_id=run_id, duration_ms=U64_MAX),
+        {Code.OK, Code.INVALID_ARGUMENT},
+    ),
 }
 
 
@@ -233,8 +245,9 @@ def test_non_finite_numbers_are_invalid_argument(h: Harness, where: str, number:
     if where == "AppendEvents payload":
         code, _, details = h.call("AppendEvents", es.AppendEventsRequest(run_id=SCRATCH, events=[item]))
     elif where == "IngestEvents payload":
-        code, [reply], details = h.call("IngestEvents", [es.IngestEventsRequest(batch_id=9, run_id=SCRATCH,
-                                                                                 events=[item])])
+        code, [reply], details = h.call(
+            "IngestEvents", [es.IngestEventsRequest(batch_id=9, run_id=SCRATCH, events=[item])]
+        )
         assert code == Code.OK, details
         code = next(c for c in Code if c.value[0] == reply.error.code)
         details = reply.error.message
@@ -249,9 +262,19 @@ FULL_PRECISION = [
     pytest.param(0.30000000000000004, id="0.30000000000000004"),
     pytest.param(5e-324, id="5e-324"),
     # encoding::json::decode (SurrealDB 3.2.4) misread these by an ulp; payloads now travel as CBOR.
-    *(pytest.param(n, id=repr(n)) for n in (
-        0.9937835237324099, 0.044416720951494404, 912068.5437784989, 123456789.12345679, 4503599627370495.5,
-        9007199254740991.0, 5.0648043582861686e113, 2.5532447734070495e-147)),
+    *(
+        pytest.param(n, id=repr(n))
+        for n in (
+            0.9937835237324099,
+            0.044416720951494404,
+            912068.5437784989,
+            123456789.12345679,
+            4503599627370495.5,
+            9007199254740991.0,
+            5.0648043582861686e113,
+            2.5532447734070495e-147,
+        )
+    ),
 ]
 
 
@@ -273,4 +296,3 @@ def test_zz_daemon_serving_and_reference_data_unchanged(module: Module) -> None:
     h.assert_alive("the hostile tests")
     assert h.serving()
     assert h.snapshot() == module.before
-

@@ -157,8 +157,9 @@ def test_run_of_a_killed_writer_is_failed_with_the_reason(daemon: DaemonProcess,
     run = wait_terminal(runs, run_id)
     assert_failed_for_inactivity(run, 1000, events=2)
     # A late heartbeat or append from a writer that comes back learns the run was ended.
-    assert "FAILED" in refused(lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=run_id), timeout=WAIT),
-                               Code.FAILED_PRECONDITION)
+    assert "FAILED" in refused(
+        lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=run_id), timeout=WAIT), Code.FAILED_PRECONDITION
+    )
     lines = [line for line in daemon.log().splitlines() if FAILED_LINE in line and run_id in line]
     assert len(lines) == 1, lines
     assert AGENT in lines[0] and "2 events" in lines[0] and "(inactivity timeout)" in lines[0]
@@ -195,9 +196,7 @@ def test_appends_reset_the_timeout(runs: RunLedgerStub, events: EventStreamStub)
     assert_failed_for_inactivity(wait_terminal(runs, run.run_id), 1500, events=appended)
 
 
-def test_subscription_to_an_abandoned_run_ends_when_it_is_failed(
-    runs: RunLedgerStub, events: EventStreamStub
-) -> None:
+def test_subscription_to_an_abandoned_run_ends_when_it_is_failed(runs: RunLedgerStub, events: EventStreamStub) -> None:
     """What `aivcs-ledger events tail --follow` relies on: the stream ends with OK once the daemon fails the run."""
     run = create(runs, 1000)
     append(events, run.run_id, 2)
@@ -240,11 +239,11 @@ def test_no_timeout_unless_asked_and_zero_means_never(runs: RunLedgerStub, event
 
 
 def test_bad_input_is_refused_naming_the_field(runs: RunLedgerStub) -> None:
-    assert "run_id" in refused(lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=""), timeout=WAIT),
-                               Code.INVALID_ARGUMENT)
+    assert "run_id" in refused(
+        lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=""), timeout=WAIT), Code.INVALID_ARGUMENT
+    )
     missing = f"missing-{uuid.uuid4()}"
-    assert missing in refused(lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=missing), timeout=WAIT),
-                              Code.NOT_FOUND)
+    assert missing in refused(lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=missing), timeout=WAIT), Code.NOT_FOUND)
     done = create(runs, 60_000)
     runs.CancelRun(rl.CancelRunRequest(run_id=done.run_id, reason="by hand"), timeout=WAIT)
     refused(lambda: runs.Heartbeat(rl.HeartbeatRequest(run_id=done.run_id), timeout=WAIT), Code.FAILED_PRECONDITION)
@@ -264,7 +263,10 @@ def test_the_flag_sets_the_default_and_metrics_count_the_failures(tmp_path: Path
             stub = RunLedgerStub(channel)
             default, never, own = create(stub), create(stub, 0), create(stub, 1500)
             assert (default.inactivity_timeout_ms, never.inactivity_timeout_ms, own.inactivity_timeout_ms) == (
-                1000, 0, 1500)
+                1000,
+                0,
+                1500,
+            )
             assert_failed_for_inactivity(wait_terminal(stub, default.run_id), 1000, events=0)
             assert_failed_for_inactivity(wait_terminal(stub, own.run_id), 1500, events=0)
             assert get(stub, never.run_id).status == run_pb2.RUN_STATUS_RUNNING
@@ -295,12 +297,28 @@ def test_a_bad_flag_value_stops_the_daemon_naming_the_flag(tmp_path: Path, value
 
 def test_durations() -> None:
     assert [parse_duration_ms(text) for text in ["0", "30", "1.5", ".5", "250ms", "30s", "5m", "1h30m", "2d"]] == [
-        0, 30_000, 1500, 500, 250, 30_000, 300_000, 5_400_000, 172_800_000]
+        0,
+        30_000,
+        1500,
+        500,
+        250,
+        30_000,
+        300_000,
+        5_400_000,
+        172_800_000,
+    ]
     for text in ["", "s", "abc", "-1", "1h 30m", "5x"]:
         with pytest.raises(ValueError):
             parse_duration_ms(text)
     assert [format_duration_ms(ms) for ms in [250, 1000, 1500, 30_000, 90_000, 90_500, 3_600_000]] == [
-        "250ms", "1s", "1.5s", "30s", "1m30s", "90.5s", "1h"]
+        "250ms",
+        "1s",
+        "1.5s",
+        "30s",
+        "1m30s",
+        "90.5s",
+        "1h",
+    ]
 
 
 async def test_the_sweepers_query_is_one_range_scan_of_the_deadline_index() -> None:

@@ -97,7 +97,7 @@ def assert_ranges_hold_their_batches(
     for first, last, tokens in sorted(log):
         assert first == expected_first, f"gap or overlap at seq {expected_first}: next range starts at {first}"
         assert last - first + 1 == len(tokens), f"range {first}..{last} for a batch of {len(tokens)}"
-        assert [token for _, token in stored_events[first - 1:last]] == tokens
+        assert [token for _, token in stored_events[first - 1 : last]] == tokens
         expected_first = last + 1
     assert expected_first - 1 == len(stored_events), "stored events that no acknowledgement accounts for"
 
@@ -378,7 +378,7 @@ def test_cancelled_stream_keeps_every_acknowledged_batch_and_tears_none(
     assert total_events(runs, run_id) == len(after)
     assert after[marker.first_seq - 1] == (marker.first_seq, "marker/0")
     for first, last, tokens in acked:
-        assert [token for _, token in after[first - 1:last]] == tokens, f"acknowledged batch at {first} lost"
+        assert [token for _, token in after[first - 1 : last]] == tokens, f"acknowledged batch at {first} lost"
     # Unacknowledged batches may or may not have been written, but only whole, and only in the order sent.
     positions: dict[int, list[tuple[int, int]]] = {}
     for seq, token in after:
@@ -409,8 +409,9 @@ def test_cancelled_streams_give_back_their_append_slots(daemon: DaemonProcess, r
             assert not next(call).HasField("error")
             call.cancel()
         single = stub.AppendEvents(es.AppendEventsRequest(run_id=rest, events=[event("after/0")]), timeout=30)
-        answers = list(stub.IngestEvents(iter([make_batch(n, rest, 1, tag="after-").request()
-                                               for n in range(300)]), timeout=30))
+        answers = list(
+            stub.IngestEvents(iter([make_batch(n, rest, 1, tag="after-").request() for n in range(300)]), timeout=30)
+        )
         watch.cancel()
     assert [a.last_seq - a.first_seq for a in answers] == [0] * 300
     assert answers[0].first_seq > single.last_seq

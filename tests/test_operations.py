@@ -89,8 +89,9 @@ async def test_health_flips_with_the_database_and_rpcs_answer_unavailable_meanwh
             # Every kind of call answers UNAVAILABLE within the database timeout; none hangs.
             await expect_unavailable(stubs.runs.GetRun(rl.GetRunRequest(run_id=run_id), timeout=10))
             await expect_unavailable(stubs.runs.ListRuns(rl.ListRunsRequest(), timeout=10))
-            await expect_unavailable(stubs.runs.CreateRun(
-                rl.CreateRunRequest(spec_digest=SPEC, agent_name="ops-agent"), timeout=10))
+            await expect_unavailable(
+                stubs.runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="ops-agent"), timeout=10)
+            )
             await expect_unavailable(stubs.append(run_id))
             await expect_unavailable(stubs.append(run_id))  # a second write waits on no stuck lock
             await expect_unavailable(stubs.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id), timeout=10))
@@ -118,8 +119,7 @@ async def test_ingest_stream_answers_each_batch_unavailable_while_the_database_i
         fault = StoreFaults(daemon)
         fault.fail()
         requests = [
-            es.IngestEventsRequest(batch_id=n, run_id=run_id, events=[event_pb2.EventInput(kind="k")])
-            for n in (1, 2)
+            es.IngestEventsRequest(batch_id=n, run_id=run_id, events=[event_pb2.EventInput(kind="k")]) for n in (1, 2)
         ]
         began = time.monotonic()
         answers = [answer async for answer in stubs.events.IngestEvents(iter(requests), timeout=10)]
@@ -247,8 +247,14 @@ def test_daemon_flags_json_logs_and_metrics_port(tmp_path: Path) -> None:
                 events.AppendEvents(es.AppendEventsRequest(run_id=run_id, events=[event]))
         # The interceptor counts a call once its status is sent: the client may see it first.
         deadline = time.monotonic() + 10
-        while (refusals := sample(scrape(metrics_port), "grpc_server_handled_total", grpc_method="AppendEvents",
-                                  grpc_code="FAILED_PRECONDITION")) < 1 and time.monotonic() < deadline:
+        while (
+            refusals := sample(
+                scrape(metrics_port),
+                "grpc_server_handled_total",
+                grpc_method="AppendEvents",
+                grpc_code="FAILED_PRECONDITION",
+            )
+        ) < 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert refusals == 1
     finally:

@@ -29,12 +29,27 @@ async def test_the_next_window_reaches_the_engine_before_the_reader_handles_this
     try:
         await init_schema(db)
         now = time.time_ns()
-        await create_run(db, Run(
-            run_id="ahead", spec_digest="a" * 64, agent_name="agent", git_sha=None, tags={},
-            evaluation=Evaluation(), status=RunStatus.RUNNING, total_events=0, final_state_digest=None,
-            duration_ms=0, success=False, created_at=ns_to_datetime(now), completed_at=None,
-            events_digest="", status_reason="", created_ns=now,
-        ))
+        await create_run(
+            db,
+            Run(
+                run_id="ahead",
+                spec_digest="a" * 64,
+                agent_name="agent",
+                git_sha=None,
+                tags={},
+                evaluation=Evaluation(),
+                status=RunStatus.RUNNING,
+                total_events=0,
+                final_state_digest=None,
+                duration_ms=0,
+                success=False,
+                created_at=ns_to_datetime(now),
+                completed_at=None,
+                events_digest="",
+                status_reason="",
+                created_ns=now,
+            ),
+        )
         await events.append("ahead", [NewEvent("step", {"n": n}, None) for n in range(200)])
         reads: list[tuple[int, int]] = []  # (from_seq, to_seq) of each range read, as it reaches the engine
 

@@ -239,8 +239,17 @@ class _Refused(grpc.RpcError):
         return self._details
 
 
-RUN_RPCS = ["GetRun", "CompleteRun", "FailRun", "CancelRun", "VerifyRun", "AppendEvents", "ReadEvents",
-            "SubscribeEvents", "IngestEvents"]
+RUN_RPCS = [
+    "GetRun",
+    "CompleteRun",
+    "FailRun",
+    "CancelRun",
+    "VerifyRun",
+    "AppendEvents",
+    "ReadEvents",
+    "SubscribeEvents",
+    "IngestEvents",
+]
 
 
 @pytest.mark.parametrize("rpc", RUN_RPCS)
@@ -473,8 +482,9 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunLedger
             stub = run_ledger_pb2_grpc.RunLedgerStub(channel)
             combos = list(itertools.product(["s1", "s2"], ["agent-a", "agent-b"], ["g1", "g2", None], range(4)))
             # Interleave so that no filter selects a contiguous stretch of history.
-            combos = combos[::7] + combos[1::7] + combos[2::7] + combos[3::7] + combos[4::7] + combos[5::7] + combos[
-                6::7]
+            combos = (
+                combos[::7] + combos[1::7] + combos[2::7] + combos[3::7] + combos[4::7] + combos[5::7] + combos[6::7]
+            )
             made = []
             for spec, agent, sha, status_index in combos:
                 fields: dict[str, Any] = {"spec_digest": digest(spec), "agent_name": agent}
@@ -673,15 +683,29 @@ def test_created_bounds_anywhere_in_the_timestamp_range_are_answered(runs: RunLe
         ("CreateRun", rl.CreateRunRequest(spec_digest=SPEC, agent_name="a" * 257), "agent_name"),
         ("CreateRun", rl.CreateRunRequest(spec_digest=SPEC, agent_name="a", run_id="a\x00b"), "run_id"),
         ("CreateRun", rl.CreateRunRequest(spec_digest=SPEC, agent_name="a", git_sha="g" * 257), "git_sha"),
-        ("CreateRun", rl.CreateRunRequest(spec_digest=SPEC, agent_name="a", evaluation=run_pb2.EvaluationMetadata(
-            rubric_path="r" * 5000)), "rubric_path"),
+        (
+            "CreateRun",
+            rl.CreateRunRequest(
+                spec_digest=SPEC, agent_name="a", evaluation=run_pb2.EvaluationMetadata(rubric_path="r" * 5000)
+            ),
+            "rubric_path",
+        ),
         ("GetRun", rl.GetRunRequest(run_id="a\x00b"), "run_id"),
         ("ListRuns", rl.ListRunsRequest(created_after=timestamp_pb2.Timestamp(seconds=2**62)), "created_after"),
         ("ListRuns", rl.ListRunsRequest(created_before=timestamp_pb2.Timestamp(nanos=-5)), "created_before"),
         ("ListRuns", rl.ListRunsRequest(page_token="x" * 10_000), "page_token"),
     ],
-    ids=["agent-nul", "agent-long", "run-id-nul", "git-sha-long", "rubric-long", "get-nul", "after-range",
-         "before-nanos", "token-long"],
+    ids=[
+        "agent-nul",
+        "agent-long",
+        "run-id-nul",
+        "git-sha-long",
+        "rubric-long",
+        "get-nul",
+        "after-range",
+        "before-nanos",
+        "token-long",
+    ],
 )
 def test_malformed_requests_are_invalid_argument_naming_the_field(
     runs: RunLedgerStub, rpc: str, request_: Any, field: str

@@ -94,18 +94,22 @@ def write_calls(stubs: Stubs, run_id: str) -> dict[str, Any]:
     ingest = [es.IngestEventsRequest(batch_id=1, run_id=run_id, events=events)]
     return {
         "CreateRun": lambda: stubs.runs.CreateRun(
-            rl.CreateRunRequest(spec_digest=SPEC, agent_name="a"), metadata=md, timeout=5),
+            rl.CreateRunRequest(spec_digest=SPEC, agent_name="a"), metadata=md, timeout=5
+        ),
         "CompleteRun": lambda: stubs.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id), metadata=md, timeout=5),
         "FailRun": lambda: stubs.runs.FailRun(rl.FailRunRequest(run_id=run_id), metadata=md, timeout=5),
         "CancelRun": lambda: stubs.runs.CancelRun(rl.CancelRunRequest(run_id=run_id), metadata=md, timeout=5),
         "Heartbeat": lambda: stubs.runs.Heartbeat(rl.HeartbeatRequest(run_id=run_id), metadata=md, timeout=5),
         "AppendEvents": lambda: stubs.events.AppendEvents(
-            es.AppendEventsRequest(run_id=run_id, events=events), metadata=md, timeout=5),
+            es.AppendEventsRequest(run_id=run_id, events=events), metadata=md, timeout=5
+        ),
         "IngestEvents": lambda: _drain(stubs.events.IngestEvents(iter(ingest), metadata=md, timeout=5)),
         "Promote": lambda: stubs.releases.Promote(
-            rr.PromoteRequest(agent_name="a", spec_digest=SPEC, promoted_by="t"), metadata=md, timeout=5),
+            rr.PromoteRequest(agent_name="a", spec_digest=SPEC, promoted_by="t"), metadata=md, timeout=5
+        ),
         "Rollback": lambda: stubs.releases.Rollback(
-            rr.RollbackRequest(agent_name="a", promoted_by="t"), metadata=md, timeout=5),
+            rr.RollbackRequest(agent_name="a", promoted_by="t"), metadata=md, timeout=5
+        ),
     }
 
 
@@ -115,8 +119,16 @@ async def _drain(call: Any) -> list[Any]:
 
 def test_every_write_rpc_is_known_as_one() -> None:
     assert {path.rpartition("/")[2] for path in WRITE_METHODS} == {
-        "CreateRun", "CompleteRun", "FailRun", "CancelRun", "Heartbeat", "AppendEvents", "IngestEvents", "Promote",
-        "Rollback", "Export",
+        "CreateRun",
+        "CompleteRun",
+        "FailRun",
+        "CancelRun",
+        "Heartbeat",
+        "AppendEvents",
+        "IngestEvents",
+        "Promote",
+        "Rollback",
+        "Export",
     }
 
 
@@ -134,8 +146,10 @@ async def test_tokens_and_roles(token_file: Path) -> None:
         assert (await reader.runs.ListRuns(rl.ListRunsRequest(), metadata=reader.metadata, timeout=5)).runs
         read = reader.events.ReadEvents(es.ReadEventsRequest(run_id=run_id), metadata=reader.metadata, timeout=5)
         assert sum(len(r.events) for r in await _drain(read)) == 2
-        await refused(reader.releases.GetCurrent(rr.GetCurrentRequest(agent_name="none"), metadata=reader.metadata,
-                                                 timeout=5), Code.NOT_FOUND)
+        await refused(
+            reader.releases.GetCurrent(rr.GetCurrentRequest(agent_name="none"), metadata=reader.metadata, timeout=5),
+            Code.NOT_FOUND,
+        )
         for name, call in write_calls(reader, run_id).items():
             await refused(call(), Code.PERMISSION_DENIED, name)
         after = await writer.runs.GetRun(get, metadata=writer.metadata, timeout=5)
@@ -158,8 +172,9 @@ async def test_tokens_and_roles(token_file: Path) -> None:
             if name in ("CompleteRun", "FailRun", "CancelRun", "Rollback"):
                 continue  # covered below; a run finishes once, a first release has nothing to roll back to
             await call()
-        assert (await writer.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id), metadata=writer.metadata,
-                                              timeout=5)).run.status == 2
+        assert (
+            await writer.runs.CompleteRun(rl.CompleteRunRequest(run_id=run_id), metadata=writer.metadata, timeout=5)
+        ).run.status == 2
 
 
 async def test_health_and_reflection_need_no_token(token_file: Path) -> None:
@@ -169,8 +184,7 @@ async def test_health_and_reflection_need_no_token(token_file: Path) -> None:
             reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
             assert reply.status == SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(ch)
-        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                            timeout=5)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
         [reply] = await _drain(replies)
         listed = {service.name for service in reply.list_services_response.service}
         assert set(LEDGER_SERVICES) <= listed
@@ -196,6 +210,7 @@ def test_token_file_format(tmp_path: Path) -> None:
         for word in words:
             assert word in str(info.value)
         assert "Zq9secret" not in str(info.value), "a token never appears in an error"
+
 
 # --- limits ---------------------------------------------------------------------------------------------
 
@@ -224,8 +239,9 @@ async def test_too_many_streams_on_one_connection_is_resource_exhausted() -> Non
             assert len(first.events) == 1  # the call is open on the daemon
         get = rl.GetRunRequest(run_id=run_id)
         await refused(stubs.runs.GetRun(get, timeout=5), Code.RESOURCE_EXHAUSTED, "limit 3")
-        await refused(_drain(stubs.events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=5)),
-                      Code.RESOURCE_EXHAUSTED)
+        await refused(
+            _drain(stubs.events.ReadEvents(es.ReadEventsRequest(run_id=run_id), timeout=5)), Code.RESOURCE_EXHAUSTED
+        )
 
         # Another connection has its own budget.
         async with channel(daemon, separate=True) as other:
@@ -277,9 +293,7 @@ async def test_ingest_over_the_append_limit_is_slowed_not_refused() -> None:
             for n in range(1, 21)
         ]
         answers = await _drain(stubs.events.IngestEvents(iter(requests), timeout=20))
-        assert [(a.batch_id, a.first_seq, a.last_seq) for a in answers] == [
-            (n, 3 * n - 2, 3 * n) for n in range(1, 21)
-        ]
+        assert [(a.batch_id, a.first_seq, a.last_seq) for a in answers] == [(n, 3 * n - 2, 3 * n) for n in range(1, 21)]
 
 
 # --- SurrealQL-shaped input is data, never query text ------------------------------------------------
@@ -308,8 +322,9 @@ async def test_surrealql_in_ids_names_and_kinds_is_stored_verbatim_and_changes_n
         canary_agent = unique("canary")
         canary = await stubs.create(agent=canary_agent)
         await stubs.append(canary, "one", "two", "three")
-        await stubs.releases.Promote(rr.PromoteRequest(agent_name=canary_agent, spec_digest=SPEC, promoted_by="t"),
-                                     timeout=5)
+        await stubs.releases.Promote(
+            rr.PromoteRequest(agent_name=canary_agent, spec_digest=SPEC, promoted_by="t"), timeout=5
+        )
 
         for index, text in enumerate(HOSTILE):
             run_id = await stubs.create(agent=text, run_id=text)
@@ -324,9 +339,11 @@ async def test_surrealql_in_ids_names_and_kinds_is_stored_verbatim_and_changes_n
             assert [e.kind for r in only for e in r.events] == [text]
             listed = (await stubs.runs.ListRuns(rl.ListRunsRequest(agent_name=text), timeout=5)).runs
             assert [r.run_id for r in listed] == [text]
-            release = (await stubs.releases.Promote(
-                rr.PromoteRequest(agent_name=text, spec_digest=SPEC, promoted_by=text, notes=text), timeout=5
-            )).release
+            release = (
+                await stubs.releases.Promote(
+                    rr.PromoteRequest(agent_name=text, spec_digest=SPEC, promoted_by=text, notes=text), timeout=5
+                )
+            ).release
             assert (release.agent_name, release.promoted_by, release.notes) == (text, text, text)
             current = (await stubs.releases.GetCurrent(rr.GetCurrentRequest(agent_name=text), timeout=5)).release
             assert current.agent_name == text

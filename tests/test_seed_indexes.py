@@ -31,14 +31,16 @@ async def schema_of(url: str) -> dict[str, Any]:
 def write_run(daemon: DaemonProcess, run_id: str, events: int) -> None:
     with grpc.insecure_channel(daemon.target) as channel:
         run_ledger_pb2_grpc.RunLedgerStub(channel).CreateRun(
-            run_ledger_pb2.CreateRunRequest(run_id=run_id, spec_digest=SPEC, agent_name="agent"), timeout=10)
+            run_ledger_pb2.CreateRunRequest(run_id=run_id, spec_digest=SPEC, agent_name="agent"), timeout=10
+        )
         batch = []
         for n in range(events):
             event = event_pb2.EventInput(kind="step")
             event.payload.update({"n": n})
             batch.append(event)
         event_stream_pb2_grpc.EventStreamStub(channel).AppendEvents(
-            event_stream_pb2.AppendEventsRequest(run_id=run_id, events=batch), timeout=10)
+            event_stream_pb2.AppendEventsRequest(run_id=run_id, events=batch), timeout=10
+        )
 
 
 def read_run(daemon: DaemonProcess, run_id: str) -> list[tuple[int, str, dict[str, Any], str]]:
@@ -47,7 +49,8 @@ def read_run(daemon: DaemonProcess, run_id: str) -> list[tuple[int, str, dict[st
         replies = stub.ReadEvents(event_stream_pb2.ReadEventsRequest(run_id=run_id), timeout=10)
         found = [(e.seq, e.kind, dict(e.payload), e.digest) for reply in replies for e in reply.events]
         verdict = run_ledger_pb2_grpc.RunLedgerStub(channel).VerifyRun(
-            run_ledger_pb2.VerifyRunRequest(run_id=run_id), timeout=10)
+            run_ledger_pb2.VerifyRunRequest(run_id=run_id), timeout=10
+        )
     assert verdict.ok, verdict
     return found
 
@@ -89,7 +92,8 @@ async def test_start_up_removes_the_seed_event_indexes_and_keeps_the_data(tmp_pa
     after = await schema_of(url)
     assert not set(SEED_EVENT_INDEXES) & set(after["run_events"]["indexes"])
     assert after["runs"] == before["runs"] and without_event_indexes(after) == without_event_indexes(before), (
-        "nothing but the seed's run_events indexes changes")
+        "nothing but the seed's run_events indexes changes"
+    )
 
 
 async def test_seed_indexes_flag_keeps_them_on_restart(tmp_path: Path) -> None:

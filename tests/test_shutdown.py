@@ -28,9 +28,7 @@ def test_idle_streams_do_not_hold_shutdown(tmp_path: Path) -> None:
     runs.CreateRun(run_ledger_pb2.CreateRunRequest(spec_digest=SPEC, agent_name="drain", run_id=run_id))
 
     outbox: queue.Queue[event_stream_pb2.IngestEventsRequest | None] = queue.Queue()
-    outbox.put(event_stream_pb2.IngestEventsRequest(
-        batch_id=1, run_id=run_id, events=[event_pb2.EventInput(kind="k")]
-    ))
+    outbox.put(event_stream_pb2.IngestEventsRequest(batch_id=1, run_id=run_id, events=[event_pb2.EventInput(kind="k")]))
     ingest = events.IngestEvents(iter(outbox.get, None))
     subscription = events.SubscribeEvents(event_stream_pb2.SubscribeEventsRequest(run_id=run_id))
     ack = next(ingest)

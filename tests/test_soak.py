@@ -60,8 +60,16 @@ def test_memory_and_file_descriptors_stay_flat_under_mixed_traffic(soaked: Soake
     assert soaked.exit_code == 0, shown
     assert not figures.forbidden, shown
     assert not any("crashed" in key for key in figures.failures), shown
-    for operation in ("CreateRun", "AppendEvents", "IngestEvents", "ReadEvents", "SubscribeEvents", "CompleteRun",
-                      "Promote", "ListRuns"):
+    for operation in (
+        "CreateRun",
+        "AppendEvents",
+        "IngestEvents",
+        "ReadEvents",
+        "SubscribeEvents",
+        "CompleteRun",
+        "Promote",
+        "ListRuns",
+    ):
         assert figures.by_operation.get(operation, 0) > 0, f"no {operation} succeeded: {shown}"
     assert len(figures.samples) >= 10, shown
     assert figures.events_stored_while_measured > 0, shown

@@ -120,9 +120,11 @@ class Subscriber(threading.Thread):
     def wait_for_seq(self, seq: int, timeout: float = WAIT) -> bool:
         """Until an event with this seq (or later) has arrived, or the stream ended."""
         with self._progress:
-            return self._progress.wait_for(
-                lambda: (self.received and self.received[-1][0] >= seq) or self.ended, timeout
-            ) and bool(self.received) and self.received[-1][0] >= seq
+            return (
+                self._progress.wait_for(lambda: (self.received and self.received[-1][0] >= seq) or self.ended, timeout)
+                and bool(self.received)
+                and self.received[-1][0] >= seq
+            )
 
     def finish(self, timeout: float = WAIT) -> None:
         self.hurry.set()
@@ -142,12 +144,12 @@ class Subscriber(threading.Thread):
             at = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(seqs), len(expected)))
             raise AssertionError(
                 f"expected seqs {first}..{last}; got {len(seqs)} events ({len(seqs) - len(set(seqs))} duplicates), "
-                f"first difference at index {at}: {seqs[max(at - 2, 0):at + 3]}"
+                f"first difference at index {at}: {seqs[max(at - 2, 0) : at + 3]}"
             )
         if stored is None:
             assert [token for _, token in self.received] == tokens(first, last - first + 1)
         else:
-            assert self.received == stored[first - 1:last]
+            assert self.received == stored[first - 1 : last]
 
 
 def subscribe_all(events: EventStreamStub, run_id: str, from_seq: int = 0) -> Subscriber:
@@ -308,9 +310,13 @@ SLOW_DELAY = 0.5  # seconds between the slow subscriber's reads: ~1,000 events/s
 def writers_throughput(daemon: DaemonProcess, slow: bool) -> tuple[float, int]:
     """Events per second of 4 concurrent IngestEvents streams into one run, with or without a slow subscriber,
     and how many events the slow subscriber had read when the writers were done."""
-    with daemon.channel() as channel, grpc.insecure_channel(
-        daemon.target, options=[("grpc.http2.bdp_probe", 0)]  # keep the subscriber's receive window small
-    ) as slow_channel:
+    with (
+        daemon.channel() as channel,
+        grpc.insecure_channel(
+            daemon.target,
+            options=[("grpc.http2.bdp_probe", 0)],  # keep the subscriber's receive window small
+        ) as slow_channel,
+    ):
         runs, events = RunLedgerStub(channel), EventStreamStub(channel)
         run_id = new_run(runs, "slow" if slow else "baseline")
         per_writer = []
@@ -394,8 +400,7 @@ def test_stalled_subscribers_do_not_make_the_daemon_hold_their_whole_read_window
         stalled = []
         for _ in range(4):
             slow_channel = grpc.insecure_channel(durable.target, options=[("grpc.http2.bdp_probe", 0)])
-            call = EventStreamStub(slow_channel).SubscribeEvents(
-                es.SubscribeEventsRequest(run_id=run_id), timeout=WAIT)
+            call = EventStreamStub(slow_channel).SubscribeEvents(es.SubscribeEventsRequest(run_id=run_id), timeout=WAIT)
             assert next(call).events[0].seq == 1  # and then it reads nothing more
             stalled.append((slow_channel, call))
         grown = rss_mib(pid) - before
@@ -455,8 +460,11 @@ def test_cancelled_subscriptions_are_released(
         for n in range(count):
             with grpc.insecure_channel(daemon.target) as channel:  # a fresh connection each time
                 stub = EventStreamStub(channel)
-                request = es.SubscribeEventsRequest(run_id=big) if n % 2 else es.SubscribeEventsRequest(
-                    run_id=live, from_seq=1)
+                request = (
+                    es.SubscribeEventsRequest(run_id=big)
+                    if n % 2
+                    else es.SubscribeEventsRequest(run_id=live, from_seq=1)
+                )
                 call = stub.SubscribeEvents(request, timeout=WAIT)
                 first = next(call)
                 assert first.events[0].seq == 1

@@ -27,11 +27,13 @@ LEDGER_ADMIN = _service(ledger_admin_pb2.DESCRIPTOR, "LedgerAdmin")  # backup an
 LEDGER_SERVICES = (RUN_LEDGER, EVENT_STREAM, RELEASE_REGISTRY, TRACE_SERVICE, LEDGER_ADMIN)
 
 # Services reachable without a token: probes and discovery.
-OPEN_SERVICES = frozenset({
-    "grpc.health.v1.Health",
-    "grpc.reflection.v1alpha.ServerReflection",
-    "grpc.reflection.v1.ServerReflection",
-})
+OPEN_SERVICES = frozenset(
+    {
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+)
 
 _DESCRIPTORS = {
     RUN_LEDGER: run_ledger_pb2.DESCRIPTOR,
@@ -63,12 +65,14 @@ APPEND_METHODS = frozenset({UNARY_APPEND, STREAM_APPEND})
 EXPORT_METHOD = path(TRACE_SERVICE, "Export")
 
 # Every RPC that changes the ledger; a read-only token may call all the others.
-WRITE_METHODS = frozenset({
-    *(path(RUN_LEDGER, rpc) for rpc in ("CreateRun", "CompleteRun", "FailRun", "CancelRun", "Heartbeat")),
-    *APPEND_METHODS,
-    *(path(RELEASE_REGISTRY, rpc) for rpc in ("Promote", "Rollback")),
-    EXPORT_METHOD,  # OTLP spans become runs and events
-})
+WRITE_METHODS = frozenset(
+    {
+        *(path(RUN_LEDGER, rpc) for rpc in ("CreateRun", "CompleteRun", "FailRun", "CancelRun", "Heartbeat")),
+        *APPEND_METHODS,
+        *(path(RELEASE_REGISTRY, rpc) for rpc in ("Promote", "Rollback")),
+        EXPORT_METHOD,  # OTLP spans become runs and events
+    }
+)
 
 # RPCs only an admin token may call: a restore writes history with its original times.
 # (DumpLedger only reads: any role may call it.)

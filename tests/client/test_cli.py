@@ -40,8 +40,9 @@ def test_runs_list_json(daemon: DaemonProcess, seeded: dict[str, Any]) -> None:
     assert runs[1]["total_events"] == 1500 and runs[1]["tags"] == {"k": "v"}
 
     # connection options also after the subcommand; filters combine
-    result = cli("runs", "list", "--agent", seeded["agent"], "--status", "completed", "--json",
-                 "--target", daemon.target)
+    result = cli(
+        "runs", "list", "--agent", seeded["agent"], "--status", "completed", "--json", "--target", daemon.target
+    )
     assert [r["run_id"] for r in json.loads(result.stdout)] == [seeded["run_id"]]
 
 
@@ -87,8 +88,9 @@ def test_events_export_with_progress(daemon: DaemonProcess, seeded: dict[str, An
     assert piped.stderr == ""  # no progress bar when stderr is not a terminal
 
 
-def test_json_output_sorts_keys_so_two_reads_give_identical_bytes(daemon: DaemonProcess, client: Client,
-                                                                  tmp_path: Path) -> None:
+def test_json_output_sorts_keys_so_two_reads_give_identical_bytes(
+    daemon: DaemonProcess, client: Client, tmp_path: Path
+) -> None:
     run = client.runs.create(digest(), unique("sorted"), tags={"zone": "eu", "app": "x"})
     client.events.append(run.run_id, [("step", {"zeta": 1, "alpha": {"y": [3, {"b": 1, "a": 2}], "x": None}})] * 3)
 
@@ -108,8 +110,7 @@ def test_json_output_sorts_keys_so_two_reads_give_identical_bytes(daemon: Daemon
     read = cli("events", "read", run.run_id, "--json", target=daemon.target).stdout
     assert read.splitlines() == lines
     shown = [cli("runs", "show", run.run_id, "--json", target=daemon.target).stdout for _ in range(2)]
-    assert shown[0] == shown[1] == json.dumps(json.loads(shown[0]), ensure_ascii=False, indent=2,
-                                              sort_keys=True) + "\n"
+    assert shown[0] == shown[1] == json.dumps(json.loads(shown[0]), ensure_ascii=False, indent=2, sort_keys=True) + "\n"
 
 
 def test_events_tail_without_follow(daemon: DaemonProcess, seeded: dict[str, Any]) -> None:
@@ -124,7 +125,10 @@ def test_tail_follow_prints_events_as_they_arrive_and_exits_when_the_run_complet
     client.events.append(run.run_id, [("before", {"n": 0})])
     process = subprocess.Popen(
         cli_command(["events", "tail", run.run_id, "--follow", "--json"], daemon.target),
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
     )
     lines: queue.Queue[str] = queue.Queue()
 
@@ -178,8 +182,9 @@ def test_refusal_is_one_line_with_exit_code_1(daemon: DaemonProcess) -> None:
 
 def test_unreachable_daemon_gives_a_clear_error() -> None:
     target = f"127.0.0.1:{free_port()}"
-    result = subprocess.run(cli_command(["runs", "list"], target), capture_output=True, text=True, timeout=30,
-                            env=cli_env())
+    result = subprocess.run(
+        cli_command(["runs", "list"], target), capture_output=True, text=True, timeout=30, env=cli_env()
+    )
     assert result.returncode == 3
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert f"cannot reach the ledger daemon at {target}" in result.stderr
@@ -206,8 +211,19 @@ def test_token_options(echo_server: str, tmp_path: Path) -> None:
 
 def test_runs_create_events_append_and_end_runs(daemon: DaemonProcess, client: Client) -> None:
     agent = unique("cli-create")
-    created = cli("runs", "create", digest("c"), agent, "--tag", "team=infra", "--git-sha", "abc",
-                  "--inactivity-timeout", "0", target=daemon.target)
+    created = cli(
+        "runs",
+        "create",
+        digest("c"),
+        agent,
+        "--tag",
+        "team=infra",
+        "--git-sha",
+        "abc",
+        "--inactivity-timeout",
+        "0",
+        target=daemon.target,
+    )
     assert created.returncode == 0, created.stderr
     run_id = created.stdout.strip()
     run = client.runs.get(run_id)

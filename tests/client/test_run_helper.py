@@ -26,9 +26,10 @@ def test_normal_exit_completes_with_the_acknowledged_total(client: Client) -> No
 
 
 def test_exception_fails_the_run_with_the_reason_and_propagates(client: Client) -> None:
-    with pytest.raises(ValueError, match="model returned garbage"), client.start_run(
-        spec_digest=digest(), agent_name=unique("helper")
-    ) as run:
+    with (
+        pytest.raises(ValueError, match="model returned garbage"),
+        client.start_run(spec_digest=digest(), agent_name=unique("helper")) as run,
+    ):
         run.emit("step", {"index": 0})
         run.emit("step", {"index": 1})
         raise ValueError("model returned garbage")

@@ -43,8 +43,18 @@ def secure_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureDa
     health = free_port()  # the gRPC port speaks only TLS: readiness is asked on the plaintext health port
     daemon = start_daemon(
         folder,
-        extra=["--tls-cert", str(server.cert), "--tls-key", str(server.key), "--tls-client-ca", str(ca.cert),
-               "--auth-token-file", str(tokens), "--health-listen", f"127.0.0.1:{health}"],
+        extra=[
+            "--tls-cert",
+            str(server.cert),
+            "--tls-key",
+            str(server.key),
+            "--tls-client-ca",
+            str(ca.cert),
+            "--auth-token-file",
+            str(tokens),
+            "--health-listen",
+            f"127.0.0.1:{health}",
+        ],
         health_port=health,
     )
     try:
@@ -61,8 +71,10 @@ def test_library_over_mutual_tls_with_a_token(secure_daemon: SecureDaemon) -> No
                 run.emit("step", {"index": index})
         assert client.runs.get(run.run_id).status is RunStatus.COMPLETED
         assert [e.seq for e in client.events.read(run.run_id)] == list(range(1, 51))
-    with Client(d.target, ca_file=d.ca.cert, cert_file=d.client.cert, key_file=d.client.key) as client, \
-            pytest.raises(Unauthenticated):
+    with (
+        Client(d.target, ca_file=d.ca.cert, cert_file=d.client.cert, key_file=d.client.key) as client,
+        pytest.raises(Unauthenticated),
+    ):
         client.runs.get(run.run_id)
     with Client(d.target, token=TOKEN, timeout=5) as client, pytest.raises(Unavailable):
         client.runs.get(run.run_id)  # plaintext to a TLS port

@@ -91,8 +91,15 @@ def test_drop_mode_never_blocks_counts_and_warns_and_keeps_what_it_queued(
     caplog.set_level(logging.INFO, logger=WRITER_LOG)
     run_id = unique("drop")
     with Client(late.target) as client:
-        writer = client.events.writer(run_id, when_full="drop", max_batch_events=10, max_buffered_events=20,
-                                      retry_timeout=0.5, log_interval=60, heartbeat_interval=None)
+        writer = client.events.writer(
+            run_id,
+            when_full="drop",
+            max_batch_events=10,
+            max_buffered_events=20,
+            retry_timeout=0.5,
+            log_interval=60,
+            heartbeat_interval=None,
+        )
         # The daemon is away: a blocking writer would wait forever at the 21st event.
         queued = [writer.emit("step", {"index": index}) for index in range(100)]
         assert queued == [True] * 20 + [False] * 80
@@ -134,8 +141,14 @@ async def test_async_drop_mode_and_retry_log(late: LateDaemon, caplog: pytest.Lo
     caplog.set_level(logging.INFO, logger=WRITER_LOG)
     run_id = unique("drop-async")
     async with AsyncClient(late.target) as client:
-        writer = client.events.writer(run_id, when_full="drop", max_batch_events=5, max_buffered_events=10,
-                                      log_interval=60, heartbeat_interval=None)
+        writer = client.events.writer(
+            run_id,
+            when_full="drop",
+            max_batch_events=5,
+            max_buffered_events=10,
+            log_interval=60,
+            heartbeat_interval=None,
+        )
         queued = [await writer.emit("step", {"index": index}) for index in range(30)]
         assert queued == [True] * 10 + [False] * 20 and writer.dropped == 20
         assert len(lines(caplog, "buffer full")) == 1

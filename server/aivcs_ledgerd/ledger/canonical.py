@@ -62,4 +62,3 @@ def _normalise(field: str, value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _EXACT_INT:
         raise _NeedsReference
     return value
-

@@ -40,6 +40,8 @@ class _Window:
     def observe(self, count: int, size: int) -> None:
         fitting = self.span * WINDOW_BYTES // max(size, 1) if count else MAX_WINDOW
         self.span = max(1, min(fitting, self.span * 4, MAX_WINDOW))
+
+
 # An idle follower waits on the hub (writes of this daemon wake it at once) and re-reads storage
 # only this often, with jitter, for writers the hub does not hear of (another daemon on a shared
 # database), so thousands of idle subscribers cost no storage reads.
@@ -273,7 +275,10 @@ class Events:
                 recomputed = stored_event_digest(digest, event)
                 if recomputed != event.digest:
                     return Verdict(
-                        False, expected_seq - 1, digest, event.seq,
+                        False,
+                        expected_seq - 1,
+                        digest,
+                        event.seq,
                         f"event {event.seq}'s content does not match its stored digest",
                     )
                 digest, expected_seq = recomputed, expected_seq + 1
@@ -285,11 +290,17 @@ class Events:
             now = await get_run(self._db, run_id)  # read after the probe: a later head covers `beyond`
             if now is None or now.total_events < beyond:
                 recorded = run.total_events if now is None else now.total_events
-                return Verdict(False, verified, digest, verified + 1,
-                               f"event {beyond} is stored but the run records {recorded} events")
+                return Verdict(
+                    False,
+                    verified,
+                    digest,
+                    verified + 1,
+                    f"event {beyond} is stored but the run records {recorded} events",
+                )
         if digest != run.events_digest:
-            return Verdict(False, verified, digest, verified + 1,
-                           "the run's events_digest does not match the last event's digest")
+            return Verdict(
+                False, verified, digest, verified + 1, "the run's events_digest does not match the last event's digest"
+            )
         return Verdict(True, verified, digest)
 
     async def close(self) -> None:

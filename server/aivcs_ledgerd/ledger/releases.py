@@ -156,7 +156,10 @@ class Releases:
 
     @translated
     async def history(
-        self, agent_name: str, page_size: int = 0, page_token: str = "",
+        self,
+        agent_name: str,
+        page_size: int = 0,
+        page_token: str = "",
         size_of: Callable[[Release], int] | None = None,
     ) -> Page:
         """A keyset page of the history, newest first.

@@ -147,7 +147,8 @@ class Runs:
         validation.identifier("run_id", run_id)
         try:
             return await self._ownership.fenced_write(
-                self._db, runs.run_key(run_id),
+                self._db,
+                runs.run_key(run_id),
                 lambda session, fence: runs.heartbeat(session, run_id, time.time_ns(), fence),
             )
         except Rejected as rejected:
@@ -201,7 +202,8 @@ class Runs:
             expected = -1  # no run holds that many events: refused as a mismatch
         try:
             run = await self._ownership.fenced_write(
-                self._db, runs.run_key(run_id),
+                self._db,
+                runs.run_key(run_id),
                 lambda session, fence: runs.finish_run(session, run_id, changes, expected, fence),
             )
         except Rejected as rejected:
@@ -249,8 +251,16 @@ def _refusal(run_id: str, reason: str, finish: Finish) -> Exception:
 
 def _filter_scope(where: RunFilter) -> str:
     """A short digest of the filters, so a token is only honoured with the same ones."""
-    text = repr((where.spec_digest, where.agent_name, where.git_sha, where.status, where.created_after_ns,
-                 where.created_before_ns))
+    text = repr(
+        (
+            where.spec_digest,
+            where.agent_name,
+            where.git_sha,
+            where.status,
+            where.created_after_ns,
+            where.created_before_ns,
+        )
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

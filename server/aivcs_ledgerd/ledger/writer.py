@@ -92,8 +92,9 @@ class Batch:
         if self.idempotency_key is not None:
             content = hashlib.sha256()
             for pending in self.events:
-                content.update(b"%s\x00%s\x00%r\x00" % (pending.kind_json, pending.payload_json,
-                                                         pending.event.timestamp_ns))
+                content.update(
+                    b"%s\x00%s\x00%r\x00" % (pending.kind_json, pending.payload_json, pending.event.timestamp_ns)
+                )
             self.fingerprint = content.hexdigest()
 
 
@@ -259,20 +260,34 @@ class Writers:
                         break
                     sent = time.monotonic()
                     try:
-                        await append(session, run_id, plan.head.last_seq, plan.rows, plan.appends, plan.now_ns,
-                                     plan.head.inactivity_timeout_ms, plan.tokens, fence)
+                        await append(
+                            session,
+                            run_id,
+                            plan.head.last_seq,
+                            plan.rows,
+                            plan.appends,
+                            plan.now_ns,
+                            plan.head.inactivity_timeout_ms,
+                            plan.tokens,
+                            fence,
+                        )
                     except (Rejected, StoreConflict, DuplicateRecord) as moved:
                         if isinstance(moved, Rejected) and moved.reason == FENCED:
                             raise  # another replica took the run over: nothing of this group was written
-                        log.info("append to run %s met a concurrent change (%s); planning again", run_id, moved,
-                                 extra={"run_id": run_id})
+                        log.info(
+                            "append to run %s met a concurrent change (%s); planning again",
+                            run_id,
+                            moved,
+                            extra={"run_id": run_id},
+                        )
                         self.forget(run_id)
                         continue
                     if fence is not None:
                         self._ownership.renewed(key, sent)
                     last = plan.events[-1]
-                    self._remember(run_id, RunHead(plan.head.status, last.seq, last.digest,
-                                                   plan.head.inactivity_timeout_ms))
+                    self._remember(
+                        run_id, RunHead(plan.head.status, last.seq, last.digest, plan.head.inactivity_timeout_ms)
+                    )
                     break
                 else:
                     raise Unavailable(f"run {run_id!r} kept changing under this writer; retry")
@@ -316,14 +331,26 @@ class Writers:
             earlier = None if key is None else stored.get(key) or plan.appends.get(key)
             if earlier is not None:
                 if earlier.fingerprint != batch.fingerprint:
-                    plan.answers.append((batch, InvalidArgument(
-                        "idempotency_key", f"{key!r} was used for a different batch on run {run_id!r}")))
+                    plan.answers.append(
+                        (
+                            batch,
+                            InvalidArgument(
+                                "idempotency_key", f"{key!r} was used for a different batch on run {run_id!r}"
+                            ),
+                        )
+                    )
                 else:
                     plan.answers.append((batch, AppendResult(earlier.first_seq, earlier.last_seq, replayed=True)))
                 continue
             if head.status.terminal:
-                plan.answers.append((batch, run_terminal(
-                    run_id, head.status, f"run {run_id!r} is {head.status.name}; terminal runs take no events")))
+                plan.answers.append(
+                    (
+                        batch,
+                        run_terminal(
+                            run_id, head.status, f"run {run_id!r} is {head.status.name}; terminal runs take no events"
+                        ),
+                    )
+                )
                 continue
             if batch.expected_last_seq is not None and batch.expected_last_seq != last_seq:
                 plan.answers.append((batch, last_seq_mismatch(run_id, last_seq, batch.expected_last_seq)))
@@ -367,4 +394,3 @@ def _settle(batch: Batch, outcome: AppendResult | LedgerError) -> None:
         batch.answer.set_result(outcome)
     else:
         batch.answer.set_exception(outcome)
-

@@ -29,14 +29,16 @@ from aivcs_ledgerd.util.text import cut
 
 log = logging.getLogger("aivcs_ledgerd.calls")
 
-CALLER_CODES = frozenset({
-    grpc.StatusCode.INVALID_ARGUMENT,
-    grpc.StatusCode.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS,
-    grpc.StatusCode.FAILED_PRECONDITION,
-    grpc.StatusCode.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE,
-})
+CALLER_CODES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
 ACCESS_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
 CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
@@ -102,8 +104,16 @@ class _Logged(CallHooks):
             if message.HasField("error"):
                 code = CODES_BY_NUMBER.get(message.error.code, grpc.StatusCode.UNKNOWN)
                 extra = {"method": self.method.name, "code": code.name, "run_id": run_id}
-                _emit(code, "%s batch %d of run %r refused: %s %s", self.method.name, message.batch_id,
-                      run_id, code.name, cut(message.error.message, MAX_LOGGED_REASON), extra=extra)
+                _emit(
+                    code,
+                    "%s batch %d of run %r refused: %s %s",
+                    self.method.name,
+                    message.batch_id,
+                    run_id,
+                    code.name,
+                    cut(message.error.message, MAX_LOGGED_REASON),
+                    extra=extra,
+                )
             return
         run = getattr(message, "run", None)
         if run is not None and run.run_id:
@@ -118,8 +128,11 @@ class _Logged(CallHooks):
 
     def finished(self, code: grpc.StatusCode) -> None:
         ids = self._ids
-        subject = f"run {ids['run_id']!r}" if "run_id" in ids else (
-            f"agent {ids['agent_name']!r}" if "agent_name" in ids else "")
+        subject = (
+            f"run {ids['run_id']!r}"
+            if "run_id" in ids
+            else (f"agent {ids['agent_name']!r}" if "agent_name" in ids else "")
+        )
         extra: dict[str, Any] = {"method": self.method.name, "code": code.name}
         extra.update((key, ids[key]) for key in ("run_id", "agent_name") if key in ids)
         if code is grpc.StatusCode.OK:
@@ -142,11 +155,17 @@ class _Logged(CallHooks):
         details = cut(details, MAX_LOGGED_REASON)
         if code in ACCESS_CODES:
             extra["peer"] = peer_of(self.context)
-            log.warning("%s refused from %s: %s %s", self.method.name, extra["peer"], code.name, details,
-                        extra=extra)
+            log.warning("%s refused from %s: %s %s", self.method.name, extra["peer"], code.name, details, extra=extra)
             return
-        _emit(code, "%s%s refused: %s %s", self.method.name, f" of {subject}" if subject else "", code.name,
-              details, extra=extra)
+        _emit(
+            code,
+            "%s%s refused: %s %s",
+            self.method.name,
+            f" of {subject}" if subject else "",
+            code.name,
+            details,
+            extra=extra,
+        )
 
 
 def _emit(code: grpc.StatusCode, message: str, *args: Any, extra: dict[str, Any]) -> None:

@@ -61,62 +61,106 @@ class Metrics:
         GCCollector(registry=registry)
         rpc = ["grpc_service", "grpc_method", "grpc_type"]
         self.started = Counter("grpc_server_started", "RPCs started on the server.", rpc, registry=registry)
-        self.handled = Counter("grpc_server_handled", "RPCs completed on the server, by status code.",
-                               [*rpc, "grpc_code"], registry=registry)
-        self.seconds = Histogram("grpc_server_handling_seconds",
-                                 "Time from the start of an RPC to its status (streams: their whole life).",
-                                 rpc, buckets=LATENCY_BUCKETS, registry=registry)
-        self.received = Counter("grpc_server_msg_received", "Messages received from clients.", rpc,
-                                registry=registry)
+        self.handled = Counter(
+            "grpc_server_handled",
+            "RPCs completed on the server, by status code.",
+            [*rpc, "grpc_code"],
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            "grpc_server_handling_seconds",
+            "Time from the start of an RPC to its status (streams: their whole life).",
+            rpc,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.received = Counter("grpc_server_msg_received", "Messages received from clients.", rpc, registry=registry)
         self.sent = Counter("grpc_server_msg_sent", "Messages sent to clients.", rpc, registry=registry)
-        self.active_streams = Gauge("aivcs_ledger_active_streams",
-                                    "Streaming RPCs in progress (ingest, reads, subscriptions, health watches).",
-                                    ["grpc_method"], registry=registry)
-        self.batch_events = Histogram("aivcs_ledger_append_batch_events",
-                                      "Events per append batch as clients send them (AppendEvents, IngestEvents).",
-                                      ["grpc_method"], buckets=BATCH_BUCKETS, registry=registry)
-        self.active_runs = Gauge("aivcs_ledger_active_runs",
-                                 "Runs with an active serial writer (appends queued or being committed).",
-                                 registry=registry)
+        self.active_streams = Gauge(
+            "aivcs_ledger_active_streams",
+            "Streaming RPCs in progress (ingest, reads, subscriptions, health watches).",
+            ["grpc_method"],
+            registry=registry,
+        )
+        self.batch_events = Histogram(
+            "aivcs_ledger_append_batch_events",
+            "Events per append batch as clients send them (AppendEvents, IngestEvents).",
+            ["grpc_method"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.active_runs = Gauge(
+            "aivcs_ledger_active_runs",
+            "Runs with an active serial writer (appends queued or being committed).",
+            registry=registry,
+        )
         self.serving = Gauge("aivcs_ledger_serving", "1 while health is SERVING, else 0.", registry=registry)
-        self.db_seconds = Histogram("aivcs_ledger_db_round_trip_seconds",
-                                    "Time of one database round trip (query or transaction), whatever its outcome.",
-                                    buckets=DB_BUCKETS, registry=registry)
-        self.db_in_flight = Gauge("aivcs_ledger_db_round_trips_in_flight",
-                                  "Database round trips started and not yet answered; growth means a stuck database.",
-                                  registry=registry)
-        self.db_errors = Counter("aivcs_ledger_db_errors",
-                                 "Database round trips that failed (error = exception class) "
-                                 "or statements the database failed (error = its kind).",
-                                 ["error"], registry=registry)
-        self.checkpoints = Counter("aivcs_ledger_db_checkpoints",
-                                   "Closes and reopens of the embedded engine that flush its memtable, by outcome.",
-                                   ["outcome"], registry=registry)
-        self.checkpoint_seconds = Histogram("aivcs_ledger_db_checkpoint_seconds",
-                                            "How long a checkpoint held every database call.",
-                                            buckets=DB_BUCKETS, registry=registry)
-        self.inactive_runs_failed = Counter("aivcs_ledger_inactive_runs_failed",
-                                            "Runs this daemon failed because they had no append and no heartbeat "
-                                            "for their inactivity timeout.", registry=registry)
-        self.checkpoint_waits = Histogram("aivcs_ledger_db_checkpoint_wait_seconds",
-                                          "How long a database call waited for a checkpoint to end "
-                                          "(only calls that arrived during one).",
-                                          buckets=LATENCY_BUCKETS, registry=registry)
-        self.storage_fault = Gauge("aivcs_ledger_db_storage_fault",
-                                   "1 while the embedded store refuses every call after a storage fault, by reason "
-                                   "(disk_full, io_error, damaged: cannot be reopened); 0 once it was proven sound "
-                                   "again.",
-                                   ["reason"], registry=registry)
-        self.ownership = Counter("aivcs_ledger_ownership_changes",
-                                 "Run and agent leases this replica acquired (taken_over: one held before, by any "
-                                 "replica), lost to another replica, or released on drain.", ["change"],
-                                 registry=registry)
-        self.forwarded = Counter("aivcs_ledger_forwarded_calls",
-                                 "Calls forwarded to the replica owning their run, by method and outcome "
-                                 "(ok, refused by the owner, moved, unreachable).", ["method", "outcome"],
-                                 registry=registry)
-        info = Gauge("aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"],
-                     registry=registry)
+        self.db_seconds = Histogram(
+            "aivcs_ledger_db_round_trip_seconds",
+            "Time of one database round trip (query or transaction), whatever its outcome.",
+            buckets=DB_BUCKETS,
+            registry=registry,
+        )
+        self.db_in_flight = Gauge(
+            "aivcs_ledger_db_round_trips_in_flight",
+            "Database round trips started and not yet answered; growth means a stuck database.",
+            registry=registry,
+        )
+        self.db_errors = Counter(
+            "aivcs_ledger_db_errors",
+            "Database round trips that failed (error = exception class) "
+            "or statements the database failed (error = its kind).",
+            ["error"],
+            registry=registry,
+        )
+        self.checkpoints = Counter(
+            "aivcs_ledger_db_checkpoints",
+            "Closes and reopens of the embedded engine that flush its memtable, by outcome.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.checkpoint_seconds = Histogram(
+            "aivcs_ledger_db_checkpoint_seconds",
+            "How long a checkpoint held every database call.",
+            buckets=DB_BUCKETS,
+            registry=registry,
+        )
+        self.inactive_runs_failed = Counter(
+            "aivcs_ledger_inactive_runs_failed",
+            "Runs this daemon failed because they had no append and no heartbeat for their inactivity timeout.",
+            registry=registry,
+        )
+        self.checkpoint_waits = Histogram(
+            "aivcs_ledger_db_checkpoint_wait_seconds",
+            "How long a database call waited for a checkpoint to end (only calls that arrived during one).",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.storage_fault = Gauge(
+            "aivcs_ledger_db_storage_fault",
+            "1 while the embedded store refuses every call after a storage fault, by reason "
+            "(disk_full, io_error, damaged: cannot be reopened); 0 once it was proven sound "
+            "again.",
+            ["reason"],
+            registry=registry,
+        )
+        self.ownership = Counter(
+            "aivcs_ledger_ownership_changes",
+            "Run and agent leases this replica acquired (taken_over: one held before, by any "
+            "replica), lost to another replica, or released on drain.",
+            ["change"],
+            registry=registry,
+        )
+        self.forwarded = Counter(
+            "aivcs_ledger_forwarded_calls",
+            "Calls forwarded to the replica owning their run, by method and outcome "
+            "(ok, refused by the owner, moved, unreachable).",
+            ["method", "outcome"],
+            registry=registry,
+        )
+        info = Gauge(
+            "aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"], registry=registry
+        )
         info.labels(__version__).set(1)
         self._children: dict[str, _Children] = {}
 

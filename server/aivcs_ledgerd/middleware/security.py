@@ -32,6 +32,7 @@ from aivcs_ledgerd.middleware.interceptors import Handler, refuse
 
 log = logging.getLogger(__name__)
 
+
 class SecurityError(ValueError):
     """A TLS or token setting cannot be used; the message names the flag."""
 
@@ -136,15 +137,22 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
             return handler
         token = bearer_token(handler_call_details.invocation_metadata)
         if token is None:
-            return refuse(handler, grpc.StatusCode.UNAUTHENTICATED,
-                          "this daemon requires a bearer token: send 'authorization: Bearer <token>' metadata")
+            return refuse(
+                handler,
+                grpc.StatusCode.UNAUTHENTICATED,
+                "this daemon requires a bearer token: send 'authorization: Bearer <token>' metadata",
+            )
         role = self._tokens.get(_digest(token))
         if role is None:
             return refuse(handler, grpc.StatusCode.UNAUTHENTICATED, "the bearer token is not valid")
         if role is Role.READ_ONLY and path in WRITE_METHODS:
-            return refuse(handler, grpc.StatusCode.PERMISSION_DENIED,
-                          f"a read-only token may not call {path.rpartition('/')[2]}")
+            return refuse(
+                handler, grpc.StatusCode.PERMISSION_DENIED, f"a read-only token may not call {path.rpartition('/')[2]}"
+            )
         if role is not Role.ADMIN and path in ADMIN_METHODS:
-            return refuse(handler, grpc.StatusCode.PERMISSION_DENIED,
-                          f"{path.rpartition('/')[2]} needs an admin token; this one is {role.value}")
+            return refuse(
+                handler,
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{path.rpartition('/')[2]} needs an admin token; this one is {role.value}",
+            )
         return handler

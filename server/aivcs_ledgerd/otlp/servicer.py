@@ -196,8 +196,9 @@ class TraceServiceServicer:
                 else:
                     spans = sum(len(sources[run_id]) for run_id in run_ids)
                     answers.rejected_elsewhere += spans
-                    answers.messages_elsewhere.append(f"{spans} spans refused by the replica owning their runs: "
-                                                      f"{refused}")
+                    answers.messages_elsewhere.append(
+                        f"{spans} spans refused by the replica owning their runs: {refused}"
+                    )
                 continue
             if answer.HasField("partial_success") and answer.partial_success.rejected_spans:
                 answers.rejected_elsewhere += answer.partial_success.rejected_spans

@@ -37,7 +37,6 @@ from aivcs_ledgerd.util.ports import PortUnavailable, server_options
 log = logging.getLogger(__name__)
 
 
-
 class StartupError(Exception):
     """The daemon cannot start; the message says which setting is at fault."""
 
@@ -146,7 +145,9 @@ async def start(settings: Settings) -> Daemon:
         peers = None
         if remote:
             ownership = Leases(
-                db, advertised(settings, port), settings.lease_seconds,
+                db,
+                advertised(settings, port),
+                settings.lease_seconds,
                 observe=ops.metrics.observe_ownership if ops.metrics is not None else None,
             )
             peers = Peers(
@@ -154,8 +155,9 @@ async def start(settings: Settings) -> Daemon:
                 observe=ops.metrics.observe_forwarded if ops.metrics is not None else None,
                 timeout=settings.lease_seconds,
             )
-        ledger = Ledger(db, settings.limits, ownership, settings.run_inactivity_timeout_ms,
-                        settings.max_concurrent_reads)
+        ledger = Ledger(
+            db, settings.limits, ownership, settings.run_inactivity_timeout_ms, settings.max_concurrent_reads
+        )
         health = HealthMonitor(db, LEDGER_SERVICES, settings.health_interval, probe=ops.probe, condition=fd_exhaustion)
         register_services(server, ledger, peers)
         register_trace_service(server, ledger, peers)
@@ -186,8 +188,11 @@ async def start(settings: Settings) -> Daemon:
             observe = ops.metrics.observe_checkpoint if ops.metrics is not None else None
             checkpointer = Checkpointer(db, settings.checkpoint_wal_mb << 20, observe=observe)
             checkpointer.start()
-        sweeper = Sweeper(db, ledger.events.writers,
-                          observe=ops.metrics.observe_inactive_run_failed if ops.metrics is not None else None)
+        sweeper = Sweeper(
+            db,
+            ledger.events.writers,
+            observe=ops.metrics.observe_inactive_run_failed if ops.metrics is not None else None,
+        )
         sweeper.start()
         trimmer = None
         if checkpointer is None:
@@ -198,8 +203,11 @@ async def start(settings: Settings) -> Daemon:
         raise
     log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
     if ownership.enabled:
-        log.info("replica %s: runs are owned through leases, peers reach this one at %s",
-                 ownership.replica_id, ownership.address)
+        log.info(
+            "replica %s: runs are owned through leases, peers reach this one at %s",
+            ownership.replica_id,
+            ownership.address,
+        )
     return Daemon(settings, server, db, ledger, health, port, ops, checkpointer, sweeper, trimmer, peers, http)
 
 

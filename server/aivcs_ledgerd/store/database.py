@@ -94,8 +94,10 @@ def free_bytes(folder: Path) -> int:
 # Beside the store while a recovery from a storage fault runs: "SEGMENT SIZE", the newest log segment and
 # its size at the fault, so that a start after a crash mid-recovery cuts the failed writes off too.
 FAULT_MARKER = "aivcs-storage-fault"
-REPAIR_HINT = ("copy the data folder aside, then run `aivcs-ledgerd repair --db {url}`: it cuts the log at the "
-               "damage and reports what is lost")
+REPAIR_HINT = (
+    "copy the data folder aside, then run `aivcs-ledgerd repair --db {url}`: it cuts the log at the "
+    "damage and reports what is lost"
+)
 
 
 def prepare_log(url: str) -> None:
@@ -114,19 +116,30 @@ def prepare_log(url: str) -> None:
         name, _, size = marker.read_text(encoding="ascii", errors="replace").partition(" ")
         dropped = wal.drop_failed_writes(folder / name, int(size)) if size.isdigit() and "/" not in name else 0
         if dropped:
-            log.warning("write-ahead log %s: cut off its last %d bytes, written by writes that failed with a storage "
-                        "fault before the last stop (none of them was acknowledged)", folder / name, dropped)
+            log.warning(
+                "write-ahead log %s: cut off its last %d bytes, written by writes that failed with a storage "
+                "fault before the last stop (none of them was acknowledged)",
+                folder / name,
+                dropped,
+            )
         marker.unlink()
     torn, damaged = wal.check(folder)
     if damaged:
         where = "; ".join(segment.describe() for segment in damaged)
-        raise StoreDamaged(f"the write-ahead log of {url} is damaged in the middle ({where}); the daemon does "
-                           f"not drop acknowledged writes silently: " + REPAIR_HINT.format(url=url))
+        raise StoreDamaged(
+            f"the write-ahead log of {url} is damaged in the middle ({where}); the daemon does "
+            f"not drop acknowledged writes silently: " + REPAIR_HINT.format(url=url)
+        )
     for segment in torn:
         dropped = wal.cut(segment)
-        log.warning("write-ahead log %s: cut off a torn tail of %d bytes at offset %d (%s): an incomplete last "
-                    "write from a crash, never acknowledged", segment.path, dropped, segment.good_end,
-                    segment.problem)
+        log.warning(
+            "write-ahead log %s: cut off a torn tail of %d bytes at offset %d (%s): an incomplete last "
+            "write from a crash, never acknowledged",
+            segment.path,
+            dropped,
+            segment.good_end,
+            segment.problem,
+        )
 
 
 def _open_failure(url: str, error: Exception) -> StoreError:
@@ -134,15 +147,21 @@ def _open_failure(url: str, error: Exception) -> StoreError:
     folder = wal_folder(url)
     fault = storage_fault(str(error)) if folder is not None else None
     if isinstance(fault, StorageFull) and folder is not None:
-        return StorageFull(f"cannot open database {url}: the disk is full ({free_bytes(folder)} bytes free on the "
-                           f"file system of {folder.parent}): free space or grow the volume, then start again; "
-                           f"nothing acknowledged is lost ({error})")
+        return StorageFull(
+            f"cannot open database {url}: the disk is full ({free_bytes(folder)} bytes free on the "
+            f"file system of {folder.parent}): free space or grow the volume, then start again; "
+            f"nothing acknowledged is lost ({error})"
+        )
     if isinstance(fault, StoreDamaged):
-        return StoreDamaged(f"cannot open database {url}: its table files or manifest fail their checksums "
-                            f"({error}); restore the data folder from a backup")
+        return StoreDamaged(
+            f"cannot open database {url}: its table files or manifest fail their checksums "
+            f"({error}); restore the data folder from a backup"
+        )
     if isinstance(fault, StorageFault):
-        return StorageFault(f"cannot open database {url}: {error}; check the volume (permissions, I/O errors "
-                            f"in the kernel log), then start again")
+        return StorageFault(
+            f"cannot open database {url}: {error}; check the volume (permissions, I/O errors "
+            f"in the kernel log), then start again"
+        )
     return StoreUnavailable(f"cannot open database {url}: {error}")
 
 
@@ -195,7 +214,11 @@ class Database:
     """The daemon's handle on SurrealDB. Safe to share between ledger objects."""
 
     def __init__(
-        self, connection: Any, url: str, timeout: float, session: Session | None = None,
+        self,
+        connection: Any,
+        url: str,
+        timeout: float,
+        session: Session | None = None,
         send_wrappers: Sequence[SendWrapper] = (),
     ) -> None:
         self._connection = connection
@@ -261,7 +284,8 @@ class Database:
                 raise StorageFault(
                     f"the final flush failed: the engine could not write its memtable to disk ({left} bytes of "
                     f"write-ahead log in {files} files kept, {free_bytes(self._wal_folder)} bytes free); nothing "
-                    f"acknowledged is lost, the next start replays the log" + self._fault_note())
+                    f"acknowledged is lost, the next start replays the log" + self._fault_note()
+                )
 
     @property
     def gate(self) -> Gate:
@@ -374,17 +398,23 @@ class Database:
         path, size_at_fault = self._log_at_fault
         dropped = wal.drop_failed_writes(path, size_at_fault)
         if dropped:
-            log.warning("write-ahead log %s: cut off its last %d bytes, written by the writes that failed with the "
-                        "storage fault (it was %d bytes long then; none of them was acknowledged)", path, dropped,
-                        size_at_fault)
+            log.warning(
+                "write-ahead log %s: cut off its last %d bytes, written by the writes that failed with the "
+                "storage fault (it was %d bytes long then; none of them was acknowledged)",
+                path,
+                dropped,
+                size_at_fault,
+            )
 
     def _flush_fault(self, left: int, during: str) -> StorageFault:
         assert self._wal_folder is not None
         free = free_bytes(self._wal_folder)
         full = free < left + (1 << 20)
         kind = StorageFull if full else StorageFault
-        return kind(f"{'disk full' if full else 'storage I/O error'}: {during}: the engine could not write its "
-                    f"memtable to disk ({left} bytes of write-ahead log kept, {free} bytes free)")
+        return kind(
+            f"{'disk full' if full else 'storage I/O error'}: {during}: the engine could not write its "
+            f"memtable to disk ({left} bytes of write-ahead log kept, {free} bytes free)"
+        )
 
     def _enter_fault(self, fault: StorageFault | StoreDamaged) -> None:
         if self.fault is None and self._wal_folder is not None and self._log_at_fault is None:
@@ -392,8 +422,11 @@ class Database:
             with contextlib.suppress(OSError):
                 self._log_at_fault = (newest[0], newest[0].stat().st_size) if newest else None
         if self.fault is None:
-            log.error("storage fault (%s): %s; every call is refused until the store is proven sound again",
-                      fault.reason, fault)
+            log.error(
+                "storage fault (%s): %s; every call is refused until the store is proven sound again",
+                fault.reason,
+                fault,
+            )
         self.fault = fault
 
     def _fault_note(self) -> str:
@@ -403,8 +436,10 @@ class Database:
         fault = self.fault
         assert fault is not None
         if isinstance(fault, StorageFull):
-            return StorageFull(f"{fault}; nothing of this call is acknowledged, writes resume once space is free "
-                               f"and the store is proven sound")
+            return StorageFull(
+                f"{fault}; nothing of this call is acknowledged, writes resume once space is free "
+                f"and the store is proven sound"
+            )
         return type(fault)(f"{fault}; nothing of this call is acknowledged until the store is proven sound")
 
     def _checked(self, response: dict[str, Any]) -> list[Any]:
@@ -413,8 +448,11 @@ class Database:
             texts = [str(response["error"])] if response.get("error") is not None else []
             statements = response.get("result")
             if isinstance(statements, list):
-                texts += [str(s.get("result")) for s in statements
-                          if isinstance(s, dict) and s.get("status") != "OK" and s.get("kind") != "Thrown"]
+                texts += [
+                    str(s.get("result"))
+                    for s in statements
+                    if isinstance(s, dict) and s.get("status") != "OK" and s.get("kind") != "Thrown"
+                ]
             for text in texts:
                 fault = storage_fault(text)
                 if fault is not None:
@@ -474,7 +512,8 @@ class Database:
         return asyncio.ensure_future(self._send_chain(sql, variables or {}))
 
     async def answer(
-        self, call: asyncio.Future[dict[str, Any]],
+        self,
+        call: asyncio.Future[dict[str, Any]],
         abandoned: Callable[[asyncio.Future[dict[str, Any]]], None] | None = None,
     ) -> list[Any]:
         """Each statement's result of a started query; raise on any failed statement.

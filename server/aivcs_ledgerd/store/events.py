@@ -59,8 +59,12 @@ async def run_head(db: Queries, run_id: str) -> RunHead | None:
     )
     if row is None:
         return None
-    return RunHead(RunStatus(row["status"]), row["total_events"], row.get("events_digest", ""),
-                   row.get("inactivity_timeout_ms") or 0)
+    return RunHead(
+        RunStatus(row["status"]),
+        row["total_events"],
+        row.get("events_digest", ""),
+        row.get("inactivity_timeout_ms") or 0,
+    )
 
 
 async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
@@ -105,17 +109,18 @@ _KEYS = """
         fingerprint: $a[3],
     }) RETURN NONE;"""
 _DEADLINE = ", inactivity_deadline_ns = $deadline"
-_TOKENS = (", input_tokens = (input_tokens ?? 0) + $input_tokens,"
-           " output_tokens = (output_tokens ?? 0) + $output_tokens")
+_TOKENS = ", input_tokens = (input_tokens ?? 0) + $input_tokens, output_tokens = (output_tokens ?? 0) + $output_tokens"
 
 
 def _append_sql(deadline: bool, tokens: bool, fenced: bool, keys: bool = True) -> str:
     # The head update names only the fields this append changes, and the statements are as few as the
     # append needs (the checks one IF chain, no key insert without keys): each costs the engine time
     # on the run's serial path.
-    body = _APPEND_BODY.replace("{deadline}", _DEADLINE if deadline else "").replace(
-        "{tokens}", _TOKENS if tokens else ""
-    ).replace("{keys}", _KEYS if keys else "")
+    body = (
+        _APPEND_BODY.replace("{deadline}", _DEADLINE if deadline else "")
+        .replace("{tokens}", _TOKENS if tokens else "")
+        .replace("{keys}", _KEYS if keys else "")
+    )
     if fenced:
         body = FENCE_CHECK + body + FENCE_RENEW
     return "BEGIN TRANSACTION;" + body + "COMMIT TRANSACTION;"

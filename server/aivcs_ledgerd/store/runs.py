@@ -75,7 +75,10 @@ async def list_runs(db: Database, where: RunFilter, before_ns: int | None, limit
 
 
 async def finish_run(
-    session: Queries, run_id: str, changes: dict[str, Any], expected_total_events: int | None,
+    session: Queries,
+    run_id: str,
+    changes: dict[str, Any],
+    expected_total_events: int | None,
     fence: Fence | None = None,
 ) -> Run:
     """Move a RUNNING run to a terminal state in one checked transaction.
@@ -84,9 +87,12 @@ async def finish_run(
     Rejected("terminal:<status>"), Rejected("count:<total_events>") or, with a
     `fence`, Rejected("fenced"); nothing is written then.
     """
-    sql = """
+    sql = (
+        """
     BEGIN TRANSACTION;
-""" + (FENCE_CHECK if fence is not None else "") + """
+"""
+        + (FENCE_CHECK if fence is not None else "")
+        + """
     LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
@@ -94,9 +100,12 @@ async def finish_run(
         THROW 'aivcs:count:' + <string> $run.total_events
     };
     UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
-    """ + (FENCE_RENEW if fence is not None else "") + """
+    """
+        + (FENCE_RENEW if fence is not None else "")
+        + """
     COMMIT TRANSACTION;
     """
+    )
     variables = {"run_id": run_id, "changes": changes | CLEAR_DEADLINE, "expected": expected_total_events}
     if fence is not None:
         variables |= fence.variables()
@@ -111,9 +120,12 @@ async def heartbeat(session: Queries, run_id: str, now_ns: int, fence: Fence | N
     Rejected("terminal:<status>") or, with a `fence`, Rejected("fenced");
     nothing is written then.
     """
-    sql = """
+    sql = (
+        """
     BEGIN TRANSACTION;
-""" + (FENCE_CHECK if fence is not None else "") + """
+"""
+        + (FENCE_CHECK if fence is not None else "")
+        + """
     LET $run = (SELECT status, inactivity_timeout_ms FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
@@ -122,9 +134,12 @@ async def heartbeat(session: Queries, run_id: str, now_ns: int, fence: Fence | N
         inactivity_deadline_ns = IF $run.inactivity_timeout_ms > 0 THEN
             $now + $run.inactivity_timeout_ms * $ns_per_ms ELSE NONE END
         RETURN AFTER;
-    """ + (FENCE_RENEW if fence is not None else "") + """
+    """
+        + (FENCE_RENEW if fence is not None else "")
+        + """
     COMMIT TRANSACTION;
     """
+    )
     variables: dict[str, Any] = {"run_id": run_id, "now": now_ns, "ns_per_ms": NS_PER_MS}
     if fence is not None:
         variables |= fence.variables()
@@ -174,8 +189,14 @@ def _idle_run(row: dict[str, Any]) -> IdleRun:
     )
 
 
-async def expire_run(session: Queries, run_id: str, seen_deadline_ns: int, now_ns: int,
-                     changes: dict[str, Any], fence: Fence | None = None) -> Run:
+async def expire_run(
+    session: Queries,
+    run_id: str,
+    seen_deadline_ns: int,
+    now_ns: int,
+    changes: dict[str, Any],
+    fence: Fence | None = None,
+) -> Run:
     """Fail a run the sweeper found idle, if it still is: one checked transaction.
 
     `session` must hold the run's lock. The transaction re-reads the run and
@@ -185,17 +206,23 @@ async def expire_run(session: Queries, run_id: str, seen_deadline_ns: int, now_n
     and a terminal transition removes it. Raises Rejected("not_found" |
     "terminal:<status>" | "active"); nothing is written then.
     """
-    sql = """
+    sql = (
+        """
     BEGIN TRANSACTION;
-""" + (FENCE_CHECK if fence is not None else "") + """
+"""
+        + (FENCE_CHECK if fence is not None else "")
+        + """
     LET $run = (SELECT status, inactivity_deadline_ns FROM ONLY type::record('runs', $run_id));
     IF $run = NONE { THROW 'aivcs:not_found' };
     IF $run.status != 'running' { THROW 'aivcs:terminal:' + $run.status };
     IF $run.inactivity_deadline_ns != $seen OR $seen > $now { THROW 'aivcs:active' };
     UPDATE ONLY type::record('runs', $run_id) MERGE $changes RETURN AFTER;
-    """ + (FENCE_RENEW if fence is not None else "") + """
+    """
+        + (FENCE_RENEW if fence is not None else "")
+        + """
     COMMIT TRANSACTION;
     """
+    )
     variables = {"run_id": run_id, "seen": seen_deadline_ns, "now": now_ns, "changes": changes | CLEAR_DEADLINE}
     if fence is not None:
         variables |= fence.variables()
@@ -253,8 +280,11 @@ def _row(run: Run) -> dict[str, Any]:
         "status_reason": run.status_reason,
         "inactivity_timeout_ms": run.inactivity_timeout_ms,
         "last_activity_at": run.last_activity_at or run.created_at,
-        **({"inactivity_deadline_ns": run.created_ns + run.inactivity_timeout_ms * NS_PER_MS}
-           if run.inactivity_timeout_ms > 0 and run.status is RunStatus.RUNNING else {}),
+        **(
+            {"inactivity_deadline_ns": run.created_ns + run.inactivity_timeout_ms * NS_PER_MS}
+            if run.inactivity_timeout_ms > 0 and run.status is RunStatus.RUNNING
+            else {}
+        ),
     }
 
 

@@ -136,6 +136,8 @@ async def _remove_seed_event_indexes(db: Database) -> None:
         return
     # IF EXISTS: replicas starting together may remove the same index; the data stays as it is.
     await db.query("".join(f"REMOVE INDEX IF EXISTS {name} ON TABLE run_events;" for name in found))
-    log.info("removed the seed's run_events indexes %s: the record id run_events:[run_id, seq] holds their "
-             "constraint and serves every read, and each cost every append a write (--seed-indexes keeps them)",
-             ", ".join(found))
+    log.info(
+        "removed the seed's run_events indexes %s: the record id run_events:[run_id, seq] holds their "
+        "constraint and serves every read, and each cost every append a write (--seed-indexes keeps them)",
+        ", ".join(found),
+    )

@@ -71,11 +71,10 @@ def new_events(field: str, inputs: Iterable[event_pb2.EventInput], max_payload_b
     for index, item in enumerate(inputs):
         size = item.payload.ByteSize()
         if size > max_payload_bytes:
-            raise InvalidArgument(
-                f"{field}[{index}].payload", f"is {size} bytes; the limit is {max_payload_bytes}"
-            )
-        timestamp = event_timestamp_ns(f"{field}[{index}].timestamp", item.timestamp) if item.HasField(
-            "timestamp") else None
+            raise InvalidArgument(f"{field}[{index}].payload", f"is {size} bytes; the limit is {max_payload_bytes}")
+        timestamp = (
+            event_timestamp_ns(f"{field}[{index}].timestamp", item.timestamp) if item.HasField("timestamp") else None
+        )
         events.append(NewEvent(item.kind, struct_to_dict(f"{field}[{index}].payload", item.payload), timestamp))
     return events
 
@@ -102,8 +101,9 @@ def run_to_proto(run: Run) -> run_pb2.Run:
         output_tokens=run.output_tokens,
     )
     # Stored datetimes keep microseconds; never show the last activity before the creation's nanoseconds.
-    last_ns = run.created_ns if run.last_activity_at is None else max(
-        run.created_ns, datetime_to_ns(run.last_activity_at))
+    last_ns = (
+        run.created_ns if run.last_activity_at is None else max(run.created_ns, datetime_to_ns(run.last_activity_at))
+    )
     message.last_activity_at.CopyFrom(to_timestamp(last_ns))
     message.tags.update(run.tags)
     if run.git_sha is not None:

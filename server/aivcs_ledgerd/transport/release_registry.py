@@ -19,6 +19,7 @@ from aivcs_ledgerd.transport.status import guarded
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
+
 class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer):
     def __init__(self, ledger: Ledger, peers: Peers | None = None) -> None:
         self._releases = ledger.releases
@@ -87,8 +88,12 @@ class ReleaseRegistryServicer(release_registry_pb2_grpc.ReleaseRegistryServicer)
 
     @guarded
     async def GetHistory(self, request: pb.GetHistoryRequest, context: Context) -> pb.GetHistoryResponse:
-        page = await self._releases.history(request.agent_name, request.page_size, request.page_token,
-                                            size_of=lambda release: release_to_proto(release).ByteSize())
+        page = await self._releases.history(
+            request.agent_name,
+            request.page_size,
+            request.page_token,
+            size_of=lambda release: release_to_proto(release).ByteSize(),
+        )
         return pb.GetHistoryResponse(
             releases=[release_to_proto(release) for release in page.items], next_page_token=page.next_cursor or ""
         )

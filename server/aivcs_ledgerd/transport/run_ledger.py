@@ -94,12 +94,15 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
             git_sha=request.git_sha if request.HasField("git_sha") else None,
             status=RUN_STATUS_FROM_PROTO.get(request.status),
             created_after_ns=checked_timestamp_ns("created_after", request.created_after)
-            if request.HasField("created_after") else None,
+            if request.HasField("created_after")
+            else None,
             created_before_ns=checked_timestamp_ns("created_before", request.created_before)
-            if request.HasField("created_before") else None,
+            if request.HasField("created_before")
+            else None,
         )
-        page = await self._runs.list(where, request.page_size, request.page_token,
-                                     size_of=lambda run: run_to_proto(run).ByteSize())
+        page = await self._runs.list(
+            where, request.page_size, request.page_token, size_of=lambda run: run_to_proto(run).ByteSize()
+        )
         return pb.ListRunsResponse(
             runs=[run_to_proto(run) for run in page.items], next_page_token=page.next_cursor or ""
         )
@@ -151,7 +154,9 @@ class RunLedgerServicer(run_ledger_pb2_grpc.RunLedgerServicer):
     async def VerifyRun(self, request: pb.VerifyRunRequest, context: Context) -> pb.VerifyRunResponse:
         verdict = await self._events.verify(request.run_id)
         response = pb.VerifyRunResponse(
-            ok=verdict.ok, verified_events=verdict.verified_events, reason=verdict.reason,
+            ok=verdict.ok,
+            verified_events=verdict.verified_events,
+            reason=verdict.reason,
             events_digest=verdict.events_digest,
         )
         if verdict.first_broken_seq is not None:

@@ -105,15 +105,28 @@ class Checkpointer:
             self._retry = True
             self._report("failed", began)
             hold = self._db.gate.last_hold
-            log.warning("database checkpoint failed (write-ahead log %d bytes in %d files; %d calls waited, "
-                        "longest %.2fs): %s", size, files, hold.waited, hold.longest, error)
+            log.warning(
+                "database checkpoint failed (write-ahead log %d bytes in %d files; %d calls waited, longest %.2fs): %s",
+                size,
+                files,
+                hold.waited,
+                hold.longest,
+                error,
+            )
             return False
         self.checkpoints += 1
         self._retry = False
         seconds = self._report("ok", began)
         hold = self._db.gate.last_hold
-        log.info("database checkpoint: flushed %d bytes of write-ahead log (%d files) in %.2fs; "
-                 "%d calls waited, longest %.2fs", size, files, seconds, hold.waited, hold.longest)
+        log.info(
+            "database checkpoint: flushed %d bytes of write-ahead log (%d files) in %.2fs; "
+            "%d calls waited, longest %.2fs",
+            size,
+            files,
+            seconds,
+            hold.waited,
+            hold.longest,
+        )
         return True
 
     async def recover(self, wal_bytes: int) -> bool:

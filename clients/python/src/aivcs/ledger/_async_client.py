@@ -104,8 +104,15 @@ class AsyncRuns:
         daemon fail the run once it has had no append and no heartbeat for
         that long. InvalidArgument names the field a bad argument is in.
         """
-        request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
-                                   run_id=run_id, inactivity_timeout=inactivity_timeout)
+        request = build.create_run(
+            spec_digest,
+            agent_name,
+            git_sha=git_sha,
+            tags=tags,
+            evaluation=evaluation,
+            run_id=run_id,
+            inactivity_timeout=inactivity_timeout,
+        )
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CreateRun, request)).run)
 
     async def get(self, run_id: str) -> Run:
@@ -126,10 +133,17 @@ class AsyncRuns:
         page_size: int = 100,
     ) -> AsyncIterator[Run]:
         """Runs newest first, every filter given combined with AND, fetched a page at a time; at most `limit`."""
-        request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha, status=status,
-                                  created_after=created_after, created_before=created_before)
-        async for run in self._t.pages(self._t.run_ledger.ListRuns, request, lambda page: page.runs, limit=limit,
-                                       page_size=page_size):
+        request = build.list_runs(
+            spec_digest=spec_digest,
+            agent_name=agent_name,
+            git_sha=git_sha,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        async for run in self._t.pages(
+            self._t.run_ledger.ListRuns, request, lambda page: page.runs, limit=limit, page_size=page_size
+        ):
             yield Run.from_proto(run)
 
     async def complete(
@@ -147,16 +161,21 @@ class AsyncRuns:
         otherwise FailedPrecondition and the run is unchanged (as on a run
         that is already terminal).
         """
-        request = build.complete_run(run_id, final_state_digest=final_state_digest, duration_ms=duration_ms,
-                                     expected_total_events=expected_total_events)
+        request = build.complete_run(
+            run_id,
+            final_state_digest=final_state_digest,
+            duration_ms=duration_ms,
+            expected_total_events=expected_total_events,
+        )
         return Run.from_proto((await self._t.unary(self._t.run_ledger.CompleteRun, request)).run)
 
     async def fail(
         self, run_id: str, reason: str, *, duration_ms: int = 0, expected_total_events: int | None = None
     ) -> Run:
         """Move a RUNNING run to FAILED with `reason` (cut to 4096 bytes); FailedPrecondition as for `complete`."""
-        request = build.fail_run(run_id, reason=reason, duration_ms=duration_ms,
-                                 expected_total_events=expected_total_events)
+        request = build.fail_run(
+            run_id, reason=reason, duration_ms=duration_ms, expected_total_events=expected_total_events
+        )
         return Run.from_proto((await self._t.unary(self._t.run_ledger.FailRun, request)).run)
 
     async def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
@@ -199,8 +218,9 @@ class AsyncEvents:
         Aborted); with `idempotency_key`, a retry of the same batch returns
         the seqs of the first attempt, `replayed` set.
         """
-        request = build.append_events(run_id, events, expected_last_seq=expected_last_seq,
-                                      idempotency_key=idempotency_key)
+        request = build.append_events(
+            run_id, events, expected_last_seq=expected_last_seq, idempotency_key=idempotency_key
+        )
         return AppendResult.from_proto(await self._t.unary(self._t.event_stream.AppendEvents, request))
 
     def writer(
@@ -215,9 +235,15 @@ class AsyncEvents:
 
         `settings`, or keyword overrides of the defaults (`WriterOptions`), or both.
         """
-        return AsyncEventWriter(self._t.event_stream, run_id, metadata=self._t.metadata,
-                                settings=resolve_settings(settings, options), writer_id=writer_id,
-                                run_ledger=self._t.run_ledger, call_timeout=self._t.connection.timeout)
+        return AsyncEventWriter(
+            self._t.event_stream,
+            run_id,
+            metadata=self._t.metadata,
+            settings=resolve_settings(settings, options),
+            writer_id=writer_id,
+            run_ledger=self._t.run_ledger,
+            call_timeout=self._t.connection.timeout,
+        )
 
     async def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
@@ -283,9 +309,15 @@ class AsyncReleases:
         holds a successful COMPLETED run of this spec by this agent, else
         FailedPrecondition.
         """
-        request = build.promote(agent_name, spec_digest, promoted_by=promoted_by, version_label=version_label,
-                                notes=notes, expected_current_spec_digest=expected_current_spec_digest,
-                                require_successful_run=require_successful_run)
+        request = build.promote(
+            agent_name,
+            spec_digest,
+            promoted_by=promoted_by,
+            version_label=version_label,
+            notes=notes,
+            expected_current_spec_digest=expected_current_spec_digest,
+            require_successful_run=require_successful_run,
+        )
         return Release.from_proto((await self._t.unary(self._t.release_registry.Promote, request)).release)
 
     async def rollback(
@@ -298,8 +330,13 @@ class AsyncReleases:
         notes: str | None = None,
     ) -> Release:
         """Re-append the previous release (or the newest one with `to_spec_digest`) as current."""
-        request = build.rollback(agent_name, promoted_by=promoted_by, to_spec_digest=to_spec_digest,
-                                 expected_current_spec_digest=expected_current_spec_digest, notes=notes)
+        request = build.rollback(
+            agent_name,
+            promoted_by=promoted_by,
+            to_spec_digest=to_spec_digest,
+            expected_current_spec_digest=expected_current_spec_digest,
+            notes=notes,
+        )
         return Release.from_proto((await self._t.unary(self._t.release_registry.Rollback, request)).release)
 
     async def current(self, agent_name: str) -> Release:
@@ -312,8 +349,9 @@ class AsyncReleases:
     ) -> AsyncIterator[Release]:
         """The agent's releases newest first, fetched a page at a time; at most `limit`."""
         request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name)
-        async for release in self._t.pages(self._t.release_registry.GetHistory, request, lambda page: page.releases,
-                                           limit=limit, page_size=page_size):
+        async for release in self._t.pages(
+            self._t.release_registry.GetHistory, request, lambda page: page.releases, limit=limit, page_size=page_size
+        ):
             yield Release.from_proto(release)
 
 

@@ -156,7 +156,8 @@ class AsyncEventWriter(WriterBase):
     def _start_heartbeats(self) -> None:
         if self._beat_task is None and not self._stopping and self._heartbeats.active:
             self._beat_task = asyncio.get_running_loop().create_task(
-                self._beat(), name=f"aivcs-heartbeat-{self.writer_id[:8]}")
+                self._beat(), name=f"aivcs-heartbeat-{self.writer_id[:8]}"
+            )
 
     def _fail(self, error: LedgerError) -> None:
         if self._error is None:
@@ -240,8 +241,7 @@ class AsyncEventWriter(WriterBase):
                 await asyncio.sleep(left)  # an append meanwhile moves the time on: look again
                 continue
             try:
-                reply = await self._run_ledger.Heartbeat(request, metadata=self._metadata,
-                                                         timeout=self._call_timeout)
+                reply = await self._run_ledger.Heartbeat(request, metadata=self._metadata, timeout=self._call_timeout)
             except grpc.RpcError as error:
                 if not self._stopping:
                     plan.failed(error_from_rpc(error))

@@ -103,8 +103,15 @@ class Runs:
         daemon fail the run once it has had no append and no heartbeat for
         that long. InvalidArgument names the field a bad argument is in.
         """
-        request = build.create_run(spec_digest, agent_name, git_sha=git_sha, tags=tags, evaluation=evaluation,
-                                   run_id=run_id, inactivity_timeout=inactivity_timeout)
+        request = build.create_run(
+            spec_digest,
+            agent_name,
+            git_sha=git_sha,
+            tags=tags,
+            evaluation=evaluation,
+            run_id=run_id,
+            inactivity_timeout=inactivity_timeout,
+        )
         return Run.from_proto(self._t.unary(self._t.run_ledger.CreateRun, request).run)
 
     def get(self, run_id: str) -> Run:
@@ -124,10 +131,17 @@ class Runs:
         page_size: int = 100,
     ) -> Iterator[Run]:
         """Runs newest first, every filter given combined with AND, fetched a page at a time; at most `limit`."""
-        request = build.list_runs(spec_digest=spec_digest, agent_name=agent_name, git_sha=git_sha, status=status,
-                                  created_after=created_after, created_before=created_before)
-        runs = self._t.pages(self._t.run_ledger.ListRuns, request, lambda page: page.runs, limit=limit,
-                             page_size=page_size)
+        request = build.list_runs(
+            spec_digest=spec_digest,
+            agent_name=agent_name,
+            git_sha=git_sha,
+            status=status,
+            created_after=created_after,
+            created_before=created_before,
+        )
+        runs = self._t.pages(
+            self._t.run_ledger.ListRuns, request, lambda page: page.runs, limit=limit, page_size=page_size
+        )
         yield from map(Run.from_proto, runs)
 
     def complete(
@@ -145,16 +159,19 @@ class Runs:
         otherwise FailedPrecondition and the run is unchanged (as on a run
         that is already terminal).
         """
-        request = build.complete_run(run_id, final_state_digest=final_state_digest, duration_ms=duration_ms,
-                                     expected_total_events=expected_total_events)
+        request = build.complete_run(
+            run_id,
+            final_state_digest=final_state_digest,
+            duration_ms=duration_ms,
+            expected_total_events=expected_total_events,
+        )
         return Run.from_proto(self._t.unary(self._t.run_ledger.CompleteRun, request).run)
 
-    def fail(
-        self, run_id: str, reason: str, *, duration_ms: int = 0, expected_total_events: int | None = None
-    ) -> Run:
+    def fail(self, run_id: str, reason: str, *, duration_ms: int = 0, expected_total_events: int | None = None) -> Run:
         """Move a RUNNING run to FAILED with `reason` (cut to 4096 bytes); FailedPrecondition as for `complete`."""
-        request = build.fail_run(run_id, reason=reason, duration_ms=duration_ms,
-                                 expected_total_events=expected_total_events)
+        request = build.fail_run(
+            run_id, reason=reason, duration_ms=duration_ms, expected_total_events=expected_total_events
+        )
         return Run.from_proto(self._t.unary(self._t.run_ledger.FailRun, request).run)
 
     def cancel(self, run_id: str, reason: str = "", *, duration_ms: int = 0) -> Run:
@@ -197,8 +214,9 @@ class Events:
         Aborted); with `idempotency_key`, a retry of the same batch returns
         the seqs of the first attempt, `replayed` set.
         """
-        request = build.append_events(run_id, events, expected_last_seq=expected_last_seq,
-                                      idempotency_key=idempotency_key)
+        request = build.append_events(
+            run_id, events, expected_last_seq=expected_last_seq, idempotency_key=idempotency_key
+        )
         return AppendResult.from_proto(self._t.unary(self._t.event_stream.AppendEvents, request))
 
     def writer(
@@ -213,9 +231,15 @@ class Events:
 
         `settings`, or keyword overrides of the defaults (`WriterOptions`), or both.
         """
-        return EventWriter(self._t.event_stream, run_id, metadata=self._t.metadata,
-                           settings=resolve_settings(settings, options), writer_id=writer_id,
-                           run_ledger=self._t.run_ledger, call_timeout=self._t.connection.timeout)
+        return EventWriter(
+            self._t.event_stream,
+            run_id,
+            metadata=self._t.metadata,
+            settings=resolve_settings(settings, options),
+            writer_id=writer_id,
+            run_ledger=self._t.run_ledger,
+            call_timeout=self._t.connection.timeout,
+        )
 
     def read(
         self, run_id: str, *, from_seq: int = 0, to_seq: int = 0, kinds: Iterable[str] = (), limit: int = 0
@@ -280,9 +304,15 @@ class Releases:
         holds a successful COMPLETED run of this spec by this agent, else
         FailedPrecondition.
         """
-        request = build.promote(agent_name, spec_digest, promoted_by=promoted_by, version_label=version_label,
-                                notes=notes, expected_current_spec_digest=expected_current_spec_digest,
-                                require_successful_run=require_successful_run)
+        request = build.promote(
+            agent_name,
+            spec_digest,
+            promoted_by=promoted_by,
+            version_label=version_label,
+            notes=notes,
+            expected_current_spec_digest=expected_current_spec_digest,
+            require_successful_run=require_successful_run,
+        )
         return Release.from_proto(self._t.unary(self._t.release_registry.Promote, request).release)
 
     def rollback(
@@ -295,8 +325,13 @@ class Releases:
         notes: str | None = None,
     ) -> Release:
         """Re-append the previous release (or the newest one with `to_spec_digest`) as current."""
-        request = build.rollback(agent_name, promoted_by=promoted_by, to_spec_digest=to_spec_digest,
-                                 expected_current_spec_digest=expected_current_spec_digest, notes=notes)
+        request = build.rollback(
+            agent_name,
+            promoted_by=promoted_by,
+            to_spec_digest=to_spec_digest,
+            expected_current_spec_digest=expected_current_spec_digest,
+            notes=notes,
+        )
         return Release.from_proto(self._t.unary(self._t.release_registry.Rollback, request).release)
 
     def current(self, agent_name: str) -> Release:
@@ -307,8 +342,9 @@ class Releases:
     def history(self, agent_name: str, *, limit: int | None = None, page_size: int = 100) -> Iterator[Release]:
         """The agent's releases newest first, fetched a page at a time; at most `limit`."""
         request = release_registry_pb2.GetHistoryRequest(agent_name=agent_name)
-        releases = self._t.pages(self._t.release_registry.GetHistory, request, lambda page: page.releases,
-                                 limit=limit, page_size=page_size)
+        releases = self._t.pages(
+            self._t.release_registry.GetHistory, request, lambda page: page.releases, limit=limit, page_size=page_size
+        )
         yield from map(Release.from_proto, releases)
 
 

@@ -196,8 +196,11 @@ class Evaluation:
         )
 
     def to_dict(self) -> dict[str, JSON]:
-        return {"rubric_path": self.rubric_path, "is_promotion_gate": self.is_promotion_gate,
-                "agent_phase": self.agent_phase}
+        return {
+            "rubric_path": self.rubric_path,
+            "is_promotion_gate": self.is_promotion_gate,
+            "agent_phase": self.agent_phase,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +241,9 @@ class Run:
             completed_at=_optional_time(run, "completed_at"),
             git_sha=run.git_sha if run.HasField("git_sha") else None,
             tags=struct_to_dict(run.tags),
-            evaluation=Evaluation(run.evaluation.rubric_path, run.evaluation.is_promotion_gate,
-                                  run.evaluation.agent_phase),
+            evaluation=Evaluation(
+                run.evaluation.rubric_path, run.evaluation.is_promotion_gate, run.evaluation.agent_phase
+            ),
             final_state_digest=run.final_state_digest if run.HasField("final_state_digest") else None,
             events_digest=run.events_digest,
             status_reason=run.status_reason,
@@ -287,8 +291,14 @@ class Event:
 
     @classmethod
     def from_proto(cls, event: event_pb2.Event) -> Event:
-        return cls(event.run_id, event.seq, event.kind, struct_to_dict(event.payload),
-                   timestamp_to_ns(event.timestamp), event.digest)
+        return cls(
+            event.run_id,
+            event.seq,
+            event.kind,
+            struct_to_dict(event.payload),
+            timestamp_to_ns(event.timestamp),
+            event.digest,
+        )
 
     def to_dict(self) -> dict[str, JSON]:
         return {
@@ -380,8 +390,13 @@ class Verification:
         return cls(reply.ok, reply.verified_events, reply.events_digest, broken, reply.reason)
 
     def to_dict(self) -> dict[str, JSON]:
-        return {"ok": self.ok, "verified_events": self.verified_events, "events_digest": self.events_digest,
-                "first_broken_seq": self.first_broken_seq, "reason": self.reason}
+        return {
+            "ok": self.ok,
+            "verified_events": self.verified_events,
+            "events_digest": self.events_digest,
+            "first_broken_seq": self.first_broken_seq,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -262,6 +262,7 @@ class Recorder:
         finally:
             with self._cond:
                 self._writer_drops += writer.dropped
-        end = run_end(command.ending, duration_ms=command.duration_ms, acknowledged=expected,
-                      not_stored=recording.error)
+        end = run_end(
+            command.ending, duration_ms=command.duration_ms, acknowledged=expected, not_stored=recording.error
+        )
         return end.apply(recording.run_id, self._client.runs)

@@ -67,12 +67,19 @@ def status_text(status: RunStatus) -> Text:
 def runs_table(runs: Iterable[Run]) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     for name in ("RUN ID", "AGENT", "STATUS", "EVENTS", "CREATED", "DURATION", "SPEC"):
-        table.add_column(name, justify="right" if name in {"EVENTS", "DURATION"} else "left",
-                         no_wrap=name in {"RUN ID", "SPEC"})
+        table.add_column(
+            name, justify="right" if name in {"EVENTS", "DURATION"} else "left", no_wrap=name in {"RUN ID", "SPEC"}
+        )
     for run in runs:
-        table.add_row(run.run_id, run.agent_name, status_text(run.status), str(run.total_events),
-                      when(run.created_at), duration(run.duration_ms) if run.status.terminal else "",
-                      short(run.spec_digest))
+        table.add_row(
+            run.run_id,
+            run.agent_name,
+            status_text(run.status),
+            str(run.total_events),
+            when(run.created_at),
+            duration(run.duration_ms) if run.status.terminal else "",
+            short(run.spec_digest),
+        )
     return table
 
 
@@ -105,8 +112,11 @@ def run_table(run: Run, verification: Verification | None = None) -> Table:
     if evaluation.rubric_path or evaluation.is_promotion_gate or evaluation.agent_phase:
         rows.append(("evaluation", dumps(evaluation.to_dict())))
     if verification is not None:
-        verdict = Text("ok", style="green") if verification.ok else Text(
-            f"BROKEN at seq {verification.first_broken_seq}: {verification.reason}", style="bold red")
+        verdict = (
+            Text("ok", style="green")
+            if verification.ok
+            else Text(f"BROKEN at seq {verification.first_broken_seq}: {verification.reason}", style="bold red")
+        )
         rows.append(("chain", verdict))
     for name, value in rows:
         table.add_row(name, value)
@@ -121,8 +131,15 @@ def releases_table(releases: Iterable[Release]) -> Table:
         notes = release.notes or ""
         if release.rollback_of is not None:
             notes = f"rollback to #{release.rollback_of}" + (f"; {notes}" if notes else "")
-        table.add_row(str(release.sequence), release.agent_name, short(release.spec_digest),
-                      release.version_label or "", release.promoted_by, when(release.created_at), notes)
+        table.add_row(
+            str(release.sequence),
+            release.agent_name,
+            short(release.spec_digest),
+            release.version_label or "",
+            release.promoted_by,
+            when(release.created_at),
+            notes,
+        )
     return table
 
 

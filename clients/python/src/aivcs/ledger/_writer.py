@@ -73,13 +73,15 @@ class EventWriter(WriterBase):
         self._call_timeout = call_timeout
         self._beat_call: Any = None
         self._cond = threading.Condition()
-        self._thread = threading.Thread(target=self._pump, name=f"aivcs-ledger-writer-{self.writer_id[:8]}",
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._pump, name=f"aivcs-ledger-writer-{self.writer_id[:8]}", daemon=True
+        )
         self._thread.start()
         self._beat_thread: threading.Thread | None = None
         if self._heartbeats.active:
-            self._beat_thread = threading.Thread(target=self._beat, daemon=True,
-                                                 name=f"aivcs-ledger-heartbeat-{self.writer_id[:8]}")
+            self._beat_thread = threading.Thread(
+                target=self._beat, daemon=True, name=f"aivcs-ledger-heartbeat-{self.writer_id[:8]}"
+            )
             self._beat_thread.start()
 
     def _guard(self) -> threading.Condition:
@@ -256,8 +258,9 @@ class EventWriter(WriterBase):
                 if self._stopping or not plan.active:
                     return
                 try:
-                    future = self._run_ledger.Heartbeat.future(request, metadata=self._metadata,
-                                                               timeout=self._call_timeout)
+                    future = self._run_ledger.Heartbeat.future(
+                        request, metadata=self._metadata, timeout=self._call_timeout
+                    )
                 except ValueError:  # the client's channel was closed under an open writer
                     return
                 self._beat_call = future

@@ -72,30 +72,72 @@ def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> None:
 
 def _connection_options(function: F, hidden: bool) -> F:
     options = [
-        click.option("--target", envvar=ENV_TARGET, metavar="HOST:PORT", expose_value=False, callback=_remember,
-                     help=f"The daemon's address [env {ENV_TARGET}; default {DEFAULT_TARGET}]."),
-        click.option("--token", envvar=ENV_TOKEN, expose_value=False, callback=_remember,
-                     help=f"Bearer token sent with every call [env {ENV_TOKEN}]."),
-        click.option("--token-file", envvar=ENV_TOKEN_FILE, expose_value=False, callback=_remember,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help=f"File holding the token, e.g. a mounted secret [env {ENV_TOKEN_FILE}]."),
-        click.option("--tls/--no-tls", envvar=ENV_TLS, default=None, expose_value=False, callback=_remember,
-                     help=f"Connect with TLS [env {ENV_TLS}]."),
-        click.option("--ca-file", envvar=ENV_CA_FILE, expose_value=False, callback=_remember,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help=f"CA certificate(s) to trust, PEM; implies --tls [env {ENV_CA_FILE}]."),
-        click.option("--cert-file", envvar=ENV_CERT_FILE, expose_value=False, callback=_remember,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help=f"Client certificate for mutual TLS, PEM; implies --tls [env {ENV_CERT_FILE}]."),
-        click.option("--key-file", envvar=ENV_KEY_FILE, expose_value=False, callback=_remember,
-                     type=click.Path(dir_okay=False, path_type=Path),
-                     help=f"Private key of --cert-file, PEM [env {ENV_KEY_FILE}]."),
-        click.option("--timeout", type=click.FloatRange(min=0.1), expose_value=False, callback=_remember,
-                     help="Seconds each call may take [default 30]."),
+        click.option(
+            "--target",
+            envvar=ENV_TARGET,
+            metavar="HOST:PORT",
+            expose_value=False,
+            callback=_remember,
+            help=f"The daemon's address [env {ENV_TARGET}; default {DEFAULT_TARGET}].",
+        ),
+        click.option(
+            "--token",
+            envvar=ENV_TOKEN,
+            expose_value=False,
+            callback=_remember,
+            help=f"Bearer token sent with every call [env {ENV_TOKEN}].",
+        ),
+        click.option(
+            "--token-file",
+            envvar=ENV_TOKEN_FILE,
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"File holding the token, e.g. a mounted secret [env {ENV_TOKEN_FILE}].",
+        ),
+        click.option(
+            "--tls/--no-tls",
+            envvar=ENV_TLS,
+            default=None,
+            expose_value=False,
+            callback=_remember,
+            help=f"Connect with TLS [env {ENV_TLS}].",
+        ),
+        click.option(
+            "--ca-file",
+            envvar=ENV_CA_FILE,
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"CA certificate(s) to trust, PEM; implies --tls [env {ENV_CA_FILE}].",
+        ),
+        click.option(
+            "--cert-file",
+            envvar=ENV_CERT_FILE,
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"Client certificate for mutual TLS, PEM; implies --tls [env {ENV_CERT_FILE}].",
+        ),
+        click.option(
+            "--key-file",
+            envvar=ENV_KEY_FILE,
+            expose_value=False,
+            callback=_remember,
+            type=click.Path(dir_okay=False, path_type=Path),
+            help=f"Private key of --cert-file, PEM [env {ENV_KEY_FILE}].",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            expose_value=False,
+            callback=_remember,
+            help="Seconds each call may take [default 30].",
+        ),
     ]
     for option in reversed(options):
         function = option(function)
-    for param in getattr(function, "__click_params__", [])[-len(options):]:
+    for param in getattr(function, "__click_params__", [])[-len(options) :]:
         param.hidden = hidden
     return function
 
@@ -112,8 +154,9 @@ def _iso_time(ctx: click.Context, param: click.Parameter, value: str | None) -> 
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise click.BadParameter(f"{value!r} is not an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z",
-                                 ctx, param) from None
+        raise click.BadParameter(
+            f"{value!r} is not an ISO 8601 time such as 2026-01-31 or 2026-01-31T12:00:00Z", ctx, param
+        ) from None
     return moment if moment.tzinfo is not None else moment.astimezone()
 
 
@@ -139,8 +182,9 @@ def _connection(ctx: click.Context) -> Connection:
         try:
             token_value = read_token_file(token_file[0])
         except OSError as error:
-            raise click.BadParameter(f"cannot read {token_file[0]}: {error.strerror}",
-                                     param_hint="--token-file") from None
+            raise click.BadParameter(
+                f"cannot read {token_file[0]}: {error.strerror}", param_hint="--token-file"
+            ) from None
     if (get("cert_file") is None) != (get("key_file") is None):
         raise click.UsageError("--cert-file and --key-file go together")
     return Connection(
@@ -196,8 +240,10 @@ def resolve_run_id(client: Client, given: str) -> str:
     if len(matches) == 1:
         return matches[0]
     if not matches:
-        raise Refused(f"no run has the id {given!r}, nor an id starting with it among the newest "
-                      f"{PREFIX_SEARCH_RUNS:,} runs (NOT_FOUND)")
+        raise Refused(
+            f"no run has the id {given!r}, nor an id starting with it among the newest "
+            f"{PREFIX_SEARCH_RUNS:,} runs (NOT_FOUND)"
+        )
     shown = ", ".join(matches[:PREFIX_CANDIDATES_SHOWN])
     more = ", ..." if len(matches) > PREFIX_CANDIDATES_SHOWN else ""
     raise click.UsageError(f"run id prefix {given!r} is ambiguous: {shown}{more}; give more characters")
@@ -251,8 +297,7 @@ class LedgerGroup(click.Group):
 # -- the commands ---------------------------------------------------------------------
 
 
-@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"],
-                                                "max_content_width": 100})
+@click.group(cls=LedgerGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @lambda function: _connection_options(function, hidden=False)
 @click.version_option(package_name="aivcs-ledger", prog_name="aivcs-ledger")
 @click.pass_context
@@ -286,16 +331,27 @@ def _tag(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) ->
 @click.option("--git-sha", help="The git commit the agent runs from.")
 @click.option("--tag", "tags", multiple=True, metavar="KEY=VALUE", callback=_tag, help="A label (repeatable).")
 @click.option("--run-id", help="Choose the run id; creating it again returns the same run.")
-@click.option("--inactivity-timeout", type=click.FloatRange(min=0), metavar="SECONDS",
-              help="Fail the run after this long with no append and no heartbeat; 0: never "
-                   "[default: the daemon's].")
+@click.option(
+    "--inactivity-timeout",
+    type=click.FloatRange(min=0),
+    metavar="SECONDS",
+    help="Fail the run after this long with no append and no heartbeat; 0: never [default: the daemon's].",
+)
 @json_option
 @connection_options
-def runs_create(spec_digest: str, agent: str, git_sha: str | None, tags: dict[str, JSON], run_id: str | None,
-                inactivity_timeout: float | None, as_json: bool) -> None:
+def runs_create(
+    spec_digest: str,
+    agent: str,
+    git_sha: str | None,
+    tags: dict[str, JSON],
+    run_id: str | None,
+    inactivity_timeout: float | None,
+    as_json: bool,
+) -> None:
     """Create a RUNNING run of AGENT and print its id."""
-    run = _client().runs.create(spec_digest, agent, git_sha=git_sha, tags=tags or None, run_id=run_id,
-                                inactivity_timeout=inactivity_timeout)
+    run = _client().runs.create(
+        spec_digest, agent, git_sha=git_sha, tags=tags or None, run_id=run_id, inactivity_timeout=inactivity_timeout
+    )
     click.echo(render.pretty(run.to_dict()) if as_json else run.run_id)
 
 
@@ -343,20 +399,48 @@ def runs_heartbeat(run_id: str, as_json: bool) -> None:
 @click.option("--agent", help="Only runs of this agent.")
 @click.option("--spec", "spec_digest", metavar="DIGEST", help="Only runs of this spec digest.")
 @click.option("--git-sha", help="Only runs from this git commit.")
-@click.option("--status", type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
-              help="Only runs in this status (any case).")
-@click.option("--since", metavar="TIME", callback=_iso_time,
-              help="Only runs created at or after this ISO 8601 time (local unless zoned).")
-@click.option("--until", metavar="TIME", callback=_iso_time,
-              help="Only runs created before this ISO 8601 time (local unless zoned).")
+@click.option(
+    "--status",
+    type=click.Choice([s.value for s in RunStatus], case_sensitive=False),
+    help="Only runs in this status (any case).",
+)
+@click.option(
+    "--since",
+    metavar="TIME",
+    callback=_iso_time,
+    help="Only runs created at or after this ISO 8601 time (local unless zoned).",
+)
+@click.option(
+    "--until",
+    metavar="TIME",
+    callback=_iso_time,
+    help="Only runs created before this ISO 8601 time (local unless zoned).",
+)
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=20, show_default=True, help="At most this many.")
 @json_option
 @connection_options
-def runs_list(agent: str | None, spec_digest: str | None, git_sha: str | None, status: str | None,
-              since: datetime | None, until: datetime | None, limit: int, as_json: bool) -> None:
+def runs_list(
+    agent: str | None,
+    spec_digest: str | None,
+    git_sha: str | None,
+    status: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    as_json: bool,
+) -> None:
     """Runs, newest first."""
-    found = list(_client().runs.list(agent_name=agent, spec_digest=spec_digest, git_sha=git_sha, status=status,
-                                      created_after=since, created_before=until, limit=limit + 1))
+    found = list(
+        _client().runs.list(
+            agent_name=agent,
+            spec_digest=spec_digest,
+            git_sha=git_sha,
+            status=status,
+            created_after=since,
+            created_before=until,
+            limit=limit + 1,
+        )
+    )
     more, found = len(found) > limit, found[:limit]
     _note_cut(len(found), more, "runs")
     if as_json:
@@ -411,8 +495,14 @@ def events_read(run_id: str, from_seq: int, to_seq: int, kinds: tuple[str, ...],
 
 @events.command("tail")
 @click.argument("run_id")
-@click.option("--lines", "-n", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Start with this many of the last stored events.")
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="Start with this many of the last stored events.",
+)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events until the run finishes.")
 @json_option
 @connection_options
@@ -433,16 +523,23 @@ def events_tail(run_id: str, lines: int, follow: bool, as_json: bool) -> None:
 
 @events.command("export")
 @click.argument("run_id")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              default=Path("-"), help="File to write (default: standard output).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=Path("-"),
+    help="File to write (default: standard output).",
+)
 @click.option("--from-seq", type=click.IntRange(min=0), default=0, help="First seq (default: the start).")
 @click.option("--to-seq", type=click.IntRange(min=0), default=0, help="Last seq, inclusive (default: the end).")
 @click.option("--kind", "kinds", multiple=True, help="Only events of this kind (repeatable).")
-@click.option("--progress/--no-progress", default=None,
-              help="Show a progress bar on stderr [default: when stderr is a terminal].")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show a progress bar on stderr [default: when stderr is a terminal]."
+)
 @connection_options
-def events_export(run_id: str, output: Path, from_seq: int, to_seq: int, kinds: tuple[str, ...],
-                  progress: bool | None) -> None:
+def events_export(
+    run_id: str, output: Path, from_seq: int, to_seq: int, kinds: tuple[str, ...], progress: bool | None
+) -> None:
     """Events of a run as JSON Lines, one event per line."""
     client = _client()
     run_id = resolve_run_id(client, run_id)
@@ -466,8 +563,14 @@ def _export(stream: Iterator[Any], out: IO[str], total: int, show: bool) -> int:
         return count
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("exporting"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=render.make_console(stderr=True), transient=False) as bar:
+    with Progress(
+        TextColumn("exporting"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=render.make_console(stderr=True),
+        transient=False,
+    ) as bar:
         task = bar.add_task("export", total=total)
         for event in stream:
             out.write(render.dumps(event.to_dict()) + "\n")
@@ -497,8 +600,9 @@ def _event_from_line(number: int, line: str) -> NewEvent:
         raise click.UsageError(f'stdin line {number}: expected an object such as {{"kind": "step", "payload": {{}}}}')
     unknown = set(document) - {"kind", "payload", "timestamp"}
     if unknown:
-        raise click.UsageError(f"stdin line {number}: unknown field(s) {', '.join(sorted(unknown))}; "
-                               "expected kind, payload, timestamp")
+        raise click.UsageError(
+            f"stdin line {number}: unknown field(s) {', '.join(sorted(unknown))}; expected kind, payload, timestamp"
+        )
     payload = document.get("payload")
     if payload is not None and not isinstance(payload, dict):
         raise click.UsageError(f"stdin line {number}: payload must be an object")
@@ -510,8 +614,9 @@ def _event_from_line(number: int, line: str) -> NewEvent:
         except ValueError:
             moment = None
         if moment is None or moment.tzinfo is None:
-            raise click.UsageError(f"stdin line {number}: timestamp must be an RFC 3339 time with a zone, "
-                                   f"e.g. 2026-01-31T12:00:00Z")
+            raise click.UsageError(
+                f"stdin line {number}: timestamp must be an RFC 3339 time with a zone, e.g. 2026-01-31T12:00:00Z"
+            )
     return NewEvent(document["kind"], payload, moment)
 
 
@@ -519,12 +624,17 @@ def _event_from_line(number: int, line: str) -> NewEvent:
 @click.argument("run_id")
 @click.argument("kind", required=False)
 @click.option("--payload", metavar="JSON", help="The event's payload, a JSON object (with KIND).")
-@click.option("--expect-last-seq", type=click.IntRange(min=0), default=None,
-              help="Refuse (ABORTED) unless the run's last seq is this (0: no events yet).")
+@click.option(
+    "--expect-last-seq",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Refuse (ABORTED) unless the run's last seq is this (0: no events yet).",
+)
 @json_option
 @connection_options
-def events_append(run_id: str, kind: str | None, payload: str | None, expect_last_seq: int | None,
-                  as_json: bool) -> None:
+def events_append(
+    run_id: str, kind: str | None, payload: str | None, expect_last_seq: int | None, as_json: bool
+) -> None:
     """Append one event of KIND, or, without KIND, JSON Lines from stdin.
 
     Each stdin line is an object {"kind": K, "payload": {...}, "timestamp": "...Z"} (payload and
@@ -550,10 +660,14 @@ def events_append(run_id: str, kind: str | None, payload: str | None, expect_las
     key = uuid.uuid4().hex
     first = last = 0
     for start in range(0, len(new), DEFAULT_BATCH_EVENTS):
-        batch = new[start:start + DEFAULT_BATCH_EVENTS]
+        batch = new[start : start + DEFAULT_BATCH_EVENTS]
         try:
-            result = client.events.append(run_id, batch, expected_last_seq=expect_last_seq if start == 0 else None,
-                                          idempotency_key=f"cli-{key}:{start}")
+            result = client.events.append(
+                run_id,
+                batch,
+                expected_last_seq=expect_last_seq if start == 0 else None,
+                idempotency_key=f"cli-{key}:{start}",
+            )
         except LedgerError as error:
             if start:
                 error.message += f" (the first {start} of {len(new)} events were appended, up to seq {last})"
@@ -578,10 +692,19 @@ def _default_actor() -> str:
     return user or "aivcs-ledger"
 
 
-by_option = click.option("--by", "promoted_by", default=_default_actor, show_default="current user",
-                         help="Who makes this entry (a person, a pipeline).")
-expect_option = click.option("--expect-current", metavar="DIGEST", default=None,
-                             help="Refuse (ABORTED) unless the current release has this spec digest.")
+by_option = click.option(
+    "--by",
+    "promoted_by",
+    default=_default_actor,
+    show_default="current user",
+    help="Who makes this entry (a person, a pipeline).",
+)
+expect_option = click.option(
+    "--expect-current",
+    metavar="DIGEST",
+    default=None,
+    help="Refuse (ABORTED) unless the current release has this spec digest.",
+)
 
 
 @releases.command("promote")
@@ -591,34 +714,65 @@ expect_option = click.option("--expect-current", metavar="DIGEST", default=None,
 @click.option("--notes", help="Free text stored with the release.")
 @by_option
 @expect_option
-@click.option("--require-successful-run", is_flag=True,
-              help="Refuse unless the ledger holds a completed, successful run of this spec by this agent.")
+@click.option(
+    "--require-successful-run",
+    is_flag=True,
+    help="Refuse unless the ledger holds a completed, successful run of this spec by this agent.",
+)
 @json_option
 @connection_options
-def releases_promote(agent: str, spec_digest: str, version_label: str | None, notes: str | None,
-                     promoted_by: str, expect_current: str | None, require_successful_run: bool,
-                     as_json: bool) -> None:
+def releases_promote(
+    agent: str,
+    spec_digest: str,
+    version_label: str | None,
+    notes: str | None,
+    promoted_by: str,
+    expect_current: str | None,
+    require_successful_run: bool,
+    as_json: bool,
+) -> None:
     """Make SPEC_DIGEST the current release of AGENT."""
-    release = _client().releases.promote(agent, spec_digest, promoted_by=promoted_by, version_label=version_label,
-                                         notes=notes, expected_current_spec_digest=expect_current,
-                                         require_successful_run=require_successful_run)
+    release = _client().releases.promote(
+        agent,
+        spec_digest,
+        promoted_by=promoted_by,
+        version_label=version_label,
+        notes=notes,
+        expected_current_spec_digest=expect_current,
+        require_successful_run=require_successful_run,
+    )
     _print_release(release, as_json)
 
 
 @releases.command("rollback")
 @click.argument("agent")
-@click.option("--to", "to_spec_digest", metavar="DIGEST",
-              help="Go back to the newest earlier release of this spec (default: the previous entry).")
+@click.option(
+    "--to",
+    "to_spec_digest",
+    metavar="DIGEST",
+    help="Go back to the newest earlier release of this spec (default: the previous entry).",
+)
 @click.option("--notes", help="Free text for the new entry (default: the notes of the entry re-appended).")
 @by_option
 @expect_option
 @json_option
 @connection_options
-def releases_rollback(agent: str, to_spec_digest: str | None, notes: str | None, promoted_by: str,
-                      expect_current: str | None, as_json: bool) -> None:
+def releases_rollback(
+    agent: str,
+    to_spec_digest: str | None,
+    notes: str | None,
+    promoted_by: str,
+    expect_current: str | None,
+    as_json: bool,
+) -> None:
     """Re-append an earlier release of AGENT as current, like `kubectl rollout undo`."""
-    release = _client().releases.rollback(agent, promoted_by=promoted_by, to_spec_digest=to_spec_digest,
-                                          expected_current_spec_digest=expect_current, notes=notes)
+    release = _client().releases.rollback(
+        agent,
+        promoted_by=promoted_by,
+        to_spec_digest=to_spec_digest,
+        expected_current_spec_digest=expect_current,
+        notes=notes,
+    )
     _print_release(release, as_json)
 
 
@@ -700,17 +854,29 @@ def _rate(count: int, seconds: float) -> str:
 
 
 @cli.command("dump")
-@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
-              default=Path("-"), help="File to write; .gz compresses it (default: standard output).")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+    default=Path("-"),
+    help="File to write; .gz compresses it (default: standard output).",
+)
 @click.option("--agent", help="Only runs of this agent, and only its release history.")
 @click.option("--created-after", callback=_iso_time, help="Only runs created at or after this time (ISO 8601).")
 @click.option("--created-before", callback=_iso_time, help="Only runs created before this time (ISO 8601).")
 @click.option("--no-releases", is_flag=True, help="Leave the release histories out.")
-@click.option("--progress/--no-progress", default=None,
-              help="Show progress on stderr [default: when stderr is a terminal].")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show progress on stderr [default: when stderr is a terminal]."
+)
 @connection_options
-def dump_command(output: Path, agent: str | None, created_after: datetime | None, created_before: datetime | None,
-                 no_releases: bool, progress: bool | None) -> None:
+def dump_command(
+    output: Path,
+    agent: str | None,
+    created_after: datetime | None,
+    created_before: datetime | None,
+    no_releases: bool,
+    progress: bool | None,
+) -> None:
     """Back the ledger up, online: every run, its events and idempotency records, and release histories.
 
     JSON Lines with a versioned header (docs/dump-format.md); each run as of its head. A file is
@@ -719,22 +885,30 @@ def dump_command(output: Path, agent: str | None, created_after: datetime | None
     ticker = _Ticker(sys.stderr.isatty() if progress is None else progress)
     try:
         figures = backup.dump_to_file(
-            _connection(click.get_current_context()), output, agent_name=agent, created_after=created_after,
-            created_before=created_before, releases=not no_releases,
+            _connection(click.get_current_context()),
+            output,
+            agent_name=agent,
+            created_after=created_after,
+            created_before=created_before,
+            releases=not no_releases,
             progress=lambda f: ticker(f"dumping: {f.runs:,} runs, {f.events:,} events"),
         )
     finally:
         ticker.done()
     where = "standard output" if str(output) == "-" else str(output)
-    click.echo(f"dumped {figures.runs:,} runs, {figures.events:,} events and {figures.releases:,} release entries "
-               f"to {where} ({figures.bytes:,} bytes) in {figures.seconds:.1f} s "
-               f"({_rate(figures.events, figures.seconds)} events)", err=True)
+    click.echo(
+        f"dumped {figures.runs:,} runs, {figures.events:,} events and {figures.releases:,} release entries "
+        f"to {where} ({figures.bytes:,} bytes) in {figures.seconds:.1f} s "
+        f"({_rate(figures.events, figures.seconds)} events)",
+        err=True,
+    )
 
 
 @cli.command("restore")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--progress/--no-progress", default=None,
-              help="Show progress on stderr [default: when stderr is a terminal].")
+@click.option(
+    "--progress/--no-progress", default=None, help="Show progress on stderr [default: when stderr is a terminal]."
+)
 @json_option
 @connection_options
 def restore_command(file: Path, progress: bool | None, as_json: bool) -> None:
@@ -753,34 +927,51 @@ def restore_command(file: Path, progress: bool | None, as_json: bool) -> None:
             click.echo(f"refused {outcome.describe()}", err=True)
 
     def summary() -> dict[str, Any]:
-        return {"records": figures.records, "events": figures.events, "complete": figures.complete,
-                "seconds": round(figures.seconds, 3), **{key.replace(" ", "_"): n for key, n in figures.counts.items()},
-                "refused": [{"run_id": o.run_id, "agent_name": o.agent_name, "first_bad_seq": o.first_bad_seq,
-                             "reason": o.reason} for o in figures.refused]}
+        return {
+            "records": figures.records,
+            "events": figures.events,
+            "complete": figures.complete,
+            "seconds": round(figures.seconds, 3),
+            **{key.replace(" ", "_"): n for key, n in figures.counts.items()},
+            "refused": [
+                {"run_id": o.run_id, "agent_name": o.agent_name, "first_bad_seq": o.first_bad_seq, "reason": o.reason}
+                for o in figures.refused
+            ],
+        }
 
     try:
         with backup.open_dump_for_reading(file) as lines:
-            backup.restore(_connection(click.get_current_context()), iter(lines), figures=figures,
-                           on_outcome=refused,
-                           progress=lambda f: ticker(f"restoring: {f.records:,} records, {f.events:,} events"))
+            backup.restore(
+                _connection(click.get_current_context()),
+                iter(lines),
+                figures=figures,
+                on_outcome=refused,
+                progress=lambda f: ticker(f"restoring: {f.records:,} records, {f.events:,} events"),
+            )
     except OSError as error:
         raise Refused(f"cannot read {file}: {error}") from None
     except LedgerError as error:
         ticker.done()
         if isinstance(error, InvalidArgument):
-            raise Refused(f"{file}: {error.message} (record N is line N of the file); "
-                          f"{figures.counts.get('runs restored', 0):,} runs were restored before it") from None
+            raise Refused(
+                f"{file}: {error.message} (record N is line N of the file); "
+                f"{figures.counts.get('runs restored', 0):,} runs were restored before it"
+            ) from None
         raise
     finally:
         ticker.done()
     counts = ", ".join(f"{n:,} {key}" for key, n in sorted(figures.counts.items())) or "nothing"
     if as_json:
         click.echo(render.pretty(summary()))
-    click.echo(f"read {figures.records:,} records ({figures.events:,} events) in {figures.seconds:.1f} s "
-               f"({_rate(figures.events, figures.seconds)} events): {counts}", err=True)
+    click.echo(
+        f"read {figures.records:,} records ({figures.events:,} events) in {figures.seconds:.1f} s "
+        f"({_rate(figures.events, figures.seconds)} events): {counts}",
+        err=True,
+    )
     if not figures.complete:
-        click.echo("error: the dump ended before its end record (truncated?); the run in progress was not restored",
-                   err=True)
+        click.echo(
+            "error: the dump ended before its end record (truncated?); the run in progress was not restored", err=True
+        )
     if figures.refused or not figures.complete:
         click.get_current_context().exit(EXIT_REFUSED)
 
