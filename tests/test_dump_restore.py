@@ -534,3 +534,23 @@ def test_bad_dump_filters_are_invalid_argument_naming_the_field(setup: Setup) ->
                 list(stub.DumpLedger(request, metadata=metadata(READ_ONLY), timeout=10))
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert str(refused.value.details()).startswith(field), refused.value.details()
+
+
+async def test_a_run_being_restored_cannot_be_created_over_its_staged_events() -> None:
+    """CreateRun of an id whose events a restore is staging is refused; the staged rows stay the restore's."""
+    from harness.inprocess import Stubs, channel, running
+
+    async with running() as daemon, channel(daemon) as ch:
+        stubs = Stubs(ch)
+        # What a restore has written of run "moving" so far: its first events, no run record yet.
+        await daemon.db.query(
+            "CREATE type::record('run_events', ['moving', 1]) SET run_id = 'moving', seq = 1, kind = 'step';"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stubs.create(run_id="moving")
+        assert refused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert "being restored" in (refused.value.details() or "")
+        [rows] = await daemon.db.query("SELECT VALUE seq FROM run_events:['moving', 1]..=['moving', 9];")
+        [run] = await daemon.db.query("SELECT * FROM ONLY type::record('runs', 'moving');")
+        assert rows == [1] and run is None
+        assert await stubs.create(run_id="not-moving") == "not-moving"

@@ -89,3 +89,14 @@ async def test_releases_refuse_what_the_grpc_api_refuses(ledger: Ledger) -> None
     await refused("agent_name", releases.history(""))
     first = await releases.promote("agent", SPEC.upper(), "ci", expected_current_spec_digest="")
     assert first.spec_digest == SPEC and first.sequence == 1
+
+
+def test_a_field_named_by_a_huge_payload_key_is_cut() -> None:
+    # The field path holds the caller's key; it travels in the message and twice in the error
+    # details, so uncut it could overflow a client's trailer limit and the refusal would be lost.
+    from aivcs_ledgerd.ledger import validation
+
+    with pytest.raises(InvalidArgument) as refused:
+        validation.json_object("events[0].payload", {"k" * 100_000: float("nan")})
+    assert refused.value.field.startswith("events[0].payload.kkk")
+    assert len(refused.value.field) < 400 and len(str(refused.value)) < 600

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from aivcs_ledgerd.model import RunStatus
+from aivcs_ledgerd.util.text import cut
 
 
 class LedgerError(Exception):
@@ -22,10 +23,18 @@ class LedgerError(Exception):
         self.facts: dict[str, str] = dict(facts or {})
 
 
+MAX_FIELD_CHARS = 256
+
+
 class InvalidArgument(LedgerError):
-    """Malformed input. The message starts with the offending field's name."""
+    """Malformed input. The message starts with the offending field's name.
+
+    The name can hold a caller's keys (`events[0].payload.KEY`): it is cut to
+    MAX_FIELD_CHARS, as it travels in the message and twice in the details.
+    """
 
     def __init__(self, field: str, problem: str) -> None:
+        field = cut(field, MAX_FIELD_CHARS)
         super().__init__(f"{field}: {problem}", reason="INVALID_FIELD", facts={"field": field})
         self.field = field
         self.problem = problem

@@ -122,6 +122,10 @@ class Runs:
             try:
                 await runs.create_run(self._db, run)
                 return run
+            except Rejected as rejected:
+                if rejected.reason != runs.STAGED:
+                    raise
+                raise AlreadyExists(f"run_id: run {run.run_id!r} is being restored") from None
             except DuplicateRecord:
                 existing = await runs.get_run(self._db, run.run_id)
                 if existing is None:

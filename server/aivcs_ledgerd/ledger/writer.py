@@ -47,7 +47,7 @@ from aivcs_ledgerd.store import (
     StoreError,
 )
 from aivcs_ledgerd.store.database import Exclusive, Queries
-from aivcs_ledgerd.store.events import EventRow, RunHead, StoredAppend, append, find_appends, run_head
+from aivcs_ledgerd.store.events import RunHead, StoredAppend, append, find_appends, run_head
 from aivcs_ledgerd.store.leases import FENCED, Fence
 from aivcs_ledgerd.store.runs import expire_run, run_key
 from aivcs_ledgerd.util.futures import retrieve_exception
@@ -117,7 +117,6 @@ class _Plan:
     head: RunHead
     now_ns: int = 0
     events: list[Event] = field(default_factory=list)
-    rows: list[EventRow] = field(default_factory=list)
     appends: dict[str, StoredAppend] = field(default_factory=dict)
     answers: list[tuple[Batch, AppendResult | LedgerError]] = field(default_factory=list)
     tokens: tuple[int, int] = (0, 0)  # token usage the new events add to the run
@@ -264,7 +263,7 @@ class Writers:
                             session,
                             run_id,
                             plan.head.last_seq,
-                            plan.rows,
+                            plan.events,
                             plan.appends,
                             plan.now_ns,
                             plan.head.inactivity_timeout_ms,
@@ -362,7 +361,6 @@ class Writers:
                 timestamp_ns = now if new.timestamp_ns is None else new.timestamp_ns
                 digest = event_digest(digest, last_seq, pending.kind_json, pending.payload_json, timestamp_ns)
                 plan.events.append(Event(run_id, last_seq, new.kind, new.payload, timestamp_ns, digest))
-                plan.rows.append(EventRow(last_seq, new.kind, new.payload, timestamp_ns, digest))
                 if new.input_tokens or new.output_tokens:
                     plan.tokens = (plan.tokens[0] + new.input_tokens, plan.tokens[1] + new.output_tokens)
             if key is not None:

@@ -25,6 +25,7 @@ import grpc
 
 from aivcs_ledgerd.methods import OPEN_SERVICES, STREAM_APPEND, WRITE_METHODS
 from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
+from aivcs_ledgerd.util.codes import CODES_BY_NUMBER
 from aivcs_ledgerd.util.text import cut
 
 log = logging.getLogger("aivcs_ledgerd.calls")
@@ -40,7 +41,6 @@ CALLER_CODES = frozenset(
     }
 )
 ACCESS_CODES = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
-CODES_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 
 DONE = {
     "CreateRun": "run created",

@@ -51,6 +51,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = TRACE_SERVICE
+# An owner's refusal the exporter should retry (its spans are not counted as rejected): the owner
+# is unavailable, out of disk or over a budget, or ran out of time.
+RETRYABLE_CODES = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+    }
+)
 MAX_EXPORT_SPANS = 8192  # sixteen times the OTel SDKs' default export batch (512)
 MAX_MESSAGES_SHOWN = 3  # refusals quoted in partial_success.error_message
 
@@ -191,7 +200,7 @@ class TraceServiceServicer:
                 answers.retryable = answers.retryable or str(unreachable)
                 continue
             except Relayed as refused:
-                if refused.relayed_code == grpc.StatusCode.UNAVAILABLE:
+                if refused.relayed_code in RETRYABLE_CODES:
                     answers.retryable = answers.retryable or str(refused)
                 else:
                     spans = sum(len(sources[run_id]) for run_id in run_ids)

@@ -33,17 +33,6 @@ class RunHead:
 
 
 @dataclass(frozen=True, slots=True)
-class EventRow:
-    """An event ready to store, with its seq and digest assigned."""
-
-    seq: int
-    kind: str
-    payload: dict[str, Any]
-    timestamp_ns: int
-    digest: str
-
-
-@dataclass(frozen=True, slots=True)
 class StoredAppend:
     """An idempotency key's record: the seqs its batch got."""
 
@@ -133,7 +122,7 @@ async def append(
     session: Exclusive,
     run_id: str,
     base_seq: int,
-    events: list[EventRow],
+    events: list[Event],
     appends: dict[str, StoredAppend],
     now_ns: int,
     inactivity_timeout_ms: int = 0,
@@ -192,7 +181,12 @@ async def append(
 def start_read(
     db: Database, run_id: str, from_seq: int, to_seq: int, kinds: list[str] | None = None
 ) -> Coroutine[Any, Any, tuple[list[Event], int]]:
-    """Hand a range read to the engine now (Database.start); await the result for read_events' answer."""
+    """Hand a range read to the engine now (Database.start); await the result for the events.
+
+    Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending, and
+    their size as JSON. The engine hands the rows back as one JSON text:
+    decoding it with the C `json` module is faster than the SDK's CBOR decoder.
+    """
     where = " WHERE kind IN $kinds" if kinds else ""
     sql = (
         "RETURN encoding::json::encode((SELECT VALUE [seq, kind, payload, timestamp_ns, digest] "
@@ -206,17 +200,6 @@ async def _decoded(db: Database, call: asyncio.Future[dict[str, Any]], run_id: s
     [text] = await db.answer(call)
     events = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in json.loads(text)]
     return events, len(text)
-
-
-async def read_events(
-    db: Database, run_id: str, from_seq: int, to_seq: int, kinds: list[str] | None = None
-) -> tuple[list[Event], int]:
-    """Events with from_seq <= seq <= to_seq (and kind in `kinds`), ascending, and their size as JSON.
-
-    The engine hands the rows back as one JSON text: decoding it with the C
-    `json` module is over twice as fast as the SDK's CBOR decoder.
-    """
-    return await start_read(db, run_id, from_seq, to_seq, kinds)
 
 
 async def first_seq_after(db: Queries, run_id: str, seq: int) -> int | None:

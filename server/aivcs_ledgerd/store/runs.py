@@ -18,7 +18,7 @@ from typing import Any
 from surrealdb import Null, NullType
 
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
-from aivcs_ledgerd.store.database import Database, Queries
+from aivcs_ledgerd.store.database import THROW_PREFIX, Database, Queries
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 from aivcs_ledgerd.util.timeutil import datetime_to_ns
 
@@ -32,11 +32,20 @@ def run_key(run_id: str) -> str:
     return f"run:{run_id}"
 
 
+# A restore stages a run's events before its record exists (ledger/backup/restore.py): a new
+# run must not be created over them, or its appends would meet the staged seqs.
+STAGED = "staged"
+
+
 async def create_run(db: Database, run: Run) -> None:
-    """Store a new run; DuplicateRecord when the id, or its creation key, is taken."""
+    """Store a new run; DuplicateRecord when the id, or its creation key, is taken.
+
+    Rejected(STAGED) when a restore is writing a run with this id.
+    """
     await db.write(
         run_key(run.run_id),
-        "CREATE type::record('runs', $run_id) CONTENT $run RETURN NONE;",
+        f"IF record::exists(type::record('run_events', [$run_id, 1])) {{ THROW '{THROW_PREFIX}{STAGED}' }} "
+        "ELSE { CREATE type::record('runs', $run_id) CONTENT $run RETURN NONE };",
         {"run_id": run.run_id, "run": _row(run)},
     )
 

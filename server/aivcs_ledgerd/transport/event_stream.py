@@ -230,6 +230,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         finally:
             counted.__exit__(None, None, None)
             drained.cancel()
+            reader.cancel()
             for task in list(in_flight):
                 task.cancel()
 

@@ -37,6 +37,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
 
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+from aivcs_ledgerd.util.codes import CODES_BY_NUMBER
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,11 @@ FORWARDED = "aivcs-forwarded"
 NOT_OWNER = "not the owner of"
 DEFAULT_TIMEOUT_SECONDS = 30.0
 # Batches one pipe carries unanswered at once: the owner reads at most this many of a stream
-# ahead of its answers (STREAM_IN_FLIGHT), so a fuller pipe opens another beside it.
+# ahead of its answers (STREAM_IN_FLIGHT), so a fuller pipe opens another beside it, up to
+# MAX_PIPES per owner and caller token (each is a call on the owner's connection, which limits
+# them); beyond that the least busy pipe takes the batch and it waits in the stream.
 PIPE_IN_FLIGHT = 64
-STATUS_BY_VALUE = {code.value[0]: code for code in grpc.StatusCode}
+MAX_PIPES = 4
 
 Context = grpc.aio.ServicerContext[Any, Any]
 T = TypeVar("T")
@@ -92,7 +95,6 @@ class _Pipe:
         self._ids = itertools.count(1)
         self._outgoing: asyncio.Queue[es.IngestEventsRequest] = asyncio.Queue()
         self.waiting: dict[int, asyncio.Future[es.IngestEventsResponse]] = {}
-        self.closed = False
         stub = event_stream_pb2_grpc.EventStreamStub(peers._channel(address))
         self._call = stub.IngestEvents(self._requests(), metadata=metadata)
         self._reader = asyncio.create_task(self._read(), name=f"pipe:{address}")
@@ -120,7 +122,6 @@ class _Pipe:
         except asyncio.CancelledError:
             failure = OwnerUnreachable("this replica is shutting down; retry")
         finally:
-            self.closed = True
             self._peers._pipe_closed(self)
             for waiter in self.waiting.values():
                 if not waiter.done():
@@ -201,7 +202,9 @@ class Peers:
     ) -> es.IngestEventsResponse:
         """Forward one batch through a pipe to the owner at `address`; raise Relayed, OwnerMoved or OwnerUnreachable.
 
-        `request.batch_id` is the pipe's to set. Outcomes are counted under `method`.
+        A batch the owner did not answer in time is not sent again (Unavailable, which `routed`
+        does not retry): it may still be written, and only the caller can retry it safely, with its
+        idempotency key. `request.batch_id` is the pipe's to set. Outcomes are counted under `method`.
         """
         pipe = self._pipe(address, tuple(self._metadata(context)))
         try:
@@ -212,7 +215,10 @@ class Peers:
         except TimeoutError:
             self._count(method, "unreachable")
             log.info("owner at %s did not answer a forwarded %s in time", address, method)
-            raise OwnerUnreachable(f"the replica owning this run ({address}) did not answer; retry") from None
+            raise Unavailable(
+                f"the replica owning this run ({address}) did not answer in time; the batch may still be"
+                " written: retry with its idempotency key"
+            ) from None
         except OwnerMoved:
             self._count(method, "moved")
             raise
@@ -223,7 +229,7 @@ class Peers:
             self._count(method, "refused")
             raise
         if answer.HasField("error"):
-            code = STATUS_BY_VALUE.get(answer.error.code, grpc.StatusCode.UNAVAILABLE)
+            code = CODES_BY_NUMBER.get(answer.error.code, grpc.StatusCode.UNAVAILABLE)
             if code == grpc.StatusCode.UNAVAILABLE and answer.error.message.startswith(NOT_OWNER):
                 self._count(method, "moved")
                 raise OwnerMoved(answer.error.message)
@@ -238,6 +244,8 @@ class Peers:
         for pipe in pipes:
             if len(pipe.waiting) < PIPE_IN_FLIGHT:
                 return pipe
+        if len(pipes) >= MAX_PIPES:
+            return min(pipes, key=lambda pipe: len(pipe.waiting))
         pipe = _Pipe(self, address, metadata)
         pipes.append(pipe)
         return pipe
@@ -253,7 +261,6 @@ class Peers:
         """Call `service.method` on the replica at `address`; raise Relayed, OwnerMoved or OwnerUnreachable."""
         channel = self._channel(address)
         stubs: dict[str, Any] = {
-            "EventStream": event_stream_pb2_grpc.EventStreamStub,
             "RunLedger": run_ledger_pb2_grpc.RunLedgerStub,
             "ReleaseRegistry": release_registry_pb2_grpc.ReleaseRegistryStub,
             "TraceService": trace_service_pb2_grpc.TraceServiceStub,

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 from aivcs_ledgerd import __version__
 from aivcs_ledgerd.ledger.backup import format as fmt
 from aivcs_ledgerd.ledger.backup.patience import patiently
+from aivcs_ledgerd.ledger.store_errors import translated_stream
 from aivcs_ledgerd.store import Database
 from aivcs_ledgerd.store import backup as store
 
@@ -55,6 +56,7 @@ async def _read(call: Callable[..., Awaitable[T]], *args: Any) -> T:
     return await patiently(lambda _: call(*args), "dump")
 
 
+@translated_stream
 async def dump(db: Database, where: DumpFilter, counts: DumpCounts) -> AsyncIterator[str]:
     """The dump's records as text, in order; `counts` follows what has been yielded."""
     yield fmt.encode(fmt.header(time.time_ns(), __version__, where.described()))

@@ -31,6 +31,7 @@ from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 from aivcs_ledgerd.ledger.ownership import NotOwner, SoleOwner
+from aivcs_ledgerd.ledger.store_errors import translated
 from aivcs_ledgerd.model import RunStatus
 from aivcs_ledgerd.store import Database, DuplicateRecord, Rejected
 from aivcs_ledgerd.store import backup as store
@@ -46,7 +47,6 @@ T = TypeVar("T")
 EVENTS_PER_BATCH = 200
 APPENDS_PER_BATCH = 500
 RELEASES_PER_BATCH = 500
-MAX_KEY_BYTES = 256  # the idempotency key limit of AppendEvents
 MIN_NS = -(2**63)
 
 
@@ -133,6 +133,7 @@ class Restore:
         self._run: _Run | None = None
         self._history: _History | None = None
 
+    @translated
     async def feed(self, texts: list[str]) -> None:
         """Handle records in order, adding to `outcomes`; InvalidArgument (naming the record) ends the stream."""
         outcomes = self.outcomes
@@ -171,6 +172,7 @@ class Restore:
         outcomes, self.outcomes = self.outcomes, []
         return outcomes
 
+    @translated
     async def abort(self) -> None:
         """The stream ended early or failed: remove the staged rows of the run in progress."""
         run, self._run = self._run, None
@@ -270,7 +272,6 @@ class Restore:
     async def _append(self, run: _Run, fields: fmt.Fields) -> None:
         self._appends += 1
         key = fields.identifier("key")
-        validation.text(f"{fields.where}.key", key, MAX_KEY_BYTES)
         first, last = fields.integer("first_seq", 1), fields.integer("last_seq", 1)
         if first > last or last > run.record["total_events"]:
             raise fields.bad("last_seq", f"{first}..{last} is not a range of the run's events")

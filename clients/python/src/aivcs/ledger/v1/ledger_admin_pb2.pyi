@@ -148,7 +148,9 @@ class RestoreOutcome(_message.Message):
         VERDICT_UNCHANGED: RestoreOutcome._Verdict.ValueType  # 2
         """Already present with the same content; nothing written."""
         VERDICT_REFUSED: RestoreOutcome._Verdict.ValueType  # 3
-        """Not written, and nothing of it stored; `reason` says why."""
+        """Not written; `reason` says why. Nothing of a refused run is stored; a
+        release history refused part-way keeps the entries before the bad one.
+        """
 
     class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
         """The verdict."""
@@ -160,7 +162,9 @@ class RestoreOutcome(_message.Message):
     VERDICT_UNCHANGED: RestoreOutcome.Verdict.ValueType  # 2
     """Already present with the same content; nothing written."""
     VERDICT_REFUSED: RestoreOutcome.Verdict.ValueType  # 3
-    """Not written, and nothing of it stored; `reason` says why."""
+    """Not written; `reason` says why. Nothing of a refused run is stored; a
+    release history refused part-way keeps the entries before the bad one.
+    """
 
     RUN_ID_FIELD_NUMBER: _builtins.int
     AGENT_NAME_FIELD_NUMBER: _builtins.int

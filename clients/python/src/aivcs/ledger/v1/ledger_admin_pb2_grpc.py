@@ -116,7 +116,9 @@ class LedgerAdminServicer:
         the same fields and the same head is UNCHANGED, a release history whose
         entries match is UNCHANGED (and one that holds a matching prefix gets
         the rest). A run or history that exists with other content is REFUSED,
-        naming it; nothing of it is changed. A restored RUNNING run continues
+        naming it; nothing of it is changed. A release history whose dump is bad
+        part-way keeps the entries before the bad one (histories are appended in
+        batches, in order; `reason` then says so). A restored RUNNING run continues
         its chain: the next append gets seq total_events + 1. Its inactivity
         deadline counts from the restore, so moving a ledger does not fail the
         runs still being written.
