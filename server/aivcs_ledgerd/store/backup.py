@@ -22,7 +22,7 @@ from typing import Any
 import cbor2
 
 from aivcs_ledgerd.store.database import THROW_PREFIX, Queries
-from aivcs_ledgerd.store.events import MAX_SEQ
+from aivcs_ledgerd.store.events import INSERT_APPENDS, INSERT_EVENTS, MAX_SEQ
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 
 EXISTS = "run_exists"  # reason of the Rejected raised when staging meets a run record
@@ -144,16 +144,7 @@ async def stage_events(
     (the write is a repeat of one that may have committed unseen), a batch already stored is left as
     it is: a batch is one transaction, so its first seq is there exactly when all of it is.
     """
-    insert = """INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
-        id: type::record('run_events', [$run_id, $e[0]]),
-        run_id: $run_id,
-        seq: $e[0],
-        kind: $e[1],
-        payload: $e[2],
-        timestamp: time::from_nanos($e[3]),
-        timestamp_ns: $e[3],
-        digest: $e[4],
-    }) RETURN NONE;"""
+    insert = INSERT_EVENTS
     if repeat:
         insert = f"IF !record::exists(type::record('run_events', [$run_id, $first])) {{ {insert} }};"
     sql = _transaction(_ABSENT_RUN + insert, fence)
@@ -168,14 +159,7 @@ async def stage_appends(
 
     As stage_events, with `repeat` a batch already stored is left as it is.
     """
-    insert = """INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
-        id: type::record('run_appends', [$run_id, $a[0]]),
-        run_id: $run_id,
-        key: $a[0],
-        first_seq: $a[1],
-        last_seq: $a[2],
-        fingerprint: $a[3],
-    }) RETURN NONE;"""
+    insert = INSERT_APPENDS
     if repeat:
         insert = f"IF !record::exists(type::record('run_appends', [$run_id, $first])) {{ {insert} }};"
     sql = _transaction(_ABSENT_RUN + insert, fence)

@@ -70,12 +70,9 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
-_APPEND_BODY = """
-    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
-    IF $run = NONE { THROW 'aivcs:not_found' }
-    ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
-    ELSE IF $run.total_events != $base { THROW 'aivcs:moved' };
-    INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
+# The stored shape of an event, from $events: CBOR of [[seq, kind, payload, timestamp_ns, digest], ...]
+# (every writer of events uses it: appends, and a restore's staging).
+INSERT_EVENTS = """INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
         id: type::record('run_events', [$run_id, $e[0]]),
         run_id: $run_id,
         seq: $e[0],
@@ -84,12 +81,23 @@ _APPEND_BODY = """
         timestamp: time::from_nanos($e[3]),
         timestamp_ns: $e[3],
         digest: $e[4],
-    }) RETURN NONE;{keys}
+    }) RETURN NONE;"""
+
+_APPEND_BODY = (
+    """
+    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
+    IF $run = NONE { THROW 'aivcs:not_found' }
+    ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
+    ELSE IF $run.total_events != $base { THROW 'aivcs:moved' };
+    """
+    + INSERT_EVENTS
+    + """{keys}
     UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
         last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
 """
-_KEYS = """
-    INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
+)
+# The stored shape of an idempotency record, from $appends: CBOR of [[key, first_seq, last_seq, fingerprint], ...].
+INSERT_APPENDS = """INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
         id: type::record('run_appends', [$run_id, $a[0]]),
         run_id: $run_id,
         key: $a[0],
@@ -97,6 +105,7 @@ _KEYS = """
         last_seq: $a[2],
         fingerprint: $a[3],
     }) RETURN NONE;"""
+_KEYS = "\n    " + INSERT_APPENDS
 _DEADLINE = ", inactivity_deadline_ns = $deadline"
 _TOKENS = ", input_tokens = (input_tokens ?? 0) + $input_tokens, output_tokens = (output_tokens ?? 0) + $output_tokens"
 

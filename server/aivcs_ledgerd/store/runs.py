@@ -44,7 +44,8 @@ async def create_run(db: Database, run: Run) -> None:
     """
     await db.write(
         run_key(run.run_id),
-        f"IF record::exists(type::record('run_events', [$run_id, 1])) {{ THROW '{THROW_PREFIX}{STAGED}' }} "
+        "IF record::exists(type::record('run_events', [$run_id, 1]))"
+        f" AND !record::exists(type::record('runs', $run_id)) {{ THROW '{THROW_PREFIX}{STAGED}' }} "
         "ELSE { CREATE type::record('runs', $run_id) CONTENT $run RETURN NONE };",
         {"run_id": run.run_id, "run": _row(run)},
     )
