@@ -16,7 +16,7 @@ import logging
 import random
 
 from aivcs_ledgerd.store.database import Database
-from aivcs_ledgerd.store.errors import StoreConflict
+from aivcs_ledgerd.store.errors import StoreConflict, StoreUnavailable
 from aivcs_ledgerd.store.leases import SCHEMA as LEASES
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # bounded so that a conflict that never clears still fails the start.
 SCHEMA_ATTEMPTS = 20
 SCHEMA_BACKOFF_SECONDS = 0.05
+SCHEMA_TIMEOUT_ATTEMPTS = 3  # of SCHEMA_ATTEMPTS, how many may time out
 
 SEED = """
 DEFINE TABLE IF NOT EXISTS runs SCHEMALESS
@@ -115,6 +116,7 @@ async def init_schema(db: Database, seed_indexes: bool = False) -> None:
     Without `seed_indexes`, the seed's `run_events` indexes (SEED_EVENT_INDEXES) are removed from a
     database that has them, with a log line; with it, they are defined too.
     """
+    timeouts = 0
     for attempt in range(1, SCHEMA_ATTEMPTS + 1):
         try:
             extra = SEED_EVENT_INDEX_SQL if seed_indexes else ""
@@ -127,6 +129,15 @@ async def init_schema(db: Database, seed_indexes: bool = False) -> None:
                 raise
             log.info("schema definition conflicted with another starter (attempt %d); retrying", attempt)
             await asyncio.sleep(random.uniform(0.5, 1.5) * SCHEMA_BACKOFF_SECONDS * min(attempt, 10))
+        except StoreUnavailable as error:
+            # Starters defining the schema at once can hold each other past the round-trip timeout;
+            # the definitions are idempotent, so a few more tries are safe. A database that is down
+            # still stops the start after them.
+            timeouts += 1
+            if timeouts >= SCHEMA_TIMEOUT_ATTEMPTS or attempt == SCHEMA_ATTEMPTS:
+                raise
+            log.info("schema definition did not finish (%s, attempt %d); retrying", error, attempt)
+            await asyncio.sleep(random.uniform(0.5, 1.5) * SCHEMA_BACKOFF_SECONDS * 10)
 
 
 async def _remove_seed_event_indexes(db: Database) -> None:

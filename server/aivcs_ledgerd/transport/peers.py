@@ -184,7 +184,14 @@ class Peers:
     def _failure(self, method: str, address: str, error: grpc.aio.AioRpcError, count: bool = True) -> Exception:
         details = error.details() or ""
         failure: Exception
-        unanswered = error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+        # INTERNAL or UNKNOWN from a peer is a call that broke (e.g. a stream the owner closed while
+        # this replica was writing to it), not an answer: never passed on to the caller as it is.
+        unanswered = error.code() in (
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.DEADLINE_EXCEEDED,
+            grpc.StatusCode.INTERNAL,
+            grpc.StatusCode.UNKNOWN,
+        )
         if error.code() == grpc.StatusCode.UNAVAILABLE and details.startswith(NOT_OWNER):
             outcome, failure = "moved", OwnerMoved(details)
         elif unanswered and not details.startswith(("database", "the daemon")):
