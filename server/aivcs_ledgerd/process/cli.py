@@ -221,7 +221,7 @@ class Duration(click.ParamType[int, object]):
     default=None,
     show_envvar=True,
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="File of bearer tokens, one 'read-write TOKEN' or 'read-only TOKEN' per line (# comments). "
+    help="File of bearer tokens, one 'ROLE TOKEN' per line, ROLE read-only, read-write or admin (# comments). "
     "When set, every call but health and reflection needs 'authorization: Bearer TOKEN'.",
 )
 @click.option(
