@@ -12,6 +12,7 @@ need no escaping, so the bytes are exactly those of the whole object.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 
@@ -24,7 +25,12 @@ NANOS = 1_000_000_000
 def rfc3339_nanos(timestamp_ns: int) -> str:
     """E.g. 2026-01-02T03:04:05.000000006Z, for any time from year 1 to 9999."""
     seconds, nanos = divmod(timestamp_ns, NANOS)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
+    return f"{_second(seconds)}.{nanos:09d}Z"
+
+
+@functools.lru_cache(maxsize=256)  # a run's events mostly share their second with a neighbour
+def _second(seconds: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
 
 
 def event_digest(prev: str, seq: int, kind_json: bytes, payload_json: bytes, timestamp_ns: int) -> str:

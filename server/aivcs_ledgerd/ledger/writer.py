@@ -230,7 +230,16 @@ class Writers:
                     batch = queue.pending.pop(0)
                     group.append(batch)
                     size += len(batch.events)
-                await self._commit(run_id, group)
+                plan = await self._commit(run_id, group)
+                if plan is None:
+                    continue
+                if queue.pending:
+                    # Published and answered on the next loop turn: the next group's query must reach
+                    # the engine before the work these answers set off (callers resuming, streams
+                    # reading and converting more requests), so that work overlaps the engine's.
+                    asyncio.get_running_loop().call_soon(self._deliver, run_id, plan)
+                else:
+                    self._deliver(run_id, plan)  # nothing waits to be written: answer at once
         finally:
             queue.task = None
             self._drop_if_idle(run_id, queue)
@@ -239,8 +248,8 @@ class Writers:
         if queue.idle and self._queues.get(run_id) is queue:
             del self._queues[run_id]
 
-    async def _commit(self, run_id: str, group: list[Batch]) -> None:
-        """Write one group, answering every batch in it exactly once.
+    async def _commit(self, run_id: str, group: list[Batch]) -> _Plan | None:
+        """Write one group; the plan whose answers are to be delivered, or None when all are settled.
 
         The run's lock on the handle is held from planning to commit, so a
         plan that met a concurrent change (another ledger on this handle, or
@@ -254,7 +263,7 @@ class Writers:
                 for _attempt in range(MAX_ATTEMPTS):
                     plan = await self._plan(session, run_id, group)
                     if plan is None:
-                        return
+                        return None
                     if not plan.events:
                         break
                     sent = time.monotonic()
@@ -301,18 +310,16 @@ class Writers:
                 failure = Unavailable("the append failed unexpectedly; nothing of it was written")
             for batch in group:
                 _settle(batch, failure)
-            return
-        # Published and answered on the next loop turn, not now: the drain loop goes straight on
-        # to the next group, and its query must reach the engine before the work these answers
-        # set off (callers resuming, streams reading and converting more requests), so that work
-        # overlaps the engine's instead of delaying it (worth it in the ingest benchmark).
-        asyncio.get_running_loop().call_soon(self._deliver, run_id, plan)
+            return None
+        return plan
 
     def _deliver(self, run_id: str, plan: _Plan) -> None:
-        if plan.events:
-            self._hub.publish(run_id, plan.events)
-        for batch, outcome in plan.answers:
-            _settle(batch, outcome)
+        try:
+            if plan.events:
+                self._hub.publish(run_id, plan.events)
+        finally:
+            for batch, outcome in plan.answers:
+                _settle(batch, outcome)
 
     async def _plan(self, session: Exclusive, run_id: str, group: list[Batch]) -> _Plan | None:
         head = await self._head(session, run_id)

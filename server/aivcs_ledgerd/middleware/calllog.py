@@ -86,12 +86,16 @@ class _Logged(CallHooks):
         self._ids: dict[str, str] = {}
         self._batches: dict[int, str] = {}  # IngestEvents: batch_id -> run_id
         self._end: tuple[int, str] | None = None  # a run's end: (total_events, status_reason)
+        self._request: Any = None  # a unary request
 
     async def received(self, message: Any) -> None:
         if self.method.path == STREAM_APPEND:
             run_id = _field(message, "run_id")
             if run_id is not None:
                 self._batches[message.batch_id] = run_id
+            return
+        if not self.method.streaming:
+            self._request = message  # its ids are read only if the call is logged (finished)
             return
         for name in ("run_id", "agent_name"):
             value = _field(message, name)
@@ -127,7 +131,16 @@ class _Logged(CallHooks):
             self._ids["spec_digest"] = cut(release.spec_digest)
 
     def finished(self, code: grpc.StatusCode) -> None:
-        ids = self._ids
+        done = DONE.get(self.method.name) if code is grpc.StatusCode.OK else None
+        if code is grpc.StatusCode.OK and done is None:
+            return  # an ordinary success (most calls): nothing to log, so nothing is built
+        if code is grpc.StatusCode.CANCELLED or (code in CALLER_CODES and not self._write):
+            return  # a caller that hung up, or a read that found nothing: not notable
+        ids = self._ids  # what the response named wins over the request
+        for name in ("run_id", "agent_name"):
+            value = _field(self._request, name) if name not in ids else None
+            if value is not None:
+                ids[name] = value
         subject = (
             f"run {ids['run_id']!r}"
             if "run_id" in ids
@@ -135,20 +148,17 @@ class _Logged(CallHooks):
         )
         extra: dict[str, Any] = {"method": self.method.name, "code": code.name}
         extra.update((key, ids[key]) for key in ("run_id", "agent_name") if key in ids)
-        if code is grpc.StatusCode.OK:
-            done = DONE.get(self.method.name)
-            if done is not None and self._end is not None:
+        if done is not None:
+            if self._end is not None:
                 events, reason = self._end
                 extra |= {"events": events, "reason": bounded(reason)}
                 agent = ids.get("agent_name", "")
                 because = f", reason {bounded(reason)!r}" if reason else ""
                 log.info("%s: %s of agent %r, %d events%s", done, subject, agent, events, because, extra=extra)
-            elif done is not None:
+            else:
                 digest = f" (spec_digest {ids['spec_digest']})" if "spec_digest" in ids else ""
                 log.info("%s: %s%s", done, subject, digest, extra=extra)
             return
-        if code is grpc.StatusCode.CANCELLED or (code in CALLER_CODES and not self._write):
-            return  # a caller that hung up, or a read that found nothing: not notable
         details = self.context.details() or ""
         if isinstance(details, bytes):
             details = details.decode("utf-8", "replace")

@@ -144,6 +144,8 @@ class HooksInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
 
     def __init__(self, sources: list[Hooks]) -> None:
         self._sources = sources
+        # gRPC asks for every call; a method's handler (and so its wrapping) is the same each time.
+        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -153,16 +155,26 @@ class HooksInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         handler = await continuation(handler_call_details)
         if handler is None:
             return handler
-        method = Method.of(handler_call_details.method, handler)
-        handler = tolerant(handler)
+        path = handler_call_details.method
+        cached = self._wrapped.get(path)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(path, handler)
+        if not isinstance(handler, Refusal):  # a refusal is made for its one call
+            self._wrapped[path] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, path: str, handler: Handler) -> Handler:
+        method = Method.of(path, handler)
+        tolerating = tolerant(handler)
         factories = [f for f in (source.factory(method) for source in self._sources) if f is not None]
         if len(factories) <= 1:
-            return wrap(handler, method, factories[0] if factories else CallHooks)
+            return wrap(tolerating, method, factories[0] if factories else CallHooks)
 
         def all_hooks(method: Method, context: Context) -> CallHooks:
             return _AllHooks(method, context, [make(method, context) for make in factories])
 
-        return wrap(handler, method, all_hooks)
+        return wrap(tolerating, method, all_hooks)
 
 
 def behavior_of(handler: Handler) -> Callable[..., Any]:

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import surrealdb
 from surrealdb import AsyncSurreal
 
-from aivcs_ledgerd.store import wal
+from aivcs_ledgerd.store import wal, wire
 from aivcs_ledgerd.store.errors import (
     DuplicateRecord,
     QueryFailed,
@@ -590,7 +590,7 @@ class Database:
         if self._connection is None:
             raise StoreUnavailable("database is being reopened")
         try:
-            response: dict[str, Any] = await self._connection.query_raw(sql, variables)
+            response = await wire.query_raw(self._connection, sql, variables)
         except surrealdb.TransportError as error:
             raise StoreUnavailable(f"database unreachable: {error}") from error
         except surrealdb.SurrealError as error:

@@ -1,0 +1,101 @@
+"""Query frames for an embedded engine in cbor2's C codec, instead of the SDK's pure-Python one.
+
+The embedded SDK connection encodes every request and decodes every answer
+with a CBOR codec written in Python, on the daemon's one loop thread; for a
+one-event append that was a large share of the thread's work per call. This
+module sends the same frames through the same engine entry point
+(`AsyncEmbeddedDB.execute`), encoded and decoded by cbor2's C extension.
+
+What is guaranteed to match the SDK: the request bytes for every value it
+encodes (str, bytes, int in SurrealDB's signed 64-bit range, float, bool,
+None as NONE, surrealdb.Null as NULL, RecordID, and dicts with str keys and
+lists of those); and the values decoded from an answer, tags included (the
+SDK's own tag decoder is used), except that a NULL comes back as None where
+the SDK gives surrealdb.Null. A query whose variables hold anything else is
+sent through the SDK unchanged.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import cbor2
+from surrealdb import NullType, RecordID
+from surrealdb.connections.async_embedded import AsyncEmbeddedSurrealConnection
+from surrealdb.connections.utils_mixin import mapped_engine_errors
+from surrealdb.data.cbor import tag_decoder
+
+_NONE = cbor2.CBORTag(6, None)  # SurrealDB's NONE; a CBOR null is its NULL
+_RECORD_ID = 8
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_ids = itertools.count(1)
+
+
+class _Unlike(Exception):
+    """A value this codec would not encode as the SDK does."""
+
+
+def _value(value: Any) -> Any:
+    kind = type(value)
+    if kind is str or kind is bytes or kind is float or kind is bool:
+        return value
+    if kind is int:
+        if _I64_MIN <= value <= _I64_MAX:
+            return value
+        raise _Unlike  # the SDK refuses it with its own message
+    if value is None:
+        return _NONE
+    if kind is dict:
+        if not all(type(key) is str for key in value):
+            raise _Unlike
+        return {key: _value(item) for key, item in value.items()}
+    if kind is list:
+        return [_value(item) for item in value]
+    if kind is NullType:
+        return None
+    if kind is RecordID:
+        return cbor2.CBORTag(_RECORD_ID, [_value(value.table_name), _value(value.id)])
+    raise _Unlike
+
+
+def request(sql: str, variables: dict[str, Any]) -> bytes | None:
+    """The query frame for `sql` with `variables`, or None when the SDK must encode it."""
+    try:
+        params = _value(variables)
+    except _Unlike:
+        return None
+    return cbor2.dumps({"id": str(next(_ids)), "method": "query", "params": [sql, params]})
+
+
+def _tag(first: Any, second: Any) -> Any:
+    # cbor2 5 calls a tag hook with (decoder, tag), cbor2 6 with (tag, immutable) and the tag's
+    # arrays and maps decoded immutable; the SDK's decoder reads only the tag's number and value,
+    # and has them mutable (a RecordID's array id is a list).
+    tag = first if isinstance(first, cbor2.CBORTag) else second
+    return tag_decoder(None, cbor2.CBORTag(tag.tag, _thawed(tag.value)))  # type: ignore[arg-type]
+
+
+def _thawed(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_thawed(item) for item in value]
+    if isinstance(value, cbor2.frozendict | dict):
+        return {key: _thawed(item) for key, item in value.items()}
+    return value
+
+
+def answer(frame: bytes) -> dict[str, Any]:
+    """The decoded answer frame (NULL as None)."""
+    response = cbor2.loads(frame, tag_hook=_tag)
+    return response if isinstance(response, dict) else {}
+
+
+async def query_raw(connection: Any, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """`connection.query_raw(sql, variables)`, through the C codec when the connection is embedded."""
+    frame = request(sql, variables) if isinstance(connection, AsyncEmbeddedSurrealConnection) else None
+    if frame is None:
+        response: dict[str, Any] = await connection.query_raw(sql, variables)
+        return response
+    with mapped_engine_errors("query"):
+        reply = await connection._db.execute(frame)
+    return answer(reply)

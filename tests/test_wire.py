@@ -1,0 +1,152 @@
+"""The C-codec query frames (store/wire.py) say and read exactly what the SDK's own codec does."""
+
+from __future__ import annotations
+
+import datetime
+import decimal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from surrealdb import AsyncSurreal, Null, NullType, RecordID
+from surrealdb.data.cbor import encode as sdk_encode
+
+from aivcs_ledgerd.store import wire
+
+I64 = st.integers(-(2**63), 2**63 - 1)
+scalars = (
+    st.none()
+    | st.just(Null)
+    | st.booleans()
+    | I64
+    | st.floats()
+    | st.text(max_size=12)
+    | st.binary(max_size=12)
+    | st.builds(RecordID, st.sampled_from(["runs", "run_events"]), st.text(min_size=1, max_size=8) | I64)
+)
+variables = st.dictionaries(
+    st.text(max_size=8),
+    st.recursive(
+        scalars,
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+        max_leaves=20,
+    ),
+    max_size=6,
+)
+
+
+def _sdk_request(frame: bytes) -> bytes:
+    """The SDK's encoding of the same request (same id), to compare bytes with."""
+    request = wire.answer(frame)
+    return sdk_encode({"id": request["id"], "method": "query", "params": [request["params"][0], _params(frame)]})
+
+
+def _params(frame: bytes) -> Any:
+    import cbor2
+
+    return _from_tags(cbor2.loads(frame)["params"][1])
+
+
+def _from_tags(value: Any) -> Any:
+    """cbor2's plain decoding back to the SDK's values: tag 6 is None, tag 8 a RecordID, null is Null."""
+    import cbor2
+
+    if value is None:
+        return Null
+    if isinstance(value, cbor2.CBORTag):
+        if value.tag == 6:
+            return None
+        assert value.tag == 8
+        return RecordID(value.value[0], _from_tags(value.value[1]))
+    if isinstance(value, dict):
+        return {key: _from_tags(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_from_tags(item) for item in value]
+    return value
+
+
+@settings(max_examples=400, deadline=None)
+@given(variables)
+def test_a_request_is_byte_for_byte_the_sdks(values: dict[str, Any]) -> None:
+    frame = wire.request("RETURN $x;", values)
+    assert frame is not None
+    assert frame == _sdk_request(frame)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        2**63,  # the SDK refuses it with its own message
+        -(2**63) - 1,
+        datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC),
+        decimal.Decimal("1.5"),
+        (1, 2),
+        {1, 2},
+        {1: "not a str key"},
+        [{"deep": datetime.timedelta(seconds=1)}],
+    ],
+)
+def test_values_it_would_not_encode_like_the_sdk_go_through_the_sdk(value: Any) -> None:
+    assert wire.request("RETURN $x;", {"x": value}) is None
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Any]:
+    connection = AsyncSurreal("mem://")
+    await connection.connect()
+    await connection.use("aivcs", "test")
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+def _sdk_nulls_as_none(value: Any) -> Any:
+    if isinstance(value, NullType):
+        return None
+    if isinstance(value, dict):
+        return {key: _sdk_nulls_as_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_sdk_nulls_as_none(item) for item in value]
+    return value
+
+
+ANSWERS = [
+    "RETURN NONE;",
+    "RETURN NULL;",
+    "RETURN {a: 1, b: 2.5, c: 'x', d: NULL, e: true, f: [1, NONE, NULL], g: <bytes>'ab'};",
+    "RETURN d'2026-01-02T03:04:05.123456789Z';",
+    "RETURN 1h30m;",
+    "RETURN 1.25dec;",
+    "RETURN u'0190d4a3-8f2a-7b1c-9d4e-5f6a7b8c9d0e';",
+    "CREATE runs:['a', 1] SET x = 1; SELECT * FROM runs;",
+    "RETURN [runs:['a', [1, 2], {x: [3]}], runs:{a: [1], b: 'x'}, runs:⟨x y⟩, {k: runs:['q', 5]}];",
+    "BEGIN; LET $r = 1; IF $r = 1 { THROW 'aivcs:moved' }; COMMIT;",
+    "SELECT * FROM nonsense::function();",
+]
+
+
+@pytest.mark.parametrize("sql", ANSWERS)
+async def test_an_answer_reads_as_the_sdk_reads_it_with_null_as_none(engine: Any, sql: str) -> None:
+    through_sdk = await engine.query_raw(sql, {})
+    await engine.query_raw("DELETE runs;", {})
+    through_wire = await wire.query_raw(engine, sql, {})
+    await engine.query_raw("DELETE runs;", {})
+    for answer in (through_sdk, through_wire):
+        answer.pop("id")  # each request's own
+        for statement in answer.get("result") or []:
+            statement.pop("time", None)  # how long the engine took differs between the two runs
+    assert through_wire == _sdk_nulls_as_none(through_sdk)
+
+
+async def test_variables_reach_the_engine_as_the_sdk_sends_them(engine: Any) -> None:
+    values = {"none": None, "null": Null, "id": RecordID("runs", ["a", 2]), "list": [1, "x", b"y", None], "n": -(2**63)}
+    sql = "RETURN [type::of($none), type::of($null), $id, $list, $n, type::is_none($list[3])];"
+    through_sdk = await engine.query_raw(sql, values)
+    through_wire = await wire.query_raw(engine, sql, values)
+    [sdk_statement], [wire_statement] = through_sdk["result"], through_wire["result"]
+    assert wire_statement["status"] == sdk_statement["status"] == "OK"
+    assert wire_statement["result"] == sdk_statement["result"]
+    assert wire_statement["result"][0:2] == ["none", "null"]
