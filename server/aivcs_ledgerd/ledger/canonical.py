@@ -9,6 +9,7 @@ tests/test_canonical.py checks the two agree on generated values.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
@@ -37,6 +38,12 @@ def canonical_json(field: str, value: Any) -> bytes:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as error:
         raise InvalidArgument(field, f"has no canonical JSON form: {error}") from None
+
+
+@functools.lru_cache(maxsize=4096)
+def kind_json(kind: str) -> bytes:
+    """The JCS bytes of an event kind; a run's kinds repeat, so their encoding is kept."""
+    return canonical_json("kind", kind)
 
 
 def _normalise(field: str, value: Any) -> Any:

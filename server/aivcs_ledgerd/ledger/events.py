@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aivcs_ledgerd.ledger import validation
-from aivcs_ledgerd.ledger.canonical import canonical_json
+from aivcs_ledgerd.ledger.canonical import canonical_json, kind_json
 from aivcs_ledgerd.ledger.chain import stored_event_digest
 from aivcs_ledgerd.ledger.errors import InvalidArgument, Unavailable, run_not_found
 from aivcs_ledgerd.ledger.hub import Hub
@@ -105,7 +105,7 @@ class Events:
         for index, event in enumerate(events):
             kind = validation.identifier(f"events[{index}].kind", event.kind)
             payload_json = canonical_json(f"events[{index}].payload", event.payload)
-            pending.append(Pending(event, canonical_json("kind", kind), payload_json))
+            pending.append(Pending(event, kind_json(kind), payload_json))
         if idempotency_key is not None:
             validation.identifier("idempotency_key", idempotency_key)
         return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)

@@ -83,17 +83,22 @@ INSERT_EVENTS = """INSERT INTO run_events encoding::cbor::decode($events).map(|$
         digest: $e[4],
     }) RETURN NONE;"""
 
+# The head moves only if the run is RUNNING at $base (the update's WHERE); why it did not is looked up
+# only then, so an append that goes through reads the run once, in its update.
 _APPEND_BODY = (
     """
-    LET $run = (SELECT status, total_events FROM ONLY type::record('runs', $run_id));
-    IF $run = NONE { THROW 'aivcs:not_found' }
-    ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
-    ELSE IF $run.total_events != $base { THROW 'aivcs:moved' };
+    LET $moved = (UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
+        last_activity_at = time::from_nanos($now){deadline}{tokens}
+        WHERE status = 'running' AND total_events = $base RETURN VALUE id);
+    IF $moved = NONE {
+        LET $run = (SELECT status FROM ONLY type::record('runs', $run_id));
+        IF $run = NONE { THROW 'aivcs:not_found' }
+        ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
+        ELSE { THROW 'aivcs:moved' };
+    };
     """
     + INSERT_EVENTS
     + """{keys}
-    UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
-        last_activity_at = time::from_nanos($now){deadline}{tokens} RETURN NONE;
 """
 )
 # The stored shape of an idempotency record, from $appends: CBOR of [[key, first_seq, last_seq, fingerprint], ...].
@@ -112,8 +117,8 @@ _TOKENS = ", input_tokens = (input_tokens ?? 0) + $input_tokens, output_tokens =
 
 def _append_sql(deadline: bool, tokens: bool, fenced: bool, keys: bool = True) -> str:
     # The head update names only the fields this append changes, and the statements are as few as the
-    # append needs (the checks one IF chain, no key insert without keys): each costs the engine time
-    # on the run's serial path.
+    # append needs (the checks in the update's WHERE, no key insert without keys): each costs the
+    # engine time on the run's serial path.
     body = (
         _APPEND_BODY.replace("{deadline}", _DEADLINE if deadline else "")
         .replace("{tokens}", _TOKENS if tokens else "")

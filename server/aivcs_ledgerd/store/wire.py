@@ -73,6 +73,8 @@ def _tag(first: Any, second: Any) -> Any:
     # arrays and maps decoded immutable; the SDK's decoder reads only the tag's number and value,
     # and has them mutable (a RecordID's array id is a list).
     tag = first if isinstance(first, cbor2.CBORTag) else second
+    if tag.tag == _NONE.tag:
+        return None  # every statement's answer carries some: decoded as the SDK does, without it
     return tag_decoder(None, cbor2.CBORTag(tag.tag, _thawed(tag.value)))  # type: ignore[arg-type]
 
 

@@ -74,7 +74,8 @@ class _NotFinite(Exception):
 
 
 def _struct(message: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: _value(item) for key, item in message.fields.items()}
+    fields = message.fields  # keys, then lookups: the map's items() view is iterated in Python
+    return {key: _value(fields[key]) for key in fields}
 
 
 def _value(message: struct_pb2.Value) -> Any:
