@@ -8,15 +8,18 @@ size, and the daemon's range query over record ids, 1000 seqs per query.
 One transaction or query at a time, as the daemon's per-run writer and
 reader issue them.
 
-Three ways to hand rows to the engine are measured, each on a fresh
+Four ways to hand rows to the engine are measured, each on a fresh
 database, and the fastest is the ceiling: "sdk", the SDK's own values
 (encoded by its pure-Python CBOR codec); "json", the rows as one JSON
 text that the engine decodes (for reads, one JSON text decoded with the C
-`json` module, as store/events.py reads); and "cbor", the rows as one
-CBOR byte string the engine decodes (as store/events.py writes; for
-reads, decoded with cbor2). Batches (SDK values, JSON text, CBOR bytes)
-are built before the clock starts; encoding by the SDK and decoding of
-what is read are timed, since every reader pays them. Left out on purpose: the daemon's
+`json` module, as store/events.py reads); "cbor", the rows as one CBOR
+byte string the engine decodes (as a restore stages them; for reads,
+decoded with cbor2); and "rows", the daemon's own records as values
+(store/events.py event_rows), encoded by the C codec (store/wire.py), as
+appends write them (read as JSON text). Batches (values, JSON text, CBOR
+bytes) are built before the clock starts; encoding of values and
+decoding of what is read are timed, since every writer and reader pays
+them. Left out on purpose: the daemon's
 in-transaction guards (status and last-seq re-check, idempotency keys),
 hash chaining and proto conversion, which are costs of the daemon.
 """
@@ -36,8 +39,9 @@ import cbor2
 from surrealdb import AsyncSurreal, RecordID
 
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.model import Evaluation, Run, RunStatus
+from aivcs_ledgerd.model import Evaluation, Event, Run, RunStatus
 from aivcs_ledgerd.store import Database, init_schema
+from aivcs_ledgerd.store.events import event_rows
 from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.upkeep.checkpoint import wal_size
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
@@ -47,7 +51,10 @@ from harness.proc import rss_mb
 
 UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
 INSERT = {
-    "sdk": f"BEGIN TRANSACTION; INSERT INTO run_events $events RETURN NONE; {UPDATE_RUN} COMMIT TRANSACTION;",
+    **{
+        encoding: f"BEGIN TRANSACTION; INSERT INTO run_events $events RETURN NONE; {UPDATE_RUN} COMMIT TRANSACTION;"
+        for encoding in ("sdk", "rows")
+    },
     **{
         encoding: f"""BEGIN TRANSACTION;
     INSERT INTO run_events encoding::{encoding}::decode($events).map(|$e| {{
@@ -68,7 +75,13 @@ READ = {
         for encoding in ("json", "cbor")
     },
 }
-DECODE: dict[str, Callable[[Any], Any]] = {"sdk": lambda rows: rows, "json": json.loads, "cbor": cbor2.loads}
+READ["rows"] = READ["json"]  # the daemon writes rows as values and reads JSON text
+DECODE: dict[str, Callable[[Any], Any]] = {
+    "sdk": lambda rows: rows,
+    "json": json.loads,
+    "cbor": cbor2.loads,
+    "rows": json.loads,
+}
 READ_WINDOW = 1000
 RUN_ID = "engine-ceiling"
 
@@ -81,7 +94,7 @@ class EngineCeilings:
     read_via: str
     variants: dict[str, tuple[Rate, Rate]]  # encoding -> (insert, read)
     rss_per_event_kb: dict[str, float]  # encoding -> this process's RSS growth per event inserted
-    # cbor inserts with the daemon's checkpoints (Database.checkpoint at --checkpoint-wal-mb of log),
+    # rows inserts with the daemon's checkpoints (Database.checkpoint at --checkpoint-wal-mb of log),
     # which the engine needs to go on taking writes (upkeep/checkpoint.py) and the ceilings above never pay.
     insert_checkpointed: Rate
 
@@ -101,7 +114,10 @@ def _batches(encoding: str, events: int, batch: int, run_id: str = RUN_ID) -> li
     for first in range(1, events + 1, batch):
         seqs = range(first, min(first + batch, events + 1))
         rows: Any
-        if encoding == "sdk":
+        if encoding == "rows":
+            stored = [Event(run_id, seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)) for seq in seqs]
+            rows = event_rows(run_id, stored)
+        elif encoding == "sdk":
             rows = [
                 {
                     "id": RecordID("run_events", [run_id, seq]),
@@ -204,7 +220,7 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
     """Events/s inserting `batch` per transaction, and reading the run back in seq order."""
     variants: dict[str, tuple[Rate, Rate]] = {}
     rss: dict[str, float] = {}
-    for encoding in ("sdk", "json", "cbor"):
+    for encoding in ("sdk", "json", "cbor", "rows"):
         inserts, reads, rss[encoding] = await _measure(
             folder / f"engine-{encoding}", encoding, events, batch, read_passes
         )
@@ -212,7 +228,7 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
     insert_via = max(variants, key=lambda encoding: variants[encoding][0].per_second)
     read_via = max(variants, key=lambda encoding: variants[encoding][1].per_second)
     checkpointed, _, _ = await _measure(
-        folder / "engine-checkpointed", "cbor", events, batch, 0, checkpoint_bytes=Settings().checkpoint_wal_mb << 20
+        folder / "engine-checkpointed", "rows", events, batch, 0, checkpoint_bytes=Settings().checkpoint_wal_mb << 20
     )
     return EngineCeilings(
         variants[insert_via][0], variants[read_via][1], insert_via, read_via, variants, rss, checkpointed
@@ -222,7 +238,7 @@ async def ceilings(folder: Path, events: int, batch: int, read_passes: int) -> E
 # The layouts differ only by which secondary indexes exist: the seed's on run_events too
 # (`--seed-indexes`), the daemon's default (none on run_events), and none on the run row either.
 LAYOUTS = ("seed indexes", "no event index", "no secondary index")
-SINGLE = INSERT["cbor"]
+SINGLE = INSERT["rows"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +293,7 @@ async def _layout(
                 ),
             )
         latencies = []
-        batches = _batches("cbor", single_calls, 1, runs[0])
+        batches = _batches("rows", single_calls, 1, runs[0])
         started, cpu = time.perf_counter(), time.process_time()
         for variables in batches:
             sent = time.perf_counter()
@@ -287,7 +303,7 @@ async def _layout(
         single.latencies = latencies
         bulk = {}
         for size, run_id in zip(sizes, runs[1:], strict=True):
-            batches = _batches("cbor", bulk_events, size, run_id)
+            batches = _batches("rows", bulk_events, size, run_id)
             started, cpu = time.perf_counter(), time.process_time()
             for variables in batches:
                 _check(await db.send(SINGLE, variables))

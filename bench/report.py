@@ -247,7 +247,7 @@ def _cpu_rows(ceilings: Ceilings, figures: DaemonFigures) -> list[tuple[str, Rat
         ("no-storage stream, 1/message", ceilings.null_stream),
         ("daemon IngestEvents, 1/message", figures.ingest_one),
         (f"engine insert ({ceilings.engine.insert_via}), in-process", ceilings.engine.insert),
-        ("engine insert (cbor) + checkpoints", ceilings.engine.insert_checkpointed),
+        ("engine insert (rows) + checkpoints", ceilings.engine.insert_checkpointed),
         (f"daemon IngestEvents, {BATCH}/message", figures.ingest_batch),
         (f"engine read ({ceilings.engine.read_via}), in-process", ceilings.engine.read),
         ("daemon ReadEvents", figures.read),

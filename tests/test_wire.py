@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from surrealdb import AsyncSurreal, Null, NullType, RecordID
+from surrealdb.cbor import CBORTag as SdkTag
 from surrealdb.data.cbor import encode as sdk_encode
 
 from aivcs_ledgerd.store import wire
@@ -25,6 +26,7 @@ scalars = (
     | st.text(max_size=12)
     | st.binary(max_size=12)
     | st.builds(RecordID, st.sampled_from(["runs", "run_events"]), st.text(min_size=1, max_size=8) | I64)
+    | st.builds(wire.datetime_ns, st.integers(-(2**62), 2**62))
 )
 variables = st.dictionaries(
     st.text(max_size=8),
@@ -58,6 +60,8 @@ def _from_tags(value: Any) -> Any:
     if isinstance(value, cbor2.CBORTag):
         if value.tag == 6:
             return None
+        if value.tag == 12:
+            return SdkTag(12, value.value)
         assert value.tag == 8
         return RecordID(value.value[0], _from_tags(value.value[1]))
     if isinstance(value, dict):
@@ -142,11 +146,22 @@ async def test_an_answer_reads_as_the_sdk_reads_it_with_null_as_none(engine: Any
 
 
 async def test_variables_reach_the_engine_as_the_sdk_sends_them(engine: Any) -> None:
-    values = {"none": None, "null": Null, "id": RecordID("runs", ["a", 2]), "list": [1, "x", b"y", None], "n": -(2**63)}
-    sql = "RETURN [type::of($none), type::of($null), $id, $list, $n, type::is_none($list[3])];"
+    values = {
+        "none": None,
+        "null": Null,
+        "id": RecordID("runs", ["a", 2]),
+        "list": [1, "x", b"y", None],
+        "n": -(2**63),
+        "at": wire.datetime_ns(1_767_323_045_000_000_006),
+    }
+    sql = (
+        "RETURN [type::of($none), type::of($null), $id, $list, $n, type::is_none($list[3]), "
+        "time::format($at, '%Y-%m-%dT%H:%M:%S%.9fZ'), type::of($at)];"
+    )
     through_sdk = await engine.query_raw(sql, values)
     through_wire = await wire.query_raw(engine, sql, values)
     [sdk_statement], [wire_statement] = through_sdk["result"], through_wire["result"]
     assert wire_statement["status"] == sdk_statement["status"] == "OK"
     assert wire_statement["result"] == sdk_statement["result"]
     assert wire_statement["result"][0:2] == ["none", "null"]
+    assert wire_statement["result"][6:] == ["2026-01-02T03:04:05.000000006Z", "datetime"]

@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import cbor2
+from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
+from aivcs_ledgerd.store.values import json_to_surreal
+from aivcs_ledgerd.store.wire import datetime_ns
 
 MAX_SEQ = 2**63 - 1  # SurrealDB's largest integer
 
@@ -70,8 +73,31 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
-# The stored shape of an event, from $events: CBOR of [[seq, kind, payload, timestamp_ns, digest], ...]
-# (every writer of events uses it: appends, and a restore's staging).
+def event_rows(run_id: str, events: list[Event]) -> list[dict[str, Any]]:
+    """The stored records of `events`, for `INSERT INTO run_events $rows` (the fields INSERT_EVENTS builds).
+
+    As values, not built by the engine from a byte string: the engine inserts them faster, and the
+    C codec (store/wire.py) sends them without the SDK's Python encoder. A payload's JSON nulls go as
+    NULL, so they are kept (store/values.py).
+    """
+    return [
+        {
+            "id": RecordID("run_events", [run_id, event.seq]),
+            "run_id": run_id,
+            "seq": event.seq,
+            "kind": event.kind,
+            "payload": json_to_surreal(event.payload),
+            "timestamp": datetime_ns(event.timestamp_ns),
+            "timestamp_ns": event.timestamp_ns,
+            "digest": event.digest,
+        }
+        for event in events
+    ]
+
+
+# The same records built by the engine from $events: CBOR of [[seq, kind, payload, timestamp_ns, digest], ...],
+# for a restore's staging: a payload read from a dump may hold what the C codec does not send as the SDK
+# does (an integer beyond 64 bits), and cbor2 encodes it as any CBOR.
 INSERT_EVENTS = """INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
         id: type::record('run_events', [$run_id, $e[0]]),
         run_id: $run_id,
@@ -85,8 +111,7 @@ INSERT_EVENTS = """INSERT INTO run_events encoding::cbor::decode($events).map(|$
 
 # The head moves only if the run is RUNNING at $base (the update's WHERE); why it did not is looked up
 # only then, so an append that goes through reads the run once, in its update.
-_APPEND_BODY = (
-    """
+_APPEND_BODY = """
     LET $moved = (UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
         last_activity_at = time::from_nanos($now){deadline}{tokens}
         WHERE status = 'running' AND total_events = $base RETURN VALUE id);
@@ -96,11 +121,8 @@ _APPEND_BODY = (
         ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
         ELSE { THROW 'aivcs:moved' };
     };
-    """
-    + INSERT_EVENTS
-    + """{keys}
+    INSERT INTO run_events $rows RETURN NONE;{keys}
 """
-)
 # The stored shape of an idempotency record, from $appends: CBOR of [[key, first_seq, last_seq, fingerprint], ...].
 INSERT_APPENDS = """INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
         id: type::record('run_appends', [$run_id, $a[0]]),
@@ -154,14 +176,10 @@ async def append(
 
     `session` must hold the run's lock (`run_key`).
 
-    The events travel as one CBOR byte string, encoded by cbor2's C encoder
-    and decoded by the engine (encoding::cbor::decode): not as JSON text,
-    because encoding::json::decode in SurrealDB 3.2.4 misreads about one
-    full-precision double in ten by an ulp, which would change an
-    acknowledged payload and break its hash chain; and not as SDK values,
-    whose pure-Python CBOR encoder costs about ten times as much, on the
-    run's serial path. CBOR null decodes to NULL, not
-    NONE, so a null field is kept.
+    The events travel as CBOR values (event_rows, encoded by store/wire.py's
+    C codec), never as JSON text: encoding::json::decode in SurrealDB 3.2.4
+    misreads about one full-precision double in ten by an ulp, which would
+    change an acknowledged payload and break its hash chain.
 
     The transaction re-checks that the run is RUNNING and still at
     `base_seq`, for daemons sharing a remote database; it raises
@@ -174,7 +192,7 @@ async def append(
     variables = {
         "run_id": run_id,
         "base": base_seq,
-        "events": cbor2.dumps([[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in events]),
+        "rows": event_rows(run_id, events),
         "last": events[-1].seq,
         "digest": events[-1].digest,
         "now": now_ns,

@@ -15,11 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from surrealdb import Null, NullType
-
 from aivcs_ledgerd.model import Evaluation, Run, RunFilter, RunStatus
 from aivcs_ledgerd.store.database import THROW_PREFIX, Database, Queries
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
+from aivcs_ledgerd.store.values import json_from_surreal, json_to_surreal
 from aivcs_ledgerd.util.timeutil import datetime_to_ns
 
 NS_PER_MS = 1_000_000
@@ -240,27 +239,6 @@ async def expire_run(
     return run_from_row(results[-3 if fence is not None else -2])
 
 
-def _nulls_to_surreal(value: Any) -> Any:
-    """JSON null as SurrealDB NULL: the SDK sends None as NONE, which drops the field."""
-    if value is None:
-        return Null
-    if isinstance(value, dict):
-        return {key: _nulls_to_surreal(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_nulls_to_surreal(item) for item in value]
-    return value
-
-
-def _nulls_from_surreal(value: Any) -> Any:
-    if isinstance(value, NullType):
-        return None
-    if isinstance(value, dict):
-        return {key: _nulls_from_surreal(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_nulls_from_surreal(item) for item in value]
-    return value
-
-
 def _int64(value: int) -> int:
     """Clamp a bound to what SurrealDB's integers hold; creation keys all lie within."""
     return max(-(2**63), min(value, 2**63 - 1))
@@ -272,7 +250,7 @@ def _row(run: Run) -> dict[str, Any]:
         "spec_digest": run.spec_digest,
         "agent_name": run.agent_name,
         "git_sha": run.git_sha,
-        "tags": _nulls_to_surreal(run.tags),
+        "tags": json_to_surreal(run.tags),
         "evaluation": {
             "rubric_path": run.evaluation.rubric_path,
             "is_promotion_gate": run.evaluation.is_promotion_gate,
@@ -305,7 +283,7 @@ def run_from_row(row: dict[str, Any]) -> Run:
         spec_digest=row["spec_digest"],
         agent_name=row["agent_name"],
         git_sha=row.get("git_sha"),
-        tags=_nulls_from_surreal(row.get("tags") or {}),
+        tags=json_from_surreal(row.get("tags") or {}),
         evaluation=Evaluation(
             rubric_path=evaluation.get("rubric_path", ""),
             is_promotion_gate=evaluation.get("is_promotion_gate", False),

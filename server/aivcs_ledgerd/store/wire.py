@@ -9,10 +9,11 @@ module sends the same frames through the same engine entry point
 What is guaranteed to match the SDK: the request bytes for every value it
 encodes (str, bytes, int in SurrealDB's signed 64-bit range, float, bool,
 None as NONE, surrealdb.Null as NULL, RecordID, and dicts with str keys and
-lists of those); and the values decoded from an answer, tags included (the
-SDK's own tag decoder is used), except that a NULL comes back as None where
-the SDK gives surrealdb.Null. A query whose variables hold anything else is
-sent through the SDK unchanged.
+lists of those, and tags of the SDK's CBOR package such as `datetime_ns`); and
+the values decoded from an answer, tags included (the SDK's own tag decoder
+is used), except that a NULL comes back as None where the SDK gives
+surrealdb.Null. A query whose variables hold anything else is sent through
+the SDK unchanged.
 """
 
 from __future__ import annotations
@@ -22,12 +23,14 @@ from typing import Any
 
 import cbor2
 from surrealdb import NullType, RecordID
+from surrealdb.cbor import CBORTag as SdkTag
 from surrealdb.connections.async_embedded import AsyncEmbeddedSurrealConnection
 from surrealdb.connections.utils_mixin import mapped_engine_errors
 from surrealdb.data.cbor import tag_decoder
 
 _NONE = cbor2.CBORTag(6, None)  # SurrealDB's NONE; a CBOR null is its NULL
 _RECORD_ID = 8
+_DATETIME_COMPACT = 12
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _ids = itertools.count(1)
 
@@ -56,7 +59,19 @@ def _value(value: Any) -> Any:
         return None
     if kind is RecordID:
         return cbor2.CBORTag(_RECORD_ID, [_value(value.table_name), _value(value.id)])
+    if kind is SdkTag:
+        return cbor2.CBORTag(value.tag, _value(value.value))
     raise _Unlike
+
+
+def datetime_ns(timestamp_ns: int) -> SdkTag:
+    """A datetime to the nanosecond in the engine's compact CBOR form (tag 12: [seconds, nanoseconds]).
+
+    A tag of the SDK's own CBOR package, which its encoder sends as it is, so this value goes the
+    same way through the SDK (a remote server) and through this codec.
+    """
+    seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
+    return SdkTag(_DATETIME_COMPACT, [seconds, nanos])
 
 
 def request(sql: str, variables: dict[str, Any]) -> bytes | None:

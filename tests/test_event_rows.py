@@ -1,0 +1,105 @@
+"""An appended event and a restored one are stored as the same record, embedded or on a server.
+
+Appends send their records as values (store/events.py event_rows); a
+restore's staging has the engine build them from a CBOR byte string
+(INSERT_EVENTS). Both must give every field the same value, JSON nulls and
+the nanoseconds of the timestamp included, through the C codec (embedded)
+and through the SDK (a ws:// server).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import cbor2
+import pytest
+
+from aivcs_ledgerd.model import Evaluation, Event, Run, RunStatus
+from aivcs_ledgerd.store import Database, init_schema
+from aivcs_ledgerd.store.events import INSERT_EVENTS, append
+from aivcs_ledgerd.store.runs import create_run
+from aivcs_ledgerd.store.values import json_from_surreal
+from aivcs_ledgerd.util.timeutil import ns_to_datetime
+from harness.surrealdb_stand_in import stand_in_server
+
+PAYLOADS: list[dict[str, Any]] = [
+    {"text": "héllo", "n": 0.1 + 0.2, "none": None, "list": [None, 1.5, {"deep": None}], "flag": False},
+    {},
+    {"big": 1.7976931348623157e308, "tiny": 5e-324, "neg": -0.0},
+]
+STAMP_NS = 1_767_323_045_123_456_789  # nanoseconds that a microsecond datetime would lose
+
+
+def _run(run_id: str) -> Run:
+    now = time.time_ns()
+    return Run(
+        run_id=run_id,
+        spec_digest="a" * 64,
+        agent_name="rows",
+        git_sha=None,
+        tags={},
+        evaluation=Evaluation(),
+        status=RunStatus.RUNNING,
+        total_events=0,
+        final_state_digest=None,
+        duration_ms=0,
+        success=False,
+        created_at=ns_to_datetime(now),
+        completed_at=None,
+        events_digest="",
+        status_reason="",
+        created_ns=now,
+    )
+
+
+def _events(run_id: str) -> list[Event]:
+    return [Event(run_id, seq, "k", payload, STAMP_NS + seq, f"{seq:064x}") for seq, payload in enumerate(PAYLOADS, 1)]
+
+
+@pytest.fixture(params=["embedded", "server"])
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Database]:
+    if request.param == "embedded":
+        handle = await Database.open("mem://")
+        try:
+            yield handle
+        finally:
+            await handle.close()
+        return
+    with stand_in_server(tmp_path) as server:
+        handle = await Database.open(server.url)
+        try:
+            yield handle
+        finally:
+            await handle.close()
+
+
+async def _stored(db: Database, run_id: str) -> list[dict[str, Any]]:
+    [rows] = await db.query(
+        "SELECT *, time::format(timestamp, '%Y-%m-%dT%H:%M:%S%.9fZ') AS at, type::of(timestamp) AS at_type "
+        "OMIT id FROM run_events:[$run_id, 1]..=[$run_id, 9] ;",
+        {"run_id": run_id},
+    )
+    for row in rows:
+        assert row.pop("run_id") == run_id
+        row.pop("timestamp")  # compared as text (at), to the nanosecond
+    return list(rows)
+
+
+async def test_appended_and_restored_events_are_stored_alike(db: Database) -> None:
+    await init_schema(db)
+    await create_run(db, _run("appended"))
+    async with db.exclusive("run:appended") as session:
+        await append(session, "appended", 0, _events("appended"), {}, STAMP_NS)
+    staged = [[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in _events("restored")]
+    await db.query(INSERT_EVENTS, {"run_id": "restored", "events": cbor2.dumps(staged)})
+
+    appended, restored = await _stored(db, "appended"), await _stored(db, "restored")
+    assert appended == restored
+    payloads = [json_from_surreal(row["payload"]) for row in appended]  # a server's NULL reads as surrealdb.Null
+    assert payloads == PAYLOADS
+    assert "none" in payloads[0] and payloads[0]["none"] is None  # stored as NULL, not dropped as NONE
+    assert [row["at"] for row in appended] == [f"2026-01-02T03:04:05.12345679{d}Z" for d in (0, 1, 2)]
+    assert {row["at_type"] for row in appended} == {"datetime"}
