@@ -10,12 +10,12 @@ reader issue them.
 
 Four ways to hand rows to the engine are measured, each on a fresh
 database, and the fastest is the ceiling: "sdk", the SDK's own values
-(encoded by its pure-Python CBOR codec); "json", the rows as one JSON
+through its own query_raw (its pure-Python CBOR codec both ways); "json", the rows as one JSON
 text that the engine decodes (for reads, one JSON text decoded with the C
 `json` module, as store/events.py reads); "cbor", the rows as one CBOR
 byte string the engine decodes (as a restore stages them; for reads,
 decoded with cbor2); and "rows", the daemon's own records as values
-(store/events.py event_rows), encoded by the C codec (store/wire.py), as
+(store/events.py event_records), encoded by the C codec (store/wire.py), as
 appends write them (read as JSON text). Batches (values, JSON text, CBOR
 bytes) are built before the clock starts; encoding of values and
 decoding of what is read are timed, since every writer and reader pays
@@ -41,7 +41,7 @@ from surrealdb import AsyncSurreal, RecordID
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.model import Evaluation, Event, Run, RunStatus
 from aivcs_ledgerd.store import Database, init_schema
-from aivcs_ledgerd.store.events import event_rows
+from aivcs_ledgerd.store.events import event_records
 from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.upkeep.checkpoint import wal_size
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
@@ -116,7 +116,7 @@ def _batches(encoding: str, events: int, batch: int, run_id: str = RUN_ID) -> li
         rows: Any
         if encoding == "rows":
             stored = [Event(run_id, seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)) for seq in seqs]
-            rows = event_rows(run_id, stored)
+            rows = event_records(run_id, stored)
         elif encoding == "sdk":
             rows = [
                 {
@@ -187,11 +187,14 @@ async def _measure(
                 created_ns=created,
             ),
         )
+        # "sdk" through the SDK's own query_raw (its Python codec both ways); the others as the daemon
+        # sends queries (store/wire.py's C codec frames them).
+        send = connection.query_raw if encoding == "sdk" else db.send
         batches = _batches(encoding, events, batch)
         rss_before = rss_mb(os.getpid())
         started, cpu = time.perf_counter(), time.process_time()
         for variables in batches:
-            _check(await db.send(INSERT[encoding], variables))
+            _check(await send(INSERT[encoding], variables))
             if checkpoint_bytes and wal_size(folder / "wal")[0] >= checkpoint_bytes:
                 await db.checkpoint()
         inserts = _rate(events, started, cpu)
@@ -204,7 +207,7 @@ async def _measure(
         for _ in range(read_passes):
             for first in range(1, events + 1, READ_WINDOW):
                 last = min(first + READ_WINDOW - 1, events)
-                [found] = _check(await db.send(READ[encoding], {"run_id": RUN_ID, "from_seq": first, "to_seq": last}))
+                [found] = _check(await send(READ[encoding], {"run_id": RUN_ID, "from_seq": first, "to_seq": last}))
                 rows = DECODE[encoding](found)
                 head = rows[0]["seq"] if encoding == "sdk" else rows[0][0]
                 if len(rows) != last - first + 1 or head != first:

@@ -1,10 +1,9 @@
 """An appended event and a restored one are stored as the same record, embedded or on a server.
 
-Appends send their records as values (store/events.py event_rows); a
-restore's staging has the engine build them from a CBOR byte string
-(INSERT_EVENTS). Both must give every field the same value, JSON nulls and
-the nanoseconds of the timestamp included, through the C codec (embedded)
-and through the SDK (a ws:// server).
+Both write store/events.py's event_records; the record must keep every
+value, JSON nulls and the nanoseconds of the timestamp included, through
+the C codec (embedded) and through the SDK (a ws:// server). The append
+transaction refuses, writing nothing, a run that is gone, ended or moved.
 """
 
 from __future__ import annotations
@@ -14,12 +13,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import cbor2
 import pytest
 
 from aivcs_ledgerd.model import Evaluation, Event, Run, RunStatus
-from aivcs_ledgerd.store import Database, init_schema
-from aivcs_ledgerd.store.events import INSERT_EVENTS, append
+from aivcs_ledgerd.store import Database, Rejected, init_schema
+from aivcs_ledgerd.store.backup import stage_events
+from aivcs_ledgerd.store.events import append
 from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.store.values import json_from_surreal
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
@@ -94,7 +93,7 @@ async def test_appended_and_restored_events_are_stored_alike(db: Database) -> No
     async with db.exclusive("run:appended") as session:
         await append(session, "appended", 0, _events("appended"), {}, STAMP_NS)
     staged = [[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in _events("restored")]
-    await db.query(INSERT_EVENTS, {"run_id": "restored", "events": cbor2.dumps(staged)})
+    await stage_events(db, "restored", staged)
 
     appended, restored = await _stored(db, "appended"), await _stored(db, "restored")
     assert appended == restored
@@ -103,3 +102,24 @@ async def test_appended_and_restored_events_are_stored_alike(db: Database) -> No
     assert "none" in payloads[0] and payloads[0]["none"] is None  # stored as NULL, not dropped as NONE
     assert [row["at"] for row in appended] == [f"2026-01-02T03:04:05.12345679{d}Z" for d in (0, 1, 2)]
     assert {row["at_type"] for row in appended} == {"datetime"}
+
+
+@pytest.mark.parametrize("case", ["not_found", "terminal", "moved"])
+async def test_an_append_the_run_no_longer_takes_writes_nothing(db: Database, case: str) -> None:
+    await init_schema(db)
+    await create_run(db, _run("target"))
+    async with db.exclusive("run:target") as session:
+        await append(session, "target", 0, _events("target")[:1], {}, STAMP_NS)
+    if case == "terminal":
+        await db.query("UPDATE runs:target SET status = 'completed';")
+    run_id = "absent" if case == "not_found" else "target"
+    base = 0 if case == "moved" else 1  # "moved": the writer believes the run is still empty
+    later = [Event(run_id, base + 1, "late", {}, STAMP_NS, "f" * 64)]
+    with pytest.raises(Rejected) as refused:
+        async with db.exclusive(f"run:{run_id}") as session:
+            await append(session, run_id, base, later, {}, STAMP_NS)
+    assert refused.value.reason == case
+    [head] = await db.query("SELECT VALUE total_events FROM ONLY runs:target;")
+    assert head == 1
+    [kinds] = await db.query("SELECT VALUE kind FROM run_events;")
+    assert kinds == ["k"]  # the refused event is nowhere

@@ -314,12 +314,13 @@ class Writers:
         return plan
 
     def _deliver(self, run_id: str, plan: _Plan) -> None:
-        try:
-            if plan.events:
+        if plan.events:
+            try:
                 self._hub.publish(run_id, plan.events)
-        finally:
-            for batch, outcome in plan.answers:
-                _settle(batch, outcome)
+            except Exception:  # the events are stored: their writers get their answers regardless
+                log.exception("telling subscribers of run %s failed", run_id, extra={"run_id": run_id})
+        for batch, outcome in plan.answers:
+            _settle(batch, outcome)
 
     async def _plan(self, session: Exclusive, run_id: str, group: list[Batch]) -> _Plan | None:
         head = await self._head(session, run_id)

@@ -3,9 +3,10 @@
 Reads hand rows back as one JSON text (encoding::json::encode), decoded by
 the C `json` module, as event reads do; times come as integer nanoseconds
 (time::nano), so nothing is rounded to the microseconds a Python datetime
-holds. Writes carry their rows as one cbor2 byte string decoded by the
-engine, as appends do (store/events.py says why not JSON), and set the
-times with time::from_nanos.
+holds. Events are written as appends write them (store/events.py
+event_records); other rows travel as one cbor2 byte string decoded by the
+engine (never JSON: store/events.py says why), their times set with
+time::from_nanos.
 
 A restored run is staged: its events and idempotency records are written
 first, in batches, while the run record does not exist (so no read, append
@@ -21,8 +22,9 @@ from typing import Any
 
 import cbor2
 
+from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store.database import THROW_PREFIX, Queries
-from aivcs_ledgerd.store.events import INSERT_APPENDS, INSERT_EVENTS, MAX_SEQ
+from aivcs_ledgerd.store.events import INSERT_APPENDS, INSERT_ROWS, MAX_SEQ, event_records
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 
 EXISTS = "run_exists"  # reason of the Rejected raised when staging meets a run record
@@ -144,11 +146,12 @@ async def stage_events(
     (the write is a repeat of one that may have committed unseen), a batch already stored is left as
     it is: a batch is one transaction, so its first seq is there exactly when all of it is.
     """
-    insert = INSERT_EVENTS
+    insert = INSERT_ROWS
     if repeat:
         insert = f"IF !record::exists(type::record('run_events', [$run_id, $first])) {{ {insert} }};"
     sql = _transaction(_ABSENT_RUN + insert, fence)
-    variables = {"run_id": run_id, "events": cbor2.dumps(events), "first": events[0][0]}
+    stored = [Event(run_id, seq, kind, payload, ts, digest) for seq, kind, payload, ts, digest in events]
+    variables = {"run_id": run_id, "rows": event_records(run_id, stored), "first": events[0][0]}
     await session.query(sql, _fenced(variables, fence))
 
 

@@ -62,8 +62,8 @@ async def run_head(db: Queries, run_id: str) -> RunHead | None:
 async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, StoredAppend]:
     """The stored appends among `keys` for this run, by key.
 
-    The keys travel as one cbor2 byte string, as append's rows do: the SDK's
-    Python encoder cost more than the lookup for a group of many keyed batches.
+    The keys travel as one cbor2 byte string: through a remote server's SDK
+    connection, its Python encoder cost more than the lookup for a group of many keyed batches.
     """
     [rows] = await db.query(
         "SELECT key, first_seq, last_seq, fingerprint FROM "
@@ -73,12 +73,12 @@ async def find_appends(db: Queries, run_id: str, keys: list[str]) -> dict[str, S
     return {row["key"]: StoredAppend(row["first_seq"], row["last_seq"], row["fingerprint"]) for row in rows}
 
 
-def event_rows(run_id: str, events: list[Event]) -> list[dict[str, Any]]:
-    """The stored records of `events`, for `INSERT INTO run_events $rows` (the fields INSERT_EVENTS builds).
+def event_records(run_id: str, events: list[Event]) -> list[dict[str, Any]]:
+    """The stored records of `events`, for INSERT_ROWS: the one shape of an event in the database.
 
-    As values, not built by the engine from a byte string: the engine inserts them faster, and the
-    C codec (store/wire.py) sends them without the SDK's Python encoder. A payload's JSON nulls go as
-    NULL, so they are kept (store/values.py).
+    Sent as values (through store/wire.py's C codec when the engine is embedded), not built by the
+    engine from a byte string, which it does more slowly. A payload's JSON nulls go as NULL, so they
+    are kept (store/values.py); the timestamp is a datetime to the nanosecond.
     """
     return [
         {
@@ -95,34 +95,27 @@ def event_rows(run_id: str, events: list[Event]) -> list[dict[str, Any]]:
     ]
 
 
-# The same records built by the engine from $events: CBOR of [[seq, kind, payload, timestamp_ns, digest], ...],
-# for a restore's staging: a payload read from a dump may hold what the C codec does not send as the SDK
-# does (an integer beyond 64 bits), and cbor2 encodes it as any CBOR.
-INSERT_EVENTS = """INSERT INTO run_events encoding::cbor::decode($events).map(|$e| {
-        id: type::record('run_events', [$run_id, $e[0]]),
-        run_id: $run_id,
-        seq: $e[0],
-        kind: $e[1],
-        payload: $e[2],
-        timestamp: time::from_nanos($e[3]),
-        timestamp_ns: $e[3],
-        digest: $e[4],
-    }) RETURN NONE;"""
+# Every writer of events inserts their records so: appends, and a restore's staging.
+INSERT_ROWS = "INSERT INTO run_events $rows RETURN NONE;"
 
 # The head moves only if the run is RUNNING at $base (the update's WHERE); why it did not is looked up
 # only then, so an append that goes through reads the run once, in its update.
-_APPEND_BODY = """
-    LET $moved = (UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
+_APPEND_BODY = (
+    """
+    LET $moved = (UPDATE type::record('runs', $run_id) SET total_events = $last, events_digest = $digest,
         last_activity_at = time::from_nanos($now){deadline}{tokens}
         WHERE status = 'running' AND total_events = $base RETURN VALUE id);
-    IF $moved = NONE {
+    IF array::len($moved) = 0 {
         LET $run = (SELECT status FROM ONLY type::record('runs', $run_id));
         IF $run = NONE { THROW 'aivcs:not_found' }
         ELSE IF $run.status != 'running' { THROW 'aivcs:terminal' }
         ELSE { THROW 'aivcs:moved' };
     };
-    INSERT INTO run_events $rows RETURN NONE;{keys}
+    """
+    + INSERT_ROWS
+    + """{keys}
 """
+)
 # The stored shape of an idempotency record, from $appends: CBOR of [[key, first_seq, last_seq, fingerprint], ...].
 INSERT_APPENDS = """INSERT INTO run_appends encoding::cbor::decode($appends).map(|$a| {
         id: type::record('run_appends', [$run_id, $a[0]]),
@@ -176,7 +169,7 @@ async def append(
 
     `session` must hold the run's lock (`run_key`).
 
-    The events travel as CBOR values (event_rows, encoded by store/wire.py's
+    The events travel as CBOR values (event_records, encoded by store/wire.py's
     C codec), never as JSON text: encoding::json::decode in SurrealDB 3.2.4
     misreads about one full-precision double in ten by an ulp, which would
     change an acknowledged payload and break its hash chain.
@@ -192,7 +185,7 @@ async def append(
     variables = {
         "run_id": run_id,
         "base": base_seq,
-        "rows": event_rows(run_id, events),
+        "rows": event_records(run_id, events),
         "last": events[-1].seq,
         "digest": events[-1].digest,
         "now": now_ns,

@@ -19,6 +19,7 @@ the SDK unchanged.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import cbor2
@@ -27,6 +28,7 @@ from surrealdb.cbor import CBORTag as SdkTag
 from surrealdb.connections.async_embedded import AsyncEmbeddedSurrealConnection
 from surrealdb.connections.utils_mixin import mapped_engine_errors
 from surrealdb.data.cbor import tag_decoder
+from surrealdb.errors import SurrealError, UnexpectedResponseError
 
 _NONE = cbor2.CBORTag(6, None)  # SurrealDB's NONE; a CBOR null is its NULL
 _RECORD_ID = 8
@@ -96,19 +98,28 @@ def _tag(first: Any, second: Any) -> Any:
 def _thawed(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_thawed(item) for item in value]
-    if isinstance(value, cbor2.frozendict | dict):
+    if isinstance(value, Mapping):
         return {key: _thawed(item) for key, item in value.items()}
     return value
 
 
 def answer(frame: bytes) -> dict[str, Any]:
-    """The decoded answer frame (NULL as None)."""
-    response = cbor2.loads(frame, tag_hook=_tag)
+    """The decoded answer frame (NULL as None); an undecodable one raises the SDK's UnexpectedResponseError."""
+    try:
+        response = cbor2.loads(frame, tag_hook=_tag)
+    except SurrealError:
+        raise
+    except (cbor2.CBORDecodeError, ValueError) as error:
+        # cbor2 may wrap what the tag decoder raised (an unknown tag): the SDK's error for it either way
+        if isinstance(error.__cause__, SurrealError):
+            raise error.__cause__ from error
+        raise UnexpectedResponseError(f"the engine's answer did not decode: {error}") from error
     return response if isinstance(response, dict) else {}
 
 
-async def query_raw(connection: Any, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+async def query_raw(connection: Any, sql: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
     """`connection.query_raw(sql, variables)`, through the C codec when the connection is embedded."""
+    variables = variables or {}
     frame = request(sql, variables) if isinstance(connection, AsyncEmbeddedSurrealConnection) else None
     if frame is None:
         response: dict[str, Any] = await connection.query_raw(sql, variables)
