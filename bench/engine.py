@@ -39,7 +39,7 @@ import cbor2
 from surrealdb import AsyncSurreal, RecordID
 
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.model import Evaluation, Event, Run, RunStatus
+from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.events import event_records
 from aivcs_ledgerd.store.runs import create_run
@@ -47,6 +47,7 @@ from aivcs_ledgerd.upkeep.checkpoint import wal_size
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
 from bench import workload
 from bench.stats import Rate
+from harness.data import run_record
 from harness.proc import rss_mb
 
 UPDATE_RUN = "UPDATE ONLY type::record('runs', $run_id) SET total_events = $last, events_digest = $digest RETURN NONE;"
@@ -165,28 +166,7 @@ async def _measure(
     try:
         await connection.use("aivcs", "ledger")
         await init_schema(db)
-        created = time.time_ns()
-        await create_run(
-            db,
-            Run(
-                run_id=RUN_ID,
-                spec_digest=workload.SPEC_DIGEST,
-                agent_name=workload.AGENT,
-                git_sha=None,
-                tags={},
-                evaluation=Evaluation(),
-                status=RunStatus.RUNNING,
-                total_events=0,
-                final_state_digest=None,
-                duration_ms=0,
-                success=False,
-                created_at=ns_to_datetime(created),
-                completed_at=None,
-                events_digest="",
-                status_reason="",
-                created_ns=created,
-            ),
-        )
+        await create_run(db, run_record(RUN_ID, agent=workload.AGENT, spec=workload.SPEC_DIGEST))
         # "sdk" through the SDK's own query_raw (its Python codec both ways); the others as the daemon
         # sends queries (store/wire.py's C codec frames them).
         send = connection.query_raw if encoding == "sdk" else db.send
@@ -273,28 +253,7 @@ async def _layout(
             await _drop_indexes(db, "runs")
         runs = [f"{RUN_ID}-single", *(f"{RUN_ID}-{size}" for size in sizes)]
         for run_id in runs:
-            created = time.time_ns()
-            await create_run(
-                db,
-                Run(
-                    run_id=run_id,
-                    spec_digest=workload.SPEC_DIGEST,
-                    agent_name=workload.AGENT,
-                    git_sha=None,
-                    tags={},
-                    evaluation=Evaluation(),
-                    status=RunStatus.RUNNING,
-                    total_events=0,
-                    final_state_digest=None,
-                    duration_ms=0,
-                    success=False,
-                    created_at=ns_to_datetime(created),
-                    completed_at=None,
-                    events_digest="",
-                    status_reason="",
-                    created_ns=created,
-                ),
-            )
+            await create_run(db, run_record(run_id, agent=workload.AGENT, spec=workload.SPEC_DIGEST))
         latencies = []
         batches = _batches("rows", single_calls, 1, runs[0])
         started, cpu = time.perf_counter(), time.process_time()

@@ -8,20 +8,19 @@ transaction refuses, writing nothing, a run that is gone, ended or moved.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from aivcs_ledgerd.model import Evaluation, Event, Run, RunStatus
+from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import Database, Rejected, init_schema
 from aivcs_ledgerd.store.backup import stage_events
 from aivcs_ledgerd.store.events import append
 from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.store.values import json_from_surreal
-from aivcs_ledgerd.util.timeutil import ns_to_datetime
+from harness.data import run_record
 from harness.surrealdb_stand_in import stand_in_server
 
 PAYLOADS: list[dict[str, Any]] = [
@@ -30,28 +29,6 @@ PAYLOADS: list[dict[str, Any]] = [
     {"big": 1.7976931348623157e308, "tiny": 5e-324, "neg": -0.0},
 ]
 STAMP_NS = 1_767_323_045_123_456_789  # nanoseconds that a microsecond datetime would lose
-
-
-def _run(run_id: str) -> Run:
-    now = time.time_ns()
-    return Run(
-        run_id=run_id,
-        spec_digest="a" * 64,
-        agent_name="rows",
-        git_sha=None,
-        tags={},
-        evaluation=Evaluation(),
-        status=RunStatus.RUNNING,
-        total_events=0,
-        final_state_digest=None,
-        duration_ms=0,
-        success=False,
-        created_at=ns_to_datetime(now),
-        completed_at=None,
-        events_digest="",
-        status_reason="",
-        created_ns=now,
-    )
 
 
 def _events(run_id: str) -> list[Event]:
@@ -89,7 +66,7 @@ async def _stored(db: Database, run_id: str) -> list[dict[str, Any]]:
 
 async def test_appended_and_restored_events_are_stored_alike(db: Database) -> None:
     await init_schema(db)
-    await create_run(db, _run("appended"))
+    await create_run(db, run_record("appended", agent="rows"))
     async with db.exclusive("run:appended") as session:
         await append(session, "appended", 0, _events("appended"), {}, STAMP_NS)
     staged = [[e.seq, e.kind, e.payload, e.timestamp_ns, e.digest] for e in _events("restored")]
@@ -107,7 +84,7 @@ async def test_appended_and_restored_events_are_stored_alike(db: Database) -> No
 @pytest.mark.parametrize("case", ["not_found", "terminal", "moved"])
 async def test_an_append_the_run_no_longer_takes_writes_nothing(db: Database, case: str) -> None:
     await init_schema(db)
-    await create_run(db, _run("target"))
+    await create_run(db, run_record("target", agent="rows"))
     async with db.exclusive("run:target") as session:
         await append(session, "target", 0, _events("target")[:1], {}, STAMP_NS)
     if case == "terminal":

@@ -6,17 +6,16 @@ each range read reaches the database and adds an await of its own (which must no
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from aivcs_ledgerd.ledger.events import Events
 from aivcs_ledgerd.ledger.hub import Hub
 from aivcs_ledgerd.ledger.limits import Limits
-from aivcs_ledgerd.model import Evaluation, NewEvent, Run, RunStatus
+from aivcs_ledgerd.model import NewEvent
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.database import Send
 from aivcs_ledgerd.store.runs import create_run
-from aivcs_ledgerd.util.timeutil import ns_to_datetime
+from harness.data import run_record
 
 
 async def _nothing() -> None:
@@ -28,28 +27,7 @@ async def test_the_next_window_reaches_the_engine_before_the_reader_handles_this
     events = Events(db, Hub(), Limits())
     try:
         await init_schema(db)
-        now = time.time_ns()
-        await create_run(
-            db,
-            Run(
-                run_id="ahead",
-                spec_digest="a" * 64,
-                agent_name="agent",
-                git_sha=None,
-                tags={},
-                evaluation=Evaluation(),
-                status=RunStatus.RUNNING,
-                total_events=0,
-                final_state_digest=None,
-                duration_ms=0,
-                success=False,
-                created_at=ns_to_datetime(now),
-                completed_at=None,
-                events_digest="",
-                status_reason="",
-                created_ns=now,
-            ),
-        )
+        await create_run(db, run_record("ahead", agent="agent"))
         await events.append("ahead", [NewEvent("step", {"n": n}, None) for n in range(200)])
         reads: list[tuple[int, int]] = []  # (from_seq, to_seq) of each range read, as it reaches the engine
 
