@@ -11,7 +11,7 @@ import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from surrealdb import AsyncSurreal, Null, NullType, RecordID
+from surrealdb import AsyncSurreal, Null, NullType, RecordID, SurrealError
 from surrealdb.data.cbor import encode as sdk_encode
 
 from aivcs_ledgerd.store import wire
@@ -134,3 +134,14 @@ async def test_variables_reach_the_engine_as_the_sdk_sends_them(engine: Any) -> 
     assert wire_statement["result"] == sdk_statement["result"]
     assert wire_statement["result"][0:2] == ["none", "null"]
     assert wire_statement["result"][6:] == ["2026-01-02T03:04:05.000000006Z", "datetime"]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [cbor2.dumps({"result": cbor2.CBORTag(999, 1)}), b"\xff\xff"],
+    ids=["a tag the SDK does not know", "not CBOR"],
+)
+def test_an_answer_that_does_not_decode_is_the_sdks_error(frame: bytes) -> None:
+    # The store turns an SDK error into StoreUnavailable; anything else would escape as an unexpected failure.
+    with pytest.raises(SurrealError):
+        wire.answer(frame)
