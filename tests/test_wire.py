@@ -11,10 +11,11 @@ import cbor2
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from surrealdb import AsyncSurreal, Null, NullType, RecordID, SurrealError
+from surrealdb import AsyncSurreal, Null, RecordID, SurrealError
 from surrealdb.data.cbor import encode as sdk_encode
 
 from aivcs_ledgerd.store import wire
+from aivcs_ledgerd.store.values import json_from_surreal
 
 I64 = st.integers(-(2**63), 2**63 - 1)
 scalars = (
@@ -76,16 +77,6 @@ async def engine() -> AsyncIterator[Any]:
         await connection.close()
 
 
-def _sdk_nulls_as_none(value: Any) -> Any:
-    if isinstance(value, NullType):
-        return None
-    if isinstance(value, dict):
-        return {key: _sdk_nulls_as_none(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_sdk_nulls_as_none(item) for item in value]
-    return value
-
-
 ANSWERS = [
     "RETURN NONE;",
     "RETURN NULL;",
@@ -111,7 +102,7 @@ async def test_an_answer_reads_as_the_sdk_reads_it_with_null_as_none(engine: Any
         answer.pop("id")  # each request's own
         for statement in answer.get("result") or []:
             statement.pop("time", None)  # how long the engine took differs between the two runs
-    assert through_wire == _sdk_nulls_as_none(through_sdk)
+    assert through_wire == json_from_surreal(through_sdk)
 
 
 async def test_variables_reach_the_engine_as_the_sdk_sends_them(engine: Any) -> None:

@@ -79,6 +79,12 @@ def _field(message: Any, name: str) -> str | None:
     return cut(value) if isinstance(value, str) and value else None
 
 
+def _ids_of(message: Any) -> dict[str, str]:
+    """The run_id and agent_name a request names (cut for the log)."""
+    found = {name: _field(message, name) for name in ("run_id", "agent_name")}
+    return {name: value for name, value in found.items() if value is not None}
+
+
 class _Logged(CallHooks):
     def __init__(self, method: Method, context: Context) -> None:
         super().__init__(method, context)
@@ -97,10 +103,7 @@ class _Logged(CallHooks):
         if not self.method.streaming:
             self._request = message  # its ids are read only if the call is logged (finished)
             return
-        for name in ("run_id", "agent_name"):
-            value = _field(message, name)
-            if value is not None:
-                self._ids[name] = value
+        self._ids.update(_ids_of(message))
 
     def sent(self, message: Any) -> None:
         if self.method.path == STREAM_APPEND:
@@ -136,11 +139,7 @@ class _Logged(CallHooks):
             return  # an ordinary success (most calls): nothing to log, so nothing is built
         if code is grpc.StatusCode.CANCELLED or (code in CALLER_CODES and not self._write):
             return  # a caller that hung up, or a read that found nothing: not notable
-        ids = self._ids  # what the response named wins over the request
-        for name in ("run_id", "agent_name"):
-            value = _field(self._request, name) if name not in ids else None
-            if value is not None:
-                ids[name] = value
+        ids = _ids_of(self._request) | self._ids  # what the response named wins over the request
         subject = (
             f"run {ids['run_id']!r}"
             if "run_id" in ids
