@@ -218,6 +218,13 @@ class Restore:
             return run
         self._restoring.add(run_id)
         run.claimed = True
+        # Read again under the claim: another stream may have created the run (and let go of it)
+        # since the read above, and staging over it would be refused as a live run's.
+        row = await self._read(lambda: store.run_row(self._db, run_id))
+        if row is not None:
+            self._unclaim(run)
+            run.existing = fmt.run_record(row)
+            return run
         try:
             await self._write(run_key(run_id), lambda _: lambda s, f: store.clear_staged(s, run_id, f))
             run.staged = True
