@@ -93,10 +93,13 @@ def measure_ceilings(
         f"ceiling: engine index layouts: {sizes.layout_single} one-event transactions, then "
         f"{sizes.layout_events} events at " + " and ".join(f"{n}" for n in LAYOUT_BATCHES) + " per transaction"
     )
-    layouts = asyncio.run(engine.layouts(tmp, sizes.layout_single, sizes.layout_events, LAYOUT_BATCHES))
+    # Paced by the wire: each transaction after the no-storage server's sequential p50 of idle.
+    pace = null_latencies.append.p50_ms / 1000
+    layouts = asyncio.run(engine.layouts(tmp, sizes.layout_single, sizes.layout_events, LAYOUT_BATCHES, pace))
     for layout, figures in layouts.items():
         bulk = ", ".join(f"{n}/tx {rate.per_second:,.0f} events/s" for n, rate in figures.bulk.items())
-        say(f"  {layout}: one-event p50 {figures.single.p50_ms:.2f} ms; {bulk}")
+        paced = "" if figures.paced is None else f" ({figures.paced.p50_ms:.2f} ms paced {pace * 1000:.2f} ms apart)"
+        say(f"  {layout}: one-event p50 {figures.single.p50_ms:.2f} ms{paced}; {bulk}")
     return report.Ceilings(calibration[best], stream, direct, calibration), best, null_latencies, layouts
 
 

@@ -26,6 +26,7 @@ hash chaining and proto conversion, which are costs of the daemon.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -230,6 +231,10 @@ class LayoutCeilings:
 
     single: Rate  # latencies of one-event transactions, sequential
     bulk: dict[int, Rate]  # events per transaction -> rate
+    # One-event transactions with the engine left idle `pace` seconds before each (the daemon's layout
+    # only): an agent's appends reach the engine only after the wire's round trip, and an engine woken
+    # from idle answers slower than one called back to back.
+    paced: Rate | None = None
 
 
 async def _drop_indexes(db: Database, table: str, keep: tuple[str, ...] = ()) -> None:
@@ -239,8 +244,24 @@ async def _drop_indexes(db: Database, table: str, keep: tuple[str, ...] = ()) ->
         await db.query("".join(f"REMOVE INDEX {name} ON TABLE {table};" for name in names))
 
 
+async def _singles(db: Database, run_id: str, calls: int, pace: float = 0.0) -> Rate:
+    """`calls` one-event transactions one after another, each `pace` seconds after the previous answer."""
+    latencies = []
+    batches = _batches("rows", calls, 1, run_id)
+    started, cpu = time.perf_counter(), time.process_time()
+    for variables in batches:
+        if pace:
+            await asyncio.sleep(pace)
+        sent = time.perf_counter()
+        _check(await db.send(SINGLE, variables))
+        latencies.append(time.perf_counter() - sent)
+    rate = _rate(calls, started, cpu)
+    rate.latencies = latencies
+    return rate
+
+
 async def _layout(
-    folder: Path, layout: str, single_calls: int, bulk_events: int, sizes: tuple[int, ...]
+    folder: Path, layout: str, single_calls: int, bulk_events: int, sizes: tuple[int, ...], pace: float | None
 ) -> LayoutCeilings:
     url = f"surrealkv://{folder}"
     connection = AsyncSurreal(url)
@@ -251,20 +272,13 @@ async def _layout(
         await init_schema(db, seed_indexes=layout == "seed indexes")
         if layout == "no secondary index":
             await _drop_indexes(db, "runs")
-        runs = [f"{RUN_ID}-single", *(f"{RUN_ID}-{size}" for size in sizes)]
+        runs = [f"{RUN_ID}-single", f"{RUN_ID}-paced", *(f"{RUN_ID}-{size}" for size in sizes)]
         for run_id in runs:
             await create_run(db, run_record(run_id, agent=workload.AGENT, spec=workload.SPEC_DIGEST))
-        latencies = []
-        batches = _batches("rows", single_calls, 1, runs[0])
-        started, cpu = time.perf_counter(), time.process_time()
-        for variables in batches:
-            sent = time.perf_counter()
-            _check(await db.send(SINGLE, variables))
-            latencies.append(time.perf_counter() - sent)
-        single = _rate(single_calls, started, cpu)
-        single.latencies = latencies
+        single = await _singles(db, runs[0], single_calls)
+        paced = None if pace is None else await _singles(db, runs[1], single_calls, pace)
         bulk = {}
-        for size, run_id in zip(sizes, runs[1:], strict=True):
+        for size, run_id in zip(sizes, runs[2:], strict=True):
             batches = _batches("rows", bulk_events, size, run_id)
             started, cpu = time.perf_counter(), time.process_time()
             for variables in batches:
@@ -272,14 +286,17 @@ async def _layout(
             bulk[size] = _rate(bulk_events, started, cpu)
     finally:
         await db.close()
-    return LayoutCeilings(single, bulk)
+    return LayoutCeilings(single, bulk, paced)
 
 
 async def layouts(
-    folder: Path, single_calls: int, bulk_events: int, sizes: tuple[int, ...]
+    folder: Path, single_calls: int, bulk_events: int, sizes: tuple[int, ...], pace: float
 ) -> dict[str, LayoutCeilings]:
-    """Each layout of LAYOUTS on a fresh durable database: one-event transactions, and bulk inserts."""
+    """Each layout of LAYOUTS on a fresh durable database: one-event transactions, and bulk inserts;
+    for the daemon's layout (LAYOUTS[1]) also one-event transactions paced `pace` seconds apart."""
     return {
-        layout: await _layout(folder / f"layout-{index}", layout, single_calls, bulk_events, sizes)
+        layout: await _layout(
+            folder / f"layout-{index}", layout, single_calls, bulk_events, sizes, pace if index == 1 else None
+        )
         for index, layout in enumerate(LAYOUTS)
     }
