@@ -15,7 +15,7 @@ text that the engine decodes (for reads, one JSON text decoded with the C
 `json` module, as store/events.py reads); "cbor", the rows as one CBOR
 byte string the engine decodes (as a restore stages them; for reads,
 decoded with cbor2); and "rows", the daemon's own records as values
-(store/events.py event_records), encoded by the C codec (store/wire.py), as
+(store/events.py event_rows), encoded by the C codec (store/wire.py), as
 appends write them (read as JSON text). Batches (values, JSON text, CBOR
 bytes) are built before the clock starts; encoding of values and
 decoding of what is read are timed, since every writer and reader pays
@@ -42,7 +42,7 @@ from surrealdb import AsyncSurreal, RecordID
 from aivcs_ledgerd.config import Settings
 from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import Database, init_schema
-from aivcs_ledgerd.store.events import event_records
+from aivcs_ledgerd.store.events import event_rows
 from aivcs_ledgerd.store.runs import create_run
 from aivcs_ledgerd.upkeep.checkpoint import wal_size
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
@@ -118,7 +118,7 @@ def _batches(encoding: str, events: int, batch: int, run_id: str = RUN_ID) -> li
         rows: Any
         if encoding == "rows":
             stored = [Event(run_id, seq, workload.KIND, workload.payload(seq), now + seq, _digest(seq)) for seq in seqs]
-            rows = event_records(run_id, stored)
+            rows = event_rows(run_id, stored)
         elif encoding == "sdk":
             rows = [
                 {

@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from surrealdb import AsyncSurreal, Null, RecordID, SurrealError
 from surrealdb.data.cbor import encode as sdk_encode
 
+from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import wire
+from aivcs_ledgerd.store.events import event_records, event_rows
 from aivcs_ledgerd.store.values import json_from_surreal
 
 I64 = st.integers(-(2**63), 2**63 - 1)
@@ -47,6 +49,55 @@ def test_a_request_is_byte_for_byte_the_sdks(values: dict[str, Any]) -> None:
     assert frame is not None
     request_id = cbor2.loads(frame)["id"]
     assert frame == sdk_encode({"id": request_id, "method": "query", "params": ["RETURN $x;", values]})
+
+
+# What canonical_json lets through to a stored payload: JSON values, integers below 2**53.
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53) + 1, 2**53 - 1) | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=20,
+)
+stored_events = st.lists(
+    st.builds(
+        Event,
+        st.just("run-1"),
+        st.integers(1, 2**63 - 1),
+        st.text(min_size=1, max_size=8),
+        st.dictionaries(st.text(max_size=6), json_values, max_size=5),
+        st.integers(-(2**63), 2**63 - 1),
+        st.text(max_size=64),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stored_events)
+def test_event_rows_are_sent_as_the_sdk_sends_their_records(events: list[Event]) -> None:
+    """The append's rows, built in cbor2's types and sent unwalked, are the bytes the SDK makes of
+    event_records (and the SDK, for a remote server, gets those records)."""
+    rows = event_rows("run-1", events)
+    frame = wire.request("RETURN $rows;", {"rows": rows})
+    assert frame is not None
+    request_id = cbor2.loads(frame)["id"]
+    records = event_records("run-1", events)
+    assert rows.sdk() == records
+    assert frame == sdk_encode({"id": request_id, "method": "query", "params": ["RETURN $rows;", {"rows": records}]})
+
+
+async def test_a_native_variable_reaches_a_remote_server_in_the_sdks_types() -> None:
+    """Without the C codec (a ws:// connection), the SDK is given the Native variable's SDK form."""
+    sent: list[dict[str, Any]] = []
+
+    class Remote:
+        async def query_raw(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
+            sent.append(variables)
+            return {"result": []}
+
+    native = wire.Native(cbor2.CBORTag(12, [1, 2]), lambda: wire.datetime_ns(1_000_000_002))
+    await wire.query_raw(Remote(), "RETURN $at;", {"at": native, "n": 1})
+    assert sent == [{"at": wire.datetime_ns(1_000_000_002), "n": 1}]
 
 
 @pytest.mark.parametrize(

@@ -9,18 +9,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 import cbor2
-from surrealdb import RecordID
 
 from aivcs_ledgerd.model import Event, RunStatus
 from aivcs_ledgerd.store.database import Database, Exclusive, Queries
 from aivcs_ledgerd.store.leases import FENCE_CHECK, FENCE_RENEW, Fence
 from aivcs_ledgerd.store.values import json_to_surreal
-from aivcs_ledgerd.store.wire import datetime_ns
+from aivcs_ledgerd.store.wire import Native, datetime_ns, native_datetime_ns
 
 MAX_SEQ = 2**63 - 1  # SurrealDB's largest integer
 
@@ -80,14 +79,35 @@ def event_records(run_id: str, events: list[Event]) -> list[dict[str, Any]]:
     engine from a byte string, which it does more slowly. A payload's JSON nulls go as NULL, so they
     are kept (store/values.py); the timestamp is a datetime to the nanosecond.
     """
+    return _records(run_id, events, json_to_surreal, datetime_ns)
+
+
+def event_rows(run_id: str, events: list[Event]) -> Native:
+    """event_records(run_id, events) as a wire.Native: built in cbor2's types, sent unwalked.
+
+    The payloads must be as canonical_json accepted them (every appended event's is: ledger/events.py
+    refuses the rest): objects with str keys of JSON values, integers below 2**53. Then cbor2's bytes
+    for them are the SDK's for event_records' (a JSON null is NULL either way); tests/test_wire.py
+    holds the two forms equal.
+    """
+    return Native(_records(run_id, events, _as_is, native_datetime_ns), lambda: event_records(run_id, events))
+
+
+def _as_is(payload: Any) -> Any:
+    return payload
+
+
+def _records(
+    run_id: str, events: list[Event], payload: Callable[[Any], Any], timestamp: Callable[[int], Any]
+) -> list[dict[str, Any]]:
     return [
         {
-            "id": RecordID("run_events", [run_id, event.seq]),
+            "id": [run_id, event.seq],  # the record run_events:[run_id, seq]
             "run_id": run_id,
             "seq": event.seq,
             "kind": event.kind,
-            "payload": json_to_surreal(event.payload),
-            "timestamp": datetime_ns(event.timestamp_ns),
+            "payload": payload(event.payload),
+            "timestamp": timestamp(event.timestamp_ns),
             "timestamp_ns": event.timestamp_ns,
             "digest": event.digest,
         }
@@ -185,7 +205,7 @@ async def append(
     variables = {
         "run_id": run_id,
         "base": base_seq,
-        "rows": event_records(run_id, events),
+        "rows": event_rows(run_id, events),
         "last": events[-1].seq,
         "digest": events[-1].digest,
         "now": now_ns,
