@@ -136,12 +136,18 @@ def _check_json(path: str, value: JSON) -> None:
 def dict_to_struct(path: str, value: Mapping[str, JSON] | None) -> struct_pb2.Struct | None:
     if value is None:
         return None
+    struct = struct_pb2.Struct()
+    _fill_struct(path, struct, value)
+    return struct
+
+
+def _fill_struct(path: str, struct: struct_pb2.Struct, value: Mapping[str, JSON]) -> None:
+    """Check `value` and write it into `struct`, in place (a message handed to a constructor is copied)."""
     if not isinstance(value, Mapping):
         raise InvalidArgument(f"{path}: must be a mapping, got {type(value).__name__}")
     _check_json(path, value)
-    struct = struct_pb2.Struct()
+    struct.SetInParent()  # present even when empty, as a Struct passed to the constructor was
     struct.update(value)
-    return struct
 
 
 def timestamp_to_ns(stamp: timestamp_pb2.Timestamp) -> int:
@@ -334,13 +340,17 @@ def event_input(
     """Validate and build one EventInput, stamped now unless a time is given."""
     if not isinstance(kind, str) or not kind:
         raise InvalidArgument(f"kind: must be a non-empty string, got {kind!r}")
-    if timestamp is None:
-        stamp = ns_to_timestamp(time.time_ns())
-    elif isinstance(timestamp, datetime):
-        stamp = datetime_to_timestamp(timestamp)
+    # Filled in place: a payload or timestamp handed to the constructor is copied, which took as long
+    # as building them (a batch of 1,000 events was a fifth of its append's time in this function).
+    message = event_pb2.EventInput(kind=kind)
+    if isinstance(timestamp, datetime):
+        message.timestamp.CopyFrom(datetime_to_timestamp(timestamp))
     else:
-        stamp = ns_to_timestamp(timestamp)
-    return event_pb2.EventInput(kind=kind, payload=dict_to_struct("payload", payload), timestamp=stamp)
+        stamp = message.timestamp
+        stamp.seconds, stamp.nanos = divmod(time.time_ns() if timestamp is None else timestamp, 1_000_000_000)
+    if payload is not None:
+        _fill_struct("payload", message.payload, payload)
+    return message
 
 
 EventLike = NewEvent | tuple[str, Mapping[str, JSON] | None]
