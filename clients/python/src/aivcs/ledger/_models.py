@@ -20,12 +20,15 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from aivcs.ledger._errors import InvalidArgument
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2, release_pb2, run_ledger_pb2, run_pb2
+
+if TYPE_CHECKING:
+    from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 __all__ = [
     "AppendResult",
@@ -338,11 +341,20 @@ def event_input(
     kind: str, payload: Mapping[str, JSON] | None = None, timestamp: datetime | int | None = None
 ) -> event_pb2.EventInput:
     """Validate and build one EventInput, stamped now unless a time is given."""
+    message = event_pb2.EventInput()
+    _fill_event_input(message, kind, payload, timestamp)
+    return message
+
+
+def _fill_event_input(
+    message: event_pb2.EventInput, kind: str, payload: Mapping[str, JSON] | None, timestamp: datetime | int | None
+) -> None:
+    # Filled in place: a message handed to a constructor (a payload, a timestamp, a batch's events)
+    # is copied, which took as long as building it; a 1,000-event batch spent most of its
+    # building time in those copies.
     if not isinstance(kind, str) or not kind:
         raise InvalidArgument(f"kind: must be a non-empty string, got {kind!r}")
-    # Filled in place: a payload or timestamp handed to the constructor is copied, which took as long
-    # as building them (a batch of 1,000 events was a fifth of its append's time in this function).
-    message = event_pb2.EventInput(kind=kind)
+    message.kind = kind
     if isinstance(timestamp, datetime):
         message.timestamp.CopyFrom(datetime_to_timestamp(timestamp))
     else:
@@ -350,21 +362,21 @@ def event_input(
         stamp.seconds, stamp.nanos = divmod(time.time_ns() if timestamp is None else timestamp, 1_000_000_000)
     if payload is not None:
         _fill_struct("payload", message.payload, payload)
-    return message
 
 
 EventLike = NewEvent | tuple[str, Mapping[str, JSON] | None]
 
 
-def to_event_inputs(events: Sequence[EventLike]) -> list[event_pb2.EventInput]:
-    inputs = []
+def add_event_inputs(
+    inputs: RepeatedCompositeFieldContainer[event_pb2.EventInput], events: Sequence[EventLike]
+) -> None:
+    """Validate `events` and append them to a request's repeated `events` field."""
     for item in events:
         if isinstance(item, NewEvent):
-            inputs.append(item.to_proto())
+            _fill_event_input(inputs.add(), item.kind, item.payload, item.timestamp)
         else:
             kind, payload = item
-            inputs.append(event_input(kind, payload))
-    return inputs
+            _fill_event_input(inputs.add(), kind, payload, None)
 
 
 @dataclass(frozen=True, slots=True)

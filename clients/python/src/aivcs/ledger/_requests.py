@@ -11,9 +11,9 @@ from aivcs.ledger._models import (
     Evaluation,
     EventLike,
     RunStatus,
+    add_event_inputs,
     datetime_to_timestamp,
     dict_to_struct,
-    to_event_inputs,
 )
 from aivcs.ledger.v1 import event_stream_pb2, release_registry_pb2, run_ledger_pb2, run_pb2
 
@@ -107,12 +107,11 @@ def cancel_run(run_id: str, *, reason: str, duration_ms: int) -> run_ledger_pb2.
 def append_events(
     run_id: str, events: Sequence[EventLike], *, expected_last_seq: int | None, idempotency_key: str | None
 ) -> event_stream_pb2.AppendEventsRequest:
-    return event_stream_pb2.AppendEventsRequest(
-        run_id=run_id,
-        events=to_event_inputs(events),
-        expected_last_seq=expected_last_seq,
-        idempotency_key=idempotency_key,
+    request = event_stream_pb2.AppendEventsRequest(
+        run_id=run_id, expected_last_seq=expected_last_seq, idempotency_key=idempotency_key
     )
+    add_event_inputs(request.events, events)
+    return request
 
 
 def read_events(
