@@ -33,12 +33,13 @@ from surrealdb.cbor import CBORTag as SdkTag
 from surrealdb.connections.async_embedded import AsyncEmbeddedSurrealConnection
 from surrealdb.connections.utils_mixin import mapped_engine_errors
 from surrealdb.data.cbor import tag_decoder
+from surrealdb.data.types.constants import TAG_DATETIME_COMPACT, TAG_NONE, TAG_RECORD_ID
 from surrealdb.errors import SurrealError, UnexpectedResponseError
 
-_NONE = cbor2.CBORTag(6, None)  # SurrealDB's NONE; a CBOR null is its NULL
-_RECORD_ID = 8
-_DATETIME_COMPACT = 12
-_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+_NONE = cbor2.CBORTag(TAG_NONE, None)  # SurrealDB's NONE; a CBOR null is its NULL
+_RECORD_ID = TAG_RECORD_ID
+_DATETIME_COMPACT = TAG_DATETIME_COMPACT
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1  # SurrealDB's integers; the SDK refuses any other
 _ids = itertools.count(1)
 
 
