@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aivcs_ledgerd.ledger.errors import InvalidArgument
-from aivcs_ledgerd.transport.convert import struct_to_dict
+from aivcs_ledgerd.transport.convert import fill_struct, struct_to_dict
 
 scalars = (
     st.none()
@@ -58,3 +58,21 @@ def test_non_finite_numbers_are_refused_naming_the_field(number: float) -> None:
         struct_to_dict("events[3].payload", message)
     assert refused.value.field == "events[3].payload"
     assert "finite" in str(refused.value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), json_values, max_size=6))
+def test_a_payload_is_written_as_struct_update_writes_it(value: dict[str, Any]) -> None:
+    """The read path's own Struct filling gives the very message Struct.update does."""
+    filled = struct_pb2.Struct()
+    fill_struct(filled, value)
+    assert filled == _struct(value)
+    assert filled.SerializeToString(deterministic=True) == _struct(value).SerializeToString(deterministic=True)
+
+
+def test_values_of_other_types_are_written_or_refused_as_struct_update_does() -> None:
+    filled = struct_pb2.Struct()
+    fill_struct(filled, {"tuple": (1, "a"), "sub": {"ok": True}})
+    assert filled == _struct({"tuple": (1, "a"), "sub": {"ok": True}})
+    with pytest.raises(ValueError):
+        fill_struct(struct_pb2.Struct(), {"x": object()})

@@ -147,12 +147,55 @@ def run_to_proto(run: Run) -> run_pb2.Run:
 
 
 def event_to_proto(event: Event) -> event_pb2.Event:
-    """On the read path for every event: fields are set in place (a Timestamp built apart and copied in
-    cost as much as all the rest)."""
-    message = event_pb2.Event(run_id=event.run_id, seq=event.seq, kind=event.kind, digest=event.digest)
-    message.timestamp.seconds, message.timestamp.nanos = divmod(event.timestamp_ns, NANOS)
-    message.payload.update(event.payload)
+    message = event_pb2.Event()
+    fill_event(message, event)
     return message
+
+
+def fill_event(message: event_pb2.Event, event: Event) -> None:
+    """Write `event` into an empty `message`. On the read path for every event, so every field is set in
+    place: a Timestamp or Struct built apart and copied in cost as much as all the rest, and so does a
+    list of Events handed to a response's constructor (transport/event_stream.py `chunks` adds them)."""
+    message.run_id = event.run_id
+    message.seq = event.seq
+    message.kind = event.kind
+    message.digest = event.digest
+    stamp = message.timestamp
+    stamp.seconds, stamp.nanos = divmod(event.timestamp_ns, NANOS)
+    fill_struct(message.payload, event.payload)
+
+
+def fill_struct(struct: struct_pb2.Struct, value: dict[str, Any]) -> None:
+    """`struct.update(value)` for JSON values, without its generic per-value dispatch (the most of a read's
+    conversion); tests/test_convert.py holds the two equal."""
+    fields = struct.fields
+    for key, item in value.items():
+        _fill_value(fields[key], item)
+
+
+def _fill_value(target: struct_pb2.Value, item: Any) -> None:
+    kind = type(item)
+    if kind is str:
+        target.string_value = item
+    elif kind is float or kind is int:
+        target.number_value = item
+    elif kind is bool:
+        target.bool_value = item
+    elif item is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif kind is dict:
+        nested = target.struct_value
+        nested.SetInParent()  # an empty object is still an object, not a Value with nothing set
+        fill_struct(nested, item)
+    elif kind is list:
+        values = target.list_value
+        values.SetInParent()
+        for element in item:
+            _fill_value(values.values.add(), element)
+    else:
+        struct = struct_pb2.Struct()
+        struct.update({"": item})  # anything else as Struct.update has it, or its error
+        target.CopyFrom(struct.fields[""])
 
 
 RUN_STATUS_TO_PROTO = {
