@@ -9,8 +9,8 @@ import uuid
 from aivcs.ledger.v1 import run_ledger_pb2 as rl
 from aivcs.ledger.v1.run_ledger_pb2_grpc import RunLedgerStub
 
-from aivcs_ledgerd.model import Evaluation, Run, RunStatus
-from aivcs_ledgerd.util.timeutil import ns_to_datetime
+from aivcs_ledgerd.ledger.runs import fresh_run
+from aivcs_ledgerd.model import Run
 
 
 def digest(text: str = "") -> str:
@@ -35,22 +35,4 @@ def new_run(runs: RunLedgerStub, prefix: str = "run", *, agent: str = "tests", s
 
 def run_record(run_id: str, *, agent: str = "tests", spec: str = SPEC) -> Run:
     """A RUNNING run, created now, as CreateRun stores it: for tests and benchmarks that write the store directly."""
-    now = time.time_ns()
-    return Run(
-        run_id=run_id,
-        spec_digest=spec,
-        agent_name=agent,
-        git_sha=None,
-        tags={},
-        evaluation=Evaluation(),
-        status=RunStatus.RUNNING,
-        total_events=0,
-        final_state_digest=None,
-        duration_ms=0,
-        success=False,
-        created_at=ns_to_datetime(now),
-        completed_at=None,
-        events_digest="",
-        status_reason="",
-        created_ns=now,
-    )
+    return fresh_run(run_id, spec, agent, time.time_ns())

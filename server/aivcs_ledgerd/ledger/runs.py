@@ -76,6 +76,39 @@ class Finish:
     spec_digest: str | None = None
 
 
+def fresh_run(
+    run_id: str,
+    spec_digest: str,
+    agent_name: str,
+    created_ns: int,
+    *,
+    git_sha: str | None = None,
+    tags: dict[str, Any] | None = None,
+    evaluation: Evaluation | None = None,
+    inactivity_timeout_ms: int = 0,
+) -> Run:
+    """The record of a run just created, as CreateRun stores it: RUNNING, no events, created at `created_ns`."""
+    return Run(
+        run_id=run_id,
+        spec_digest=spec_digest,
+        agent_name=agent_name,
+        git_sha=git_sha,
+        tags={} if tags is None else tags,
+        evaluation=Evaluation() if evaluation is None else evaluation,
+        status=RunStatus.RUNNING,
+        total_events=0,
+        final_state_digest=None,
+        duration_ms=0,
+        success=False,
+        created_at=ns_to_datetime(created_ns),
+        completed_at=None,
+        events_digest="",
+        status_reason="",
+        created_ns=created_ns,
+        inactivity_timeout_ms=inactivity_timeout_ms,
+    )
+
+
 class Runs:
     def __init__(
         self, db: Database, hub: Hub, ownership: SoleOwner | None = None, default_inactivity_timeout_ms: int = 0
@@ -99,24 +132,14 @@ class Runs:
                 f"must be at most {MAX_INACTIVITY_TIMEOUT_MS} (ten years), got {timeout_ms}; 0 means none",
             )
         for _ in range(5):
-            created_ns = _clock.next()
-            run = Run(
-                run_id=new.run_id if new.run_id is not None else str(uuid.uuid4()),
-                spec_digest=new.spec_digest,
-                agent_name=new.agent_name,
+            run = fresh_run(
+                new.run_id if new.run_id is not None else str(uuid.uuid4()),
+                new.spec_digest,
+                new.agent_name,
+                _clock.next(),
                 git_sha=new.git_sha,
                 tags=new.tags,
                 evaluation=new.evaluation,
-                status=RunStatus.RUNNING,
-                total_events=0,
-                final_state_digest=None,
-                duration_ms=0,
-                success=False,
-                created_at=ns_to_datetime(created_ns),
-                completed_at=None,
-                events_digest="",
-                status_reason="",
-                created_ns=created_ns,
                 inactivity_timeout_ms=timeout_ms,
             )
             try:

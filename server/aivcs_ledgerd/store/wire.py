@@ -37,8 +37,6 @@ from surrealdb.data.types.constants import TAG_DATETIME_COMPACT, TAG_NONE, TAG_R
 from surrealdb.errors import SurrealError, UnexpectedResponseError
 
 _NONE = cbor2.CBORTag(TAG_NONE, None)  # SurrealDB's NONE; a CBOR null is its NULL
-_RECORD_ID = TAG_RECORD_ID
-_DATETIME_COMPACT = TAG_DATETIME_COMPACT
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1  # SurrealDB's integers; the SDK refuses any other
 _ids = itertools.count(1)
 
@@ -86,7 +84,7 @@ def _value(value: Any) -> Any:
     if kind is NullType:
         return None
     if kind is RecordID:
-        return cbor2.CBORTag(_RECORD_ID, [_value(value.table_name), _value(value.id)])
+        return cbor2.CBORTag(TAG_RECORD_ID, [_value(value.table_name), _value(value.id)])
     if kind is SdkTag:
         return cbor2.CBORTag(value.tag, _value(value.value))
     raise _Unlike
@@ -99,13 +97,13 @@ def datetime_ns(timestamp_ns: int) -> SdkTag:
     same way through the SDK (a remote server) and through this codec.
     """
     seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
-    return SdkTag(_DATETIME_COMPACT, [seconds, nanos])
+    return SdkTag(TAG_DATETIME_COMPACT, [seconds, nanos])
 
 
 def native_datetime_ns(timestamp_ns: int) -> cbor2.CBORTag:
     """`datetime_ns` in cbor2's own types, for a Native value: the same bytes."""
     seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
-    return cbor2.CBORTag(_DATETIME_COMPACT, [seconds, nanos])
+    return cbor2.CBORTag(TAG_DATETIME_COMPACT, [seconds, nanos])
 
 
 def request(sql: str, variables: dict[str, Any]) -> bytes | None:
