@@ -459,9 +459,13 @@ def test_writes_after_a_fault_are_cut_back_to_the_log_as_it_was_at_the_fault(
     copy, segment = damaged_copy(killed_store, tmp_path / "after", "none")
     acknowledged = segment.read_bytes()
     at_fault = len(acknowledged) + 5  # the fault met a write whose first 5 bytes reached the file
-    segment.write_bytes(acknowledged + acknowledged[:40_000])  # its pieces, then whole writes after it
+    # Its pieces, then whole writes after it: three blocks' worth, so that whole records follow the first
+    # misaligned one wherever the log happened to end (with 40,000 bytes, some endings left none).
+    after = acknowledged[: 3 * wal.BLOCK_SIZE]
+    assert len(after) == 3 * wal.BLOCK_SIZE
+    segment.write_bytes(acknowledged + after)
     assert wal.check(copy / "wal")[1], "without the fault's size, what follows reads as damage"
-    assert wal.drop_failed_writes(segment, at_fault) == 40_000
+    assert wal.drop_failed_writes(segment, at_fault) == len(after)
     assert segment.read_bytes() == acknowledged
     _, segment = damaged_copy(killed_store, tmp_path / "damaged", "flip")
     before = segment.read_bytes()
