@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 from typing import Any
 
 import rfc8785
@@ -30,10 +29,10 @@ class _NeedsReference(Exception):
 def canonical_json(field: str, value: Any) -> bytes:
     """The JCS bytes of `value`; INVALID_ARGUMENT naming the field for what JSON cannot hold."""
     try:
-        return _encode(_normalise(field, value)).encode("utf-8")
+        return _encode(_normalise(value)).encode("utf-8")
     except _NeedsReference:
         pass
-    validation.json_object(field, value)
+    validation.json_object(field, value)  # a non-finite number is refused here, by its path
     try:
         return rfc8785.dumps(value)
     except rfc8785.CanonicalizationError as error:
@@ -46,15 +45,14 @@ def kind_json(kind: str) -> bytes:
     return canonical_json("kind", kind)
 
 
-def _normalise(field: str, value: Any) -> Any:
+def _normalise(value: Any) -> Any:
+    # No field paths here: building one per key cost more than the walk; errors find theirs above.
     if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InvalidArgument(field, f"numbers must be finite, got {value}")
         if value.is_integer():
             if abs(value) < _EXACT_INT:
                 return int(value)
             raise _NeedsReference
-        if not 1e-4 <= abs(value) < 1e16:
+        if not 1e-4 <= abs(value) < 1e16:  # NaN and infinities too
             raise _NeedsReference
         return value
     if isinstance(value, dict):
@@ -62,10 +60,10 @@ def _normalise(field: str, value: Any) -> Any:
         for key, item in value.items():
             if not key.isascii():
                 raise _NeedsReference
-            out[key] = _normalise(f"{field}.{key}", item)
+            out[key] = _normalise(item)
         return out
     if isinstance(value, list):
-        return [_normalise(f"{field}[{index}]", item) for index, item in enumerate(value)]
+        return [_normalise(item) for item in value]
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= _EXACT_INT:
         raise _NeedsReference
     return value

@@ -22,25 +22,23 @@ from aivcs_ledgerd.model import Event
 NANOS = 1_000_000_000
 
 
-def rfc3339_nanos(timestamp_ns: int) -> str:
-    """E.g. 2026-01-02T03:04:05.000000006Z, for any time from year 1 to 9999."""
-    seconds, nanos = divmod(timestamp_ns, NANOS)
-    return f"{_second(seconds)}.{nanos:09d}Z"
-
-
 @functools.lru_cache(maxsize=256)  # a run's events mostly share their second with a neighbour
-def _second(seconds: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds))
+def _second(seconds: int) -> bytes:
+    """E.g. b"2026-01-02T03:04:05" (strftime pads no year below 1000; event times lie in 1677 to 2262)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)).encode("ascii")
 
 
 def event_digest(prev: str, seq: int, kind_json: bytes, payload_json: bytes, timestamp_ns: int) -> str:
-    """The digest of one event, from the canonical JSON of its kind and payload."""
-    canonical = b'{"kind":%s,"payload":%s,"prev":"%s","seq":%d,"timestamp":"%s"}' % (
+    """The digest of one event, from the canonical JSON of its kind and payload; the timestamp as
+    RFC 3339 UTC with nine fractional digits, e.g. 2026-01-02T03:04:05.000000006Z."""
+    seconds, nanos = divmod(timestamp_ns, NANOS)
+    canonical = b'{"kind":%s,"payload":%s,"prev":"%s","seq":%d,"timestamp":"%s.%09dZ"}' % (
         kind_json,
         payload_json,
         prev.encode("ascii"),
         seq,
-        rfc3339_nanos(timestamp_ns).encode("ascii"),
+        _second(seconds),
+        nanos,
     )
     return hashlib.sha256(canonical).hexdigest()
 

@@ -102,10 +102,16 @@ class Events:
                 "events", f"a batch holds at most {self._limits.max_batch_events} events, got {len(events)}"
             )
         pending = []
+        kinds: dict[str, bytes] = {}  # a batch's kinds repeat: each is checked once
         for index, event in enumerate(events):
-            kind = validation.identifier(f"events[{index}].kind", event.kind)
-            payload_json = canonical_json(f"events[{index}].payload", event.payload)
-            pending.append(Pending(event, kind_json(kind), payload_json))
+            kind = kinds.get(event.kind)
+            if kind is None:
+                kind = kinds[event.kind] = kind_json(validation.identifier(f"events[{index}].kind", event.kind))
+            try:  # the field's path is built only for an error: per event, it cost as much as the check
+                payload_json = canonical_json("payload", event.payload)
+            except InvalidArgument as error:
+                raise InvalidArgument(f"events[{index}].{error.field}", error.problem) from None
+            pending.append(Pending(event, kind, payload_json))
         if idempotency_key is not None:
             validation.identifier("idempotency_key", idempotency_key)
         return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)

@@ -24,7 +24,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aivcs_ledgerd.ledger.chain import event_digest
 from aivcs_ledgerd.ledger.errors import (
@@ -69,9 +69,9 @@ class AppendResult:
     replayed: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Pending:
-    """A validated event with the canonical JSON of its kind and payload."""
+class Pending(NamedTuple):
+    """A validated event with the canonical JSON of its kind and payload (a tuple: one per event,
+    and a frozen dataclass took four times as long to build)."""
 
     event: NewEvent
     kind_json: bytes

@@ -66,7 +66,10 @@ def struct_to_dict(field: str, value: struct_pb2.Struct) -> dict[str, Any]:
     try:
         return _struct(value)
     except _NotFinite:
-        raise InvalidArgument(field, "numbers must be finite; NaN and infinities have no JSON form") from None
+        raise InvalidArgument(field, _NOT_FINITE) from None
+
+
+_NOT_FINITE = "numbers must be finite; NaN and infinities have no JSON form"
 
 
 class _NotFinite(Exception):
@@ -96,17 +99,38 @@ def _value(message: struct_pb2.Value) -> Any:
     return None  # null_value, or a Value with nothing set (MessageToDict reads both as null)
 
 
-def new_events(field: str, inputs: Iterable[event_pb2.EventInput], max_payload_bytes: int) -> list[NewEvent]:
-    """EventInputs as domain values; oversized payloads and bad timestamps refused by field."""
+# Every timestamp whose seconds lie strictly within this bound is an event time (MIN/MAX_EVENT_NS).
+_EVENT_SECONDS = 9_223_372_035
+
+
+def new_events(
+    field: str, inputs: Iterable[event_pb2.EventInput], max_payload_bytes: int, message_bytes: int
+) -> list[NewEvent]:
+    """EventInputs as domain values; oversized payloads and bad timestamps refused by field.
+
+    `message_bytes`, the size of the message holding `inputs`, bounds every payload's size: when it is
+    within the limit, no payload is measured. On the path of every appended event, so field paths are
+    built only for an error.
+    """
+    measure = message_bytes > max_payload_bytes
     events = []
     for index, item in enumerate(inputs):
-        size = item.payload.ByteSize()
-        if size > max_payload_bytes:
+        payload = item.payload
+        if measure and (size := payload.ByteSize()) > max_payload_bytes:
             raise InvalidArgument(f"{field}[{index}].payload", f"is {size} bytes; the limit is {max_payload_bytes}")
-        timestamp = (
-            event_timestamp_ns(f"{field}[{index}].timestamp", item.timestamp) if item.HasField("timestamp") else None
-        )
-        events.append(NewEvent(item.kind, struct_to_dict(f"{field}[{index}].payload", item.payload), timestamp))
+        timestamp = None
+        if item.HasField("timestamp"):
+            stamp = item.timestamp
+            seconds, nanos = stamp.seconds, stamp.nanos
+            if -_EVENT_SECONDS < seconds < _EVENT_SECONDS and 0 <= nanos < NANOS:
+                timestamp = seconds * NANOS + nanos
+            else:  # near or beyond a bound: checked exactly, refused by its path
+                timestamp = event_timestamp_ns(f"{field}[{index}].timestamp", stamp)
+        try:
+            values = _struct(payload)
+        except _NotFinite:
+            raise InvalidArgument(f"{field}[{index}].payload", _NOT_FINITE) from None
+        events.append(NewEvent(item.kind, values, timestamp))
     return events
 
 

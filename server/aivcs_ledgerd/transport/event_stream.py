@@ -90,7 +90,7 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         async def local() -> pb.AppendEventsResponse:
             result = await self._events.append(
                 request.run_id,
-                new_events("events", request.events, self._limits.max_payload_bytes),
+                new_events("events", request.events, self._limits.max_payload_bytes, request.ByteSize()),
                 request.expected_last_seq if request.HasField("expected_last_seq") else None,
                 request.idempotency_key if request.HasField("idempotency_key") else None,
             )
