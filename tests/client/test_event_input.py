@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime, timedelta, timezone
+from types import MappingProxyType
 
 import pytest
 from aivcs.ledger import InvalidArgument, NewEvent
-from aivcs.ledger._models import event_input
+from aivcs.ledger._models import _check_json, event_input
 from aivcs.ledger.v1 import event_pb2
 from google.protobuf import struct_pb2, timestamp_pb2
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def _expected(kind: str, payload: dict[str, object] | None, seconds: int, nanos: int) -> event_pb2.EventInput:
@@ -53,3 +56,41 @@ def test_a_bad_payload_or_time_is_refused_by_name() -> None:
     with pytest.raises(InvalidArgument, match="timezone"):
         NewEvent("k", None, datetime(2026, 1, 1)).to_proto()
     assert NewEvent("k", None, datetime(2026, 1, 1, tzinfo=UTC)).to_proto().timestamp.seconds == 1_767_225_600
+
+
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.floats()  # NaN and infinities included: refused either way
+    | st.integers(-(2**60), 2**60)  # beyond 2**53 refused either way
+    | st.text()
+)
+_json = st.recursive(
+    _scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.tuples(children, children)  # a sequence that is not a list
+        | st.dictionaries(st.text(max_size=6), children, max_size=4)
+        | st.dictionaries(st.text(max_size=6), children, max_size=2).map(MappingProxyType)
+    ),  # a mapping, not a dict
+    max_leaves=25,
+)
+
+
+def _checked_then_updated(payload: dict[str, object]) -> event_pb2.EventInput | str:
+    """What the library built before its one-walk fill: the generic check, then Struct.update."""
+    try:
+        _check_json("payload", payload)
+        return _expected("k", payload, 1, 2)
+    except (InvalidArgument, ValueError) as error:  # Struct.update refuses a nested mapping not a dict
+        return repr(error)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(st.text(max_size=6), _json, max_size=5))
+def test_any_payload_is_built_or_refused_as_the_generic_check_and_update_did(payload: dict[str, object]) -> None:
+    try:
+        built: event_pb2.EventInput | str = event_input("k", payload, 1_000_000_002)
+    except (InvalidArgument, ValueError) as error:
+        built = repr(error)
+    assert built == _checked_then_updated(payload)

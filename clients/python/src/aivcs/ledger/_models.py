@@ -148,9 +148,60 @@ def _fill_struct(path: str, struct: struct_pb2.Struct, value: Mapping[str, JSON]
     """Check `value` and write it into `struct`, in place (a message handed to a constructor is copied)."""
     if not isinstance(value, Mapping):
         raise InvalidArgument(f"{path}: must be a mapping, got {type(value).__name__}")
-    _check_json(path, value)
     struct.SetInParent()  # present even when empty, as a Struct passed to the constructor was
-    struct.update(value)
+    try:
+        _fill_fields(struct.fields, value)
+        return
+    except _Unusual:
+        struct.Clear()
+        struct.SetInParent()
+    _check_json(path, value)  # refuses what JSON cannot hold, by its path
+    struct.update(value)  # other mappings and sequences, as protobuf takes them
+
+
+class _Unusual(Exception):
+    """A value the fast fill leaves to the checked, generic one."""
+
+
+def _fill_fields(fields: Any, value: Mapping[str, JSON]) -> None:
+    # Plain JSON values checked and written in one walk by exact type: a 1,000-event batch spent
+    # most of its building time in the generic walk (isinstance against ABCs, a path per value)
+    # followed by Struct.update's own. Anything else, or anything to refuse, goes the generic way.
+    if type(value) is not dict:
+        raise _Unusual
+    for key, item in value.items():
+        if type(key) is not str:
+            raise _Unusual
+        _fill_value(fields[key], item)
+
+
+def _fill_value(target: struct_pb2.Value, item: JSON) -> None:
+    kind = type(item)
+    if kind is str:
+        target.string_value = item
+    elif kind is float:
+        if item - item != 0:  # NaN or an infinity
+            raise _Unusual
+        target.number_value = item
+    elif kind is bool:
+        target.bool_value = item
+    elif kind is int:
+        if not -_MAX_EXACT <= item <= _MAX_EXACT:
+            raise _Unusual
+        target.number_value = item
+    elif item is None:
+        target.null_value = struct_pb2.NULL_VALUE
+    elif kind is dict:
+        nested = target.struct_value
+        nested.SetInParent()  # an empty object is still an object
+        _fill_fields(nested.fields, item)
+    elif kind is list:
+        values = target.list_value
+        values.SetInParent()
+        for element in item:
+            _fill_value(values.values.add(), element)
+    else:
+        raise _Unusual
 
 
 def timestamp_to_ns(stamp: timestamp_pb2.Timestamp) -> int:
