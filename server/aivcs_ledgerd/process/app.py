@@ -22,6 +22,7 @@ from aivcs_ledgerd.methods import LEDGER_SERVICES
 from aivcs_ledgerd.middleware.budget import check_settings, transport_options
 from aivcs_ledgerd.middleware.security import SecurityError
 from aivcs_ledgerd.otlp import register_trace_service
+from aivcs_ledgerd.process import collector
 from aivcs_ledgerd.process.fdlimit import exhaustion as fd_exhaustion
 from aivcs_ledgerd.process.fdlimit import raise_soft_limit
 from aivcs_ledgerd.process.operations import Operations, OperationsError
@@ -255,5 +256,6 @@ async def run(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     raise_soft_limit()
     daemon = await start(settings)
+    collector.settle_after_start()
     await stop.wait()
     await daemon.stop()
