@@ -70,8 +70,8 @@ class AppendResult:
 
 
 class Pending(NamedTuple):
-    """A validated event with the canonical JSON of its kind and payload (a tuple: one per event,
-    and a frozen dataclass took four times as long to build)."""
+    """A validated event with the canonical JSON of its kind and payload (a tuple: one is built per
+    event, and a frozen dataclass cost several times as much to build)."""
 
     event: NewEvent
     kind_json: bytes
