@@ -245,22 +245,6 @@ async def _drop_indexes(db: Database, table: str, keep: tuple[str, ...] = ()) ->
         await db.query("".join(f"REMOVE INDEX {name} ON TABLE {table};" for name in names))
 
 
-async def _singles(db: Database, run_id: str, calls: int, pace: float = 0.0) -> Rate:
-    """`calls` one-event transactions one after another, each `pace` seconds after the previous answer."""
-    latencies = []
-    batches = _batches("rows", calls, 1, run_id)
-    started, cpu = time.perf_counter(), time.process_time()
-    for variables in batches:
-        if pace:
-            await asyncio.sleep(pace)
-        sent = time.perf_counter()
-        _check(await db.send(SINGLE, variables))
-        latencies.append(time.perf_counter() - sent)
-    rate = _rate(calls, started, cpu)
-    rate.latencies = latencies
-    return rate
-
-
 @contextlib.asynccontextmanager
 async def _database(folder: Path, layout: str, run_ids: list[str]) -> AsyncIterator[Database]:
     """A fresh durable database with `layout`'s indexes and the runs `run_ids`."""
@@ -280,12 +264,14 @@ async def _database(folder: Path, layout: str, run_ids: list[str]) -> AsyncItera
         await db.close()
 
 
-async def _bulk(db: Database, run_id: str, events: int, size: int) -> Rate:
-    """`events` inserted `size` per transaction, each transaction after the previous answer."""
+async def _bulk(db: Database, run_id: str, events: int, size: int, pace: float = 0.0) -> Rate:
+    """`events` inserted `size` per transaction, each transaction `pace` seconds after the previous answer."""
     batches = _batches("rows", events, size, run_id)
     latencies = []
     started, cpu = time.perf_counter(), time.process_time()
     for variables in batches:
+        if pace:
+            await asyncio.sleep(pace)
         sent = time.perf_counter()
         _check(await db.send(SINGLE, variables))
         latencies.append(time.perf_counter() - sent)
@@ -299,8 +285,8 @@ async def _layout(
 ) -> LayoutCeilings:
     runs = [f"{RUN_ID}-single", f"{RUN_ID}-paced", *(f"{RUN_ID}-{size}" for size in sizes)]
     async with _database(folder, layout, runs) as db:
-        single = await _singles(db, runs[0], single_calls)
-        paced = None if pace is None else await _singles(db, runs[1], single_calls, pace)
+        single = await _bulk(db, runs[0], single_calls, 1)
+        paced = None if pace is None else await _bulk(db, runs[1], single_calls, 1, pace)
         bulk = {size: await _bulk(db, run_id, bulk_events, size) for size, run_id in zip(sizes, runs[2:], strict=True)}
     return LayoutCeilings(single, bulk, paced)
 
