@@ -68,7 +68,7 @@ def refusal_of(error: Exception) -> Refusal:
 
 
 def details_in(trailing_metadata: Sequence[tuple[str, str | bytes]]) -> list[any_pb2.Any]:
-    """The google.rpc error details a servicer attached to its abort (transport/status.py)."""
+    """The google.rpc error details a servicer attached to its status (transport/status.py)."""
     for key, value in trailing_metadata:
         if key == DETAILS_KEY and isinstance(value, bytes):
             return list(status_pb2.Status.FromString(value).details)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from aiohttp import web
@@ -44,7 +44,7 @@ Unary = Callable[[Any, Any], Awaitable[Message]]
 
 
 class HttpCall:
-    """What a servicer method sees of an HTTP call: `abort` raises the refusal instead of ending a gRPC call.
+    """What a servicer method sees of an HTTP call; the status it sets becomes the route's refusal.
 
     The caller's Authorization header stands as its metadata, so that with
     several replicas a write forwarded to the owner carries the caller's token.
@@ -52,6 +52,9 @@ class HttpCall:
 
     def __init__(self, authorization: str | None) -> None:
         self._metadata = () if authorization is None else (("authorization", authorization),)
+        self._code = grpc.StatusCode.OK
+        self._details = ""
+        self._trailing_metadata: Sequence[tuple[str, str | bytes]] = ()
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self._metadata
@@ -59,10 +62,20 @@ class HttpCall:
     def time_remaining(self) -> float | None:
         return None
 
-    async def abort(
-        self, code: grpc.StatusCode, details: str = "", trailing_metadata: Sequence[tuple[str, str | bytes]] = ()
-    ) -> NoReturn:
-        raise Refusal(code, details, details_in(trailing_metadata))
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def set_trailing_metadata(self, trailing_metadata: Sequence[tuple[str, str | bytes]]) -> None:
+        self._trailing_metadata = trailing_metadata
+
+    def refusal(self) -> Refusal | None:
+        """The status a servicer method answered, unless it is OK."""
+        if self._code is grpc.StatusCode.OK:
+            return None
+        return Refusal(self._code, self._details, details_in(self._trailing_metadata))
 
 
 class Api:
@@ -83,7 +96,11 @@ class Api:
         app.router.add_get("/v1/agents/{agent_name}/releases", self.release_history)
 
     async def _unary(self, method: Unary, message: Message, request: web.Request) -> web.Response:
-        answer = await method(message, cast(Any, HttpCall(request.headers.get("Authorization"))))
+        call = HttpCall(request.headers.get("Authorization"))
+        answer = await method(message, cast(Any, call))
+        refusal = call.refusal()
+        if refusal is not None:
+            raise refusal
         return web.json_response(to_json(answer))
 
     @staticmethod

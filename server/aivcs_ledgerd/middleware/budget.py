@@ -25,7 +25,7 @@ from collections import deque
 import grpc
 
 from aivcs_ledgerd.config import Settings
-from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method
+from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, Refused
 
 
 class RequestBudget(Hooks):
@@ -76,7 +76,7 @@ class _Charged(CallHooks):
         budget = self._budget
         if not self._streaming:
             if not budget.try_take(size):
-                await self.context.abort(
+                raise Refused(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"the daemon holds {budget.held} bytes of requests not yet answered (limit {budget.limit}); "
                     "retry shortly",

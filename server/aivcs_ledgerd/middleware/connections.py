@@ -23,7 +23,7 @@ from typing import Any
 import grpc
 
 from aivcs_ledgerd.methods import APPEND_METHODS, STREAM_APPEND, UNARY_APPEND
-from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, peer_of
+from aivcs_ledgerd.middleware.interceptors import CallHooks, Context, Hooks, HooksFactory, Method, Refused, peer_of
 
 
 @dataclass(slots=True)
@@ -78,7 +78,7 @@ class _Limited(CallHooks):
         limit = self._limits.max_calls
         if limit and state.calls >= limit:
             self._limits.release(self._peer, state)
-            await self.context.abort(
+            raise Refused(
                 grpc.StatusCode.RESOURCE_EXHAUSTED,
                 f"this connection already has {state.calls} calls in flight (limit {limit}); "
                 "wait for some to finish or open another connection",
@@ -89,7 +89,7 @@ class _Limited(CallHooks):
             state.holders += 1
         if self.method.path == UNARY_APPEND and self._appends:
             if state.appends.locked():
-                await self.context.abort(
+                raise Refused(
                     grpc.StatusCode.RESOURCE_EXHAUSTED,
                     f"this connection already has {self._limits.max_appends} append batches in flight; "
                     "wait for their answers",

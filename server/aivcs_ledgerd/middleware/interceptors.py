@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import grpc
 
 from aivcs_ledgerd.ledger.errors import InvalidArgument
+from aivcs_ledgerd.util.answers import answer
 
 if TYPE_CHECKING:  # the stubs' generics are not subscriptable at run time
     Context = grpc.aio.ServicerContext[Any, Any]
@@ -70,8 +71,9 @@ class Method:
 class CallHooks:
     """Callbacks around one call. Override what you need; each default does nothing.
 
-    `start` and `received` may abort the call (`await context.abort(...)`)
-    or wait (back-pressure); `sent` and `finished` must not block.
+    `start`, and `arrived` or `received` of a unary request, may refuse the
+    call (raise `Refused`); any of those may wait (back-pressure). `sent`
+    and `finished` must not block.
     `finished` runs exactly once, however the call ends.
     """
 
@@ -94,6 +96,18 @@ class CallHooks:
 
     def finished(self, code: grpc.StatusCode) -> None:
         return None
+
+
+class Refused(Exception):
+    """Raised by a CallHooks method: the call is answered `code` and `message`, its method never runs.
+
+    The wrapper sets the status and returns (util/answers.py says why not `context.abort`).
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 HooksFactory = Callable[[Method, Context], CallHooks]
@@ -270,8 +284,8 @@ def refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
     HTTP/2 flow control stops the caller's body after its first window.
     """
 
-    async def abort(requests: Any, context: Context) -> None:
-        await context.abort(code, message)
+    async def refused(requests: Any, context: Context) -> None:
+        answer(context, code, message)
 
     streaming = handler.response_streaming
     refusal = Refusal(
@@ -281,8 +295,8 @@ def refuse(handler: Handler, code: grpc.StatusCode, message: str) -> Handler:
         response_serializer=handler.response_serializer,
         unary_unary=None,
         unary_stream=None,
-        stream_unary=None if streaming else abort,
-        stream_stream=abort if streaming else None,
+        stream_unary=None if streaming else refused,
+        stream_stream=refused if streaming else None,
         method_type=_TYPES[handler.request_streaming, handler.response_streaming],
     )
     return cast(Handler, refusal)
@@ -326,7 +340,7 @@ def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], Ca
         if request_streaming:
             return observed(request, call)
         if isinstance(request, Undecodable):
-            await call.context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
+            raise Refused(grpc.StatusCode.INVALID_ARGUMENT, f"request: {request.problem}")
         if isinstance(request, Received):
             await call.arrived(request.size)
             request = request.message
@@ -337,18 +351,22 @@ def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], Ca
 
         async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
             call = hooks(method, context)
-            error: BaseException | None = None
+            code = grpc.StatusCode.UNKNOWN
             try:
                 await call.start()
                 async with contextlib.aclosing(inner(await argument(request, call), context)) as responses:
                     async for message in responses:
                         call.sent(message)
                         yield message
-            except BaseException as raised:
-                error = raised
+                code = final_code(context, None)
+            except Refused as refusal:
+                answer(context, refusal.code, refusal.message)
+                code = refusal.code
+            except BaseException as raised:  # not kept past this block: its frames would hold the call
+                code = final_code(context, raised)
                 raise
             finally:
-                call.finished(final_code(context, error))
+                call.finished(code)
 
         return with_behavior(handler, stream)
 
@@ -358,18 +376,23 @@ def wrap(handler: Handler, method: Method, hooks: Callable[[Method, Context], Ca
 
     async def single(request: Any, context: Context) -> Any:
         call = hooks(method, context)
-        error: BaseException | None = None
+        code = grpc.StatusCode.UNKNOWN
         try:
             await call.start()
             response = await inner(await argument(request, call), context)
             if unary_response and response is not None:
                 call.sent(response)
+            code = final_code(context, None)
             return response
-        except BaseException as raised:
-            error = raised
+        except Refused as refusal:
+            answer(context, refusal.code, refusal.message)
+            code = refusal.code
+            return None
+        except BaseException as raised:  # not kept past this block: its frames would hold the call
+            code = final_code(context, raised)
             raise
         finally:
-            call.finished(final_code(context, error))
+            call.finished(code)
 
     return with_behavior(handler, single)
 

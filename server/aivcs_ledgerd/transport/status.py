@@ -13,13 +13,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from aivcs_ledgerd.ledger import errors
+from aivcs_ledgerd.util.answers import answer
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,13 @@ def rich_status(error: Exception) -> status_pb2.Status:
     return status_pb2.Status(code=code.value[0], message=message, details=details_of(error))
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str) -> None:
+def _answer(context: grpc.aio.ServicerContext[Any, Any], error: Exception, method: str) -> None:
     code, message = status_of(error)
     if not isinstance(error, errors.LedgerError):
         log.exception("unexpected error in %s", method)
     status = rich_status(error)
     trailer = ((DETAILS_KEY, status.SerializeToString()),) if status.details else ()
-    await context.abort(code, message, trailer)
+    answer(context, code, message, trailer)
 
 
 def guarded(
@@ -98,8 +99,8 @@ def guarded(
         try:
             return await method(self, request, context)
         except Exception as error:
-            await _abort(context, error, method.__name__)
-            raise AssertionError("unreachable: abort raises") from error
+            _answer(context, error, method.__name__)
+            return cast(Response, None)  # gRPC sends no message with a status that is not OK
 
     return wrapper
 
@@ -117,6 +118,6 @@ def guarded_stream(
             async for item in method(self, request, context):
                 yield item
         except Exception as error:
-            await _abort(context, error, method.__name__)
+            _answer(context, error, method.__name__)
 
     return wrapper

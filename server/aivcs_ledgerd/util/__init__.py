@@ -1,1 +1,1 @@
-"""Small helpers every layer may use; nothing here knows about runs, events or gRPC."""
+"""Small helpers every layer may use; nothing here knows about runs or events."""
