@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -63,15 +64,17 @@ def separate_channel(target: str) -> grpc.Channel:
     return grpc.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
 
 
-@pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    """A daemon that requires a token."""
-    tmp = tmp_path_factory.mktemp("budgets")
+@contextmanager
+def guarded(tmp: Path) -> Iterator[DaemonProcess]:
+    """A fresh daemon that requires a token (a flood's peak is measured from the daemon's start)."""
+    tmp.mkdir(exist_ok=True)
     tokens = tmp / "tokens"
     tokens.write_text(f"read-write {WRITE_TOKEN}\n")
     daemon = start_daemon(tmp, extra=["--auth-token-file", str(tokens)])
-    yield daemon
-    daemon.stop()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
 
 
 def create_run(channel: grpc.Channel) -> str:
@@ -124,35 +127,51 @@ def flood_without_token(target: str, connections: int, data: bytes) -> list[Code
 # The most a flood of refused calls may add to the daemon's RSS, as a share of the flood's bytes (README,
 # Limits and budgets). Holding the bodies would add all of them; what is added is what gRPC reads off the
 # connections before the refusals land, more when the machine is loaded (four connections once added
-# 245 MB, a sixth of their 1.5 GB, in CI).
+# 245 MB, a sixth of their 1.5 GB, in CI). That peak is noisy under load, so the least of up to
+# FLOOD_ATTEMPTS floods, each on a fresh daemon, is held to the bound: a daemon that holds the bodies
+# exceeds it every time (400-1,600 MB when it parsed them as unary requests).
 UNAUTHENTICATED_FLOOD_SHARE = 0.25
+FLOOD_ATTEMPTS = 3
 
 
-@pytest.mark.parametrize("connections", [1, 4])
-def test_unauthenticated_flood_is_refused_before_its_bodies_are_held(guarded: DaemonProcess, connections: int) -> None:
-    with guarded.channel() as channel:
-        run_id = create_run(channel)
-    data = big_request(run_id)
-    baseline = rss_mb(guarded.process.pid)
-    stop, errors = threading.Event(), []
-    latencies: list[float] = []
-    bystander = threading.Thread(
-        target=lambda: latencies.extend(bystander_appends(guarded.target, run_id, stop, errors))
-    )
-    bystander.start()
-    try:
-        with RssSampler(guarded.process.pid, interval=0.1) as rss:
-            codes = flood_without_token(guarded.target, connections, data)
-    finally:
-        stop.set()
-        bystander.join()
+def refused_flood_growth(tmp: Path, connections: int) -> float:
+    """How much a fresh daemon's RSS peaked above its start under one flood without a token, in MB.
+
+    A bystander with a token appends meanwhile; every flood call must be
+    UNAUTHENTICATED and every bystander call served.
+    """
+    with guarded(tmp) as daemon:
+        with daemon.channel() as channel:
+            run_id = create_run(channel)
+        data = big_request(run_id)
+        baseline = rss_mb(daemon.process.pid)
+        stop, errors = threading.Event(), []
+        latencies: list[float] = []
+        bystander = threading.Thread(
+            target=lambda: latencies.extend(bystander_appends(daemon.target, run_id, stop, errors))
+        )
+        bystander.start()
+        try:
+            with RssSampler(daemon.process.pid, interval=0.1) as rss:
+                codes = flood_without_token(daemon.target, connections, data)
+        finally:
+            stop.set()
+            bystander.join()
     assert set(codes) == {Code.UNAUTHENTICATED}, codes
     assert not errors, errors
     assert latencies, "the bystander made no call"
-    grown = rss.peak_mb - baseline
-    flood_mb = connections * FLOOD_CALLS * len(data) / 1e6
-    assert grown < UNAUTHENTICATED_FLOOD_SHARE * flood_mb, (
-        f"RSS grew by {grown:.0f} MB under {connections * FLOOD_CALLS} refused {len(data) >> 20} MiB calls"
+    return rss.peak_mb - baseline
+
+
+@pytest.mark.parametrize("connections", [1, 4])
+def test_unauthenticated_flood_is_refused_before_its_bodies_are_held(tmp_path: Path, connections: int) -> None:
+    bound = UNAUTHENTICATED_FLOOD_SHARE * connections * FLOOD_CALLS * FLOOD_BYTES / 1e6
+    grown: list[float] = []
+    while len(grown) < FLOOD_ATTEMPTS and (not grown or min(grown) >= bound):
+        grown.append(refused_flood_growth(tmp_path / f"attempt-{len(grown)}", connections))
+    assert min(grown) < bound, (
+        f"RSS grew by {', '.join(f'{mb:.0f}' for mb in grown)} MB under floods of {connections * FLOOD_CALLS} "
+        f"refused {FLOOD_BYTES >> 20} MiB calls (bound {bound:.0f} MB)"
     )
 
 
