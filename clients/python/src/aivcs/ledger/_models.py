@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf import struct_pb2, timestamp_pb2
 
@@ -156,11 +156,27 @@ def _fill_struct(path: str, struct: struct_pb2.Struct, value: Mapping[str, JSON]
         struct.Clear()
         struct.SetInParent()
     _check_json(path, value)  # refuses what JSON cannot hold, by its path
-    struct.update(value)  # other mappings and sequences, as protobuf takes them
+    _fill_fields(struct.fields, _as_json(value))  # other mappings, sequences and subclasses, as plain JSON
 
 
 class _Unusual(Exception):
     """A value the fast fill leaves to the checked, generic one."""
+
+
+def _as_json(value: JSON) -> Any:
+    """A value `_check_json` accepted, in exactly the types `_fill_value` writes: any mapping as a dict,
+    any sequence as a list, subclasses of str, int and float as those types."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, Mapping):
+        return {str(key): _as_json(item) for key, item in value.items()}
+    return [_as_json(item) for item in cast(Sequence[JSON], value)]
 
 
 def _fill_fields(fields: Any, value: Mapping[str, JSON]) -> None:
