@@ -18,7 +18,7 @@ from types import TracebackType
 from bench.loads import CreateRuns, GetRuns, Ingest, Job, ListPages, Outcome, Read, Unary, run_job
 from bench.sizes import IN_FLIGHT
 from bench.stats import Rate
-from harness.proc import cpu_seconds
+from harness.proc import cpu_seconds, main_thread_cpu_seconds
 
 
 def _idle(seconds: float) -> None:
@@ -57,12 +57,14 @@ class ClientPool:
         if len(jobs) > self.processes:
             raise ValueError(f"{len(jobs)} jobs for {self.processes} client processes")
         barrier = self._manager.Barrier(len(jobs)) if len(jobs) > 1 else None
-        before = cpu_seconds(self.server_pid) if self.server_pid is not None else None
+        pid = self.server_pid
+        before = (cpu_seconds(pid), main_thread_cpu_seconds(pid)) if pid is not None else None
         futures = [self._executor.submit(run_job, job, barrier) for job in jobs]
         outcomes = [future.result() for future in futures]
-        if before is not None and self.server_pid is not None:
+        if before is not None and pid is not None:
             # Includes the few warm-up calls before the clock starts; close enough.
-            outcomes[0].extra["server_cpu"] = cpu_seconds(self.server_pid) - before
+            outcomes[0].extra["server_cpu"] = cpu_seconds(pid) - before[0]
+            outcomes[0].extra["server_loop_cpu"] = main_thread_cpu_seconds(pid) - before[1]
         return outcomes
 
     # The measurements, as jobs for the pool.
@@ -121,4 +123,5 @@ def combine(outcomes: list[Outcome], processes: int) -> Rate:
         rate.client_cpu = sum(outcome.cpu for outcome in outcomes) / seconds
         if "server_cpu" in outcomes[0].extra:
             rate.server_cpu = outcomes[0].extra["server_cpu"] / seconds
+            rate.server_loop_cpu = outcomes[0].extra["server_loop_cpu"] / seconds
     return rate

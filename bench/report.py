@@ -217,11 +217,13 @@ def table(sizes: Sizes, ceilings: Ceilings, figures: DaemonFigures, result_rows:
     lines += [
         "",
         "CPU while measuring, in cores busy on average (of "
-        f"{os.cpu_count()}): server process, engine threads included / client processes",
+        f"{os.cpu_count()}): server process, engine threads included (its main thread, the event loop's) / "
+        "client processes",
     ]
     for label, rate in _cpu_rows(ceilings, figures):
         client = "-" if math.isnan(rate.client_cpu) else f"{rate.client_cpu:.2f}"
-        lines.append(f"  {label:<40} {rate.server_cpu:5.2f} / {client}")
+        loop = "" if math.isnan(rate.server_loop_cpu) else f" ({rate.server_loop_cpu:.2f})"
+        lines.append(f"  {label:<40} {rate.server_cpu:5.2f}{loop:<7} / {client}")
     lines += [
         "",
         "client processes for the no-storage unary ceiling: "

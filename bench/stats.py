@@ -31,6 +31,7 @@ class Rate:
     latencies: list[float] = field(default_factory=list)  # seconds
     processes: int = 1
     server_cpu: float = math.nan  # cores the server process kept busy, on average
+    server_loop_cpu: float = math.nan  # of those, its main thread (the event loop's): at 1.0 it bounds the rate
     client_cpu: float = math.nan  # cores the client processes kept busy, on average
 
     @property
@@ -54,6 +55,8 @@ class Rate:
         }
         if not math.isnan(self.server_cpu):
             out["server_cpu_cores"] = round(self.server_cpu, 2)
+        if not math.isnan(self.server_loop_cpu):
+            out["server_loop_thread_cpu_cores"] = round(self.server_loop_cpu, 2)
         if not math.isnan(self.client_cpu):
             out["client_cpu_cores"] = round(self.client_cpu, 2)
         if self.latencies:

@@ -48,7 +48,16 @@ def open_fds(pid: int, *, count_proc: bool = True) -> int:
 
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time of `pid`, all threads (the engine's too), from /proc/<pid>/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def main_thread_cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of `pid`'s main thread alone: for the daemon, its event loop's."""
+    return _stat_cpu(Path(f"/proc/{pid}/task/{pid}/stat"))
+
+
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
