@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from aivcs.ledger.v1 import (
     run_ledger_pb2,
 )
 
-from harness.daemon import run_to_exit, start_daemon
+from harness.daemon import free_port, run_to_exit, start_daemon
 from harness.httpd import HTTP_LINE, SPEC_A, SPEC_B, SPEC_C, HttpDaemon, Stubs, append, call, create, start_http_daemon
 from harness.inprocess import running
 from harness.pki import Pki, tls_settings
@@ -452,3 +453,46 @@ def test_every_grpc_code_has_its_http_status() -> None:
 
     assert set(HTTP_STATUS) == set(grpc.StatusCode)  # no code falls through to a generic 500 by omission
     assert HTTP_STATUS[grpc.StatusCode.UNAVAILABLE] == 503 and HTTP_STATUS[grpc.StatusCode.RESOURCE_EXHAUSTED] == 429
+
+
+def _http_counts(metrics_port: int) -> dict[tuple[str, ...], float]:
+    """http_server_request_duration_seconds_count by (method, route, status), scraped from the metrics port."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    counts = {}
+    for line in text.splitlines():
+        if line.startswith("http_server_request_duration_seconds_count{"):
+            labels_text, _, value = line.rpartition("} ")
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', labels_text))
+            names = ("http_request_method", "http_route", "http_response_status_code")
+            counts[tuple(labels[name] for name in names)] = float(value)
+    return counts
+
+
+def test_http_calls_are_counted_by_route_and_logged_like_grpc_ones(tmp_path: Path, token_file: Path) -> None:
+    metrics_port = free_port()
+    served = start_http_daemon(
+        tmp_path, ["--auth-token-file", str(token_file), "--metrics-listen", f"127.0.0.1:{metrics_port}"]
+    )
+    writer = {"Authorization": "Bearer rw-secret"}
+    try:
+        promote = "/v1/agents/http-observed/releases:promote"
+        body = {"spec_digest": SPEC_A, "promoted_by": "ci"}
+        assert call(served.base, promote, method="POST", body=body, headers=writer).status == 200
+        refused(call(served.base, promote, method="POST", body=body), 401, "UNAUTHENTICATED")
+        for _ in range(2):  # a read the caller got wrong: counted, not logged
+            refused(call(served.base, "/v1/runs/no-such-run", headers=writer), 404, "NOT_FOUND")
+        refused(call(served.base, "/v1/runs/<script>x</script>/nowhere", headers=writer), 404, "NOT_FOUND")
+        counts = _http_counts(metrics_port)
+        log = served.daemon.log()
+    finally:
+        assert served.daemon.stop() == 0, served.daemon.log()
+    route = "/v1/agents/{agent_name}/releases:promote"
+    assert counts[("POST", route, "200")] == 1
+    assert counts[("POST", route, "401")] == 1
+    assert counts[("GET", "/v1/runs/{run_id}", "404")] == 2
+    assert counts[("GET", "unmatched", "404")] == 1  # a path no route serves is one label, not its text
+    assert not any("<script>" in key[1] for key in counts)
+    assert "release promoted over HTTP: agent 'http-observed'" in log
+    assert f"HTTP POST {route} refused from 127.0.0.1" in log and "UNAUTHENTICATED" in log
+    assert "no-such-run" not in log

@@ -25,9 +25,11 @@ from aivcs_ledgerd.http.auth import API_PREFIX, Handler, guard
 from aivcs_ledgerd.http.console import Console, add_security_headers
 from aivcs_ledgerd.http.errors import Refusal, error_response, refusal_of
 from aivcs_ledgerd.http.live import LiveFeed
+from aivcs_ledgerd.http.observed import observed
 from aivcs_ledgerd.http.routes import Api
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import LedgerError
+from aivcs_ledgerd.middleware.metrics import Metrics
 from aivcs_ledgerd.middleware.security import Role, SecurityError, load_tokens
 from aivcs_ledgerd.transport.peers import Peers
 from aivcs_ledgerd.util.ports import PortUnavailable, bind_error, check_every_address_free, check_exclusive
@@ -112,15 +114,19 @@ class HttpServer:
         self.scheme = scheme
 
     @classmethod
-    async def start(cls, settings: Settings, ledger: Ledger, peers: Peers | None = None) -> HttpServer:
-        """Bind and serve; PortUnavailable or SecurityError (naming the flag) when that cannot be."""
+    async def start(
+        cls, settings: Settings, ledger: Ledger, peers: Peers | None = None, metrics: Metrics | None = None
+    ) -> HttpServer:
+        """Bind and serve; PortUnavailable or SecurityError (naming the flag) when that cannot be.
+
+        With `metrics`, every request is timed into them (observed.py)."""
         address = settings.http_listen
         assert address is not None
         tokens: dict[bytes, Role] | None = None
         if settings.auth_token_file is not None:
             tokens = load_tokens(Path(settings.auth_token_file))
         context = tls_context(settings)
-        app = web.Application(middlewares=[json_errors, guard(tokens)], client_max_size=2 << 20)
+        app = web.Application(middlewares=[json_errors, observed(metrics), guard(tokens)], client_max_size=2 << 20)
         app.on_response_prepare.append(add_security_headers)
         LiveFeed(ledger).add_routes(app)
         Api(ledger, peers).add_routes(app)

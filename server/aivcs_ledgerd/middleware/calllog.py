@@ -111,7 +111,7 @@ class _Logged(CallHooks):
             if message.HasField("error"):
                 code = CODES_BY_NUMBER.get(message.error.code, grpc.StatusCode.UNKNOWN)
                 extra = {"method": self.method.name, "code": code.name, "run_id": run_id}
-                _emit(
+                emit_refusal(
                     code,
                     "%s batch %d of run %r refused: %s %s",
                     self.method.name,
@@ -166,7 +166,7 @@ class _Logged(CallHooks):
             extra["peer"] = peer_of(self.context)
             log.warning("%s refused from %s: %s %s", self.method.name, extra["peer"], code.name, details, extra=extra)
             return
-        _emit(
+        emit_refusal(
             code,
             "%s%s refused: %s %s",
             self.method.name,
@@ -177,6 +177,7 @@ class _Logged(CallHooks):
         )
 
 
-def _emit(code: grpc.StatusCode, message: str, *args: Any, extra: dict[str, Any]) -> None:
+def emit_refusal(code: grpc.StatusCode, message: str, *args: Any, extra: dict[str, Any]) -> None:
+    """Log a refusal: INFO when the caller's request was at fault, WARNING when the daemon or its database was."""
     level = logging.INFO if code in CALLER_CODES else logging.WARNING
     log.log(level, message, *args, extra=extra)

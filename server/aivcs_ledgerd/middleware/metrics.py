@@ -158,6 +158,14 @@ class Metrics:
             ["method", "outcome"],
             registry=registry,
         )
+        # OpenTelemetry's HTTP server names and labels; the route is its template, never the raw path.
+        self.http_seconds = Histogram(
+            "http_server_request_duration_seconds",
+            "HTTP API and console requests by method, route template and status (live feeds: their whole life).",
+            ["http_request_method", "http_route", "http_response_status_code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
         info = Gauge(
             "aivcs_ledger_build_info", "Always 1; the daemon's version as a label.", ["version"], registry=registry
         )
@@ -181,6 +189,9 @@ class Metrics:
 
     def observe_inactive_run_failed(self) -> None:
         self.inactive_runs_failed.inc()
+
+    def observe_http(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_seconds.labels(method, route, str(status)).observe(seconds)
 
     def children(self, method: Method) -> _Children:
         found = self._children.get(method.path)

@@ -178,7 +178,7 @@ async def start(settings: Settings) -> Daemon:
         http = None
         if settings.http_listen is not None:
             try:
-                http = await HttpServer.start(settings, ledger, peers)
+                http = await HttpServer.start(settings, ledger, peers, ops.metrics)
             except (PortUnavailable, SecurityError) as error:
                 await ops.stop()
                 await health.drain()
