@@ -33,7 +33,7 @@ lint:
 	$(PY) tools/generate_protos.py --check
 	$(PY) -m ruff check $(PY_SOURCES)
 	$(PY) -m ruff format --check $(PY_SOURCES)
-	$(PY) -m mypy server clients/python/src/aivcs/ledger
+	$(PY) -m mypy server clients/python/src/aivcs/ledger harness bench
 
 test: lint test-python test-node
 

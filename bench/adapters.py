@@ -44,7 +44,7 @@ class State(TypedDict, total=False):
 
 def chain_graph(nodes: int) -> Any:
     usage = {"input_tokens": 10, "output_tokens": 5, "total_tokens": 15}
-    model = GenericFakeChatModel(messages=itertools.cycle([AIMessage("ok", usage_metadata=usage)]))  # type: ignore[arg-type]
+    model = GenericFakeChatModel(messages=itertools.cycle([AIMessage("ok", usage_metadata=usage)]))
 
     def step(state: State) -> State:
         reply = model.invoke(state.get("text", "go"))
@@ -97,9 +97,17 @@ def main(argv: list[str] | None = None) -> int:
                 }
                 rows: dict[tuple[str, int], Callable[[], Any]] = {}
                 for n, app in apps.items():
-                    rows["no handler", n] = lambda app=app: app.invoke({"text": "go"})
+
+                    def bare(app: Any = app) -> Any:
+                        return app.invoke({"text": "go"})
+
+                    rows["no handler", n] = bare
                     for name, handler in handlers.items():
-                        rows[name, n] = lambda h=handler, app=app: app.invoke({"text": "go"}, config={"callbacks": [h]})
+
+                        def handled(h: LedgerCallbackHandler = handler, app: Any = app) -> Any:
+                            return app.invoke({"text": "go"}, config={"callbacks": [h]})
+
+                        rows[name, n] = handled
                 for call in rows.values():  # warm up: imports, first stream, first run
                     call()
                 times: dict[tuple[str, int], list[float]] = {key: [] for key in rows}

@@ -54,13 +54,13 @@ def _record(loop_thread: list[int], on: threading.Event, trace: _Trace) -> Calla
     """Time every callback of the daemon's loop thread while `on` is set; returns the undo."""
     original = asyncio.Handle._run
 
-    def timed(handle: asyncio.Handle) -> None:
+    def timed(self: asyncio.Handle) -> None:  # named as the method it replaces
         if not on.is_set() or threading.get_ident() != loop_thread[0]:
-            original(handle)
+            original(self)
             return
         started = time.perf_counter()
-        original(handle)
-        trace.append((started, time.perf_counter() - started, _name(handle)))
+        original(self)
+        trace.append((started, time.perf_counter() - started, _name(self)))
 
     asyncio.Handle._run = timed  # type: ignore[method-assign]
 

@@ -132,12 +132,12 @@ def measure(daemon: DaemonProcess, calls: int, filter_run_events: int, subscribe
                 for _ in range(min(STREAMS_PER_CONNECTION, subscribers - first))
             ]
             for stream in group:
-                next(stream)  # the one stored event: the subscription is open and caught up
+                next(iter(stream))  # the one stored event: the subscription is open and caught up
             streams += group
         with_subscribers = _bystander(target, bystander_run, calls)
     finally:
         for stream in streams:
-            stream.cancel()
+            stream.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves RpcContext.cancel unannotated
         for channel in channels:
             channel.close()
     return BystanderFigures(

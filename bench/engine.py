@@ -45,7 +45,7 @@ from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.store import Database, init_schema
 from aivcs_ledgerd.store.events import event_rows
 from aivcs_ledgerd.store.runs import create_run
-from aivcs_ledgerd.upkeep.checkpoint import wal_size
+from aivcs_ledgerd.store.wal import size as wal_size
 from aivcs_ledgerd.util.timeutil import ns_to_datetime
 from bench import workload
 from bench.stats import Rate

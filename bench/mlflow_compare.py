@@ -46,7 +46,7 @@ BATCH = 1000
 SIZES = {"full": (1000, 20), "quick": (300, 8), "smoke": (30, 2)}  # (per-event calls, batches) per server
 
 
-def _timed(calls: int, events_per_call: int, call: Callable[[int], None]) -> Rate:
+def _timed(calls: int, events_per_call: int, call: Callable[[int], object]) -> Rate:
     latencies = []
     started = time.perf_counter()
     for i in range(calls):

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from functools import partial
 
 import grpc
 from aivcs.ledger.v1 import event_pb2, event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
@@ -89,7 +90,8 @@ def requests(spans: int) -> tuple[list[ts.ExportTraceServiceRequest], list[event
     resource = resource_pb2.Resource(attributes=[_text("service.name", "bench-agent"), _text("service.version", "1")])
     scope = common_pb2.InstrumentationScope(name="bench")
     start_ns = time.time_ns()
-    exports, batches = [], []
+    exports: list[ts.ExportTraceServiceRequest] = []
+    batches: list[event_stream_pb2.IngestEventsRequest] = []
     for first in range(0, spans, SPANS_PER_EXPORT):
         chunk = [_span(n, start_ns) for n in range(first, first + SPANS_PER_EXPORT)]
         exports.append(
@@ -147,7 +149,7 @@ async def _measure(target: str, pid: int, spans: int) -> tuple[Rate, Rate]:
         runs = run_ledger_pb2_grpc.RunLedgerStub(channel)
         await runs.CreateRun(workload.create_request(INGEST_RUN))
         rates = []
-        for load in (lambda: _ingest(channel, batches), lambda: _export(channel, exports)):
+        for load in (partial(_ingest, channel, batches), partial(_export, channel, exports)):
             cpu, wall, own = cpu_seconds(pid), time.monotonic(), time.process_time()
             await load()
             seconds = time.monotonic() - wall

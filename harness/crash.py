@@ -126,7 +126,7 @@ class Book:
                 self.acks[batch.key] = Ack(first_seq, last_seq, replayed, generation)
                 self._acknowledged_events += len(batch.tokens)
 
-    def failed(self, batch: Batch | None, code: Code | int, details: str) -> None:
+    def failed(self, batch: Batch | None, code: Code | int, details: str | None) -> None:
         name = code.name if isinstance(code, Code) else code_name(code)
         with self._lock:
             self.codes[name] += 1
@@ -231,8 +231,8 @@ class Clients:
                         timeout=CALL_TIMEOUT,
                     )
                 except grpc.RpcError as error:
-                    self.book.failed(None, error.code(), f"CreateRun {run_id}: {error.details()}")  # type: ignore[attr-defined]
-                    if error.code() not in TRANSIENT:  # type: ignore[attr-defined]
+                    self.book.failed(None, error.code(), f"CreateRun {run_id}: {error.details()}")
+                    if error.code() not in TRANSIENT:
                         return connection
                     self._after_failure(connection)
                     continue
@@ -258,8 +258,8 @@ class Clients:
                 try:
                     reply = connection.events.AppendEvents(request, timeout=CALL_TIMEOUT)
                 except grpc.RpcError as error:
-                    code = error.code()  # type: ignore[attr-defined]
-                    self.book.failed(batch, code, error.details())  # type: ignore[attr-defined]
+                    code = error.code()
+                    self.book.failed(batch, code, error.details())
                     if code in TRANSIENT and self.retry:
                         self._after_failure(connection)
                         continue
@@ -288,14 +288,14 @@ class Clients:
             try:
                 transient = self._stream_waves(call, outgoing, backlog, client, numbers, window, connection.generation)
             except grpc.RpcError as error:
-                code = error.code()  # type: ignore[attr-defined]
-                self.book.failed(None, code, f"IngestEvents stream: {error.details()}")  # type: ignore[attr-defined]
+                code = error.code()
+                self.book.failed(None, code, f"IngestEvents stream: {error.details()}")
                 transient = code in TRANSIENT
                 if not transient:
                     backlog.clear()
             finally:
                 outgoing.put(None)
-                call.cancel()
+                call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves RpcContext.cancel unannotated
             if transient:
                 if not self.retry:
                     break
@@ -305,7 +305,7 @@ class Clients:
 
     def _stream_waves(
         self,
-        call: Any,
+        call: grpc.CallIterator[event_stream_pb2.IngestEventsResponse],
         outgoing: queue.SimpleQueue[Any],
         backlog: deque[Batch],
         client: int,
@@ -314,20 +314,21 @@ class Clients:
         generation: int,
     ) -> bool:
         """Send every unacknowledged batch, read one answer each, repeat; True on a transient refusal."""
+        replies = iter(call)  # the call itself: grpc-stubs gives CallIterator no __next__
         while backlog and not self.give_up.is_set():
             by_id: dict[int, Batch] = {}
-            for batch in backlog:
+            for queued in backlog:
                 batch_id = next(self._batch_ids)
-                by_id[batch_id] = batch
-                self.book.sent(batch)
+                by_id[batch_id] = queued
+                self.book.sent(queued)
                 outgoing.put(
                     event_stream_pb2.IngestEventsRequest(
-                        batch_id=batch_id, run_id=batch.run_id, events=batch.inputs(), idempotency_key=batch.key
+                        batch_id=batch_id, run_id=queued.run_id, events=queued.inputs(), idempotency_key=queued.key
                     )
                 )
             transient = False
             for _ in range(len(by_id)):
-                reply = next(call)
+                reply = next(replies)
                 batch = by_id.pop(reply.batch_id, None)
                 if batch is None:
                     self.book.problem(f"client {client}: answer for unknown batch_id {reply.batch_id}")
@@ -417,8 +418,8 @@ def check_runs(connection: Connection, book: Book, run_ids: Sequence[str], repla
         if not answer.ok or answer.verified_events != len(stored):
             verdict.verify_failed += 1
             verdict.problems.append(f"{run_id}: VerifyRun {answer.reason!r} at {answer.first_broken_seq}")
-    for places in positions.values():
-        verdict.duplicates += len(places) - 1
+    for held in positions.values():
+        verdict.duplicates += len(held) - 1
     for key, batch in book.batches.items():
         places = [positions.get(token, []) for token in batch.tokens]
         present = [p for p in places if p]

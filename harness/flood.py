@@ -66,7 +66,9 @@ def flood(channel: grpc.Channel, requests: Sequence[bytes], batch: int, total: i
     Returns the most batches the client ever had sent but not yet answered:
     what the daemon and the transport between them held at once.
     """
-    ingest = channel.stream_stream(INGEST_METHOD, response_deserializer=es.IngestEventsResponse.FromString)
+    ingest = channel.stream_stream(
+        INGEST_METHOD, request_serializer=None, response_deserializer=es.IngestEventsResponse.FromString
+    )
     sent = 0
 
     def counted() -> Iterator[bytes]:
@@ -77,7 +79,7 @@ def flood(channel: grpc.Channel, requests: Sequence[bytes], batch: int, total: i
 
     expected_first = 1
     most_ahead = 0
-    answers: Iterator[es.IngestEventsResponse] = ingest(counted())
+    answers: grpc.CallIterator[es.IngestEventsResponse] = ingest(counted())
     for batch_id, answer in enumerate(answers):
         most_ahead = max(most_ahead, sent - batch_id)
         if answer.HasField("error"):

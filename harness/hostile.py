@@ -192,7 +192,7 @@ keys = st.one_of(
 
 def deep(depth: int, via_lists: bool = False) -> dict[str, Any]:
     """A Struct `depth` levels deep; the protobuf runtime parses at most ~32 Struct levels."""
-    value: Any = {"leaf": 1}
+    value: dict[str, Any] = {"leaf": 1}
     for _ in range(depth - 1):
         value = {"k": [value] if via_lists else value}
     return value
@@ -428,14 +428,14 @@ def requests(include_known_bugs: bool) -> tuple[dict[str, st.SearchStrategy[Any]
     explicit: dict[str, list[Any]] = {
         "ReadEvents": [es.ReadEventsRequest(run_id=REF_DONE, from_seq=2**63, to_seq=U64_MAX, limit=U64_MAX)],
         "SubscribeEvents": [es.SubscribeEventsRequest(run_id=REF_DONE, from_seq=U64_MAX)],
-        "ListRuns": [rl.ListRunsRequest(page_size=2**32 - 1, status=-1)],
+        "ListRuns": [rl.ListRunsRequest(page_size=2**32 - 1, status=run_pb2.RunStatus.ValueType(-1))],
         "GetHistory": [rr.GetHistoryRequest(agent_name=REF_AGENT, page_size=2**32 - 1)],
         "CompleteRun": [
             rl.CompleteRunRequest(run_id=FINISHABLE[0], duration_ms=U64_MAX, expected_total_events=U64_MAX)
         ],
         "FailRun": [rl.FailRunRequest(run_id=FINISHABLE[1], duration_ms=2**63, expected_total_events=2**63)],
         "CancelRun": [rl.CancelRunRequest(run_id=FINISHABLE[2], duration_ms=U64_MAX)],
-        "CreateRun": [rl.CreateRunRequest(spec_digest=SPEC, agent_name="hostile", tags={"x": [math.nan]})],
+        "CreateRun": [rl.CreateRunRequest(spec_digest=SPEC, agent_name="hostile", tags=to_struct({"x": [math.nan]}))],
         "AppendEvents": [
             es.AppendEventsRequest(run_id=SCRATCH, events=[event_pb2.EventInput(kind="k")], expected_last_seq=U64_MAX),
             es.AppendEventsRequest(
@@ -510,7 +510,7 @@ class Harness:
             else:
                 reply = method(request, timeout=timeout)
         except grpc.RpcError as error:
-            code, details = error.code(), error.details()  # type: ignore[attr-defined]
+            code, details = error.code(), error.details() or ""
         self._count(rpc, code)
         self.assert_alive(f"{rpc}({short(request)})")
         return code, reply, details
@@ -521,16 +521,17 @@ class Harness:
         path = PATHS[rpc]
         code, details = Code.OK, ""
         try:
+            # No serializers (None, None): the bytes go out as they are and replies come back unparsed.
             if rpc in SERVER_STREAMING:
-                for _ in self.channel.unary_stream(path)(data, timeout=timeout):
+                for _ in self.channel.unary_stream(path, None, None)(data, timeout=timeout):
                     pass
             elif rpc in BIDI:
-                for _ in self.channel.stream_stream(path)(iter([data]), timeout=timeout):
+                for _ in self.channel.stream_stream(path, None, None)(iter([data]), timeout=timeout):
                     pass
             else:
-                self.channel.unary_unary(path)(data, timeout=timeout)
+                self.channel.unary_unary(path, None, None)(data, timeout=timeout)
         except grpc.RpcError as error:
-            code, details = error.code(), error.details()  # type: ignore[attr-defined]
+            code, details = error.code(), error.details() or ""
         self._count(f"{rpc}(raw)", code)
         self.assert_alive(f"{rpc}(raw {data[:60]!r}...)")
         return code, details
@@ -544,7 +545,7 @@ class Harness:
 
     def serving(self) -> bool:
         reply = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)  # grpc_health is untyped: reply is Any
 
     # The reference data.
 
@@ -604,7 +605,8 @@ class Harness:
             verdict = self.runs.VerifyRun(rl.VerifyRunRequest(run_id=run_id))
             assert verdict.ok, f"{run_id}: {verdict.reason}"
             shot[f"verify {run_id}"] = verdict.SerializeToString(deterministic=True)
-        history, token = [], ""
+        history: list[bytes] = []
+        token = ""
         while True:
             page = self.releases.GetHistory(rr.GetHistoryRequest(agent_name=REF_AGENT, page_size=2, page_token=token))
             history.extend(r.SerializeToString(deterministic=True) for r in page.releases)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import grpc
 from aivcs.ledger.v1 import event_pb2
@@ -109,10 +110,10 @@ def write(
                         reply = stubs[target].AppendEvents(request, timeout=10)
                         break
                     except grpc.RpcError as error:
-                        code = error.code()  # type: ignore[attr-defined]
+                        code = error.code()
                         if code not in TRANSIENT or time.monotonic() > deadline:
                             with tally.lock:
-                                tally.failures.append(f"{key}: {code} {error.details()}")  # type: ignore[attr-defined]
+                                tally.failures.append(f"{key}: {code} {error.details()}")
                             return
                         with tally.lock:
                             tally.refused += 1
@@ -168,7 +169,8 @@ def check_stored(target: str, run_ids: Sequence[str], tally: Tally) -> list[str]
             total = runs.GetRun(rl.GetRunRequest(run_id=run_id), timeout=30).run.total_events
             if total != len(stored):
                 problems.append(f"{run_id}: total_events {total} but {len(stored)} stored")
-            keys = [f"w{int(e.payload['writer'])}-{int(e.payload['i'])}" for e in stored]
+            # The writers store both as numbers: a Struct holds them as floats.
+            keys = [f"w{int(cast(float, e.payload['writer']))}-{int(cast(float, e.payload['i']))}" for e in stored]
             if len(set(keys)) != len(keys):
                 problems.append(f"{run_id}: {len(keys) - len(set(keys))} appends stored twice")
             where = dict(zip(keys, seqs, strict=True))
@@ -218,7 +220,7 @@ def subscription_lag(
                 for event in message.events:
                     received[index][event.seq] = now
                 if message.events and message.events[-1].seq >= events:
-                    stream.cancel()
+                    stream.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves RpcContext.cancel unannotated
                     return
 
     threads = [threading.Thread(target=subscriber, args=(i,)) for i in range(len(subscribe_targets))]

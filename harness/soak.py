@@ -16,6 +16,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ class _Traffic:
             result = thunk()
         except grpc.RpcError as error:
             with self.lock:
-                self.failures[f"{name} {error.code().name}"] += 1  # type: ignore[attr-defined]
+                self.failures[f"{name} {error.code().name}"] += 1
             return None
         with self.lock:
             self.counts[name] += 1
@@ -145,7 +146,7 @@ class _Traffic:
                 spec_digest=SPEC, agent_name=f"soak-{rng.randrange(4)}", run_id=run_id, git_sha="abc"
             )
             request.tags.update({"soak": True, "n": rng.randrange(100)})
-            if self.call("CreateRun", lambda r=request: connection.runs.CreateRun(r, timeout=CALL_TIMEOUT)):
+            if self.call("CreateRun", partial(connection.runs.CreateRun, request, timeout=CALL_TIMEOUT)):
                 with self.lock:
                     self.active.append(run_id)
 
@@ -161,7 +162,7 @@ class _Traffic:
             request = event_stream_pb2.AppendEventsRequest(run_id=run_id, events=events)
             if rng.random() < 0.5:
                 request.idempotency_key = f"k{rng.randrange(1_000_000)}"
-            reply = self.call("AppendEvents", lambda r=request: connection.events.AppendEvents(r, timeout=CALL_TIMEOUT))
+            reply = self.call("AppendEvents", partial(connection.events.AppendEvents, request, timeout=CALL_TIMEOUT))
             if reply is not None and not reply.replayed:
                 self.stored(len(events))
 
@@ -190,6 +191,9 @@ class _Traffic:
             self.call("IngestEvents", ingest)
 
     def reader(self, connection: Connection, rng: random.Random) -> None:
+        def read_all(request: event_stream_pb2.ReadEventsRequest) -> int:
+            return sum(1 for _ in connection.events.ReadEvents(request, timeout=60))
+
         while not self.done():
             run_id = self.pick(rng, finished=rng.random() < 0.5)
             if run_id is None:
@@ -198,22 +202,22 @@ class _Traffic:
             choice = rng.randrange(5)
             if choice == 0:
                 read = es_read(run_id, from_seq=rng.randrange(5))
-                self.call("ReadEvents", lambda r=read: sum(1 for _ in connection.events.ReadEvents(r, timeout=60)))
+                self.call("ReadEvents", partial(read_all, read))
             elif choice == 1:
                 get = run_ledger_pb2.GetRunRequest(run_id=run_id)
-                self.call("GetRun", lambda r=get: connection.runs.GetRun(r, timeout=CALL_TIMEOUT))
+                self.call("GetRun", partial(connection.runs.GetRun, get, timeout=CALL_TIMEOUT))
             elif choice == 2:
                 verify = run_ledger_pb2.VerifyRunRequest(run_id=run_id)
-                verdict = self.call("VerifyRun", lambda r=verify: connection.runs.VerifyRun(r, timeout=60))
+                verdict = self.call("VerifyRun", partial(connection.runs.VerifyRun, verify, timeout=60))
                 if verdict is not None and not verdict.ok:
                     with self.lock:
                         self.broken_runs[run_id] = f"{verdict.reason} (seq {verdict.first_broken_seq})"
             elif choice == 3:
                 size = rng.randint(1, 50)
-                self.call("ListRuns", lambda n=size: _list_pages(connection, n))
+                self.call("ListRuns", partial(_list_pages, connection, size))
             else:
                 read = es_read(run_id, kinds=["tool.call"], limit=10)
-                self.call("ReadEvents", lambda r=read: sum(1 for _ in connection.events.ReadEvents(r, timeout=60)))
+                self.call("ReadEvents", partial(read_all, read))
 
     def subscriber(self, connection: Connection, rng: random.Random) -> None:
         while not self.done():
@@ -239,7 +243,7 @@ class _Traffic:
             try:
                 self.call("SubscribeEvents", follow)
             finally:
-                call.cancel()
+                call.cancel()  # type: ignore[no-untyped-call]  # grpc-stubs leaves RpcContext.cancel unannotated
 
     def finisher(self, connection: Connection, rng: random.Random) -> None:
         while not self.done():
@@ -255,13 +259,13 @@ class _Traffic:
                 request: Any = run_ledger_pb2.CompleteRunRequest(
                     run_id=run_id, duration_ms=rng.randrange(10**6), final_state_digest="a" * 64
                 )
-                self.call("CompleteRun", lambda r=request: connection.runs.CompleteRun(r, timeout=CALL_TIMEOUT))
+                self.call("CompleteRun", partial(connection.runs.CompleteRun, request, timeout=CALL_TIMEOUT))
             elif choice == 4:
                 request = run_ledger_pb2.FailRunRequest(run_id=run_id, reason="soak")
-                self.call("FailRun", lambda r=request: connection.runs.FailRun(r, timeout=CALL_TIMEOUT))
+                self.call("FailRun", partial(connection.runs.FailRun, request, timeout=CALL_TIMEOUT))
             else:
                 request = run_ledger_pb2.CancelRunRequest(run_id=run_id, reason="soak")
-                self.call("CancelRun", lambda r=request: connection.runs.CancelRun(r, timeout=CALL_TIMEOUT))
+                self.call("CancelRun", partial(connection.runs.CancelRun, request, timeout=CALL_TIMEOUT))
             with self.lock:
                 self.finished.append(run_id)
                 del self.finished[:-200]
@@ -279,16 +283,16 @@ class _Traffic:
                     promoted_by="soak",
                     version_label="v",
                 )
-                self.call("Promote", lambda r=promote: connection.releases.Promote(r, timeout=CALL_TIMEOUT))
+                self.call("Promote", partial(connection.releases.Promote, promote, timeout=CALL_TIMEOUT))
             elif choice == 2:
                 rollback = release_registry_pb2.RollbackRequest(agent_name=agent, promoted_by="soak")
-                self.call("Rollback", lambda r=rollback: connection.releases.Rollback(r, timeout=CALL_TIMEOUT))
+                self.call("Rollback", partial(connection.releases.Rollback, rollback, timeout=CALL_TIMEOUT))
             elif choice == 3:
                 current = release_registry_pb2.GetCurrentRequest(agent_name=agent)
-                self.call("GetCurrent", lambda r=current: connection.releases.GetCurrent(r, timeout=CALL_TIMEOUT))
+                self.call("GetCurrent", partial(connection.releases.GetCurrent, current, timeout=CALL_TIMEOUT))
             else:
                 history = release_registry_pb2.GetHistoryRequest(agent_name=agent, page_size=20)
-                self.call("GetHistory", lambda r=history: connection.releases.GetHistory(r, timeout=CALL_TIMEOUT))
+                self.call("GetHistory", partial(connection.releases.GetHistory, history, timeout=CALL_TIMEOUT))
             time.sleep(0.01)
 
     def churner(self, connection: Connection, rng: random.Random) -> None:
@@ -297,7 +301,7 @@ class _Traffic:
             with connect(self.target) as fresh:
                 self.call(
                     "GetRun(new connection)",
-                    lambda c=fresh: c.runs.ListRuns(run_ledger_pb2.ListRunsRequest(page_size=5), timeout=CALL_TIMEOUT),
+                    partial(fresh.runs.ListRuns, run_ledger_pb2.ListRunsRequest(page_size=5), timeout=CALL_TIMEOUT),
                 )
             time.sleep(0.02)
 
