@@ -20,12 +20,12 @@ from aiohttp import web
 
 from aivcs_ledgerd.http.auth import API_PREFIX, Handler
 from aivcs_ledgerd.http.errors import Refusal, refusal_of
-from aivcs_ledgerd.middleware.calllog import ACCESS_CODES, CALLER_CODES, MAX_LOGGED_REASON, emit_refusal, log
+from aivcs_ledgerd.middleware.calllog import DONE, log, log_refusal, notable, subject_of
 from aivcs_ledgerd.middleware.metrics import Metrics
 from aivcs_ledgerd.util.text import cut
 
 CLIENT_CLOSED = 499  # the status a request the client went away from is counted under (nginx's convention)
-DONE = {":promote": "release promoted", ":rollback": "release rolled back"}
+RELEASE_METHODS = {":promote": "Promote", ":rollback": "Rollback"}  # the routes' gRPC methods
 
 
 def observed(metrics: Metrics | None) -> Any:
@@ -69,18 +69,13 @@ def route_of(request: web.Request) -> str:
 def _log(request: web.Request, route: str, status: int, refusal: Refusal | None) -> None:
     ids = {name: cut(value) for name, value in request.match_info.items() if name in ("run_id", "agent_name")}
     extra: dict[str, Any] = {"method": f"HTTP {request.method} {route}", **ids}
-    subject = f" of run {ids['run_id']!r}" if "run_id" in ids else ""
-    subject = subject or (f" of agent {ids['agent_name']!r}" if "agent_name" in ids else "")
     if refusal is None:
-        done = next((text for suffix, text in DONE.items() if route.endswith(suffix)), None)
+        done = next((DONE[name] for suffix, name in RELEASE_METHODS.items() if route.endswith(suffix)), None)
         if done is not None and status == 200:
-            log.info("%s over HTTP: agent %r", done, ids.get("agent_name", ""), extra=extra | {"code": "OK"})
+            log.info("%s over HTTP: %s", done, subject_of(ids), extra=extra | {"code": "OK"})
         return
-    code = refusal.code
-    extra["code"] = code.name
-    message = cut(refusal.message, MAX_LOGGED_REASON)
-    if code in ACCESS_CODES:
-        extra["peer"] = request.remote or "unknown"
-        log.warning("%s refused from %s: %s %s", extra["method"], extra["peer"], code.name, message, extra=extra)
-    elif code not in CALLER_CODES or request.method != "GET":
-        emit_refusal(code, "%s%s refused: %s %s", extra["method"], subject, code.name, message, extra=extra)
+    if not notable(refusal.code, write=request.method != "GET"):
+        return
+    extra["code"] = refusal.code.name
+    peer = request.remote or "unknown"
+    log_refusal(extra["method"], refusal.code, refusal.message, subject_of(ids), peer, extra)

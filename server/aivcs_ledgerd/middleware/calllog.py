@@ -137,14 +137,10 @@ class _Logged(CallHooks):
         done = DONE.get(self.method.name) if code is grpc.StatusCode.OK else None
         if code is grpc.StatusCode.OK and done is None:
             return  # an ordinary success (most calls): nothing to log, so nothing is built
-        if code is grpc.StatusCode.CANCELLED or (code in CALLER_CODES and not self._write):
-            return  # a caller that hung up, or a read that found nothing: not notable
+        if not notable(code, self._write):
+            return
         ids = _ids_of(self._request) | self._ids  # what the response named wins over the request
-        subject = (
-            f"run {ids['run_id']!r}"
-            if "run_id" in ids
-            else (f"agent {ids['agent_name']!r}" if "agent_name" in ids else "")
-        )
+        subject = subject_of(ids)
         extra: dict[str, Any] = {"method": self.method.name, "code": code.name}
         extra.update((key, ids[key]) for key in ("run_id", "agent_name") if key in ids)
         if done is not None:
@@ -161,20 +157,32 @@ class _Logged(CallHooks):
         details = self.context.details() or ""
         if isinstance(details, bytes):
             details = details.decode("utf-8", "replace")
-        details = cut(details, MAX_LOGGED_REASON)
-        if code in ACCESS_CODES:
-            extra["peer"] = peer_of(self.context)
-            log.warning("%s refused from %s: %s %s", self.method.name, extra["peer"], code.name, details, extra=extra)
-            return
-        emit_refusal(
-            code,
-            "%s%s refused: %s %s",
-            self.method.name,
-            f" of {subject}" if subject else "",
-            code.name,
-            details,
-            extra=extra,
-        )
+        log_refusal(self.method.name, code, details, subject, peer_of(self.context), extra)
+
+
+def notable(code: grpc.StatusCode, write: bool) -> bool:
+    """Whether a call that ended with `code` is worth a line, success aside: not when the caller hung
+    up, nor when a read found nothing or was malformed."""
+    return code is not grpc.StatusCode.CANCELLED and not (code in CALLER_CODES and not write)
+
+
+def subject_of(ids: dict[str, str]) -> str:
+    """What a line is about: "run 'x'", else "agent 'y'", else nothing."""
+    if "run_id" in ids:
+        return f"run {ids['run_id']!r}"
+    return f"agent {ids['agent_name']!r}" if "agent_name" in ids else ""
+
+
+def log_refusal(name: str, code: grpc.StatusCode, details: str, subject: str, peer: str, extra: dict[str, Any]) -> None:
+    """One line for a refused call (gRPC's or the HTTP API's): an access refusal names the peer."""
+    details = cut(details, MAX_LOGGED_REASON)
+    if code in ACCESS_CODES:
+        extra["peer"] = peer
+        log.warning("%s refused from %s: %s %s", name, peer, code.name, details, extra=extra)
+        return
+    emit_refusal(
+        code, "%s%s refused: %s %s", name, f" of {subject}" if subject else "", code.name, details, extra=extra
+    )
 
 
 def emit_refusal(code: grpc.StatusCode, message: str, *args: Any, extra: dict[str, Any]) -> None:
