@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
@@ -89,6 +89,42 @@ class Change:
     released: int = 0
 
 
+class Fenced:
+    """`SoleOwner.fenced`: a class rather than a generator, as every append enters one."""
+
+    __slots__ = ("_exclusive", "_key", "_owner")
+
+    def __init__(self, owner: SoleOwner, exclusive: Exclusive, key: str) -> None:
+        self._owner = owner
+        self._exclusive = exclusive
+        self._key = key
+
+    async def __aenter__(self) -> Held:
+        owner, key = self._owner, self._key
+        address = owner.remote_owner(key)
+        if address is not None:
+            raise NotOwner(key, address)
+        session = await self._exclusive.__aenter__()
+        try:
+            fence, fresh = await owner.hold(session, key)
+        except BaseException as error:
+            await self._exclusive.__aexit__(type(error), error, error.__traceback__)
+            self._refused(error)
+            raise
+        return Held(session, fence, fresh)
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: object) -> None:
+        await self._exclusive.__aexit__(kind, error, trace)
+        if error is not None:
+            self._refused(error)
+
+    def _refused(self, error: BaseException) -> None:
+        """A fenced refusal is NotOwner (raised in place of `error`); anything else passes through."""
+        if isinstance(error, Rejected) and error.reason == FENCED:
+            self._owner.lost(self._key)
+            raise NotOwner(self._key, None) from None
+
+
 class SoleOwner:
     """One process on its data: owns every key, fences nothing."""
 
@@ -111,27 +147,16 @@ class SoleOwner:
         """The address of a live owner of `key` other than this replica, asking the database."""
         return None
 
-    @contextlib.asynccontextmanager
-    async def fenced(self, db: Database, key: str) -> AsyncIterator[Held]:
-        """`key`'s lock on `db` with this replica's fence for the writes made under it.
+    def fenced(self, db: Database, key: str) -> Fenced:
+        """`key`'s lock on `db` with this replica's fence for the writes made under it
+        (`async with owner.fenced(db, key) as held`).
 
         NotOwner when another replica owns `key`. A write the database refused
         as fenced (the lease moved meanwhile) wrote nothing: raised out of the
         block, it becomes NotOwner too, so the caller forwards it. Other
         refusals pass through.
         """
-        owner = self.remote_owner(key)
-        if owner is not None:
-            raise NotOwner(key, owner)
-        try:
-            async with db.exclusive(key) as session:
-                fence, fresh = await self.hold(session, key)
-                yield Held(session, fence, fresh)
-        except Rejected as rejected:
-            if rejected.reason == FENCED:
-                self.lost(key)
-                raise NotOwner(key, None) from None
-            raise
+        return Fenced(self, db.exclusive(key), key)
 
     async def fenced_write(self, db: Database, key: str, write: Callable[[Queries, Fence | None], Awaitable[T]]) -> T:
         """Run `write` in `fenced(db, key)`: one fenced transaction, or NotOwner."""

@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,7 +36,7 @@ from aivcs_ledgerd.store.errors import (
 from aivcs_ledgerd.store.faults import storage_fault
 from aivcs_ledgerd.store.gate import Gate
 from aivcs_ledgerd.store.locks import KeyedLocks
-from aivcs_ledgerd.util.futures import retrieve_exception
+from aivcs_ledgerd.util.futures import retrieve_exception, settled_within
 
 log = logging.getLogger(__name__)
 
@@ -523,7 +522,7 @@ class Database:
         `abandoned` gets it (an Exclusive session holds its key's lock until the engine answers).
         """
         try:
-            done, _ = await asyncio.wait({call}, timeout=self.timeout)
+            done = await settled_within(call, self.timeout)
         except BaseException:
             self._abandon(call, abandoned)
             raise
@@ -549,9 +548,8 @@ class Database:
         async with self.exclusive(key) as session:
             return await session.query(sql, variables)
 
-    @asynccontextmanager
-    async def exclusive(self, key: str) -> AsyncIterator[Exclusive]:
-        """Hold `key`'s lock on this handle for a sequence of queries.
+    def exclusive(self, key: str) -> Exclusive:
+        """Hold `key`'s lock on this handle for a sequence of queries: `async with db.exclusive(key) as session`.
 
         Waiting for the lock is bounded by the timeout: behind a transaction
         the database never answers, the caller gets StoreUnavailable, not a
@@ -559,28 +557,15 @@ class Database:
         lock is released only once the engine has answered it, so no second
         transaction on the same key can start meanwhile.
         """
-        try:
-            if self.locks.contended(key):
-                await asyncio.wait_for(self.locks.acquire(key), self.timeout)
-            else:
-                await self.locks.acquire(key)  # free: taken at once, without wait_for's task and loop turn
-        except TimeoutError:
-            raise StoreUnavailable(
-                f"an earlier transaction on {key} is still unanswered after {self.timeout:g}s"
-            ) from None
-        session = Exclusive(self)
-        try:
-            yield session
-        finally:
-            unanswered = session.unanswered
-            if unanswered is None or unanswered.done():
-                self.locks.release(key)
-            else:
-                unanswered.add_done_callback(lambda _: self.locks.release(key))
+        return Exclusive(self, key)
 
     async def _send(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
-        async with self._gate.passage():
+        gate = self._gate
+        await gate.enter()  # Gate.passage() without a context manager's two coroutines: once per query
+        try:
             return await self._send_through(sql, variables)
+        finally:
+            gate.leave()
 
     async def _send_through(self, sql: str, variables: dict[str, Any]) -> dict[str, Any]:
         if self._closed:
@@ -611,11 +596,33 @@ class Queries(Protocol):
 
 
 class Exclusive:
-    """Queries run while a key's lock is held; see Database.exclusive."""
+    """Queries run while a key's lock is held; see Database.exclusive (a class, not a generator: entered
+    once per append)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, key: str) -> None:
         self._db = db
+        self._key = key
         self.unanswered: asyncio.Future[Any] | None = None
+
+    async def __aenter__(self) -> Exclusive:
+        db, key = self._db, self._key
+        try:
+            if db.locks.contended(key):
+                await asyncio.wait_for(db.locks.acquire(key), db.timeout)
+            else:
+                await db.locks.acquire(key)  # free: taken at once, without wait_for's task and loop turn
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"an earlier transaction on {key} is still unanswered after {db.timeout:g}s"
+            ) from None
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        unanswered, locks, key = self.unanswered, self._db.locks, self._key
+        if unanswered is None or unanswered.done():
+            locks.release(key)
+        else:
+            unanswered.add_done_callback(lambda _: locks.release(key))
 
     async def query(self, sql: str, variables: dict[str, Any] | None = None) -> list[Any]:
         return await self._db.answer(self._db.start(sql, variables), self._abandoned)

@@ -48,9 +48,12 @@ class Gate:
     def shut_now(self) -> bool:
         return not self._open.is_set()
 
-    @asynccontextmanager
-    async def passage(self) -> AsyncIterator[None]:
-        """Wait while the gate is shut, then stay inside for the block."""
+    def passage(self) -> _Passage:
+        """Wait while the gate is shut, then stay inside for the block (`async with gate.passage():`)."""
+        return _Passage(self)
+
+    async def enter(self) -> None:
+        """Wait while the gate is shut, then count this call as inside until `leave`."""
         if not self._open.is_set():
             arrived = time.perf_counter()
             self._waited += 1
@@ -62,12 +65,11 @@ class Gate:
                 self.observe_wait(time.perf_counter() - arrived)
         self._inside += 1
         self._empty.clear()
-        try:
-            yield
-        finally:
-            self._inside -= 1
-            if self._inside == 0:
-                self._empty.set()
+
+    def leave(self) -> None:
+        self._inside -= 1
+        if self._inside == 0:
+            self._empty.set()
 
     @asynccontextmanager
     async def shut(self, wait_seconds: float) -> AsyncIterator[None]:
@@ -86,3 +88,18 @@ class Gate:
                 first = self._first_arrival
                 self.last_hold = Hold(self._waited, 0.0 if first is None else time.perf_counter() - first)
                 self._open.set()
+
+
+class _Passage:
+    """`Gate.passage()`: a class rather than a generator, as it is entered once per query."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
+
+    async def __aenter__(self) -> None:
+        await self._gate.enter()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._gate.leave()
