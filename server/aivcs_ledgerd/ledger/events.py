@@ -94,6 +94,24 @@ class Events:
         idempotency_key: str | None = None,
     ) -> AppendResult:
         """Append one batch atomically; see EventStream.AppendEvents for the rules."""
+        pending = self._pending(run_id, events, idempotency_key)
+        return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)
+
+    def try_queue(
+        self,
+        run_id: str,
+        events: list[NewEvent],
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[AppendResult] | None:
+        """`append` up to the queuing, without a coroutine: the batch checked and in its run's writer
+        now, and the future of its seqs (refusals arrive there as ledger errors); None, and nothing
+        queued, when the run's queue is full. A stream queues its batches so, without a task each."""
+        pending = self._pending(run_id, events, idempotency_key)
+        return self.writers.try_queue(run_id, pending, expected_last_seq, idempotency_key)
+
+    def _pending(self, run_id: str, events: list[NewEvent], idempotency_key: str | None) -> list[Pending]:
+        """The batch checked, each event with the canonical JSON of its kind and payload."""
         validation.identifier("run_id", run_id)
         if not events:
             raise InvalidArgument("events", "a batch needs at least one event")
@@ -114,7 +132,7 @@ class Events:
             pending.append(Pending(event, kind, payload_json))
         if idempotency_key is not None:
             validation.identifier("idempotency_key", idempotency_key)
-        return await self.writers.submit(run_id, pending, expected_last_seq, idempotency_key)
+        return pending
 
     @translated_stream
     async def read(

@@ -19,10 +19,11 @@ lock as a group's commit, so on one daemon it never overlaps an append.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -98,12 +99,52 @@ class Batch:
             self.fingerprint = content.hexdigest()
 
 
+class _Room:
+    """Places for a run's unanswered batches: taken at once while one is free and nobody waits
+    (so queuing a batch then costs no suspension, which asyncio.Semaphore's acquire does not
+    promise), else waited for in arrival order."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, places: int) -> None:
+        self._free = places
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    def try_take(self) -> bool:
+        if self._free and not self._waiters:
+            self._free -= 1
+            return True
+        return False
+
+    async def take(self) -> None:
+        if self.try_take():
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.cancelled():  # never given a place
+                self._waiters.remove(waiter)
+            else:  # given one just as the caller left: it goes to the next
+                self.give()
+            raise
+
+    def give(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._free += 1
+
+
 @dataclass(slots=True)
 class _RunQueue:
-    room: asyncio.Semaphore
+    room: _Room
     pending: list[Batch] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
-    callers: int = 0  # submitters waiting for room or for their answer
+    callers: int = 0  # batches waiting for room or for their answer
 
     @property
     def idle(self) -> bool:
@@ -140,6 +181,24 @@ class Writers:
     def active_runs(self) -> int:
         return len(self._queues)
 
+    def try_queue(
+        self,
+        run_id: str,
+        events: list[Pending],
+        expected_last_seq: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[AppendResult] | None:
+        """Queue a batch now unless the run already has `max_pending_batches` unanswered (then None):
+        the future of its seqs, where refusals arrive as ledger errors.
+
+        Once queued, the batch is written whether or not anyone awaits the future: cancelling the
+        future gives up only the answer, as with a lost response.
+        """
+        queue = self._queue(run_id)
+        if not queue.room.try_take():
+            return None
+        return self._queued(run_id, queue, Batch(events, expected_last_seq, idempotency_key, self._answer()))
+
     async def submit(
         self,
         run_id: str,
@@ -154,6 +213,27 @@ class Writers:
         caller is cancelled after its batch was queued, the batch may still
         be written: as with a lost response, retry with an idempotency key.
         """
+        answer = self.try_queue(run_id, events, expected_last_seq, idempotency_key)
+        if answer is None:
+            queue = self._queue(run_id)
+            queue.callers += 1  # waiting for room keeps the queue
+            try:
+                await queue.room.take()
+            except BaseException:
+                queue.callers -= 1
+                self._drop_if_idle(run_id, queue)
+                raise
+            queue.callers -= 1  # and `_queued` counts the batch at once: no await between
+            answer = self._queued(run_id, queue, Batch(events, expected_last_seq, idempotency_key, self._answer()))
+        try:
+            return await answer  # cancelling the caller cancels only its answer, not the write
+        finally:
+            # A refusal raised here has this frame in its traceback, and the future holds the
+            # refusal: a cycle that would keep the batch's events (megabytes) until the cyclic
+            # collector runs, which a flood of refused batches outpaces.
+            del answer
+
+    def _queue(self, run_id: str) -> _RunQueue:
         if self._closing:
             raise Unavailable("the daemon is shutting down")
         owner = self._ownership.remote_owner(run_key(run_id))
@@ -161,25 +241,28 @@ class Writers:
             raise NotOwner(run_key(run_id), owner)
         queue = self._queues.get(run_id)
         if queue is None:
-            queue = self._queues[run_id] = _RunQueue(asyncio.Semaphore(self._max_pending))
+            queue = self._queues[run_id] = _RunQueue(_Room(self._max_pending))
+        return queue
+
+    @staticmethod
+    def _answer() -> asyncio.Future[AppendResult]:
+        answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(retrieve_exception)  # a refusal whose caller has gone
+        return answer
+
+    def _queued(self, run_id: str, queue: _RunQueue, batch: Batch) -> asyncio.Future[AppendResult]:
+        """`batch`, holding one of the run's places until it is answered, in the run's queue."""
         queue.callers += 1
-        try:
-            async with queue.room:
-                answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-                answer.add_done_callback(retrieve_exception)  # a refusal whose caller has gone
-                queue.pending.append(Batch(events, expected_last_seq, idempotency_key, answer))
-                if queue.task is None:
-                    queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
-                try:
-                    return await answer  # cancelling the caller cancels only its answer, not the write
-                finally:
-                    # A refusal raised here has this frame in its traceback, and the future holds the
-                    # refusal: a cycle that would keep the batch's events (megabytes) until the cyclic
-                    # collector runs, which a flood of refused batches outpaces.
-                    del answer
-        finally:
-            queue.callers -= 1
-            self._drop_if_idle(run_id, queue)
+        batch.answer.add_done_callback(functools.partial(self._answered, run_id, queue))
+        queue.pending.append(batch)
+        if queue.task is None:
+            queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
+        return batch.answer
+
+    def _answered(self, run_id: str, queue: _RunQueue, _: asyncio.Future[AppendResult]) -> None:
+        queue.callers -= 1
+        queue.room.give()
+        self._drop_if_idle(run_id, queue)
 
     async def close(self) -> None:
         """Refuse new batches and wait until every queued one is answered."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,6 +17,7 @@ from google.rpc import code_pb2
 from aivcs_ledgerd.ledger import Ledger, keys
 from aivcs_ledgerd.ledger.errors import LedgerError, Unavailable
 from aivcs_ledgerd.ledger.limits import MESSAGE_FRAMING, Limits
+from aivcs_ledgerd.ledger.writer import AppendResult
 from aivcs_ledgerd.model import Event
 from aivcs_ledgerd.transport.convert import fill_event, new_events
 from aivcs_ledgerd.transport.peers import OwnerMoved, OwnerUnreachable, Peers, Relayed, is_forwarded, not_owner, routed
@@ -130,12 +132,15 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 yield piped
             return
         room = asyncio.Semaphore(STREAM_IN_FLIGHT)
-        answers: asyncio.Queue[asyncio.Task[pb.IngestEventsResponse] | None] = asyncio.Queue()
+        answers: asyncio.Queue[Awaitable[pb.IngestEventsResponse] | None] = asyncio.Queue()
         stopped = False  # the call is ending: the reader takes no more batches
 
+        # A run's batches must reach its writer in stream order, so seq order is stream order.
         # Several replicas: a batch may be forwarded, and forwarded calls can overtake each
         # other, so a run's batches in this stream go one after another (the previous one
-        # answered first) to keep the stream's order as seq order. Other runs still overlap.
+        # answered first); other runs still overlap. One replica: a batch is queued as it is
+        # read, unless the run's queue is full; then it, and the run's later batches until it
+        # is answered, go in tasks, which queue in the order they were made.
         previous: dict[str, asyncio.Task[pb.IngestEventsResponse]] = {}
 
         def forget(run_id: str, done: asyncio.Task[pb.IngestEventsResponse]) -> None:
@@ -147,12 +152,16 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 async for request in request_iterator:
                     if stopped or self._draining.is_set():
                         return  # taken after the drain began: not processed, not answered
-                    after = previous.get(request.run_id) if self._ownership.enabled else None
-                    task = asyncio.create_task(self._ingest(request, context, after))
-                    if self._ownership.enabled:
+                    # One replica, and this stream waits for no earlier batch of the run: the batch is
+                    # queued now, without a task. Otherwise a task queues it once the earlier ones are.
+                    answer = None if self._ownership.enabled or request.run_id in previous else self._queued(request)
+                    if answer is None:
+                        after = previous.get(request.run_id) if self._ownership.enabled else None
+                        task = asyncio.create_task(self._ingest(request, context, after))
                         previous[request.run_id] = task
                         task.add_done_callback(functools.partial(forget, request.run_id))
-                    answers.put_nowait(task)
+                        answer = task
+                    answers.put_nowait(answer)
                     await room.acquire()
             finally:
                 answers.put_nowait(None)
@@ -181,8 +190,10 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                 room.release()  # a reader waiting for room goes back to its (last) read
             while not answers.empty():
                 leftover = answers.get_nowait()
-                if leftover is not None:
+                if isinstance(leftover, asyncio.Future):
                     leftover.cancel()
+                elif inspect.iscoroutine(leftover):
+                    leftover.close()
 
     async def _serve_pipe(
         self, request_iterator: AsyncIterator[pb.IngestEventsRequest], context: Context
@@ -243,6 +254,20 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
             for task in list(in_flight):
                 task.cancel()
 
+    def _queued(self, request: pb.IngestEventsRequest) -> Awaitable[pb.IngestEventsResponse] | None:
+        """One batch of a stream checked and queued in its run's writer now (its answer is made when
+        awaited), or None, and nothing queued, when the run's queue is full."""
+        try:
+            queued = self._events.try_queue(
+                request.run_id,
+                new_events("events", request.events, self._limits.max_payload_bytes, request.ByteSize()),
+                request.expected_last_seq if request.HasField("expected_last_seq") else None,
+                request.idempotency_key if request.HasField("idempotency_key") else None,
+            )
+        except Exception as error:
+            return _settled(_refusal(request.batch_id, request.run_id, error))
+        return None if queued is None else _answer_of(request.batch_id, request.run_id, queued)
+
     async def _ingest(
         self,
         request: pb.IngestEventsRequest,
@@ -255,16 +280,8 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
         try:
             result = await self._append(request, context)
         except Exception as error:
-            status = rich_status(error)
-            if not isinstance(error, LedgerError):
-                log.exception("unexpected error in IngestEvents", extra={"run_id": cut(request.run_id)})
-            refusal = event_pb2.IngestError(
-                code=code_pb2.Code.ValueType(status.code), message=status.message, details=status.details
-            )
-            return pb.IngestEventsResponse(batch_id=request.batch_id, error=refusal)
-        return pb.IngestEventsResponse(
-            batch_id=request.batch_id, first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed
-        )
+            return _refusal(request.batch_id, request.run_id, error)
+        return _response(request.batch_id, result)
 
     @guarded_stream
     async def ReadEvents(self, request: pb.ReadEventsRequest, context: Context) -> AsyncIterator[pb.ReadEventsResponse]:
@@ -339,3 +356,39 @@ class EventStreamServicer(event_stream_pb2_grpc.EventStreamServicer):
                     raise
                 self._ownership.forget_remote(key)
                 await asyncio.sleep(RELAY_PAUSE_SECONDS)
+
+
+def _response(batch_id: int, result: pb.AppendEventsResponse | AppendResult) -> pb.IngestEventsResponse:
+    return pb.IngestEventsResponse(
+        batch_id=batch_id, first_seq=result.first_seq, last_seq=result.last_seq, replayed=result.replayed
+    )
+
+
+def _refusal(batch_id: int, run_id: str, error: Exception) -> pb.IngestEventsResponse:
+    """A batch's refusal as its answer's `error`: the stream goes on."""
+    status = rich_status(error)
+    if not isinstance(error, LedgerError):
+        log.exception("unexpected error in IngestEvents", extra={"run_id": cut(run_id)})
+    refusal = event_pb2.IngestError(
+        code=code_pb2.Code.ValueType(status.code), message=status.message, details=status.details
+    )
+    return pb.IngestEventsResponse(batch_id=batch_id, error=refusal)
+
+
+async def _answer_of(batch_id: int, run_id: str, queued: asyncio.Future[AppendResult]) -> pb.IngestEventsResponse:
+    """A queued batch's answer. It keeps neither the request nor, once raised, the refusal: the
+    future holds the refusal, whose traceback would hold this frame, and so the future, in a cycle
+    only the cyclic collector frees."""
+    try:
+        result = await queued
+    except Exception as error:
+        return _refusal(batch_id, run_id, error)
+    finally:
+        del queued
+    return _response(batch_id, result)
+
+
+def _settled(response: pb.IngestEventsResponse) -> asyncio.Future[pb.IngestEventsResponse]:
+    answer: asyncio.Future[pb.IngestEventsResponse] = asyncio.get_running_loop().create_future()
+    answer.set_result(response)
+    return answer
