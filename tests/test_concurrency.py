@@ -147,6 +147,45 @@ async def test_concurrent_streams_and_unary_writers_share_one_sequence(daemon: D
         check_stored(stored, acks, expected_total)
 
 
+# More streams on one run than its writer queues (256 unanswered batches; each stream reads 64 ahead).
+CROWD_STREAMS, CROWD_BATCHES = 6, 150
+
+
+async def test_streams_crowding_one_run_keep_their_order_when_its_queue_is_full(daemon: DaemonProcess) -> None:
+    """Six streams keep more batches unanswered on one run than its queue holds, so some batches wait for
+    room (in tasks) while others are queued as they are read. Each stream's batches still get seqs in
+    the order it sent them, and together they leave no gap."""
+    async with grpc.aio.insecure_channel(daemon.target) as channel:
+        runs = run_ledger_pb2_grpc.RunLedgerStub(channel)
+        events = event_stream_pb2_grpc.EventStreamStub(channel)
+        run_id = (await runs.CreateRun(rl.CreateRunRequest(spec_digest=SPEC, agent_name="crowd"))).run.run_id
+        acks: list[Ack] = []
+
+        async def streamer(writer: str) -> list[int]:
+            def request(n: int) -> es.IngestEventsRequest:
+                item = event_pb2.EventInput(kind="e")
+                item.payload.update({"writer": writer, "n": n})
+                return es.IngestEventsRequest(batch_id=n, run_id=run_id, events=[item])
+
+            firsts = []
+            async for answer in events.IngestEvents(request(n) for n in range(CROWD_BATCHES)):
+                assert not answer.HasField("error"), answer.error
+                acks.append(Ack(answer.first_seq, answer.last_seq, [{"writer": writer, "n": answer.batch_id}]))
+                firsts.append(answer.first_seq)
+            return firsts
+
+        orders = await asyncio.gather(*(streamer(f"s{w}") for w in range(CROWD_STREAMS)))
+        for firsts in orders:
+            bad = [(i, firsts[i - 1], firsts[i]) for i in range(1, len(firsts)) if firsts[i] < firsts[i - 1]]
+            assert len(firsts) == CROWD_BATCHES and not bad, bad
+        stored = [
+            (item.seq, json_format.MessageToDict(item.payload))
+            async for message in events.ReadEvents(es.ReadEventsRequest(run_id=run_id))
+            for item in message.events
+        ]
+        check_stored(stored, acks, CROWD_STREAMS * CROWD_BATCHES)
+
+
 # --- two ledger objects sharing one database handle, in this process ------------------------------
 
 

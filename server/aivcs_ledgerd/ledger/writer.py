@@ -102,7 +102,11 @@ class Batch:
 class _Room:
     """Places for a run's unanswered batches: taken at once while one is free and nobody waits
     (so queuing a batch then costs no suspension, which asyncio.Semaphore's acquire does not
-    promise), else waited for in arrival order."""
+    promise), else waited for in arrival order.
+
+    A waiter stays in line until it has resumed with the place it was handed: a batch arriving
+    meanwhile queues behind it, so batches enter the run's queue in the order they asked.
+    """
 
     __slots__ = ("_free", "_waiters")
 
@@ -122,21 +126,29 @@ class _Room:
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
-            await waiter
+            await waiter  # never returns before those ahead in line have resumed with their places
         except BaseException:
-            if waiter.cancelled():  # never given a place
-                self._waiters.remove(waiter)
-            else:  # given one just as the caller left: it goes to the next
+            self._waiters.remove(waiter)
+            if waiter.done() and not waiter.cancelled():  # handed a place just as the caller left
                 self.give()
+            else:
+                self._hand_over()
             raise
+        self._waiters.remove(waiter)
+        self._hand_over()  # places freed while this one had yet to resume go on, in line order
 
     def give(self) -> None:
-        while self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
         self._free += 1
+        self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Free places to the first waiters not yet handed one (or cancelled), in line order."""
+        for waiter in self._waiters:
+            if not self._free:
+                return
+            if not waiter.done():
+                self._free -= 1
+                waiter.set_result(None)
 
 
 @dataclass(slots=True)
@@ -246,9 +258,7 @@ class Writers:
 
     @staticmethod
     def _answer() -> asyncio.Future[AppendResult]:
-        answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        answer.add_done_callback(retrieve_exception)  # a refusal whose caller has gone
-        return answer
+        return asyncio.get_running_loop().create_future()
 
     def _queued(self, run_id: str, queue: _RunQueue, batch: Batch) -> asyncio.Future[AppendResult]:
         """`batch`, holding one of the run's places until it is answered, in the run's queue."""
@@ -259,7 +269,8 @@ class Writers:
             queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
         return batch.answer
 
-    def _answered(self, run_id: str, queue: _RunQueue, _: asyncio.Future[AppendResult]) -> None:
+    def _answered(self, run_id: str, queue: _RunQueue, answer: asyncio.Future[AppendResult]) -> None:
+        retrieve_exception(answer)  # a refusal whose caller has gone is not logged as never retrieved
         queue.callers -= 1
         queue.room.give()
         self._drop_if_idle(run_id, queue)
