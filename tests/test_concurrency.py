@@ -23,6 +23,7 @@ from google.protobuf import json_format
 from aivcs_ledgerd.ledger import Ledger
 from aivcs_ledgerd.ledger.errors import Aborted
 from aivcs_ledgerd.ledger.runs import NewRun
+from aivcs_ledgerd.ledger.writer import _Room
 from aivcs_ledgerd.model import Evaluation, NewEvent
 from aivcs_ledgerd.store import Database, init_schema
 from harness.daemon import DaemonProcess
@@ -145,6 +146,37 @@ async def test_concurrent_streams_and_unary_writers_share_one_sequence(daemon: D
             for item in message.events
         ]
         check_stored(stored, acks, expected_total)
+
+
+async def test_run_queue_places_go_in_line_order() -> None:
+    """The writer's places for a run's batches (ledger/writer.py `_Room`): a place handed to a waiter is
+    its own until it resumes, so a batch asking meanwhile, with or without waiting, queues behind it;
+    a waiter cancelled after it was handed a place passes the place on."""
+    room = _Room(1)
+    assert room.try_take()
+    order: list[str] = []
+
+    async def taker(name: str) -> None:
+        await room.take()
+        order.append(name)
+
+    first = asyncio.create_task(taker("first"))
+    await asyncio.sleep(0)  # in line
+    room.give()  # handed to `first`, which has not resumed yet
+    room.give()  # a second place, free
+    assert not room.try_take(), "a newcomer took a place ahead of a waiter that was handed one"
+    later = asyncio.create_task(taker("later"))
+    await asyncio.gather(first, later)
+    assert order == ["first", "later"]
+
+    # Both places are taken again; a waiter handed a place and cancelled before it resumes passes it on.
+    gone, next_in_line = asyncio.create_task(taker("gone")), asyncio.create_task(taker("next"))
+    await asyncio.sleep(0)
+    room.give()  # handed to `gone`
+    gone.cancel()
+    await next_in_line
+    assert order == ["first", "later", "next"] and gone.cancelled()
+    assert not room.try_take()  # one place is `next`'s, the other still the first taker's
 
 
 # More streams on one run than its writer queues (256 unanswered batches; each stream reads 64 ahead).
