@@ -131,8 +131,6 @@ class _Room:
             self._waiters.remove(waiter)
             if waiter.done() and not waiter.cancelled():  # handed a place just as the caller left
                 self.give()
-            else:
-                self._hand_over()
             raise
         self._waiters.remove(waiter)
         self._hand_over()  # places freed while this one had yet to resume go on, in line order
@@ -209,7 +207,7 @@ class Writers:
         queue = self._queue(run_id)
         if not queue.room.try_take():
             return None
-        return self._queued(run_id, queue, Batch(events, expected_last_seq, idempotency_key, self._answer()))
+        return self._queued(run_id, queue, events, expected_last_seq, idempotency_key)
 
     async def submit(
         self,
@@ -225,9 +223,8 @@ class Writers:
         caller is cancelled after its batch was queued, the batch may still
         be written: as with a lost response, retry with an idempotency key.
         """
-        answer = self.try_queue(run_id, events, expected_last_seq, idempotency_key)
-        if answer is None:
-            queue = self._queue(run_id)
+        queue = self._queue(run_id)
+        if not queue.room.try_take():
             queue.callers += 1  # waiting for room keeps the queue
             try:
                 await queue.room.take()
@@ -236,7 +233,7 @@ class Writers:
                 self._drop_if_idle(run_id, queue)
                 raise
             queue.callers -= 1  # and `_queued` counts the batch at once: no await between
-            answer = self._queued(run_id, queue, Batch(events, expected_last_seq, idempotency_key, self._answer()))
+        answer = self._queued(run_id, queue, events, expected_last_seq, idempotency_key)
         try:
             return await answer  # cancelling the caller cancels only its answer, not the write
         finally:
@@ -256,18 +253,22 @@ class Writers:
             queue = self._queues[run_id] = _RunQueue(_Room(self._max_pending))
         return queue
 
-    @staticmethod
-    def _answer() -> asyncio.Future[AppendResult]:
-        return asyncio.get_running_loop().create_future()
-
-    def _queued(self, run_id: str, queue: _RunQueue, batch: Batch) -> asyncio.Future[AppendResult]:
-        """`batch`, holding one of the run's places until it is answered, in the run's queue."""
+    def _queued(
+        self,
+        run_id: str,
+        queue: _RunQueue,
+        events: list[Pending],
+        expected_last_seq: int | None,
+        idempotency_key: str | None,
+    ) -> asyncio.Future[AppendResult]:
+        """The batch in the run's queue, holding the place it took until it is answered; its answer's future."""
+        answer: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        answer.add_done_callback(functools.partial(self._answered, run_id, queue))
         queue.callers += 1
-        batch.answer.add_done_callback(functools.partial(self._answered, run_id, queue))
-        queue.pending.append(batch)
+        queue.pending.append(Batch(events, expected_last_seq, idempotency_key, answer))
         if queue.task is None:
             queue.task = asyncio.create_task(self._drain(run_id, queue), name=f"writer:{run_id}")
-        return batch.answer
+        return answer
 
     def _answered(self, run_id: str, queue: _RunQueue, answer: asyncio.Future[AppendResult]) -> None:
         retrieve_exception(answer)  # a refusal whose caller has gone is not logged as never retrieved
