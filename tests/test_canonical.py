@@ -13,8 +13,13 @@ from hypothesis import strategies as st
 from aivcs_ledgerd.ledger.canonical import canonical_json
 from aivcs_ledgerd.ledger.errors import InvalidArgument
 
+EXACT = 2**53 - 1  # integers RFC 8785 writes exactly
 json_values = st.recursive(
-    st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    st.none()
+    | st.booleans()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-EXACT, max_value=EXACT)
+    | st.text(),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=25,
 )
@@ -39,11 +44,25 @@ def test_matches_reference_encoder(value: Any) -> None:
         1.5e16,
         123.456,
         '\u2028\x00\x1f"\\',
+        "\x7f\b\t\n\x0c\r/é\U0001f600",
         {"\U0001f600": 1, "\ufb01": 2},
+        {"b": 1, "a": {"d": [True, None], "c": 0.5}, "B": "x"},
+        EXACT,
+        -EXACT,
+        0.00010000000000000002,
+        9999999999999998.0 + 0.5,
+        {"k": (1, 2)},
     ],
 )
 def test_edge_cases_match_reference(value: Any) -> None:
     assert canonical_json("payload", value) == rfc8785.dumps(value)
+
+
+def test_a_lone_surrogate_is_refused_like_the_reference_refuses_it() -> None:
+    with pytest.raises(rfc8785.CanonicalizationError):
+        rfc8785.dumps({"a": "\ud800"})
+    with pytest.raises(InvalidArgument, match=r"^payload: has no canonical JSON form"):
+        canonical_json("payload", {"a": "\ud800"})
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
