@@ -5,8 +5,8 @@ For values whose canonical form orjson produces identically (ASCII keys,
 which it sorts as RFC 8785 does; integral numbers below 2**53 written as
 integers; other numbers between 1e-4 and 1e16, where its shortest
 round-trip form is RFC 8785's; strings escaped as RFC 8785 escapes them)
-we use orjson, about ten times faster than the standard library's C
-encoder here; anything else goes to `rfc8785`. tests/test_canonical.py
+we use orjson, which does the work in native code; anything else goes
+to `rfc8785` (docs/performance-notes.md has the measurements). tests/test_canonical.py
 checks the two agree on generated values.
 """
 
@@ -32,8 +32,8 @@ class _NeedsReference(Exception):
 def canonical_json(field: str, value: Any) -> bytes:
     """The JCS bytes of `value`; INVALID_ARGUMENT naming the field for what JSON cannot hold."""
     try:
-        # Copied: orjson's own bytes object is grown from a large buffer, and a batch's thousand of
-        # them kept alive cost four times the encoding; a copy is a small object of its own.
+        # Copied: orjson's own bytes object is grown from a large buffer, so keeping a batch's
+        # worth of them alive is costly; a copy is a small object of its own.
         return bytes(memoryview(orjson.dumps(_normalise(value), option=_SORTED)))
     except (_NeedsReference, orjson.JSONEncodeError):  # the latter: e.g. a lone surrogate in a str
         pass
