@@ -16,11 +16,13 @@ from typing import Any
 import click
 import grpc
 import pytest
+from aivcs.ledger.v1 import event_pb2, event_stream_pb2, event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc
 from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from aivcs_ledgerd.process import event_loop
 from aivcs_ledgerd.process.cli import command
 from aivcs_ledgerd.store import Database
 from harness.daemon import free_port, run_to_exit, start_daemon
@@ -247,3 +249,65 @@ def test_readme_configuration_table_lists_exactly_the_flags() -> None:
     options = [p for p in command.params if isinstance(p, click.Option) and p.expose_value]
     actual = {(tuple([*p.opts, *p.secondary_opts]), p.envvar) for p in options}
     assert documented == actual, "README's Configuration table differs from `aivcs-ledgerd --help`"
+
+
+# --- the event loop ------------------------------------------------------------------------------------------
+
+
+def _append_concurrently_and_read(target: str, run_id: str, calls: int) -> list[int]:
+    """`calls` one-event AppendEvents on one run, all in flight at once; the seqs a ReadEvents returns."""
+    with grpc.insecure_channel(target) as channel:
+        run_ledger_pb2_grpc.RunLedgerStub(channel).CreateRun(
+            run_ledger_pb2.CreateRunRequest(run_id=run_id, spec_digest="a" * 64, agent_name="agent"), timeout=10
+        )
+        events = event_stream_pb2_grpc.EventStreamStub(channel)
+        futures = []
+        for i in range(calls):
+            event = event_pb2.EventInput(kind="step")
+            event.payload.update({"i": i})
+            request = event_stream_pb2.AppendEventsRequest(run_id=run_id, events=[event])
+            futures.append(events.AppendEvents.future(request, timeout=30))
+        answered = sorted(future.result().first_seq for future in futures)
+        assert answered == list(range(1, calls + 1)), "every append got its own seq, with no gap"
+        read = events.ReadEvents(event_stream_pb2.ReadEventsRequest(run_id=run_id), timeout=30)
+        return [event.seq for response in read for event in response.events]
+
+
+@pytest.mark.parametrize(
+    ("setting", "loop"),
+    [({}, "uvloop"), ({"AIVCS_LEDGER_EVENT_LOOP": "asyncio"}, "asyncio")],
+    ids=["default-is-uvloop", "standard-loop-by-environment"],
+)
+def test_the_daemon_serves_the_same_ledger_on_either_loop_and_names_it(
+    tmp_path: Path, setting: dict[str, str], loop: str
+) -> None:
+    daemon = start_daemon(tmp_path, env=clean_env(**setting))
+    try:
+        assert _append_concurrently_and_read(daemon.target, f"on-{loop}", 64) == list(range(1, 65))
+        assert re.search(rf"listening on .*, event loop {loop}\b", daemon.log()), daemon.log()
+    finally:
+        assert daemon.stop() == 0, daemon.log()
+
+
+def test_an_unknown_event_loop_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    result = run_cli(["--listen", "127.0.0.1:0", "--db", "mem://", "--event-loop", "tokio"], tmp_path)
+    assert result.returncode == 2
+    assert "--event-loop" in result.stderr
+    assert "'tokio'" in result.stderr
+
+
+def test_without_uvloop_auto_falls_back_and_asking_for_it_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(event_loop, "have_uvloop", lambda: False)
+    assert event_loop.loop_factory("auto") is None
+    assert event_loop.loop_factory("asyncio") is None
+    with pytest.raises(event_loop.EventLoopUnavailable, match="uvloop is not installed"):
+        event_loop.loop_factory("uvloop")
+    monkeypatch.undo()
+    factory = event_loop.loop_factory("auto")
+    assert factory is not None
+    assert event_loop.run(_loop_name(), factory) == "uvloop"
+    assert event_loop.run(_loop_name(), event_loop.loop_factory("asyncio")) == "asyncio"
+
+
+async def _loop_name() -> str:
+    return event_loop.running_loop_name()

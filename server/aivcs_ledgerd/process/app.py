@@ -22,7 +22,7 @@ from aivcs_ledgerd.methods import LEDGER_SERVICES
 from aivcs_ledgerd.middleware.budget import check_settings, transport_options
 from aivcs_ledgerd.middleware.security import SecurityError
 from aivcs_ledgerd.otlp import register_trace_service
-from aivcs_ledgerd.process import collector
+from aivcs_ledgerd.process import collector, event_loop
 from aivcs_ledgerd.process.fdlimit import exhaustion as fd_exhaustion
 from aivcs_ledgerd.process.fdlimit import raise_soft_limit
 from aivcs_ledgerd.process.operations import Operations, OperationsError
@@ -202,7 +202,13 @@ async def start(settings: Settings) -> Daemon:
     except BaseException:
         await db.close()
         raise
-    log.info("listening on %s (port %d), database %s", settings.listen, port, settings.db)
+    log.info(
+        "listening on %s (port %d), database %s, event loop %s",
+        settings.listen,
+        port,
+        settings.db,
+        event_loop.running_loop_name(),
+    )
     if ownership.enabled:
         log.info(
             "replica %s: runs are owned through leases, peers reach this one at %s",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -14,7 +13,7 @@ from aivcs_ledgerd import __version__
 from aivcs_ledgerd.config import DEFAULT_DB, DEFAULT_LISTEN, Settings, read_secret
 from aivcs_ledgerd.ledger.limits import Limits
 from aivcs_ledgerd.ledger.runs import MAX_INACTIVITY_TIMEOUT_MS
-from aivcs_ledgerd.process import stderr_relay
+from aivcs_ledgerd.process import event_loop, stderr_relay
 from aivcs_ledgerd.process.app import ShutdownError, StartupError, run
 from aivcs_ledgerd.process.logs import configure_logging
 from aivcs_ledgerd.store import StoreError, UnsupportedScheme
@@ -333,6 +332,17 @@ class Duration(click.ParamType[int, object]):
     "directly with the seed's own crate. Off: they are removed at start-up, since the record id "
     "serves every query of the daemon and each index costs every append a write.",
 )
+@click.option(
+    "--event-loop",
+    "event_loop_choice",
+    envvar=ENV + "EVENT_LOOP",
+    default="auto",
+    show_default=True,
+    show_envvar=True,
+    type=click.Choice(event_loop.CHOICES),
+    help="The asyncio event loop every call's Python work runs on: uvloop (faster; installed with "
+    "the daemon except on Windows), the standard asyncio loop, or auto (uvloop where installed).",
+)
 @click.version_option(__version__)
 def command(
     listen: str,
@@ -371,6 +381,7 @@ def command(
     peer_ca: Path | None = None,
     http_listen: str | None = None,
     seed_indexes: bool = False,
+    event_loop_choice: str = "auto",
 ) -> None:
     """Serve the AIVCS run ledger (runs, events, releases) over gRPC, backed by SurrealDB.
 
@@ -438,7 +449,11 @@ def command(
         seed_indexes=seed_indexes,
     )
     try:
-        asyncio.run(run(settings))
+        factory = event_loop.loop_factory(event_loop_choice)
+    except event_loop.EventLoopUnavailable as error:
+        raise click.BadParameter(str(error), param_hint="--event-loop") from error
+    try:
+        event_loop.run(run(settings), factory)
     except ShutdownError:
         sys.exit(1)  # logged by Daemon.stop
     except (StartupError, StoreError) as error:
