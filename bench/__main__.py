@@ -10,7 +10,6 @@ shared machines); --strict also fails on a missed target.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.metadata
 import os
 import platform
@@ -25,7 +24,7 @@ from bench import bystander, daemon_figures, engine, otlp_figures, report, seque
 from bench.clients import ClientPool
 from bench.daemon_figures import say
 from bench.profile import Profiler
-from bench.servers import REPO, start_ledger_daemon, start_null_server
+from bench.servers import REPO, on_servers_loop, servers_event_loop, start_ledger_daemon, start_null_server
 from bench.sizes import BATCH, LAYOUT_BATCHES, Sizes, choose
 from bench.stats import Rate
 
@@ -86,7 +85,7 @@ def measure_ceilings(
         null.stop()
         pool.server_pid = None
     say(f"ceiling: engine inserts, {sizes.batch_events} events, {BATCH} per transaction; reads, 1000 per query")
-    direct = asyncio.run(engine.ceilings(tmp, sizes.batch_events, BATCH, sizes.engine_read_passes))
+    direct = on_servers_loop(engine.ceilings(tmp, sizes.batch_events, BATCH, sizes.engine_read_passes))
     for encoding, (inserts, reads) in direct.variants.items():
         say(f"  {encoding}: inserts {inserts.per_second:,.0f} events/s, reads {reads.per_second:,.0f} events/s")
     say(
@@ -95,7 +94,7 @@ def measure_ceilings(
     )
     # Paced by the wire: each transaction after the no-storage server's sequential p50 of idle.
     pace = null_latencies.append.p50_ms / 1000
-    layouts = asyncio.run(engine.layouts(tmp, sizes.layout_single, sizes.layout_events, LAYOUT_BATCHES, pace))
+    layouts = on_servers_loop(engine.layouts(tmp, sizes.layout_single, sizes.layout_events, LAYOUT_BATCHES, pace))
     for layout, figures in layouts.items():
         bulk = ", ".join(f"{n}/tx {rate.per_second:,.0f} events/s" for n, rate in figures.bulk.items())
         paced = "" if figures.paced is None else f" ({figures.paced.p50_ms:.2f} ms paced {pace * 1000:.2f} ms apart)"
@@ -121,6 +120,7 @@ def meta() -> dict[str, Any]:
         "python": platform.python_version(),
         "grpcio": version("grpcio"),
         "surrealdb": version("surrealdb"),
+        "event_loop": servers_event_loop(),
         "command": " ".join(["python -m bench", *sys.argv[1:]]),
     }
 
@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = choose(args.quick, args.smoke)
     candidates = _client_counts(args.clients, args.smoke)
     info = meta()
+    say(f"event loop of both servers: {servers_event_loop()} (AIVCS_LEDGER_EVENT_LOOP chooses it)")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="aivcs-bench-") as folder, ClientPool(max(candidates)) as pool:
         tmp = Path(folder)

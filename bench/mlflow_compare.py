@@ -25,7 +25,6 @@ database.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
 import subprocess
 import sys
@@ -38,7 +37,7 @@ from pathlib import Path
 from aivcs.ledger import Client
 
 from bench import engine, workload
-from bench.servers import start_ledger_daemon
+from bench.servers import on_servers_loop, start_ledger_daemon
 from bench.stats import Rate
 from harness.daemon import free_port
 
@@ -158,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         (tmp / "mlflow").mkdir()
         ours = measure_daemon(tmp / "daemon", calls, batches)
         theirs = measure_mlflow(tmp / "mlflow", calls, batches)
-        ceiling = asyncio.run(engine.daemon_layout_bulk(tmp / "engine", batches * BATCH, BATCH))
+        ceiling = on_servers_loop(engine.daemon_layout_bulk(tmp / "engine", batches * BATCH, BATCH))
     print(f"one sequential client each; per event: {calls} calls; batches: {batches} of {BATCH}")
     print(f"{'figure':<28} {'daemon':>12} {'MLflow':>12} {'ratio':>7}  target")
     for name, daemon, mlflow, target in (

@@ -4,13 +4,16 @@ AppendEvents and IngestEvents answer at once with made-up, contiguous
 seqs per run; RunLedger.GetRun answers with one fixed run of the daemon's
 shape (for the sequential-latency ceiling). Run as its own process (`python -m bench.null_server`) like
 the daemon, so the ceiling pays the same loopback and process costs and
-differs only by everything the daemon does with a batch.
+differs only by everything the daemon does with a batch. It runs on the
+event loop the daemon's default picks (aivcs_ledgerd.process.event_loop),
+so a faster loop lowers the ceiling's cost as much as the daemon's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -21,6 +24,7 @@ from aivcs.ledger.v1 import event_stream_pb2 as pb
 from aivcs.ledger.v1 import event_stream_pb2_grpc, run_ledger_pb2, run_ledger_pb2_grpc, run_pb2
 
 from aivcs_ledgerd.ledger.limits import Limits
+from aivcs_ledgerd.process import event_loop
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -88,7 +92,7 @@ async def serve(listen: str) -> None:
     port = server.add_insecure_port(listen)
     await server.start()
     # The line harness/daemon.py waits for, so both servers start the same way.
-    print(f"listening on {listen} (port {port}), no storage", flush=True)
+    print(f"listening on {listen} (port {port}), no storage, event loop {event_loop.running_loop_name()}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -100,7 +104,14 @@ async def serve(listen: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:0")
-    asyncio.run(serve(parser.parse_args().listen))
+    parser.add_argument(
+        "--event-loop",
+        choices=event_loop.CHOICES,
+        default=os.environ.get("AIVCS_LEDGER_EVENT_LOOP", "auto"),
+        help="as the daemon's flag, and read from the same environment variable",
+    )
+    args = parser.parse_args()
+    event_loop.run(serve(args.listen), event_loop.loop_factory(args.event_loop))
 
 
 if __name__ == "__main__":

@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 
+from aivcs_ledgerd.process import event_loop
 from harness.daemon import REPO, DaemonProcess, spawn, start_daemon, wait_listening
 
-__all__ = ["REPO", "start_ledger_daemon", "start_null_server"]
+T = TypeVar("T")
+
+__all__ = ["REPO", "on_servers_loop", "servers_event_loop", "start_ledger_daemon", "start_null_server"]
+
+
+def _servers_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    return event_loop.loop_factory(os.environ.get("AIVCS_LEDGER_EVENT_LOOP", "auto"))
+
+
+def servers_event_loop() -> str:
+    """The loop both servers run on: their default, or AIVCS_LEDGER_EVENT_LOOP's (both read it)."""
+    return "asyncio" if _servers_loop_factory() is None else "uvloop"
+
+
+def on_servers_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` here on the servers' loop, so the engine ceilings pay what the daemon's loop pays."""
+    return event_loop.run(main, _servers_loop_factory())
 
 
 def start_null_server(tmp: Path, timeout: float = 30) -> DaemonProcess:
