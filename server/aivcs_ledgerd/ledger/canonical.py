@@ -6,8 +6,8 @@ which it sorts as RFC 8785 does; integral numbers below 2**53 written as
 integers; other numbers between 1e-4 and 1e16, where its shortest
 round-trip form is RFC 8785's; strings escaped as RFC 8785 escapes them)
 we use orjson, which does the work in native code; anything else goes
-to `rfc8785` (docs/performance-notes.md has the measurements). tests/test_canonical.py
-checks the two agree on generated values.
+to `rfc8785` (docs/performance-notes.md has the measurements).
+tests/test_canonical.py checks the two agree on generated values.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ class EventLoopUnavailable(Exception):
 
 
 def have_uvloop() -> bool:
+    """Whether uvloop can be imported here."""
     return importlib.util.find_spec("uvloop") is not None
 
 
@@ -47,5 +48,5 @@ def run(main: Coroutine[Any, Any, T], factory: Callable[[], asyncio.AbstractEven
 
 
 def running_loop_name() -> str:
-    """ "uvloop" or "asyncio": the implementation of the loop this is called on."""
+    """The implementation of the loop this is called on: uvloop or asyncio."""
     return type(asyncio.get_running_loop()).__module__.split(".")[0]
