@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,13 +36,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.engine import LAYOUTS, RUN_ID, SINGLE, _batches, _check, _database  # noqa: E402
+from bench.engine import daemon_layout_bulk  # noqa: E402
 from bench.servers import on_servers_loop  # noqa: E402
+from bench.stats import Rate  # noqa: E402
 
 
 @dataclass(frozen=True)
 class Outcome:
-    per_second: float
+    per_second: float  # transactions
     p50_ms: float
     noise_share: float  # of one core, kept by the noise while the transactions ran
 
@@ -53,28 +54,8 @@ def _burn(seconds: float) -> None:
         pass
 
 
-async def _transactions(folder: Path, events: int, count: int) -> tuple[float, float]:
-    async with _database(folder, LAYOUTS[1], [RUN_ID]) as db:
-        batches = _batches("rows", events * count, events, RUN_ID)
-        latencies = []
-        started = time.perf_counter()
-        for variables in batches:
-            sent = time.perf_counter()
-            _check(await db.send(SINGLE, variables))
-            latencies.append(time.perf_counter() - sent)
-        return count / (time.perf_counter() - started), statistics.median(latencies) * 1e3
-
-
-def _own_loop(folder: Path, events: int, count: int) -> Callable[[], Awaitable[tuple[float, float]]]:
-    """The transactions on another thread's loop, awaited from this one."""
-
-    async def run() -> tuple[float, float]:
-        return await asyncio.to_thread(on_servers_loop, _transactions(folder, events, count))
-
-    return run
-
-
-async def _beside_noise(work: Callable[[], Awaitable[tuple[float, float]]], busy: float, idle: float) -> Outcome:
+async def _beside_noise(transactions: Awaitable[Rate], events: int, busy: float, idle: float) -> Outcome:
+    """Await `transactions` (of `events` rows each) while the noise runs on this loop."""
     stop = asyncio.Event()
     bursts = 0
 
@@ -87,23 +68,19 @@ async def _beside_noise(work: Callable[[], Awaitable[tuple[float, float]]], busy
 
     task = asyncio.create_task(noise())
     started = time.perf_counter()
-    per_second, p50_ms = await work()
+    rate = await transactions
     elapsed = time.perf_counter() - started
     stop.set()
     await task
-    return Outcome(per_second, p50_ms, bursts * busy / elapsed)
+    return Outcome(rate.per_second / events, statistics.median(rate.latencies) * 1e3, bursts * busy / elapsed)
 
 
 def measure(mode: str, busy_us: float, idle_ms: float, events: int, count: int) -> Outcome:
     with tempfile.TemporaryDirectory(prefix="busy-loop-") as folder:
-        if mode == "own":
-            work = _own_loop(Path(folder), events, count)
-        else:
-
-            def work() -> Awaitable[tuple[float, float]]:
-                return _transactions(Path(folder), events, count)
-
-        return on_servers_loop(_beside_noise(work, busy_us / 1e6, idle_ms / 1e3))
+        transactions = daemon_layout_bulk(Path(folder), events * count, events)
+        if mode == "own":  # on a thread of its own, running its own loop
+            transactions = asyncio.to_thread(on_servers_loop, transactions)
+        return on_servers_loop(_beside_noise(transactions, events, busy_us / 1e6, idle_ms / 1e3))
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
