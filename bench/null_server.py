@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -104,12 +103,7 @@ async def serve(listen: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument(
-        "--event-loop",
-        choices=event_loop.CHOICES,
-        default=os.environ.get("AIVCS_LEDGER_EVENT_LOOP", "auto"),
-        help="as the daemon's flag, and read from the same environment variable",
-    )
+    parser.add_argument("--event-loop", choices=event_loop.CHOICES, default="auto", help="as the daemon's flag")
     args = parser.parse_args()
     event_loop.run(serve(args.listen), event_loop.loop_factory(args.event_loop))
 

@@ -20,12 +20,17 @@ T = TypeVar("T")
 __all__ = ["REPO", "on_servers_loop", "servers_event_loop", "start_ledger_daemon", "start_null_server"]
 
 
+def _servers_loop_choice() -> str:
+    """What both servers are told to run on: the daemon reads the variable itself, the null server gets a flag."""
+    return os.environ.get("AIVCS_LEDGER_EVENT_LOOP", "auto")
+
+
 def _servers_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    return event_loop.loop_factory(os.environ.get("AIVCS_LEDGER_EVENT_LOOP", "auto"))
+    return event_loop.loop_factory(_servers_loop_choice())
 
 
 def servers_event_loop() -> str:
-    """The loop both servers run on: their default, or AIVCS_LEDGER_EVENT_LOOP's (both read it)."""
+    """The loop both servers run on: their default, or AIVCS_LEDGER_EVENT_LOOP's."""
     return "asyncio" if _servers_loop_factory() is None else "uvloop"
 
 
@@ -37,7 +42,15 @@ def on_servers_loop(main: Coroutine[Any, Any, T]) -> T:
 def start_null_server(tmp: Path, timeout: float = 30) -> DaemonProcess:
     """`python -m bench.null_server` on a free loopback port, ready for calls."""
     log_path = tmp / "null-server.log"
-    args = [sys.executable, "-m", "bench.null_server", "--listen", "127.0.0.1:0"]
+    args = [
+        sys.executable,
+        "-m",
+        "bench.null_server",
+        "--listen",
+        "127.0.0.1:0",
+        "--event-loop",
+        _servers_loop_choice(),
+    ]
     process = spawn(args, tmp, log_path, from_clone=True)
     deadline = time.monotonic() + timeout
     port = wait_listening(process, log_path, deadline, "the null server")
